@@ -1,0 +1,8 @@
+"""Prefect flows: one per DVC stage (run by `dvc repro`), plus `pipeline` for the whole DAG.
+
+Our domain loggers (`mvcaug.*`) are forwarded to Prefect, so they show in the UI with each run.
+"""
+
+import os
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mvcaug")

@@ -1,0 +1,18 @@
+"""Flow of the embed stage: token embeddings of every caption and of the empty text."""
+
+from prefect import flow
+
+from flows.cli import run_stage
+from mvcaug.params import load_params
+from tasks.embed import embed
+
+
+@flow(name="embed")
+def embed_flow(params_file: str = "params.yaml") -> tuple[int, int, int]:
+    """Embed captions with the text encoder."""
+    params = load_params(params_file)
+    return embed(params.embed, params.paths.captions, params.paths.embeddings)
+
+
+if __name__ == "__main__":
+    run_stage(embed_flow)

@@ -1,0 +1,18 @@
+"""Flow of the mix stage: N_y MVC embeddings per class, with provenance."""
+
+from prefect import flow
+
+from flows.cli import run_stage
+from mvcaug.params import load_params
+from tasks.mix import mix
+
+
+@flow(name="mix")
+def mix_flow(params_file: str = "params.yaml") -> int:
+    """Mix visual concepts (Algorithm 1)."""
+    params = load_params(params_file)
+    return mix(params.mix, params.paths.embeddings, params.paths.mixed)
+
+
+if __name__ == "__main__":
+    run_stage(mix_flow)

@@ -1,0 +1,147 @@
+"""Caption every training image, each caption prefixed "This is an image of <label>." (the paper's 3.2).
+
+A captioner is anything with an `id` and a `describe(images, sources)` returning one sentence per
+image; backends register in CAPTIONERS so a new model (BLIP-2) is one class, not a new stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+from PIL import Image
+from tqdm import tqdm
+
+from mvcaug.image_attributes import describe, measure
+from mvcaug.params import CaptionParams, PrepareParams
+
+log = logging.getLogger(__name__)
+
+
+class CaptionError(ValueError):
+    """Captions cannot be produced; the message names the file and the fix."""
+
+
+class Captioner(Protocol):
+    id: str
+
+    def describe(self, images: Sequence[Image.Image], sources: Sequence[str]) -> list[str]:
+        """One caption body (without the label prefix) per image."""
+
+
+class AttributeCaptioner:
+    """Offline, deterministic: words for stroke thickness, slant, size, position, tone and colour."""
+
+    id = "attributes-v1"
+
+    def describe(self, images: Sequence[Image.Image], sources: Sequence[str]) -> list[str]:
+        return [describe(measure(image)) for image in images]
+
+
+class FileCaptioner:
+    """Captions written by people beside the images: metadata.jsonl (file_name, text) or captions.csv."""
+
+    def __init__(self, captions_file: Path):
+        self.id = f"file:{captions_file.name}"
+        self.by_file = read_caption_file(captions_file)
+        self.path = captions_file
+
+    def describe(self, images: Sequence[Image.Image], sources: Sequence[str]) -> list[str]:
+        missing = [s for s in sources if s not in self.by_file]
+        if missing:
+            raise CaptionError(
+                f"{self.path}: no caption for {len(missing)} image(s), e.g. '{missing[0]}'; "
+                "add a row per image (file_name relative to the image folder)"
+            )
+        return [self.by_file[s] for s in sources]
+
+
+def read_caption_file(path: Path) -> dict[str, str]:
+    """file_name -> caption from metadata.jsonl (keys file_name + text/caption) or a CSV alike."""
+    if not path.is_file():
+        raise CaptionError(f"{path}: captions file not found; write metadata.jsonl or captions.csv there")
+    rows: list[dict[str, str]]
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise CaptionError(f"{path}:{number}: not valid JSON ({err})") from err
+    else:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    captions = {}
+    for row in rows:
+        text = row.get("text", row.get("caption"))
+        if "file_name" not in row or text is None:
+            raise CaptionError(f"{path}: each row needs 'file_name' and 'text' (or 'caption'): {row}")
+        captions[Path(row["file_name"]).as_posix()] = str(text).strip()
+    return captions
+
+
+def find_caption_file(params: CaptionParams, prepare: PrepareParams) -> Path:
+    """The explicit caption.captions_file, else metadata.jsonl or captions.csv in the image folder."""
+    if params.captions_file:
+        return Path(params.captions_file)
+    folder = Path(prepare.image_folder)
+    for name in ("metadata.jsonl", "captions.csv"):
+        if (folder / name).is_file():
+            return folder / name
+    raise CaptionError(
+        f"{folder}: no metadata.jsonl or captions.csv for caption.backend=file; "
+        "add one or set caption.captions_file"
+    )
+
+
+def build_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner:
+    """Construct the backend named by caption.backend."""
+    factories: dict[str, Callable[[], Captioner]] = {
+        "attributes": AttributeCaptioner,
+        "file": lambda: FileCaptioner(find_caption_file(params, prepare)),
+    }
+    if params.backend == "blip2":
+        from mvcaug.blip2 import Blip2Captioner
+
+        return Blip2Captioner(params)
+    if params.backend not in factories:
+        raise CaptionError(f"unknown caption.backend '{params.backend}'; use attributes, file or blip2")
+    return factories[params.backend]()
+
+
+def prefixed(label: str, body: str, prefix: str) -> str:
+    """The paper's prefix, so the class is named even when the captioner misses it."""
+    head = prefix.format(label=label).strip()
+    return f"{head} {body.strip()}".strip()
+
+
+def caption_images(
+    manifest: pa.Table,
+    prepared_dir: Path,
+    captioner: Captioner,
+    params: CaptionParams,
+) -> pa.Table:
+    """Caption the manifest's training images in batches; returns (id, label, caption, captioner)."""
+    train = manifest.filter(pa.compute.equal(manifest["split"], "train")).to_pylist()
+    if not train:
+        raise CaptionError(f"{prepared_dir}/manifest.parquet has no training images; check prepare params")
+    captions: list[str] = []
+    batch = max(1, params.batch_size)
+    for start in tqdm(range(0, len(train), batch), desc=f"caption ({captioner.id})", unit="batch"):
+        rows = train[start : start + batch]
+        images = [Image.open(prepared_dir / row["path"]).convert("RGB") for row in rows]
+        bodies = captioner.describe(images, [row["source"] for row in rows])
+        captions += [prefixed(row["label"], body, params.prefix) for row, body in zip(rows, bodies)]
+    log.info("captioned %d training images with %s", len(captions), captioner.id)
+    return pa.table({
+        "id": [row["id"] for row in train],
+        "label": [row["label"] for row in train],
+        "caption": captions,
+        "captioner": [captioner.id] * len(train),
+    })

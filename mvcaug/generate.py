@@ -1,0 +1,191 @@
+"""Generate synthetic images in shards: noise + a same-class conditioning image + an MVC embedding.
+
+A shard is one class and one block of image indices. Image i of class y has its own seed, mixed
+embedding (i mod N_y) and conditioning image, so a shard's content depends only on its own inputs:
+its fingerprint. A shard whose shard.json holds the current fingerprint is complete and never redone;
+raising images_per_class only adds shards; an interrupted shard is rewritten in place (the file names
+are fixed), so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from mvcaug.atomic import write_json, write_png
+from mvcaug.denoiser import Denoiser
+from mvcaug.images import ImageSet, to_image
+from mvcaug.params import GenerateParams
+from mvcaug.sampling import sample
+
+log = logging.getLogger(__name__)
+
+SHARD_RECORD = "shard.json"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Images [start, stop) of one class."""
+
+    label: str
+    block: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.label}-{self.block:04d}"
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What one synthetic image is made from: enough to regenerate it exactly."""
+
+    index: int
+    seed: int
+    mixed_id: str
+    cond_id: str
+
+
+@dataclass
+class GenerationInputs:
+    """Everything shards are generated from, loaded once per stage."""
+
+    denoiser: Denoiser
+    model_digest: str
+    cond_images: ImageSet  # the real training images
+    mixed_ids: dict[str, list[str]]  # label -> mixed embedding ids, in index order
+    mixed: dict[str, np.ndarray]  # label -> (N_y, m, d)
+    null_text: np.ndarray  # (m, d)
+    resolution: int
+    params: GenerateParams
+
+
+def plan_shards(labels: list[str], params: GenerateParams) -> list[Shard]:
+    shards = []
+    for label in sorted(set(labels)):
+        for block, start in enumerate(range(0, params.images_per_class, params.shard_size)):
+            shards.append(Shard(label, block, start, min(start + params.shard_size, params.images_per_class)))
+    return shards
+
+
+def image_specs(shard: Shard, inputs: GenerationInputs) -> list[ImageSpec]:
+    """Seeds, mixes and conditioning images of a shard's images, from per-image random streams."""
+    pool = inputs.cond_images.of_class(shard.label)
+    mixed_ids = inputs.mixed_ids[shard.label]
+    if len(pool) == 0 or not mixed_ids:
+        raise ValueError(f"class '{shard.label}' has no training images or no mixed embeddings to generate from")
+    specs = []
+    for index in range(shard.start, shard.stop):
+        rng = np.random.default_rng([inputs.params.seed, zlib.crc32(shard.label.encode()), index])
+        seed = int(rng.integers(2**31 - 1))
+        cond = int(pool[rng.integers(len(pool))])
+        specs.append(ImageSpec(index, seed, mixed_ids[index % len(mixed_ids)], inputs.cond_images.ids[cond]))
+    return specs
+
+
+def shard_fingerprint(shard: Shard, specs: list[ImageSpec], inputs: GenerationInputs) -> str:
+    """A hash of every input of the shard: model, sampler settings, embeddings, conditioning images."""
+    p = inputs.params
+    digest = hashlib.sha256()
+    settings = (inputs.model_digest, p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale,
+                inputs.resolution, shard.label, shard.start, shard.stop)
+    digest.update(json.dumps(settings).encode())
+    digest.update(np.ascontiguousarray(inputs.null_text, np.float32).tobytes())
+    position = {cid: i for i, cid in enumerate(inputs.cond_images.ids)}
+    mixed_position = {mid: i for i, mid in enumerate(inputs.mixed_ids[shard.label])}
+    for spec in specs:
+        digest.update(json.dumps(asdict(spec)).encode())
+        digest.update(np.ascontiguousarray(
+            inputs.mixed[shard.label][mixed_position[spec.mixed_id]], np.float32).tobytes())
+        digest.update(inputs.cond_images.sha256[position[spec.cond_id]].encode())
+    return digest.hexdigest()
+
+
+def completed_rows(shard_dir: Path, fingerprint: str) -> list[dict] | None:
+    """The shard's rows if shard.json matches the fingerprint and every image is there, else None."""
+    record_path = shard_dir / SHARD_RECORD
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    rows = record.get("rows", [])
+    if record.get("fingerprint") != fingerprint or not all((shard_dir.parent / r["path"]).is_file() for r in rows):
+        return None
+    return rows
+
+
+def generate_shard(shard: Shard, inputs: GenerationInputs, out_dir: str | Path) -> tuple[list[dict], bool]:
+    """Write the shard's PNGs then shard.json; returns (manifest rows, whether it was generated now)."""
+    out_dir = Path(out_dir)
+    shard_dir = out_dir / shard.name
+    specs = image_specs(shard, inputs)
+    fingerprint = shard_fingerprint(shard, specs, inputs)
+    done = completed_rows(shard_dir, fingerprint)
+    if done is not None:
+        return done, False
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    rows = []
+    for start in range(0, len(specs), inputs.params.batch_size):
+        batch = specs[start : start + inputs.params.batch_size]
+        for spec, image in zip(batch, _denoise(batch, shard.label, inputs)):
+            rel = f"{shard.name}/{shard.label}-{spec.index:05d}.png"
+            write_png(out_dir / rel, to_image(image, inputs.resolution))
+            rows.append({"path": rel, "label": shard.label, "shard": shard.name, **asdict(spec)})
+    write_json(shard_dir / SHARD_RECORD, {"fingerprint": fingerprint, "rows": rows})
+    return rows, True
+
+
+def _denoise(specs: list[ImageSpec], label: str, inputs: GenerationInputs) -> torch.Tensor:
+    p = inputs.params
+    device = next(inputs.denoiser.unet.parameters()).device
+    position = {cid: i for i, cid in enumerate(inputs.cond_images.ids)}
+    mixed_position = {mid: i for i, mid in enumerate(inputs.mixed_ids[label])}
+    cond = inputs.cond_images.pixels[[position[s.cond_id] for s in specs]].to(device)
+    text = torch.from_numpy(np.stack([inputs.mixed[label][mixed_position[s.mixed_id]] for s in specs]))
+    null = torch.from_numpy(np.asarray(inputs.null_text, np.float32))[None].to(device)
+    codec = inputs.denoiser.codec
+    size = cond.shape[-1] // codec.downscale
+    noise = torch.stack([
+        torch.randn(codec.latent_channels, size, size, generator=torch.Generator().manual_seed(s.seed))
+        for s in specs
+    ]).to(device)
+    return sample(inputs.denoiser, cond, text.float().to(device), null, noise,
+                  p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale)
+
+
+def remove_stale_shards(out_dir: str | Path, shards: list[Shard]) -> list[str]:
+    """Delete shard folders the plan no longer has (e.g. after lowering images_per_class)."""
+    keep = {s.name for s in shards}
+    removed = []
+    for folder in Path(out_dir).glob("shard-*"):
+        if folder.is_dir() and folder.name not in keep:
+            shutil.rmtree(folder)
+            removed.append(folder.name)
+    return removed
+
+
+def synthetic_manifest(rows: list[dict]) -> pa.Table:
+    """path, label, shard, seed, mixed-embedding id, conditioning image id (plus the image index)."""
+    rows = sorted(rows, key=lambda r: (r["label"], r["index"]))
+    columns = ("path", "label", "shard", "index", "seed", "mixed_id", "cond_id")
+    return pa.table({c: [r[c] for r in rows] for c in columns})
+
+
+def file_digest(paths: list[Path]) -> str:
+    """sha256 over files' bytes, in order: the identity of a saved model."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

