@@ -6,3 +6,5 @@ Our domain loggers (`mvcaug.*`) are forwarded to Prefect, so they show in the UI
 import os
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mvcaug")
+# Offline by design: no telemetry calls from the ephemeral server.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

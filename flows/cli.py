@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable
 
 from mvcaug.errors import USER_ERRORS
-
-log = logging.getLogger("mvcaug")
 
 
 def run_stage(flow: Callable[..., object]) -> None:
@@ -17,9 +14,7 @@ def run_stage(flow: Callable[..., object]) -> None:
     parser = argparse.ArgumentParser(description=flow.__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         flow(params_file=args.params)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(f"error: {err}")

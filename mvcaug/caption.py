@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 from tqdm import tqdm
 
@@ -128,7 +129,7 @@ def caption_images(
     params: CaptionParams,
 ) -> pa.Table:
     """Caption the manifest's training images in batches; returns (id, label, caption, captioner)."""
-    train = manifest.filter(pa.compute.equal(manifest["split"], "train")).to_pylist()
+    train = manifest.filter(pc.equal(manifest["split"], "train")).to_pylist()
     if not train:
         raise CaptionError(f"{prepared_dir}/manifest.parquet has no training images; check prepare params")
     captions: list[str] = []

@@ -70,7 +70,9 @@ class ConditionSampler:
 def build_denoiser(
     params: FinetuneParams, channels: int, resolution: int, text_dim: int, device: torch.device
 ) -> Denoiser:
-    """The initial model: a small pixel-space U-Net, or a pretrained SD U-Net with conv_in widened."""
+    """The initial model: a small pixel-space U-Net, or a pretrained SD U-Net with conv_in widened.
+    Seeded here, so finetune.seed fixes the initial weights."""
+    torch.manual_seed(params.seed)
     if params.init == "scratch":
         codec = PixelCodec(channels) if params.codec == "pixel" else load_vae_codec(params.pretrained, device)
         size = resolution // codec.downscale

@@ -46,7 +46,7 @@ class PathsParams:
 class PrepareParams:
     source: str = "digits"
     """digits (scikit-learn's bundled 8x8 digits) or imagefolder (class subfolders)."""
-    image_folder: str = ""
+    image_folder: str = "data/00_source"
     """For imagefolder: the folder holding one subfolder per class."""
     train_per_class: int = 20
     """Training images per class: the reduced split."""
@@ -299,11 +299,22 @@ def _check_choices(params: Params, source: str) -> None:
     positive = [
         ("prepare", "train_per_class"), ("prepare", "resolution"), ("mix", "per_class"),
         ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),
-        ("generate", "steps"), ("train", "epochs"), ("embed", "max_length"),
+        ("generate", "steps"), ("train", "epochs"), ("embed", "max_length"), ("embed", "batch_size"),
+        ("generate", "batch_size"), ("train", "batch_size"), ("caption", "batch_size"),
+        ("generate", "images_per_class"),
     ]
     for section, key in positive:
         if getattr(getattr(params, section), key) <= 0:
             raise ParamsError(f"{source}: '{section}.{key}' must be positive")
+    for section, key in [("prepare", "val_per_class"), ("prepare", "test_per_class"),
+                         ("finetune", "lr_warmup_steps")]:
+        if getattr(getattr(params, section), key) < 0:
+            raise ParamsError(f"{source}: '{section}.{key}' must be >= 0")
+    f = params.finetune
+    if min(f.text_dropout, f.image_dropout, f.both_dropout) < 0 or f.text_dropout + f.image_dropout + f.both_dropout > 1:
+        raise ParamsError(
+            f"{source}: 'finetune.text_dropout', 'image_dropout' and 'both_dropout' must be >= 0 and sum to <= 1"
+        )
     if params.prepare.channels not in (1, 3):
         raise ParamsError(f"{source}: 'prepare.channels' must be 1 or 3")
     if params.mix.coarse_steps < 0 or params.mix.fine_steps < 0:

@@ -77,10 +77,16 @@ def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
             )
         for file in files:
             items.append(SourceImage(
-                f"{class_dir.name}-{file.stem}", class_dir.name,
+                image_id(class_dir.name, file), class_dir.name,
                 file.relative_to(root).as_posix(), open_image(file),
             ))
     return items
+
+
+def image_id(label: str, file: Path) -> str:
+    """<class>-<stem>, plus the suffix when it is not .png, so a.png and a.jpg stay distinct."""
+    suffix = file.suffix.lower()
+    return f"{label}-{file.stem}" if suffix == ".png" else f"{label}-{file.stem}{suffix.replace('.', '_')}"
 
 
 def open_image(path: Path) -> Image.Image:

@@ -1,0 +1,40 @@
+# One command sets up and runs the embedded default (`make run`); one sets up and runs the tests (`make test`).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run pipeline test test-fast ui clean
+
+setup: $(STAMP)
+
+# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml; on this workplace pip takes them from disk.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## run: reproduce the whole pipeline (dvc repro) on the embedded default; the report lands in data/08_report/
+run: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@echo "report: data/08_report/report.html   metrics: metrics.json"
+
+## pipeline: the same through the whole-pipeline Prefect flow (one flow run with a task per stage)
+pipeline: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
+
+## test: the whole suite, end-to-end tests included
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+
+## test-fast: without the slow end-to-end tests
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+
+## ui: the Prefect UI on 127.0.0.1:4200; flows started with PREFECT_API_URL=http://127.0.0.1:4200/api report to it
+ui: setup
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,108 @@
+"""End to end: `dvc repro` in a fresh git + DVC workspace, with tiny params, then incremental reruns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mvcaug.embedding_table import read_embeddings
+from tests.workspace import TINY_PARAMS, make_workspace, run, stages_ran, update_params
+
+pytestmark = pytest.mark.slow
+
+ALL_STAGES = {"prepare", "caption", "embed", "mix", "finetune", "generate", "train", "report"}
+CLASSES = 10
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    ws = make_workspace(tmp_path_factory.mktemp("ws"))
+    result = run(["dvc", "repro"], ws)
+    assert stages_ran(result.stdout) == ALL_STAGES, result.stdout
+    return ws
+
+
+def test_every_artifact(workspace: Path) -> None:
+    p = TINY_PARAMS
+    manifest = pq.read_table(workspace / "data/01_prepared/manifest.parquet")
+    assert {"id", "path", "label", "split", "sha256", "width", "height"} <= set(manifest.column_names)
+    splits = manifest["split"].to_pylist()
+    assert splits.count("train") == CLASSES * p["prepare"]["train_per_class"]
+    assert splits.count("test") == CLASSES * p["prepare"]["test_per_class"]
+
+    captions = pq.read_table(workspace / "data/02_captions/captions.parquet").to_pylist()
+    assert len(captions) == CLASSES * p["prepare"]["train_per_class"]
+    assert all(c["caption"].startswith(f"This is an image of {c['label']}.") for c in captions)
+
+    _, embeddings, info = read_embeddings(workspace / "data/03_embeddings/embeddings.parquet")
+    assert embeddings.shape == (len(captions), 16, 384) and info["shape"] == [16, 384]
+    _, null, _ = read_embeddings(workspace / "data/03_embeddings/null.parquet")
+    assert null.shape == (1, 16, 384)
+
+    mixed, mixed_emb, _ = read_embeddings(workspace / "data/04_mixed/mixed.parquet")
+    assert mixed_emb.shape == (CLASSES * p["mix"]["per_class"], 16, 384)
+    assert all(len(edits) == 1 + 8 for edits in mixed["edits"].to_pylist())  # P=1, Q=8 by default
+
+    model = workspace / "data/05_model"
+    assert (model / "unet/diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((model / "unet/config.json").read_text())["in_channels"] == 2
+    assert json.loads((model / "metrics.json").read_text())["steps"] == p["finetune"]["steps"]
+
+    synthetic = pq.read_table(workspace / "data/06_synthetic/manifest.parquet").to_pylist()
+    assert len(synthetic) == CLASSES * p["generate"]["images_per_class"]
+    assert {"path", "label", "shard", "seed", "mixed_id", "cond_id"} <= set(synthetic[0])
+    train_ids = {r["id"] for r in manifest.to_pylist() if r["split"] == "train"}
+    assert all(s["cond_id"] in train_ids for s in synthetic)
+    with Image.open(workspace / "data/06_synthetic" / synthetic[0]["path"]) as image:
+        assert image.size == (16, 16) and image.mode == "L"
+
+    results = json.loads((workspace / "data/07_train/results.json").read_text())
+    assert len(results) == 2 * len(p["train"]["seeds"])
+    assert (workspace / "data/07_train/runs/real-seed0/metrics.json").is_file()  # dvclive
+
+    metrics = json.loads((workspace / "metrics.json").read_text())
+    assert set(metrics) == {"real", "real+synthetic", "gain"}
+    assert 0.0 <= metrics["real"]["acc_mean"] <= 1.0
+    html = (workspace / "data/08_report/report.html").read_text()
+    assert "Test accuracy" in html and html.count("data:image/png;base64,") >= CLASSES * 3
+    assert "http://" not in html and "https://" not in html  # readable offline
+
+
+def test_noop_repro_runs_nothing(workspace: Path) -> None:
+    result = run(["dvc", "repro"], workspace)
+    assert stages_ran(result.stdout) == set()
+    assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
+
+
+def test_mix_change_reruns_mix_and_after_only(workspace: Path) -> None:
+    update_params(workspace, {"mix": {"fine_steps": 3}})
+    result = run(["dvc", "repro"], workspace)
+    assert stages_ran(result.stdout) == {"mix", "finetune", "generate", "train", "report"}
+    for stage in ("prepare", "caption", "embed"):
+        assert f"Stage '{stage}' didn't change, skipping" in result.stdout
+
+
+def test_more_images_keeps_finished_shards(workspace: Path) -> None:
+    shard_record = workspace / "data/06_synthetic/shard-zero-0000/shard.json"
+    before = shard_record.stat().st_mtime_ns
+    update_params(workspace, {"generate": {"images_per_class": 6}})
+    result = run(["dvc", "repro"], workspace)
+    assert stages_ran(result.stdout) == {"generate", "train", "report"}
+    assert shard_record.stat().st_mtime_ns == before
+    assert "'generated': 10, 'kept': 20" in result.stdout + result.stderr
+    synthetic = pq.read_table(workspace / "data/06_synthetic/manifest.parquet")
+    assert synthetic.num_rows == CLASSES * 6
+    assert len(set(synthetic["path"].to_pylist())) == synthetic.num_rows
+
+
+def test_pipeline_flow_matches_dvc_repro(workspace: Path) -> None:
+    update_params(workspace, {"train": {"epochs": 3}})
+    result = run(["python", "-m", "flows.pipeline"], workspace)
+    output = result.stdout + result.stderr
+    assert "ran: ['train', 'report']" in output
+    assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
+    assert stages_ran(run(["dvc", "repro"], workspace).stdout) == set()

@@ -1,0 +1,184 @@
+"""Captions: the offline attribute describer on real digits, the file backend, and its errors."""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from PIL import Image
+
+from mvcaug.caption import (
+    AttributeCaptioner, CaptionError, FileCaptioner, build_captioner, caption_images, prefixed,
+    read_caption_file,
+)
+from mvcaug.images import read_manifest
+from mvcaug.params import CaptionParams, PrepareParams
+from mvcaug.prepare import prepare_dataset
+
+
+def test_attribute_captions_on_real_digits(digits_prepared):
+    folder, manifest = digits_prepared
+    table = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=7))
+    assert table.column_names == ["id", "label", "caption", "captioner"]
+    train = [r for r in manifest.to_pylist() if r["split"] == "train"]
+    assert table["id"].to_pylist() == [r["id"] for r in train]
+    assert table["label"].to_pylist() == [r["label"] for r in train]
+    assert set(table["captioner"].to_pylist()) == {"attributes-v1"}
+    by_class = collections.defaultdict(list)
+    for row in table.to_pylist():
+        head = f"This is an image of {row['label']}."
+        assert row["caption"].startswith(head + " ")
+        body = row["caption"][len(head):].strip()
+        assert body.startswith("A ") and body.endswith(".") and len(body) > 20
+        by_class[row["label"]].append(row["caption"])
+    assert len(by_class) == 10
+    for label, captions in by_class.items():
+        assert len(set(captions)) >= 2, f"all captions of '{label}' are the same: {captions[0]}"
+
+
+def test_attribute_captions_are_deterministic_and_batch_independent(digits_prepared):
+    folder, manifest = digits_prepared
+    one = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=1))
+    many = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=64))
+    assert one.equals(many)
+
+
+def test_attribute_captions_see_the_image():
+    # The same shape drawn thin and small vs thick and large must not read the same.
+    small = Image.new("L", (16, 16))
+    small.paste(255, (7, 6, 8, 10))
+    large = Image.new("L", (16, 16))
+    large.paste(255, (1, 1, 15, 15))
+    thin, thick = AttributeCaptioner().describe([small, large], ["a", "b"])
+    assert thin != thick
+    assert "small" in thin and "large" in thick
+    assert thin.startswith("A thin") and thick.startswith("A thick")
+
+
+def test_custom_prefix(digits_prepared):
+    folder, manifest = digits_prepared
+    table = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(prefix="A photo of a {label}."))
+    assert all(c.startswith(f"A photo of a {label}. ") for c, label in
+               zip(table["caption"].to_pylist(), table["label"].to_pylist()))
+    assert prefixed("cat", "  fluffy.  ", "This is an image of {label}.") == "This is an image of cat. fluffy."
+
+
+@pytest.fixture
+def prepared_folder(tmp_path, imagefolder):
+    """The tiny cat/dog folder prepared: (image folder, prepared folder, manifest)."""
+    params = PrepareParams(source="imagefolder", image_folder=str(imagefolder), train_per_class=2,
+                           val_per_class=1, test_per_class=0, resolution=8, channels=3)
+    out = tmp_path / "prepared"
+    prepare_dataset(params, out)
+    return imagefolder, out, read_manifest(out), params
+
+
+def all_sources(image_folder: Path) -> list[str]:
+    return sorted(p.relative_to(image_folder).as_posix() for p in image_folder.rglob("*.png"))
+
+
+def test_file_backend_metadata_jsonl(prepared_folder):
+    image_folder, out, manifest, prepare = prepared_folder
+    lines = [json.dumps({"file_name": s, "text": f"  picture {s}  "}) for s in all_sources(image_folder)]
+    (image_folder / "metadata.jsonl").write_text("\n".join(lines) + "\n\n")
+    params = CaptionParams(backend="file")
+    captioner = build_captioner(params, prepare)
+    assert isinstance(captioner, FileCaptioner) and captioner.id == "file:metadata.jsonl"
+    table = caption_images(manifest, out, captioner, params)
+    train = [r for r in manifest.to_pylist() if r["split"] == "train"]
+    assert table.num_rows == len(train) == 4
+    for row, caption in zip(train, table["caption"].to_pylist()):
+        assert caption == f"This is an image of {row['label']}. picture {row['source']}"
+
+
+def test_file_backend_captions_csv_explicit_path(tmp_path, prepared_folder):
+    image_folder, out, manifest, prepare = prepared_folder
+    csv_path = tmp_path / "elsewhere" / "captions.csv"
+    csv_path.parent.mkdir()
+    rows = ["file_name,caption"] + [f'{s},"a, quoted caption for {s}"' for s in all_sources(image_folder)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    params = CaptionParams(backend="file", captions_file=str(csv_path))
+    table = caption_images(manifest, out, build_captioner(params, prepare), params)
+    for source, caption in zip(
+        [r["source"] for r in manifest.to_pylist() if r["split"] == "train"], table["caption"].to_pylist()
+    ):
+        assert caption.endswith(f". a, quoted caption for {source}")
+    assert set(table["captioner"].to_pylist()) == {"file:captions.csv"}
+
+
+def test_file_backend_finds_captions_csv_in_image_folder(prepared_folder):
+    image_folder, _, _, prepare = prepared_folder
+    (image_folder / "captions.csv").write_text("file_name,text\ncat/img00.png,hello\n")
+    captioner = build_captioner(CaptionParams(backend="file"), prepare)
+    assert captioner.describe([Image.new("RGB", (2, 2))], ["cat/img00.png"]) == ["hello"]
+
+
+def test_missing_caption_row_names_the_file(prepared_folder):
+    image_folder, out, manifest, prepare = prepared_folder
+    sources = all_sources(image_folder)
+    train_sources = {r["source"] for r in manifest.to_pylist() if r["split"] == "train"}
+    dropped = sorted(train_sources)[0]
+    lines = [json.dumps({"file_name": s, "text": "x"}) for s in sources if s != dropped]
+    path = image_folder / "metadata.jsonl"
+    path.write_text("\n".join(lines))
+    params = CaptionParams(backend="file")
+    with pytest.raises(CaptionError) as info:
+        caption_images(manifest, out, build_captioner(params, prepare), params)
+    assert str(path) in str(info.value)
+    assert dropped in str(info.value)
+
+
+def test_caption_file_errors(tmp_path, prepared_folder):
+    _, _, _, prepare = prepared_folder
+    with pytest.raises(CaptionError, match="no metadata.jsonl or captions.csv"):
+        build_captioner(CaptionParams(backend="file"), prepare)
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(CaptionError, match="not found") as info:
+        build_captioner(CaptionParams(backend="file", captions_file=str(missing)), prepare)
+    assert str(missing) in str(info.value)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"file_name": "a.png", "text": "ok"}\n{not json\n')
+    with pytest.raises(CaptionError, match=f"{broken}:2"):
+        read_caption_file(broken)
+    no_text = tmp_path / "no_text.csv"
+    no_text.write_text("file_name,label\na.png,cat\n")
+    with pytest.raises(CaptionError, match="file_name"):
+        read_caption_file(no_text)
+
+
+def test_unknown_backend():
+    with pytest.raises(CaptionError, match="'gpt4'"):
+        build_captioner(CaptionParams(backend="gpt4"), PrepareParams())
+
+
+def test_no_training_images(digits_prepared):
+    folder, manifest = digits_prepared
+    val_only = manifest.filter(pc.not_equal(manifest["split"], "train"))
+    assert val_only.num_rows > 0
+    with pytest.raises(CaptionError, match="no training images"):
+        caption_images(val_only, folder, AttributeCaptioner(), CaptionParams())
+
+
+def test_caption_module_works_on_its_own(tmp_path):
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        import pyarrow as pa
+        from PIL import Image
+        from mvcaug.caption import AttributeCaptioner, caption_images
+        from mvcaug.params import CaptionParams
+        folder = Path({str(tmp_path)!r})
+        Image.new("L", (8, 8)).save(folder / "a.png")
+        manifest = pa.table({{"id": ["a"], "path": ["a.png"], "label": ["x"], "split": ["train"],
+                             "source": ["a.png"]}})
+        print(caption_images(manifest, folder, AttributeCaptioner(), CaptionParams()).num_rows)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("1")

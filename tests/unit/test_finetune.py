@@ -1,0 +1,159 @@
+"""The conditional denoiser: zero-initialised conv_in widening, conditioning dropout, a few training steps."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from mvcaug.denoiser import build_scratch_unet, expand_conv_in, load_denoiser, save_denoiser
+from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, dropout_masks, train_denoiser
+from mvcaug.params import FinetuneParams, MixParams
+
+TINY = FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4)
+CPU = torch.device("cpu")
+
+
+def tiny_pretrained_like_unet() -> UNet2DConditionModel:
+    """A 4-channel text-to-image U-Net, as a pretrained Stable Diffusion one before widening."""
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=12, attention_head_dim=4, norm_num_groups=8,
+    ).eval()
+
+
+@torch.no_grad()
+def test_expand_conv_in_keeps_the_pretrained_output():
+    original = tiny_pretrained_like_unet()
+    # make the original's conv_in bias non-zero so a dropped bias would show
+    original.conv_in.bias.add_(0.1)
+    widened = expand_conv_in(copy.deepcopy(original), 4).eval()
+    assert widened.conv_in.in_channels == 8
+    assert widened.config.in_channels == 8
+    assert torch.equal(widened.conv_in.weight[:, :4], original.conv_in.weight)
+    assert torch.count_nonzero(widened.conv_in.weight[:, 4:]) == 0
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    text = torch.randn(2, 5, 12, generator=g)
+    t = torch.tensor([10, 500])
+    expected = original(x, t, encoder_hidden_states=text).sample
+    for cond in (torch.zeros(2, 4, 8, 8), torch.randn(2, 4, 8, 8, generator=g), 50 * torch.ones(2, 4, 8, 8)):
+        got = widened(torch.cat([x, cond], 1), t, encoder_hidden_states=text).sample
+        assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    # the widened U-Net still learns from the condition: its new weights receive gradients
+    with torch.enable_grad():
+        widened.train()
+        out = widened(torch.cat([x, torch.randn(2, 4, 8, 8, generator=g)], 1), t, encoder_hidden_states=text)
+        out.sample.square().mean().backward()
+    assert widened.conv_in.weight.grad[:, 4:].abs().sum() > 0
+
+
+def test_scratch_unet_shape():
+    unet = build_scratch_unet(latent_channels=3, sample_size=8, cross_attention_dim=16, params=TINY)
+    assert unet.config.in_channels == 6 and unet.config.out_channels == 3
+    with torch.no_grad():
+        out = unet(torch.randn(2, 6, 8, 8), torch.tensor([1, 2]), encoder_hidden_states=torch.randn(2, 4, 16))
+    assert out.sample.shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize(("text", "image", "both"), [(0.1, 0.05, 0.05), (0.3, 0.2, 0.1), (0.0, 0.0, 0.0)])
+def test_dropout_mask_frequencies(text, image, both):
+    params = FinetuneParams(text_dropout=text, image_dropout=image, both_dropout=both)
+    n = 20000
+    keep_text, keep_image = dropout_masks(n, params, torch.Generator().manual_seed(0), CPU)
+    assert keep_text.dtype == torch.bool and keep_text.shape == (n,)
+    freq = lambda mask: mask.float().mean().item()  # noqa: E731
+    tol = 0.01  # > 4 standard deviations at n = 20000
+    assert abs(freq(~keep_text & ~keep_image) - both) < tol
+    assert abs(freq(~keep_text & keep_image) - text) < tol
+    assert abs(freq(keep_text & ~keep_image) - image) < tol
+    assert abs(freq(keep_text & keep_image) - (1 - text - image - both)) < tol
+    assert abs(freq(~keep_text) - (text + both)) < tol
+    assert abs(freq(~keep_image) - (image + both)) < tol
+
+
+def conditions(provenance) -> tuple[torch.Tensor, dict[str, ClassConditions], np.ndarray]:
+    """Two classes of 8x8 one-channel images with a clear shape each, and 3 captions per class."""
+    g = torch.Generator().manual_seed(0)
+    images = -torch.ones(12, 1, 8, 8)
+    images[:6, :, 2:6, :] = 1.0  # class a: a horizontal bar
+    images[6:, :, :, 2:6] = 1.0  # class b: a vertical bar
+    images += 0.1 * torch.randn(images.shape, generator=g)
+    emb = provenance(6, 4, 16) / (6 * 4 * 16)
+    classes = {
+        "a": ClassConditions(np.arange(6), emb[:3], emb[:3]),
+        "b": ClassConditions(np.arange(6, 12), emb[3:], emb[3:]),
+    }
+    return images.clamp(-1, 1), classes, emb
+
+
+def test_condition_sampler_pairs_and_texts_come_from_one_class(provenance):
+    _, classes, emb = conditions(provenance)
+    sampler = ConditionSampler(classes, MixParams(coarse_steps=1, fine_steps=3), "fresh", seed=0)
+    targets, conds, texts = sampler.batch(64)
+    assert texts.shape == (64, 4, 16)
+    mixes = 0
+    for target, cond, text in zip(targets, conds, texts):
+        label = "a" if target < 6 else "b"
+        assert (cond < 6) == (label == "a")
+        assert target != cond  # two distinct images when the class has two or more
+        owners = set(np.unique(np.round(text * 6 * 4 * 16).astype(int) // (4 * 16)))
+        assert owners <= ({0, 1, 2} if label == "a" else {3, 4, 5})
+        mixes += len(owners) >= 2
+    assert mixes > len(texts) // 2  # fresh MVC mixes, not plain captions (a full-height coarse
+    # edit followed by fine edits from the same source can rebuild one plain caption, rarely)
+    table = ConditionSampler(classes, MixParams(), "table", seed=0)
+    _, _, texts = table.batch(8)
+    assert all(any(np.array_equal(t, e) for e in emb) for t in texts)
+
+
+def train_tiny(provenance, seed: int = 0, steps: int = 30) -> list[float]:
+    images, classes, emb = conditions(provenance)
+    params = FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4, steps=steps, batch_size=8,
+                            learning_rate=2e-3, lr_warmup_steps=2, seed=seed)
+    torch.manual_seed(seed)
+    denoiser = build_denoiser(params, channels=1, resolution=8, text_dim=16, device=CPU)
+    sampler = ConditionSampler(classes, MixParams(coarse_steps=1, fine_steps=2), "fresh", seed)
+    steps_seen = []
+    losses = train_denoiser(denoiser, images, sampler, np.zeros((4, 16), np.float32), params,
+                            on_step=lambda step, loss: steps_seen.append((step, loss)))
+    assert steps_seen == list(enumerate(losses))
+    assert not denoiser.unet.training
+    return losses
+
+
+def test_a_few_training_steps_lower_the_loss(provenance):
+    losses = train_tiny(provenance)
+    assert len(losses) == 30 and all(np.isfinite(losses))
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_training_is_reproducible_for_a_seed(provenance):
+    assert train_tiny(provenance, steps=4) == train_tiny(provenance, steps=4)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    denoiser = build_denoiser(TINY, channels=1, resolution=8, text_dim=16, device=CPU)
+    save_denoiser(denoiser, tmp_path / "model")
+    loaded = load_denoiser(tmp_path / "model", CPU)
+    assert loaded.codec.latent_channels == 1 and loaded.codec.downscale == 1
+    assert loaded.noise_scheduler.config.num_train_timesteps == TINY.num_train_timesteps
+    for (name, a), (_, b) in zip(denoiser.unet.state_dict().items(), loaded.unet.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_scratch_initialisation_follows_finetune_seed():
+    torch.manual_seed(1)
+    first = build_denoiser(TINY, channels=1, resolution=8, text_dim=16, device=CPU)
+    torch.manual_seed(2)
+    second = build_denoiser(TINY, channels=1, resolution=8, text_dim=16, device=CPU)
+    for (name, a), (_, b) in zip(first.unet.state_dict().items(), second.unet.state_dict().items()):
+        assert torch.equal(a, b), name

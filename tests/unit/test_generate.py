@@ -1,0 +1,220 @@
+"""Sharded generation: the plan, per-image specs, fingerprints, resume without duplicates, stale shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mvcaug.finetune import build_denoiser
+from mvcaug.generate import (
+    SHARD_RECORD, GenerationInputs, Shard, generate_shard, image_specs, plan_shards, remove_stale_shards,
+    shard_fingerprint, synthetic_manifest,
+)
+from mvcaug.images import ImageSet
+from mvcaug.params import FinetuneParams, GenerateParams
+
+RES, M, TEXT_DIM = 8, 4, 16
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    torch.manual_seed(0)
+    den = build_denoiser(FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4), channels=1,
+                         resolution=RES, text_dim=TEXT_DIM, device=torch.device("cpu"))
+    den.unet.eval()
+    return den
+
+
+@pytest.fixture
+def inputs(denoiser) -> GenerationInputs:
+    g = torch.Generator().manual_seed(0)
+    labels = ["a", "a", "a", "b", "b"]
+    ids = [f"{label}{i}" for i, label in enumerate(labels)]
+    cond = ImageSet(ids, labels, [f"sha-{i}" for i in ids], torch.rand(5, 1, RES, RES, generator=g) * 2 - 1)
+    rng = np.random.default_rng(0)
+    mixed_ids = {label: [f"{label}-mix{k:05d}" for k in range(4)] for label in "ab"}
+    mixed = {label: rng.normal(size=(4, M, TEXT_DIM)).astype(np.float32) for label in "ab"}
+    return GenerationInputs(
+        denoiser=denoiser, model_digest="model-1", cond_images=cond, mixed_ids=mixed_ids, mixed=mixed,
+        null_text=np.zeros((M, TEXT_DIM), np.float32), resolution=RES,
+        params=GenerateParams(images_per_class=5, shard_size=3, steps=2, batch_size=2, seed=0),
+    )
+
+
+def with_params(inputs: GenerationInputs, **changes) -> GenerationInputs:
+    return dataclasses.replace(inputs, params=dataclasses.replace(inputs.params, **changes))
+
+
+def pngs(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize(("per_class", "size"), [(20, 10), (25, 10), (7, 3), (1, 5), (6, 1)])
+def test_plan_covers_every_image_once_in_blocks(per_class, size):
+    labels = ["dog", "cat", "dog", "ant"]
+    shards = plan_shards(labels, GenerateParams(images_per_class=per_class, shard_size=size))
+    assert len({s.name for s in shards}) == len(shards)
+    for label in ("ant", "cat", "dog"):
+        mine = [s for s in shards if s.label == label]
+        assert [s.block for s in mine] == list(range(len(mine)))
+        covered = [i for s in mine for i in range(s.start, s.stop)]
+        assert covered == list(range(per_class))
+        assert all(s.stop - s.start == size for s in mine[:-1])
+        assert 0 < mine[-1].stop - mine[-1].start <= size
+    assert {s.label for s in shards} == {"ant", "cat", "dog"}
+
+
+def test_raising_images_per_class_keeps_earlier_shards():
+    labels = ["a", "b"]
+    before = plan_shards(labels, GenerateParams(images_per_class=20, shard_size=10))
+    after = plan_shards(labels, GenerateParams(images_per_class=35, shard_size=10))
+    assert set(before) <= set(after)  # same names, same ranges
+    assert len(after) == 2 * 4
+    # a partial last block keeps its name and start and only grows
+    partial = plan_shards(labels, GenerateParams(images_per_class=15, shard_size=10))
+    grown = {s.name: s for s in after}
+    for shard in partial:
+        assert grown[shard.name].start == shard.start and grown[shard.name].stop >= shard.stop
+    assert Shard("a", 3, 30, 35).name == "shard-a-0003"
+
+
+def test_image_specs_draw_from_the_class(inputs):
+    specs = image_specs(Shard("a", 0, 0, 5), inputs)
+    assert [s.index for s in specs] == list(range(5))
+    assert all(s.cond_id.startswith("a") for s in specs)
+    assert [s.mixed_id for s in specs] == [inputs.mixed_ids["a"][i % 4] for i in range(5)]
+    assert len({s.seed for s in specs}) == 5
+    # an image's spec does not depend on how the indices are cut into shards
+    pieces = image_specs(Shard("a", 0, 0, 2), inputs) + image_specs(Shard("a", 1, 2, 5), inputs)
+    assert pieces == specs
+    assert image_specs(Shard("b", 0, 0, 5), inputs) != specs
+    with pytest.raises(ValueError, match="'c'"):
+        image_specs(Shard("c", 0, 0, 1), dataclasses.replace(inputs, mixed_ids={**inputs.mixed_ids, "c": []}))
+
+
+def test_fingerprint_follows_every_input(inputs):
+    shard = Shard("a", 0, 0, 3)
+    specs = image_specs(shard, inputs)
+    base = shard_fingerprint(shard, specs, inputs)
+    assert shard_fingerprint(shard, specs, inputs) == base
+    changed = [
+        with_params(inputs, guidance_scale=3.0),
+        with_params(inputs, steps=3),
+        with_params(inputs, scheduler="unipc"),
+        with_params(inputs, image_guidance_scale=1.5),
+        dataclasses.replace(inputs, model_digest="model-2"),
+        dataclasses.replace(inputs, null_text=inputs.null_text + 1),
+        dataclasses.replace(inputs, mixed={**inputs.mixed, "a": inputs.mixed["a"] * 2}),
+        dataclasses.replace(inputs, cond_images=dataclasses.replace(
+            inputs.cond_images, sha256=[s + "x" for s in inputs.cond_images.sha256])),
+    ]
+    for other in changed:
+        assert shard_fingerprint(shard, image_specs(shard, other), other) != base
+    # the batch size and the other class's embeddings do not change what a shard holds
+    same = [with_params(inputs, batch_size=7),
+            dataclasses.replace(inputs, mixed={**inputs.mixed, "b": inputs.mixed["b"] + 1})]
+    for other in same:
+        assert shard_fingerprint(shard, image_specs(shard, other), other) == base
+
+
+def test_generate_shard_writes_images_and_record(tmp_path, inputs):
+    shard = plan_shards(["a", "b"], inputs.params)[0]
+    rows, generated = generate_shard(shard, inputs, tmp_path)
+    assert generated is True
+    folder = tmp_path / shard.name
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "a-00000.png", "a-00001.png", "a-00002.png", SHARD_RECORD]
+    for name, pixels in pngs(folder).items():
+        assert pixels.shape == (RES, RES) and pixels.dtype == np.uint8
+    with Image.open(folder / "a-00000.png") as image:
+        assert image.mode == "L" and image.size == (RES, RES)
+    record = json.loads((folder / SHARD_RECORD).read_text())
+    assert record["rows"] == rows
+    assert record["fingerprint"] == shard_fingerprint(shard, image_specs(shard, inputs), inputs)
+    assert [r["path"] for r in rows] == [f"{shard.name}/a-0000{i}.png" for i in range(3)]
+    assert all(r["label"] == "a" and r["shard"] == shard.name for r in rows)
+    manifest = synthetic_manifest(rows)
+    assert manifest.column_names == ["path", "label", "shard", "index", "seed", "mixed_id", "cond_id"]
+    assert manifest["index"].to_pylist() == [0, 1, 2]
+
+
+def test_finished_shard_is_kept(tmp_path, inputs):
+    shard = Shard("a", 0, 0, 3)
+    rows, _ = generate_shard(shard, inputs, tmp_path)
+    folder = tmp_path / shard.name
+    before = mtimes(folder)
+    again, generated = generate_shard(shard, inputs, tmp_path)
+    assert generated is False
+    assert again == rows
+    assert mtimes(folder) == before
+    # raising images_per_class adds shards but keeps this one
+    more = with_params(inputs, images_per_class=9)
+    assert shard in plan_shards(["a"], more.params)
+    assert generate_shard(shard, more, tmp_path)[1] is False
+    assert mtimes(folder) == before
+
+
+def test_changed_guidance_regenerates(tmp_path, inputs):
+    shard = Shard("a", 0, 0, 3)
+    generate_shard(shard, inputs, tmp_path)
+    folder = tmp_path / shard.name
+    first = json.loads((folder / SHARD_RECORD).read_text())["fingerprint"]
+    first_pixels = pngs(folder)
+    rows, generated = generate_shard(shard, with_params(inputs, guidance_scale=4.0), tmp_path)
+    assert generated is True
+    record = json.loads((folder / SHARD_RECORD).read_text())
+    assert record["fingerprint"] != first
+    assert record["rows"] == rows
+    second_pixels = pngs(folder)
+    assert second_pixels.keys() == first_pixels.keys()
+    assert any(not np.array_equal(first_pixels[k], second_pixels[k]) for k in first_pixels)
+
+
+def test_interrupted_shard_is_rewritten_without_duplicates(tmp_path, inputs):
+    shard = Shard("b", 1, 3, 5)
+    rows, _ = generate_shard(shard, inputs, tmp_path)
+    folder = tmp_path / shard.name
+    complete = pngs(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    # an interruption: the record was never written, one image is missing, a temp file is left over
+    (folder / SHARD_RECORD).unlink()
+    (folder / "b-00004.png").unlink()
+    (folder / ".b-00004.png.abc.tmp").write_bytes(b"partial")
+    again, generated = generate_shard(shard, inputs, tmp_path)
+    assert generated is True
+    assert again == rows
+    assert sorted(p.name for p in folder.iterdir()) == names
+    redone = pngs(folder)
+    assert redone.keys() == complete.keys()
+    for name in complete:
+        assert np.array_equal(redone[name], complete[name]), name
+    # a record whose images went missing is not trusted either
+    (folder / "b-00003.png").unlink()
+    assert generate_shard(shard, inputs, tmp_path)[1] is True
+    assert np.array_equal(pngs(folder)["b-00003.png"], complete["b-00003.png"])
+
+
+def test_remove_stale_shards(tmp_path, inputs):
+    for name in ("shard-a-0000", "shard-a-0001", "shard-a-0002", "shard-c-0000"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.png").write_bytes(b"x")
+    (tmp_path / "manifest.parquet").write_bytes(b"keep")
+    (tmp_path / "shard-file").write_text("a file, not a shard folder")
+    (tmp_path / "other").mkdir()
+    plan = plan_shards(["a", "b"], GenerateParams(images_per_class=5, shard_size=3))
+    removed = remove_stale_shards(tmp_path, plan)
+    assert sorted(removed) == ["shard-a-0002", "shard-c-0000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.parquet", "other", "shard-a-0000", "shard-a-0001", "shard-file"]
+    assert (tmp_path / "shard-a-0000" / "x.png").is_file()
+    assert remove_stale_shards(tmp_path, plan) == []

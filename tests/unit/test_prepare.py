@@ -1,0 +1,224 @@
+"""prepare: sources, the stratified split, written images and the manifest; errors name the file."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mvcaug.params import PrepareParams
+from mvcaug.prepare import (
+    DIGIT_NAMES, MANIFEST_COLUMNS, DatasetError, load_imagefolder_source, prepare_dataset, stratified_split,
+)
+
+SMALL = dict(train_per_class=5, val_per_class=3, test_per_class=2)
+
+
+def split_counts(manifest) -> collections.Counter:
+    return collections.Counter(zip(manifest["label"].to_pylist(), manifest["split"].to_pylist()))
+
+
+def ids_by_split(manifest) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = collections.defaultdict(set)
+    for row in manifest.to_pylist():
+        out[row["split"]].add(row["id"])
+    return dict(out)
+
+
+@pytest.fixture(scope="module")
+def digits_small(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prep")
+    params = PrepareParams(source="digits", resolution=12, channels=1, seed=0, **SMALL)
+    return folder, params, prepare_dataset(params, folder)
+
+
+def test_digits_manifest_columns_and_exact_stratified_counts(digits_small):
+    folder, params, manifest = digits_small
+    assert tuple(manifest.column_names) == MANIFEST_COLUMNS
+    counts = split_counts(manifest)
+    expected = {(label, split): n for label in DIGIT_NAMES
+                for split, n in (("train", 5), ("val", 3), ("test", 2))}
+    assert dict(counts) == expected
+    assert manifest.num_rows == 10 * (5 + 3 + 2)
+    # ids and sources are unique, sources point into the bundled digits
+    assert len(set(manifest["id"].to_pylist())) == manifest.num_rows
+    sources = manifest["source"].to_pylist()
+    assert len(set(sources)) == manifest.num_rows
+    assert all(s.startswith("digits:") for s in sources)
+    # the manifest on disk is the one returned
+    assert pq.read_table(folder / "manifest.parquet").equals(manifest)
+
+
+def test_digits_images_resolution_channels_and_sha256(digits_small):
+    folder, params, manifest = digits_small
+    for row in manifest.to_pylist():
+        path = folder / row["path"]
+        assert row["path"] == f"images/{row['split']}/{row['label']}/{row['id']}.png"
+        data = path.read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"]
+        with Image.open(path) as image:
+            assert image.size == (12, 12)
+            assert image.mode == "L"
+        assert (row["width"], row["height"]) == (12, 12)
+    # exactly the manifest's images are on disk
+    on_disk = {p.relative_to(folder).as_posix() for p in (folder / "images").rglob("*.png")}
+    assert on_disk == set(manifest["path"].to_pylist())
+
+
+def test_digits_labels_match_the_bundled_targets(digits_small):
+    from sklearn.datasets import load_digits
+
+    targets = load_digits().target
+    _, _, manifest = digits_small
+    for row in manifest.to_pylist():
+        index = int(row["source"].split(":")[1])
+        assert row["label"] == DIGIT_NAMES[targets[index]]
+
+
+def test_same_seed_same_split_other_seed_different(tmp_path, digits_small):
+    _, params, manifest = digits_small
+    again = prepare_dataset(params, tmp_path / "again")
+    assert ids_by_split(again) == ids_by_split(manifest)
+    assert again["sha256"].to_pylist() == manifest["sha256"].to_pylist()
+    other = prepare_dataset(PrepareParams(**{**params.__dict__, "seed": 1}), tmp_path / "other")
+    assert ids_by_split(other) != ids_by_split(manifest)
+    assert dict(split_counts(other)) == dict(split_counts(manifest))
+
+
+def test_rerun_replaces_old_images(tmp_path, digits_small):
+    _, params, _ = digits_small
+    out = tmp_path / "out"
+    prepare_dataset(params, out)
+    second = prepare_dataset(PrepareParams(**{**params.__dict__, "seed": 7}), out)
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "images").rglob("*.png")}
+    assert on_disk == set(second["path"].to_pylist())
+
+
+def test_rgb_channels(tmp_path):
+    params = PrepareParams(source="digits", resolution=8, channels=3, **SMALL)
+    manifest = prepare_dataset(params, tmp_path)
+    row = manifest.to_pylist()[0]
+    with Image.open(tmp_path / row["path"]) as image:
+        assert image.mode == "RGB" and image.size == (8, 8)
+
+
+def test_stratified_split_is_exact_and_test_zero_takes_the_rest():
+    labels = ["a"] * 10 + ["b"] * 7
+    splits = stratified_split(labels, PrepareParams(train_per_class=2, val_per_class=3, test_per_class=0))
+    counts = collections.Counter(zip(labels, splits))
+    assert counts == {("a", "train"): 2, ("a", "val"): 3, ("a", "test"): 5,
+                      ("b", "train"): 2, ("b", "val"): 3, ("b", "test"): 2}
+    limited = stratified_split(labels, PrepareParams(train_per_class=2, val_per_class=3, test_per_class=1))
+    assert collections.Counter(limited) == {"train": 4, "val": 6, "test": 2, "": 5}
+
+
+def test_imagefolder_source(tmp_path, imagefolder):
+    (imagefolder / "cat" / "notes.txt").write_text("not an image")
+    (imagefolder / ".hidden").mkdir()
+    params = PrepareParams(source="imagefolder", image_folder=str(imagefolder), train_per_class=2,
+                           val_per_class=1, test_per_class=0, resolution=8, channels=3)
+    manifest = prepare_dataset(params, tmp_path / "out")
+    assert dict(split_counts(manifest)) == {
+        ("cat", "train"): 2, ("cat", "val"): 1, ("cat", "test"): 3,
+        ("dog", "train"): 2, ("dog", "val"): 1, ("dog", "test"): 3,
+    }
+    sources = set(manifest["source"].to_pylist())
+    assert sources == {f"{c}/img{k:02d}.png" for c in ("cat", "dog") for k in range(6)}
+    for row in manifest.to_pylist():
+        with Image.open(tmp_path / "out" / row["path"]) as image:
+            assert image.size == (8, 8) and image.mode == "RGB"
+        assert hashlib.sha256((tmp_path / "out" / row["path"]).read_bytes()).hexdigest() == row["sha256"]
+
+
+def test_imagefolder_keeps_pixels_at_same_resolution(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"a": 3, "b": 3}, size=(6, 6), mode="L")
+    params = PrepareParams(source="imagefolder", image_folder=str(source), train_per_class=1,
+                           val_per_class=1, resolution=6, channels=1)
+    manifest = prepare_dataset(params, tmp_path / "out")
+    for row in manifest.to_pylist():
+        written = np.asarray(Image.open(tmp_path / "out" / row["path"]))
+        original = np.asarray(Image.open(source / row["source"]))
+        assert np.array_equal(written, original)
+
+
+def _expect_dataset_error(folder: Path, named: str) -> None:
+    with pytest.raises(DatasetError) as info:
+        load_imagefolder_source(folder)
+    assert named in str(info.value)
+
+
+def test_corrupt_image_names_the_file(imagefolder):
+    bad = imagefolder / "cat" / "x.png"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 256, dtype=np.uint8).tobytes())
+    _expect_dataset_error(imagefolder, str(bad))
+
+
+def test_truncated_png_names_the_file(imagefolder):
+    good = (imagefolder / "dog" / "img00.png").read_bytes()
+    bad = imagefolder / "dog" / "truncated.png"
+    bad.write_bytes(good[: len(good) // 2])
+    _expect_dataset_error(imagefolder, str(bad))
+
+
+def test_zero_byte_image_names_the_file(imagefolder):
+    bad = imagefolder / "dog" / "empty.png"
+    bad.write_bytes(b"")
+    with pytest.raises(DatasetError, match="0 bytes") as info:
+        load_imagefolder_source(imagefolder)
+    assert str(bad) in str(info.value)
+
+
+def test_empty_class_folder_names_the_folder(imagefolder):
+    empty = imagefolder / "bird"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    _expect_dataset_error(imagefolder, str(empty))
+
+
+def test_missing_folder_and_no_classes(tmp_path):
+    _expect_dataset_error(tmp_path / "absent", str(tmp_path / "absent"))
+    (tmp_path / "flat").mkdir()
+    Image.new("L", (4, 4)).save(tmp_path / "flat" / "a.png")
+    _expect_dataset_error(tmp_path / "flat", str(tmp_path / "flat"))
+
+
+def test_missing_folder_through_prepare_dataset(tmp_path):
+    params = PrepareParams(source="imagefolder", image_folder=str(tmp_path / "absent"))
+    with pytest.raises(DatasetError, match="absent"):
+        prepare_dataset(params, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+def test_unknown_source(tmp_path):
+    with pytest.raises(DatasetError, match="'mnist'"):
+        prepare_dataset(PrepareParams(source="mnist"), tmp_path)
+
+
+def test_too_few_images_per_class(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"big": 6, "small": 3})
+    params = PrepareParams(source="imagefolder", image_folder=str(source), train_per_class=2, val_per_class=1)
+    with pytest.raises(DatasetError) as info:
+        prepare_dataset(params, tmp_path / "out")
+    message = str(info.value)
+    assert "'small'" in message and "3 images" in message and "at least 4" in message
+    assert not (tmp_path / "out" / "manifest.parquet").exists()
+
+
+def test_too_few_digits_per_class(tmp_path):
+    with pytest.raises(DatasetError, match="needs at least 301"):
+        prepare_dataset(PrepareParams(train_per_class=200, val_per_class=100), tmp_path)
+
+
+def test_same_stem_different_suffix_gets_distinct_ids(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"a": 4, "b": 4})
+    Image.open(source / "a" / "img00.png").convert("RGB").save(source / "a" / "img00.jpg")
+    params = PrepareParams(source="imagefolder", image_folder=str(source), train_per_class=1,
+                           val_per_class=1, resolution=8)
+    manifest = prepare_dataset(params, tmp_path / "out")
+    assert len(set(manifest["id"].to_pylist())) == manifest.num_rows
+    assert len(set(manifest["path"].to_pylist())) == manifest.num_rows

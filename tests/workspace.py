@@ -1,0 +1,72 @@
+"""A throw-away git + DVC copy of this project, for tests that run real stages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny but real: every stage does its job on the bundled digits in seconds.
+TINY_PARAMS = {
+    "prepare": {"train_per_class": 4, "val_per_class": 3, "test_per_class": 5},
+    "embed": {"max_length": 16},
+    "mix": {"per_class": 4},
+    "finetune": {"steps": 8, "batch_size": 8, "block_out_channels": [16, 32], "lr_warmup_steps": 2},
+    "generate": {"images_per_class": 4, "shard_size": 2, "steps": 3},
+    "train": {"seeds": [0, 1], "epochs": 2},
+    "report": {"samples_per_class": 2},
+}
+
+
+def project_files() -> list[str]:
+    """Tracked and untracked-but-not-ignored files: what a fresh clone (plus local edits) holds."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line and (ROOT / line).is_file()]
+
+
+def env() -> dict[str, str]:
+    """The venv's python and dvc first on PATH, offline, no analytics."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def update_params(workspace: Path, changes: dict) -> None:
+    """Merge {section: {key: value}} into the workspace's params.yaml."""
+    path = workspace / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_workspace(target: Path, params: dict | None = None) -> Path:
+    """Copy the project into target, apply params, and commit it in a new git repo."""
+    for name in project_files():
+        destination = target / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, destination)
+    update_params(target, params or TINY_PARAMS)
+    run(["git", "init", "-q"], target)
+    run(["git", "add", "-A"], target)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "workspace"], target)
+    return target
+
+
+def stages_ran(output: str) -> set[str]:
+    """Stage names that `dvc repro` reports as run."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
