@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 from PIL import Image
 from tqdm import tqdm
 
-from mvcaug.image_attributes import describe, measure
+from mvcaug.image_attributes import describe as describe_attributes
+from mvcaug.image_attributes import measure
 from mvcaug.params import CaptionParams, PrepareParams
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class AttributeCaptioner:
     id = "attributes-v1"
 
     def describe(self, images: Sequence[Image.Image], sources: Sequence[str]) -> list[str]:
-        return [describe(measure(image)) for image in images]
+        return [describe_attributes(measure(image)) for image in images]
 
 
 class FileCaptioner:
@@ -116,6 +117,11 @@ def build_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner:
     return factories[params.backend]()
 
 
+def _load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def prefixed(label: str, body: str, prefix: str) -> str:
     """The paper's prefix, so the class is named even when the captioner misses it."""
     head = prefix.format(label=label).strip()
@@ -136,10 +142,14 @@ def caption_images(
     batch = max(1, params.batch_size)
     for start in tqdm(range(0, len(train), batch), desc=f"caption ({captioner.id})", unit="batch"):
         rows = train[start : start + batch]
-        images = [Image.open(prepared_dir / row["path"]).convert("RGB") for row in rows]
+        images = [_load_rgb(prepared_dir / row["path"]) for row in rows]
         bodies = captioner.describe(images, [row["source"] for row in rows])
+        if len(bodies) != len(rows):
+            raise CaptionError(f"captioner {captioner.id} returned {len(bodies)} captions for {len(rows)} images")
         captions += [prefixed(row["label"], body, params.prefix) for row, body in zip(rows, bodies)]
-    log.info("captioned %d training images with %s", len(captions), captioner.id)
+    degenerate = getattr(captioner, "degenerate_count", 0)
+    log.info("captioned %d training images with %s (%d degenerate, kept as the prefix alone)",
+             len(captions), captioner.id, degenerate)
     return pa.table({
         "id": [row["id"] for row in train],
         "label": [row["label"] for row in train],

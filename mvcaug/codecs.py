@@ -49,46 +49,56 @@ class PixelCodec:
 
 
 class VaeCodec:
-    """Stable Diffusion's AutoencoderKL: z0 is a scaled sample, the condition the unscaled mode."""
+    """Stable Diffusion's AutoencoderKL: z0 is a scaled sample, the condition the unscaled mode
+    (as InstructPix2Pix). Grayscale datasets go in as three equal channels and come out averaged."""
 
-    def __init__(self, vae, source: str):
+    def __init__(self, vae, source: str, channels: int = 3):
         self.vae = vae.eval().requires_grad_(False)
         self.source = source
+        self.channels = channels
         self.latent_channels = int(vae.config.latent_channels)
         self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling = float(vae.config.scaling_factor)
 
+    def _to_vae(self, images: torch.Tensor) -> torch.Tensor:
+        wanted = int(self.vae.config.in_channels)
+        if images.shape[1] != wanted:
+            images = images.mean(1, keepdim=True).expand(-1, wanted, -1, -1)
+        return images.to(self.vae.device, self.vae.dtype)
+
     @torch.no_grad()
     def encode_target(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        dist = self.vae.encode(self._to_vae(images)).latent_dist
         return dist.sample(generator) * self.scaling
 
     @torch.no_grad()
     def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(images.to(self.vae.dtype)).latent_dist.mode()
+        return self.vae.encode(self._to_vae(images)).latent_dist.mode()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents.to(self.vae.dtype) / self.scaling).sample.clamp(-1, 1)
+        images = self.vae.decode(latents.to(self.vae.dtype) / self.scaling).sample.clamp(-1, 1)
+        return images.mean(1, keepdim=True) if self.channels == 1 and images.shape[1] != 1 else images
 
     def config(self) -> dict:
-        return {"kind": "vae", "source": self.source}
+        return {"kind": "vae", "source": self.source, "channels": self.channels}
 
 
-def load_vae_codec(source: str, device: torch.device, dtype: torch.dtype = torch.float32) -> VaeCodec:
+def load_vae_codec(
+    source: str, device: torch.device, dtype: torch.dtype = torch.float32, channels: int = 3
+) -> VaeCodec:
     """The vae/ subfolder of a Stable Diffusion checkpoint (folder or hub id)."""
     from diffusers import AutoencoderKL
 
-    from mvcaug.denoiser import ModelError
+    from mvcaug.denoiser import load_pretrained
 
-    try:
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
-    except (OSError, ValueError) as err:
-        raise ModelError(
-            f"cannot load the VAE of '{source}': {err}. Offline, point finetune.pretrained at a local "
-            "Stable Diffusion folder with a vae/ subfolder."
-        ) from err
-    return VaeCodec(vae.to(device), source)
+    vae = load_pretrained(
+        lambda path, subfolder: AutoencoderKL.from_pretrained(
+            path, subfolder=subfolder, use_safetensors=True, torch_dtype=dtype
+        ),
+        source, "vae",
+    )
+    return VaeCodec(vae.to(device), source, channels)
 
 
 def save_codec_config(codec: Codec, path: Path) -> None:
@@ -101,4 +111,4 @@ def load_codec(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
     config = json.loads(Path(path).read_text())
     if config["kind"] == "pixel":
         return PixelCodec(int(config["channels"]))
-    return load_vae_codec(config["source"], device, dtype)
+    return load_vae_codec(config["source"], device, dtype, int(config.get("channels", 3)))

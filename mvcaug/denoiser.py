@@ -8,8 +8,10 @@ InstructPix2Pix-style), and the latent codec (see codecs.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -18,6 +20,7 @@ from mvcaug.codecs import Codec, load_codec, save_codec_config
 from mvcaug.params import FinetuneParams
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModelError(RuntimeError):
@@ -80,15 +83,67 @@ def expand_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DCon
     return unet
 
 
+HOW_TO_PROVIDE = (
+    "set finetune.pretrained to a local Stable Diffusion folder (unet/, vae/, scheduler/, text_encoder/, "
+    "tokenizer/), e.g. one saved with `hf download <id> --local-dir <folder>` on a machine with "
+    "internet, or unset HF_HUB_OFFLINE to download a hub id"
+)
+
+
+def resolve_pretrained(path: str) -> str:
+    """The pretrained source as given, after failing early, with the fix named, on an empty value or
+    on a path that is plainly local (absolute, ./, ~, several parts) but not a folder."""
+    if not path:
+        raise ModelError(f"finetune.pretrained is empty but init or codec needs it; {HOW_TO_PROVIDE}")
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return str(local)
+    looks_local = local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or local.exists()
+    if looks_local:
+        raise ModelError(f"finetune.pretrained '{path}' is not a folder; {HOW_TO_PROVIDE}")
+    return path
+
+
+def load_pretrained(load: Callable[..., T], path: str, part: str) -> T:
+    """Call `load(source, subfolder=part)`, turning every loading failure into a ModelError."""
+    source = resolve_pretrained(path)
+    try:
+        return load(source, subfolder=part)
+    except (OSError, ValueError, KeyError) as err:
+        reason = str(err).strip().rstrip(".")
+        raise ModelError(f"cannot load {part}/ of '{path}': {reason}. To fix: {HOW_TO_PROVIDE}.") from err
+
+
 def load_pretrained_unet(path: str) -> UNet2DConditionModel:
     """The unet/ subfolder of a Stable Diffusion checkpoint (folder or hub id), safetensors only."""
-    try:
-        return UNet2DConditionModel.from_pretrained(path, subfolder="unet", use_safetensors=True)
-    except (OSError, ValueError) as err:
+    return load_pretrained(
+        lambda source, subfolder: UNet2DConditionModel.from_pretrained(
+            source, subfolder=subfolder, use_safetensors=True
+        ),
+        path, "unet",
+    )
+
+
+def load_pretrained_scheduler(path: str) -> DDPMScheduler:
+    """The training noise schedule of the checkpoint (scheduler/), as a DDPMScheduler."""
+    return load_pretrained(DDPMScheduler.from_pretrained, path, "scheduler")
+
+
+def check_compatible(unet: UNet2DConditionModel, codec: Codec, text_dim: int, resolution: int) -> None:
+    """Fail with the mismatch named rather than with a shape error deep inside the U-Net."""
+    if unet.config.in_channels != codec.latent_channels or unet.config.out_channels != codec.latent_channels:
         raise ModelError(
-            f"cannot load the U-Net of '{path}': {err}. Offline, set finetune.pretrained to a local "
-            "Stable Diffusion folder (unet/, vae/, scheduler/, text_encoder/, tokenizer/)."
-        ) from err
+            f"the pretrained U-Net maps {unet.config.in_channels} to {unet.config.out_channels} channels but "
+            f"the codec's latents have {codec.latent_channels}; use finetune.codec=vae with a Stable Diffusion U-Net"
+        )
+    if unet.config.cross_attention_dim != text_dim:
+        raise ModelError(
+            f"the embeddings have width {text_dim} but the U-Net's cross_attention_dim is "
+            f"{unet.config.cross_attention_dim}; embed with the checkpoint's own text encoder "
+            "(embed.encoder=<checkpoint>, embed.subfolder=text_encoder, embed.tokenizer_subfolder=tokenizer)"
+        )
+    if resolution % codec.downscale:
+        raise ModelError(f"prepare.resolution {resolution} is not a multiple of the VAE's downscale {codec.downscale}")
 
 
 def save_denoiser(denoiser: Denoiser, folder: str | Path) -> None:

@@ -17,3 +17,10 @@ def auto_dtype(device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto follows auto_dtype; an explicit name is taken as it is."""
+    if name == "auto":
+        return auto_dtype(device)
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]

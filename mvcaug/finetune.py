@@ -8,24 +8,33 @@ dropout (text, image, both) teaches the unconditional branches that guidance nee
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
+from mvcaug.checkpoints import find_resumable, remove_stale, run_fingerprint, save_checkpoint
 from mvcaug.codecs import PixelCodec, load_vae_codec
 from mvcaug.denoiser import (
-    Denoiser, build_scratch_unet, expand_conv_in, load_pretrained_unet, scratch_noise_scheduler,
+    Denoiser, build_scratch_unet, check_compatible, expand_conv_in, load_pretrained_scheduler,
+    load_pretrained_unet, scratch_noise_scheduler,
 )
+from mvcaug.images import to_image
 from mvcaug.mix import apply_plan, draw_plan
-from mvcaug.params import FinetuneParams, MixParams
+from mvcaug.params import FinetuneParams, MixParams, ParamsError
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, float], None]
+"""(step index from 0, loss of that step)."""
+ValidationCallback = Callable[[int, torch.Tensor], None]
+"""(steps done, images (n, C, H, W) in [-1, 1])."""
 
 
 @dataclass
@@ -73,17 +82,18 @@ def build_denoiser(
     """The initial model: a small pixel-space U-Net, or a pretrained SD U-Net with conv_in widened.
     Seeded here, so finetune.seed fixes the initial weights."""
     torch.manual_seed(params.seed)
+    codec = (
+        load_vae_codec(params.pretrained, device, channels=channels) if params.codec == "vae"
+        else PixelCodec(channels)
+    )
     if params.init == "scratch":
-        codec = PixelCodec(channels) if params.codec == "pixel" else load_vae_codec(params.pretrained, device)
-        size = resolution // codec.downscale
-        unet = build_scratch_unet(codec.latent_channels, size, text_dim, params)
+        unet = build_scratch_unet(codec.latent_channels, resolution // codec.downscale, text_dim, params)
         return Denoiser(unet.to(device), scratch_noise_scheduler(params), codec)
-    from diffusers import DDPMScheduler
-
     unet = load_pretrained_unet(params.pretrained)
-    codec = load_vae_codec(params.pretrained, device) if params.codec == "vae" else PixelCodec(channels)
+    check_compatible(unet, codec, text_dim, resolution)
     unet = expand_conv_in(unet, codec.latent_channels)
-    scheduler = DDPMScheduler.from_pretrained(params.pretrained, subfolder="scheduler")
+    scheduler = load_pretrained_scheduler(params.pretrained)
+    log.info("fine-tuning %s (%d parameters)", params.pretrained, sum(p.numel() for p in unet.parameters()))
     return Denoiser(unet.to(device), scheduler, codec)
 
 
@@ -128,6 +138,191 @@ def diffusion_loss(
     return F.mse_loss(prediction.float(), noise.float())
 
 
+@dataclass
+class TrainingRun:
+    """What one training run holds beside the denoiser: Accelerate's prepared objects and the streams."""
+
+    accelerator: Any
+    unet: torch.nn.Module  # as prepared by Accelerate (DDP-wrapped on several GPUs)
+    optimizer: Any
+    lr_schedule: Any
+    ema: Any  # diffusers EMAModel, or None
+    generator: torch.Generator  # noise, timesteps, dropout, VAE sampling
+    images: torch.Tensor
+    null: torch.Tensor
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.unet)
+
+
+def check_training_params(params: FinetuneParams, device: torch.device) -> None:
+    """Reject values Accelerate would fail on later, or with a less clear message."""
+    if params.mixed_precision == "fp16" and device.type == "cpu":
+        raise ParamsError("'finetune.mixed_precision' is fp16, which needs a GPU; on CPU use no or bf16")
+    if params.gradient_accumulation_steps < 1 or params.validation_images < 1 or params.validation_steps < 1:
+        raise ParamsError(
+            "'finetune.gradient_accumulation_steps', 'validation_images' and 'validation_steps' must be >= 1"
+        )
+    if params.checkpoint_every < 0 or params.validation_every < 0:
+        raise ParamsError("'finetune.checkpoint_every' and 'validation_every' must be >= 0 (0 = off)")
+    if not 0.0 <= params.ema_decay <= 1.0:
+        raise ParamsError("'finetune.ema_decay' must be between 0 and 1")
+
+
+def start_run(
+    denoiser: Denoiser, images: torch.Tensor, sampler: ConditionSampler, null_text: np.ndarray,
+    params: FinetuneParams,
+) -> TrainingRun:
+    """Accelerator, AdamW, LR schedule and EMA; with several processes each draws its own stream."""
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    device = next(denoiser.unet.parameters()).device
+    check_training_params(params, device)
+    accelerator = Accelerator(
+        cpu=device.type == "cpu", mixed_precision=params.mixed_precision,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+    )
+    torch.manual_seed(params.seed)
+    generator = torch.Generator(device=accelerator.device).manual_seed(params.seed)
+    if accelerator.num_processes > 1:
+        streams = np.random.SeedSequence([params.seed, accelerator.process_index])
+        sampler.rng = np.random.default_rng(streams)
+        generator.manual_seed(int(streams.generate_state(1)[0]))
+    if params.gradient_checkpointing:
+        denoiser.unet.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(denoiser.unet.parameters(), lr=params.learning_rate, weight_decay=1e-2)
+    # Accelerate steps a prepared schedule once per process per optimiser step.
+    n = accelerator.num_processes
+    lr_schedule = get_scheduler(
+        params.lr_scheduler, optimizer, num_warmup_steps=params.lr_warmup_steps * n,
+        num_training_steps=params.steps * n,
+    )
+    ema = None
+    if params.ema:
+        ema = EMAModel(denoiser.unet.parameters(), decay=params.ema_decay,
+                       model_cls=type(denoiser.unet), model_config=denoiser.unet.config)
+    unet, optimizer, lr_schedule = accelerator.prepare(denoiser.unet, optimizer, lr_schedule)
+    if ema is not None:
+        ema.to(accelerator.device)
+    null = torch.from_numpy(np.asarray(null_text, np.float32)).to(accelerator.device)[None]
+    return TrainingRun(accelerator, unet, optimizer, lr_schedule, ema, generator, images.to(accelerator.device), null)
+
+
+def optimizer_step(
+    run: TrainingRun, denoiser: Denoiser, sampler: ConditionSampler, params: FinetuneParams
+) -> float:
+    """One optimiser step over gradient_accumulation_steps micro-batches; returns their mean loss."""
+    total = torch.zeros((), device=run.accelerator.device)
+    for _ in range(params.gradient_accumulation_steps):
+        targets, conds, texts = sampler.batch(params.batch_size)
+        text = torch.from_numpy(texts.astype(np.float32)).to(run.accelerator.device)
+        with run.accelerator.accumulate(run.unet):
+            loss = diffusion_loss(
+                denoiser, run.unet, run.images[targets], run.images[conds], text, run.null, params, run.generator
+            )
+            run.accelerator.backward(loss)
+            if run.accelerator.sync_gradients:
+                run.accelerator.clip_grad_norm_(run.unet.parameters(), 1.0)
+            run.optimizer.step()
+            run.lr_schedule.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        total += loss.detach()
+    if run.ema is not None:
+        run.ema.step(run.module.parameters())
+    mean = run.accelerator.reduce(total / params.gradient_accumulation_steps, reduction="mean")
+    return float(mean)
+
+
+def save_run(
+    run: TrainingRun, sampler: ConditionSampler, root: Path, fingerprint: str, losses: list[float]
+) -> None:
+    """A checkpoint of the run after len(losses) steps; every process sends its RNG state, the main one writes."""
+    from accelerate.utils import gather_object
+
+    rng = gather_object([{"sampler": sampler.rng.bit_generator.state, "torch": run.generator.get_state().tolist()}])
+    if run.accelerator.is_main_process:
+        names = [name for name, _ in run.module.named_parameters()]
+        tensors = {"unet": run.module.state_dict()}
+        meta: dict[str, Any] = {"fingerprint": fingerprint, "losses": losses, "rng": rng}
+        if run.ema is not None:
+            tensors["ema"] = dict(zip(names, run.ema.shadow_params))
+            meta["ema"] = {k: v for k, v in run.ema.state_dict().items() if k != "shadow_params"}
+        states = {"optimizer": run.optimizer.state_dict(), "scheduler": run.lr_schedule.state_dict()}
+        if run.accelerator.scaler is not None:  # fp16: the loss scale is part of the state
+            states["scaler"] = run.accelerator.scaler.state_dict()
+        save_checkpoint(root, len(losses), meta, tensors, states)
+    run.accelerator.wait_for_everyone()
+
+
+def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, fingerprint: str) -> list[float]:
+    """Restore the newest checkpoint with this fingerprint (removing the others); its loss history."""
+    checkpoint = find_resumable(root, fingerprint)
+    run.accelerator.wait_for_everyone()  # everyone has chosen before the main process removes anything
+    if run.accelerator.is_main_process:
+        remove_stale(root, fingerprint)
+    if checkpoint is None:
+        return []
+    # 1. Weights (and EMA weights), optimiser and schedule.
+    run.module.load_state_dict(checkpoint.tensors("unet"))
+    run.optimizer.load_state_dict(checkpoint.state("optimizer"))
+    run.lr_schedule.load_state_dict(checkpoint.state("scheduler"))
+    if run.accelerator.scaler is not None:
+        run.accelerator.scaler.load_state_dict(checkpoint.state("scaler"))
+    if run.ema is not None:
+        shadow = checkpoint.tensors("ema")
+        run.ema.load_state_dict(checkpoint.meta["ema"])
+        device = run.accelerator.device
+        run.ema.shadow_params = [shadow[name].to(device) for name, _ in run.module.named_parameters()]
+    # 2. This process's streams, so the rest of the run draws what an uninterrupted one would.
+    rng = checkpoint.meta["rng"][run.accelerator.process_index]
+    sampler.rng.bit_generator.state = rng["sampler"]
+    run.generator.set_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+    log.info("resuming from %s at step %d", checkpoint.path, checkpoint.step)
+    return [float(v) for v in checkpoint.meta["losses"]]
+
+
+def validation_conditions(
+    sampler: ConditionSampler, images: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed (conditioning image, text) pairs: image i is from class i (cyclically), its first image
+    and its first mix (its first caption when it has no mixes)."""
+    conds, texts = [], []
+    for i in range(count):
+        c = sampler.classes[sampler.labels[i % len(sampler.labels)]]
+        conds.append(images[int(c.image_indices[0])])
+        texts.append(c.mixed_embeddings[0] if len(c.mixed_embeddings) else c.caption_embeddings[0])
+    text = torch.from_numpy(np.stack(texts).astype(np.float32)).to(images.device)
+    return torch.stack(conds), text
+
+
+def validation_images(
+    run: TrainingRun, denoiser: Denoiser, sampler: ConditionSampler, params: FinetuneParams
+) -> torch.Tensor:
+    """Images in [-1, 1] from fixed conditions and noise, with the EMA weights when on. Its own
+    generator: the training streams stay untouched, so validating does not change the result."""
+    from mvcaug.sampling import sample
+
+    cond, text = validation_conditions(sampler, run.images, params.validation_images)
+    size = run.images.shape[-1] // denoiser.codec.downscale
+    shape = (len(cond), denoiser.codec.latent_channels, size, size)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(params.seed)).to(run.images.device)
+    module = run.module
+    if run.ema is not None:
+        run.ema.store(module.parameters())
+        run.ema.copy_to(module.parameters())
+    module.eval()
+    try:
+        return sample(denoiser, cond, text, run.null, noise, "ddim", params.validation_steps,
+                      params.validation_guidance_scale).cpu()
+    finally:
+        module.train()
+        if run.ema is not None:
+            run.ema.restore(module.parameters())
+
+
 def train_denoiser(
     denoiser: Denoiser,
     images: torch.Tensor,
@@ -135,37 +330,58 @@ def train_denoiser(
     null_text: np.ndarray,
     params: FinetuneParams,
     on_step: StepCallback | None = None,
+    on_validation: ValidationCallback | None = None,
+    checkpoint_dir: Path | None = None,
+    data_digests: Mapping[str, str] | None = None,
 ) -> list[float]:
-    """Optimise the U-Net with Accelerate (mixed precision, accumulation on GPU); returns step losses."""
-    from accelerate import Accelerator
-    from diffusers.optimization import get_scheduler
+    """Optimise the U-Net with Accelerate; returns the loss of every step of the run (resumed ones too).
 
-    device = next(denoiser.unet.parameters()).device
-    accelerator = Accelerator(cpu=device.type == "cpu")
-    torch.manual_seed(params.seed)
-    generator = torch.Generator(device=accelerator.device).manual_seed(params.seed)
-    optimizer = torch.optim.AdamW(denoiser.unet.parameters(), lr=params.learning_rate, weight_decay=1e-2)
-    lr_schedule = get_scheduler(
-        "cosine", optimizer, num_warmup_steps=params.lr_warmup_steps, num_training_steps=params.steps
-    )
-    unet, optimizer, lr_schedule = accelerator.prepare(denoiser.unet, optimizer, lr_schedule)
-    images = images.to(accelerator.device)
-    null = torch.from_numpy(np.asarray(null_text, np.float32)).to(accelerator.device)[None]
-    unet.train()
-    losses = []
-    for step in tqdm(range(params.steps), desc="finetune", unit="step", mininterval=5):
-        targets, conds, texts = sampler.batch(params.batch_size)
-        text = torch.from_numpy(texts.astype(np.float32)).to(accelerator.device)
-        loss = diffusion_loss(
-            denoiser, unet, images[targets], images[conds], text, null, params, generator
-        )
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+    With `checkpoint_dir`, a checkpoint is written every finetune.checkpoint_every steps and the run
+    resumes from the newest one whose fingerprint (params, `data_digests`, code) matches. `on_step`
+    (every process) and `on_validation` (main process, every finetune.validation_every steps and at
+    the end) are called after each step. On return denoiser.unet holds the final (EMA) weights.
+    """
+    # 1. Accelerate, optimiser, schedule, EMA.
+    run = start_run(denoiser, images, sampler, null_text, params)
+    accelerator = run.accelerator
+    # 2. Resume from the newest checkpoint of the same inputs.
+    fingerprint = run_fingerprint(params, sampler.mix, data_digests or {}, accelerator.num_processes)
+    losses = resume_run(run, sampler, Path(checkpoint_dir), fingerprint) if checkpoint_dir else []
+    # 3. Optimise, checkpointing and validating on the way.
+    run.unet.train()
+    progress = tqdm(range(len(losses), params.steps), desc="finetune", unit="step", mininterval=5,
+                    disable=not accelerator.is_local_main_process)
+    for step in progress:
+        losses.append(optimizer_step(run, denoiser, sampler, params))
+        done = step + 1
+        if checkpoint_dir and is_due(done, params.checkpoint_every, params.steps):
+            save_run(run, sampler, Path(checkpoint_dir), fingerprint, losses)
+        if on_validation and accelerator.is_main_process and is_due(done, params.validation_every, params.steps):
+            on_validation(done, validation_images(run, denoiser, sampler, params))
         if on_step is not None:
             on_step(step, losses[-1])
-    denoiser.unet = accelerator.unwrap_model(unet).eval()
+    # 4. The final weights: the EMA ones when on, unwrapped from Accelerate.
+    accelerator.wait_for_everyone()
+    module = accelerator.unwrap_model(run.unet, keep_fp32_wrapper=False)
+    if run.ema is not None:
+        run.ema.copy_to(module.parameters())
+    if params.gradient_checkpointing:
+        module.disable_gradient_checkpointing()
+    denoiser.unet = module.eval()
     return losses
+
+
+def is_due(done: int, every: int, total: int) -> bool:
+    """Every `every` steps (0 = never), and at the last step."""
+    return every > 0 and (done % every == 0 or done == total)
+
+
+def validation_grid(images: torch.Tensor, columns: int = 10) -> Image.Image:
+    """One image of the (n, C, H, W) batch in [-1, 1], `columns` per row, for dvclive."""
+    tiles = [to_image(image) for image in images]
+    width, height = tiles[0].size
+    columns = min(columns, len(tiles))
+    grid = Image.new(tiles[0].mode, (columns * width, -(-len(tiles) // columns) * height))
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, ((i % columns) * width, (i // columns) * height))
+    return grid

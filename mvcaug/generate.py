@@ -23,8 +23,9 @@ import torch
 
 from mvcaug.atomic import write_json, write_png
 from mvcaug.denoiser import Denoiser
-from mvcaug.images import ImageSet, to_image
+from mvcaug.images import ImageSet, resize, to_image
 from mvcaug.params import GenerateParams
+from mvcaug.pretrained import takes_image_condition
 from mvcaug.sampling import sample
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,14 @@ def image_specs(shard: Shard, inputs: GenerationInputs) -> list[ImageSpec]:
     mixed_ids = inputs.mixed_ids[shard.label]
     if len(pool) == 0 or not mixed_ids:
         raise ValueError(f"class '{shard.label}' has no training images or no mixed embeddings to generate from")
+    conditioned = takes_image_condition(inputs.denoiser)
     specs = []
     for index in range(shard.start, shard.stop):
         rng = np.random.default_rng([inputs.params.seed, zlib.crc32(shard.label.encode()), index])
         seed = int(rng.integers(2**31 - 1))
         cond = int(pool[rng.integers(len(pool))])
-        specs.append(ImageSpec(index, seed, mixed_ids[index % len(mixed_ids)], inputs.cond_images.ids[cond]))
+        cond_id = inputs.cond_images.ids[cond] if conditioned else ""
+        specs.append(ImageSpec(index, seed, mixed_ids[index % len(mixed_ids)], cond_id))
     return specs
 
 
@@ -107,7 +110,8 @@ def shard_fingerprint(shard: Shard, specs: list[ImageSpec], inputs: GenerationIn
         digest.update(json.dumps(asdict(spec)).encode())
         digest.update(np.ascontiguousarray(
             inputs.mixed[shard.label][mixed_position[spec.mixed_id]], np.float32).tobytes())
-        digest.update(inputs.cond_images.sha256[position[spec.cond_id]].encode())
+        if spec.cond_id:
+            digest.update(inputs.cond_images.sha256[position[spec.cond_id]].encode())
     return digest.hexdigest()
 
 
@@ -145,20 +149,24 @@ def generate_shard(shard: Shard, inputs: GenerationInputs, out_dir: str | Path) 
 
 
 def _denoise(specs: list[ImageSpec], label: str, inputs: GenerationInputs) -> torch.Tensor:
-    p = inputs.params
-    device = next(inputs.denoiser.unet.parameters()).device
-    position = {cid: i for i, cid in enumerate(inputs.cond_images.ids)}
+    """Images at the model's resolution, in [-1, 1]; the caller resizes to the working resolution."""
+    p, denoiser = inputs.params, inputs.denoiser
+    device = next(denoiser.unet.parameters()).device
+    codec = denoiser.codec
+    latent_size = int(denoiser.unet.config.sample_size)
+    cond = None
+    if takes_image_condition(denoiser):
+        position = {cid: i for i, cid in enumerate(inputs.cond_images.ids)}
+        pixels = inputs.cond_images.pixels[[position[s.cond_id] for s in specs]]
+        cond = resize(pixels, latent_size * codec.downscale).to(device)
     mixed_position = {mid: i for i, mid in enumerate(inputs.mixed_ids[label])}
-    cond = inputs.cond_images.pixels[[position[s.cond_id] for s in specs]].to(device)
     text = torch.from_numpy(np.stack([inputs.mixed[label][mixed_position[s.mixed_id]] for s in specs]))
     null = torch.from_numpy(np.asarray(inputs.null_text, np.float32))[None].to(device)
-    codec = inputs.denoiser.codec
-    size = cond.shape[-1] // codec.downscale
     noise = torch.stack([
-        torch.randn(codec.latent_channels, size, size, generator=torch.Generator().manual_seed(s.seed))
+        torch.randn(codec.latent_channels, latent_size, latent_size, generator=torch.Generator().manual_seed(s.seed))
         for s in specs
     ]).to(device)
-    return sample(inputs.denoiser, cond, text.float().to(device), null, noise,
+    return sample(denoiser, cond, text.float().to(device), null, noise,
                   p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale)
 
 

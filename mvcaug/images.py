@@ -46,6 +46,13 @@ def to_image(tensor: torch.Tensor, size: int | None = None) -> Image.Image:
     return image
 
 
+def resize(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, C, H, W) to (n, C, size, size), bicubic with antialiasing; a no-op at that size already."""
+    if pixels.shape[-1] == size and pixels.shape[-2] == size:
+        return pixels
+    return torch.nn.functional.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
+
+
 def read_manifest(prepared_dir: str | Path) -> pa.Table:
     path = Path(prepared_dir) / "manifest.parquet"
     if not path.is_file():

@@ -144,6 +144,28 @@ class FinetuneParams:
     """T of the DDPM noise schedule."""
     seed: int = 0
     """Seed of initialisation, pairs, noise and dropout."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule after warm-up, by its diffusers.optimization.get_scheduler name."""
+    mixed_precision: str = "no"
+    """Accelerate's autocast: no, fp16 (GPU only) or bf16; on CPU only no or bf16."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches of batch_size whose gradients make one optimiser step (a larger batch in less memory)."""
+    gradient_checkpointing: bool = False
+    """Recompute U-Net activations in the backward pass: less memory for Stable Diffusion, slower."""
+    ema: bool = False
+    """Keep an exponential moving average of the U-Net weights and save it instead of the raw weights."""
+    ema_decay: float = 0.9999
+    """Upper bound of the EMA decay; diffusers' EMAModel warms up towards it."""
+    checkpoint_every: int = 0
+    """Optimiser steps between resumable checkpoints under <paths.model>/checkpoints; 0 = off."""
+    validation_every: int = 500
+    """Optimiser steps between validation grids logged with dvclive under <paths.model>/live; 0 = off."""
+    validation_images: int = 10
+    """Images per validation grid: image i uses the i-th class (cyclically), its first image and mix."""
+    validation_steps: int = 20
+    """DDIM steps per validation image."""
+    validation_guidance_scale: float = 2.0
+    """Text guidance w (Eq. 6) of the validation images."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +186,16 @@ class GenerateParams:
     """Images denoised together."""
     seed: int = 0
     """Base seed; image i of class y has its own seed derived from it."""
+    mode: str = "finetuned"
+    """finetuned (our conditional model) or pretrained (finetune.pretrained alone, text-to-image: Table 4)."""
+    dtype: str = "auto"
+    """auto (fp16/bf16 on GPU, fp32 on CPU), float32, float16 or bfloat16."""
+    task_runner: str = "local"
+    """local (shards one after another in this process) or dask (prefect-dask's DaskTaskRunner)."""
+    dask_address: str = ""
+    """Scheduler address of an existing Dask cluster; empty starts a LocalCluster."""
+    dask_workers: int = 2
+    """Workers of that LocalCluster (one GPU each on a GPU machine)."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +244,14 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("finetune", "init"): ("scratch", "pretrained"),
     ("finetune", "codec"): ("pixel", "vae"),
     ("finetune", "text_condition"): ("fresh", "table"),
+    ("finetune", "lr_scheduler"): (
+        "cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
+    ),
+    ("finetune", "mixed_precision"): ("no", "fp16", "bf16"),
     ("generate", "scheduler"): ("ddim", "dpmsolver++", "unipc"),
+    ("generate", "mode"): ("finetuned", "pretrained"),
+    ("generate", "dtype"): ("auto", "float32", "float16", "bfloat16"),
+    ("generate", "task_runner"): ("local", "dask"),
 }
 
 

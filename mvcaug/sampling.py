@@ -21,12 +21,17 @@ def make_scheduler(name: str, denoiser: Denoiser):
 
 
 def guided_noise(
-    unet, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, text: torch.Tensor,
+    unet, latents: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, text: torch.Tensor,
     null_text: torch.Tensor, guidance: float, image_guidance: float,
 ) -> torch.Tensor:
     """Eq. 6: w * eps(z, t, e_T, e_I) + (1 - w) * eps(z, t, null, e_I); with image_guidance != 1 the
-    InstructPix2Pix form adds an unconditional-image branch: one batched U-Net call either way."""
+    InstructPix2Pix form adds an unconditional-image branch: one batched U-Net call either way.
+    cond=None is the pretrained text-to-image model (no image channels): plain classifier-free guidance."""
     null = null_text.expand_as(text)
+    if cond is None:
+        both = unet(torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([text, null])).sample
+        full, text_free = both.chunk(2)
+        return guidance * full + (1 - guidance) * text_free
     if image_guidance == 1.0:
         z = torch.cat([latents, latents])
         c = torch.cat([cond, cond])
@@ -43,7 +48,7 @@ def guided_noise(
 @torch.no_grad()
 def sample(
     denoiser: Denoiser,
-    cond_images: torch.Tensor,
+    cond_images: torch.Tensor | None,
     text: torch.Tensor,
     null_text: torch.Tensor,
     noise: torch.Tensor,
@@ -52,12 +57,13 @@ def sample(
     guidance: float,
     image_guidance: float = 1.0,
 ) -> torch.Tensor:
-    """Images in [-1, 1] for a batch of (conditioning image, text embedding, initial noise)."""
+    """Images in [-1, 1] for a batch of (conditioning image, text embedding, initial noise).
+    Without conditioning images (None) the U-Net is taken as a plain text-to-image model."""
     unet = denoiser.unet
     dtype = next(unet.parameters()).dtype
     scheduler = make_scheduler(scheduler_name, denoiser)
     scheduler.set_timesteps(steps, device=noise.device)
-    cond = denoiser.codec.encode_condition(cond_images).to(dtype)
+    cond = None if cond_images is None else denoiser.codec.encode_condition(cond_images).to(dtype)
     latents = noise.to(dtype) * scheduler.init_noise_sigma
     text, null_text = text.to(dtype), null_text.to(dtype)
     for t in scheduler.timesteps:

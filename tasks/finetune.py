@@ -1,24 +1,37 @@
 """Task of the finetune stage."""
 
+import shutil
 import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
+from mvcaug.checkpoints import digest_files
 from mvcaug.denoiser import save_denoiser
-from mvcaug.devices import resolve_device
 from mvcaug.embedding_table import read_embeddings
-from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser
-from mvcaug.images import load_split
+from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser, validation_grid
+from mvcaug.images import ImageSet, load_split
 from mvcaug.params import Params
 
 
-@task(cache_policy=NO_CACHE)
-def finetune(params: Params) -> dict:
-    """Train the denoiser and save unet/, scheduler/, codec.json, metrics.json and loss.csv."""
+def data_digests(params: Params) -> dict[str, str]:
+    """What the checkpoints' fingerprint needs of the stage's inputs (the manifest holds every image's sha256)."""
+    paths = params.paths
+    embeddings = Path(paths.embeddings)
+    return {
+        "images": digest_files([Path(paths.prepared) / "manifest.parquet"]),
+        "embeddings": digest_files([embeddings / "embeddings.parquet", embeddings / "null.parquet"]),
+        "mixed": digest_files([paths.mixed]),
+        "format": f"{params.prepare.channels}x{params.prepare.resolution}",
+    }
+
+
+def load_inputs(params: Params) -> tuple[ImageSet, ConditionSampler, np.ndarray]:
+    """(training images, the sampler over their classes, the null text embedding)."""
     paths, p = params.paths, params.finetune
     images = load_split(paths.prepared, "train", params.prepare.channels)
     captions, caption_emb, _ = read_embeddings(Path(paths.embeddings) / "embeddings.parquet")
@@ -31,15 +44,37 @@ def finetune(params: Params) -> dict:
                                mixed_emb[mixed_labels == label].astype(np.float32))
         for label in sorted(set(images.labels))
     }
-    sampler = ConditionSampler(classes, params.mix, p.text_condition, p.seed)
-    device = resolve_device("auto")
-    denoiser = build_denoiser(p, params.prepare.channels, params.prepare.resolution, caption_emb.shape[2], device)
-    losses = train_denoiser(denoiser, images.pixels, sampler, null[0].astype(np.float32), p)
-    save_denoiser(denoiser, paths.model)
+    return images, ConditionSampler(classes, params.mix, p.text_condition, p.seed), null[0].astype(np.float32)
+
+
+@task(cache_policy=NO_CACHE)
+def finetune(params: Params) -> dict:
+    """Train the denoiser and save unet/, scheduler/, codec.json, metrics.json, loss.csv and live/.
+    Under `accelerate launch` every process trains; only the main one writes."""
+    from accelerate import PartialState
+    from dvclive import Live
+
+    model_dir, p, prepare = Path(params.paths.model), params.finetune, params.prepare
+    images, sampler, null = load_inputs(params)
+    state = PartialState(cpu=not torch.cuda.is_available())  # this process's device under `accelerate launch`
+    denoiser = build_denoiser(p, prepare.channels, prepare.resolution, null.shape[-1], state.device)
+    live = Live(str(model_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None) if state.is_main_process else None
+
+    def log_grid(step: int, grid: torch.Tensor) -> None:
+        live.log_image(f"validation/{step:06d}.png", validation_grid(grid))
+
+    losses = train_denoiser(
+        denoiser, images.pixels, sampler, null, p, on_validation=log_grid if live else None,
+        checkpoint_dir=model_dir / "checkpoints", data_digests=data_digests(params),
+    )
     tail = losses[-max(1, len(losses) // 10):]
     metrics = {"loss_first": round(statistics.fmean(losses[: len(tail)]), 5),
                "loss_last": round(statistics.fmean(tail), 5), "steps": len(losses),
                "parameters": sum(t.numel() for t in denoiser.unet.parameters())}
-    write_json(Path(paths.model) / "metrics.json", metrics)
-    write_text(Path(paths.model) / "loss.csv", "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
+    if state.is_main_process:
+        save_denoiser(denoiser, model_dir)
+        write_json(model_dir / "metrics.json", metrics)
+        write_text(model_dir / "loss.csv", "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
+        live.end()
+        shutil.rmtree(model_dir / "checkpoints", ignore_errors=True)  # done: nothing left to resume
     return metrics

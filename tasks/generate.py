@@ -1,5 +1,11 @@
-"""Tasks of the generate stage: load inputs once, then one task per shard."""
+"""Tasks of the generate stage: one task per shard.
 
+A shard task receives only the shard and the project root: each worker process (a thread here, a
+Dask worker elsewhere) loads the model and embeddings once and keeps them, so nothing large is
+shipped between processes.
+"""
+
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -7,37 +13,45 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.denoiser import load_denoiser
-from mvcaug.devices import resolve_device
+from mvcaug.devices import resolve_device, resolve_dtype
 from mvcaug.embedding_table import read_embeddings
 from mvcaug.generate import GenerationInputs, Shard, file_digest, generate_shard
 from mvcaug.images import load_split
-from mvcaug.params import Params
+from mvcaug.params import load_params
+from mvcaug.pretrained import load_text_to_image
 
 
-@task(cache_policy=NO_CACHE)
-def load_inputs(params: Params) -> GenerationInputs:
-    """The fine-tuned model, real training images, mixed and null embeddings."""
-    paths = params.paths
-    model_dir = Path(paths.model)
-    model_files = sorted(p for p in model_dir.glob("*/*") if p.is_file()) + [model_dir / "codec.json"]
-    denoiser = load_denoiser(model_dir, resolve_device("auto"))
-    mixed, mixed_emb, _ = read_embeddings(paths.mixed)
-    _, null, _ = read_embeddings(Path(paths.embeddings) / "null.parquet")
-    labels = np.array(mixed["label"].to_pylist())
-    ids = np.array(mixed["id"].to_pylist())
+@functools.lru_cache(maxsize=2)
+def load_inputs(root: str, params_file: str) -> GenerationInputs:
+    """The model (fine-tuned, or the pretrained one alone), real training images, mixes, null text."""
+    params = load_params(Path(root) / params_file)
+    paths, g = params.paths, params.generate
+    device = resolve_device("auto")
+    dtype = resolve_dtype(g.dtype, device)
+    if g.mode == "pretrained":
+        denoiser, digest = load_text_to_image(params.finetune.pretrained, device, dtype), params.finetune.pretrained
+    else:
+        model_dir = Path(root) / paths.model
+        files = sorted(p for p in model_dir.glob("*/*") if p.is_file()) + [model_dir / "codec.json"]
+        denoiser, digest = load_denoiser(model_dir, device, dtype), file_digest(files)
+    mixed, mixed_emb, _ = read_embeddings(Path(root) / paths.mixed)
+    _, null, _ = read_embeddings(Path(root) / paths.embeddings / "null.parquet")
+    labels, ids = np.array(mixed["label"].to_pylist()), np.array(mixed["id"].to_pylist())
     return GenerationInputs(
         denoiser=denoiser,
-        model_digest=file_digest(model_files),
-        cond_images=load_split(paths.prepared, "train", params.prepare.channels),
+        model_digest=f"{g.mode}:{digest}:{dtype}",
+        cond_images=load_split(Path(root) / paths.prepared, "train", params.prepare.channels),
         mixed_ids={label: ids[labels == label].tolist() for label in sorted(set(labels))},
         mixed={label: mixed_emb[labels == label].astype(np.float32) for label in sorted(set(labels))},
         null_text=null[0].astype(np.float32),
         resolution=params.prepare.resolution,
-        params=params.generate,
+        params=g,
     )
 
 
-@task(cache_policy=NO_CACHE, task_run_name="shard {shard.name}")
-def shard(shard: Shard, inputs: GenerationInputs, out_dir: str) -> tuple[list[dict], bool]:
-    """Generate one shard, or take it as it is when its fingerprint matches."""
+@task(cache_policy=NO_CACHE, task_run_name="{shard.name}")
+def generate(shard: Shard, root: str, params_file: str) -> tuple[list[dict], bool]:
+    """Generate one shard, or keep it as it is when its fingerprint matches."""
+    inputs = load_inputs(root, params_file)
+    out_dir = Path(root) / load_params(Path(root) / params_file).paths.synthetic
     return generate_shard(shard, inputs, out_dir)
