@@ -92,6 +92,8 @@ def build_denoiser(
     unet = load_pretrained_unet(params.pretrained)
     check_compatible(unet, codec, text_dim, resolution)
     unet = expand_conv_in(unet, codec.latent_channels)
+    # Generation reads the model's resolution from sample_size: make it the one we fine-tune at.
+    unet.register_to_config(sample_size=resolution // codec.downscale)
     scheduler = load_pretrained_scheduler(params.pretrained)
     log.info("fine-tuning %s (%d parameters)", params.pretrained, sum(p.numel() for p in unet.parameters()))
     return Denoiser(unet.to(device), scheduler, codec)

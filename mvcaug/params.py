@@ -48,7 +48,7 @@ class PrepareParams:
     """digits (scikit-learn's bundled 8x8 digits) or imagefolder (class subfolders)."""
     image_folder: str = "data/00_source"
     """For imagefolder: the folder holding one subfolder per class."""
-    train_per_class: int = 20
+    train_per_class: int = 5
     """Training images per class: the reduced split."""
     val_per_class: int = 20
     """Validation images per class, for model choice."""
@@ -118,7 +118,9 @@ class FinetuneParams:
     """A Stable Diffusion checkpoint folder or hub id, for init=pretrained."""
     codec: str = "pixel"
     """pixel (identity, no VAE) or vae (the checkpoint's AutoencoderKL)."""
-    block_out_channels: tuple[int, ...] = (32, 64, 96)
+    resolution: int = 0
+    """Training (and generation) resolution of the model; 0 = prepare.resolution. Images are resized to it."""
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
     """U-Net widths per resolution level, for init=scratch."""
     layers_per_block: int = 1
     """ResNet layers per U-Net block, for init=scratch."""
@@ -126,7 +128,7 @@ class FinetuneParams:
     """Cross-attention head size, for init=scratch."""
     text_condition: str = "fresh"
     """fresh: a new MVC mix per training sample; table: draw from mixed.parquet."""
-    steps: int = 1500
+    steps: int = 800
     """Optimiser steps."""
     batch_size: int = 32
     """Pairs (x, x') per step."""
@@ -202,7 +204,7 @@ class GenerateParams:
 class TrainParams:
     settings: tuple[str, ...] = ("real", "real+synthetic")
     """Training sets to compare: real, real+synthetic."""
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """One classifier per seed and setting."""
     epochs: int = 40
     """Epochs over the training set."""

@@ -14,7 +14,7 @@ from mvcaug.checkpoints import digest_files
 from mvcaug.denoiser import save_denoiser
 from mvcaug.embedding_table import read_embeddings
 from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser, validation_grid
-from mvcaug.images import ImageSet, load_split
+from mvcaug.images import ImageSet, load_split, resize
 from mvcaug.params import Params
 
 
@@ -57,14 +57,15 @@ def finetune(params: Params) -> dict:
     model_dir, p, prepare = Path(params.paths.model), params.finetune, params.prepare
     images, sampler, null = load_inputs(params)
     state = PartialState(cpu=not torch.cuda.is_available())  # this process's device under `accelerate launch`
-    denoiser = build_denoiser(p, prepare.channels, prepare.resolution, null.shape[-1], state.device)
+    resolution = p.resolution or prepare.resolution
+    denoiser = build_denoiser(p, prepare.channels, resolution, null.shape[-1], state.device)
     live = Live(str(model_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None) if state.is_main_process else None
 
     def log_grid(step: int, grid: torch.Tensor) -> None:
         live.log_image(f"validation/{step:06d}.png", validation_grid(grid))
 
     losses = train_denoiser(
-        denoiser, images.pixels, sampler, null, p, on_validation=log_grid if live else None,
+        denoiser, resize(images.pixels, resolution), sampler, null, p, on_validation=log_grid if live else None,
         checkpoint_dir=model_dir / "checkpoints", data_digests=data_digests(params),
     )
     tail = losses[-max(1, len(losses) // 10):]
