@@ -225,6 +225,14 @@ class ReportParams:
 
 
 @dataclass(frozen=True)
+class RegenerateParams:
+    cron: str = "0 3 * * *"
+    """When the served regenerate deployment runs (cron, in the server's timezone, UTC by default)."""
+    branch_prefix: str = "regen"
+    """Each regeneration commits on a new git branch <branch_prefix>/<UTC date-time>."""
+
+
+@dataclass(frozen=True)
 class Params:
     """All sections of params.yaml."""
 
@@ -237,6 +245,7 @@ class Params:
     generate: GenerateParams = field(default_factory=GenerateParams)
     train: TrainParams = field(default_factory=TrainParams)
     report: ReportParams = field(default_factory=ReportParams)
+    regenerate: RegenerateParams = field(default_factory=RegenerateParams)
 
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {

@@ -107,3 +107,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{image-
 {_sparkline(finetune_losses)}
 </body></html>
 """
+
+
+def metrics_markdown(metrics: dict) -> str:
+    """The accuracy table as Markdown, for a Prefect artifact or a terminal."""
+    lines = ["| training set | test accuracy (%) | seeds |", "| --- | --- | --- |"]
+    for setting, m in metrics.items():
+        if isinstance(m, dict):
+            lines.append(f"| {setting} | {100 * m['acc_mean']:.2f} ± {100 * m['acc_std']:.2f} | {m['runs']} |")
+    if "gain" in metrics:
+        lines.append(f"\nGain of real+synthetic over real: {100 * metrics['gain']:+.2f} points.")
+    return "\n".join(lines)

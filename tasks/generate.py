@@ -6,9 +6,11 @@ shipped between processes.
 """
 
 import functools
+import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -21,12 +23,27 @@ from mvcaug.params import load_params
 from mvcaug.pretrained import load_text_to_image
 
 
+def worker_device() -> torch.device:
+    """One GPU per Dask worker: worker k of a cluster takes GPU k mod the GPUs it sees."""
+    device = resolve_device("auto")
+    if device.type != "cuda" or torch.cuda.device_count() < 2:
+        return device
+    try:
+        from distributed import get_worker
+
+        name = str(get_worker().name)
+    except (ImportError, ValueError):
+        return device
+    index = int(name) if name.isdigit() else zlib.crc32(name.encode())
+    return torch.device("cuda", index % torch.cuda.device_count())
+
+
 @functools.lru_cache(maxsize=2)
 def load_inputs(root: str, params_file: str) -> GenerationInputs:
     """The model (fine-tuned, or the pretrained one alone), real training images, mixes, null text."""
     params = load_params(Path(root) / params_file)
     paths, g = params.paths, params.generate
-    device = resolve_device("auto")
+    device = worker_device()
     dtype = resolve_dtype(g.dtype, device)
     if g.mode == "pretrained":
         denoiser, digest = load_text_to_image(params.finetune.pretrained, device, dtype), params.finetune.pretrained

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -106,3 +107,19 @@ def test_pipeline_flow_matches_dvc_repro(workspace: Path) -> None:
     assert "ran: ['train', 'report']" in output
     assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
     assert stages_ran(run(["dvc", "repro"], workspace).stdout) == set()
+
+
+def api_post(api: str, path: str, body: dict) -> list[dict]:
+    request = urllib.request.Request(f"{api}/{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_every_stage_is_a_completed_flow_run_in_prefect(workspace: Path, prefect_server: str) -> None:
+    flows = {f["id"]: f["name"] for f in api_post(prefect_server, "flows/filter", {})}
+    runs = api_post(prefect_server, "flow_runs/filter", {"limit": 200})
+    completed = {flows[r["flow_id"]] for r in runs if r["state_type"] == "COMPLETED"}
+    assert ALL_STAGES <= completed
+    artifacts = {a["key"] for a in api_post(prefect_server, "artifacts/filter", {}) if a.get("key")}
+    assert {"mvcaug-metrics", "mvcaug-report"} <= artifacts

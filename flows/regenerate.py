@@ -1,0 +1,99 @@
+"""Scheduled regeneration: when the data or anything else the pipeline hashes changed, rerun it,
+push the outputs to the DVC remote and commit the results on a new git branch.
+
+    python -m flows.regenerate            # one run, now
+    python -m flows.regenerate --serve    # a deployment: cron from params.yaml (regenerate.cron) and
+                                          # a run whenever `mvcaug.data.arrived` is emitted (flows/ingest.py)
+
+A run leaves the workspace on its new branch `<branch_prefix>/<UTC date-time>` (merge it when the
+metrics suit you); the next run starts from there. A run that dies midway leaves dvc.lock as DVC
+wrote it after the last finished stage; the next run reproduces what is still stale, then pushes
+and commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.pipeline import pipeline_flow
+from mvcaug.errors import USER_ERRORS
+from mvcaug.params import load_params
+from tasks.pipeline import StageFailed
+from tasks.regenerate import (
+    DATA_EVENT, LOCK_FILE, CommandFailed, changed, commit_branch, exclusive_lock, head, lock_holder,
+    metrics_diff, push, uncommitted,
+)
+
+ARTIFACT_KEY = "regen-metrics-diff"
+
+
+@flow(name="regenerate")
+def regenerate(root: str = ".", branch_prefix: str = "regen") -> dict:
+    """Rerun the pipeline if its inputs changed, push, commit on a new branch, publish the metrics diff."""
+    logger = get_run_logger()
+    lock = Path(root) / LOCK_FILE
+    with exclusive_lock(lock) as held:
+        if not held:
+            logger.info("another regeneration is running (pid %s); nothing to do", lock_holder(lock))
+            return {"status": "busy"}
+        stale, pending = changed(root), uncommitted(root)
+        if not stale and not pending:
+            logger.info("nothing changed since the last run (dvc status: up to date); nothing to do")
+            return {"status": "unchanged"}
+        previous = head(root)
+        ran: list[str] = []
+        if stale:
+            logger.info("stale: %s; reproducing the pipeline", ", ".join(stale))
+            ran = [stage for stage, did_run in pipeline_flow(root).items() if did_run]
+        push(root)
+        message = f"Regenerate: {', '.join(ran) or 'no stage ran'}\n\nStale before the run: {', '.join(stale) or 'none'}\n"
+        branch = commit_branch(root, branch_prefix, message)
+        diff = metrics_diff(root, previous)
+        create_markdown_artifact(
+            key=ARTIFACT_KEY,
+            markdown=(f"## Regeneration `{branch or 'no commit'}`\n\nStages run: {', '.join(ran) or 'none'}\n\n"
+                      f"Metrics, `{previous[:8]}` vs this run:\n\n{diff or 'No metric changed.'}\n"),
+            description=f"dvc metrics diff {previous[:8]} --md",
+        )
+        logger.info("regenerated on branch %s; ran: %s\n%s", branch, ran or "none", diff or "no metric changed")
+        return {"status": "regenerated", "branch": branch, "ran": ran, "metrics_diff": diff}
+
+
+def serve(root: str, cron: str, branch_prefix: str) -> None:
+    """Serve the deployment `regenerate/regenerate`: on the cron schedule and on every data arrival."""
+    from prefect.events import DeploymentEventTrigger
+
+    regenerate.serve(
+        name="regenerate",
+        cron=cron,
+        parameters={"root": str(Path(root).resolve()), "branch_prefix": branch_prefix},
+        triggers=[DeploymentEventTrigger(
+            name="regenerate-on-new-data",
+            expect={DATA_EVENT},
+            match={"prefect.resource.id": "mvcaug.dataset.*"},
+        )],
+        # One run at a time in this runner: a run due while another runs waits for it (then finds
+        # the new data); the file lock also turns away runs started elsewhere.
+        limit=1,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=regenerate.__doc__)
+    parser.add_argument("--root", default=".", help="the DVC project folder (default: .)")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve the deployment (cron: regenerate.cron, trigger: mvcaug.data.arrived) instead of one run")
+    args = parser.parse_args()
+    try:
+        params = load_params(Path(args.root) / "params.yaml").regenerate
+        if args.serve:
+            serve(args.root, params.cron, params.branch_prefix)
+        else:
+            regenerate(root=args.root, branch_prefix=params.branch_prefix)
+    except (*USER_ERRORS, CommandFailed, StageFailed) as err:
+        sys.exit(f"error: {err}")

@@ -1,0 +1,127 @@
+"""How synthetic images enter classifier training, as index samplers.
+
+The training set is the real images (indices 0 .. n_real - 1) followed by the synthetic ones
+(n_real .. n_real + n_synthetic - 1), so every strategy is a way to draw indices into it:
+
+- combined: each epoch sees every real image once plus a fresh random subset of synthetic images;
+- RSP (random selection with probability): each batch slot is synthetic with probability p, which
+  fixes the real/synthetic mix of every batch regardless of how many synthetic images exist;
+- two-phase: train on the combined set, then fine-tune on real images only, for fewer epochs at a
+  lower learning rate, so the classifier ends calibrated to the real distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+RSP_DEFAULT_P = 0.8  # the paper's share of synthetic images per batch
+
+
+def combined_epoch(
+    n_real: int, n_synthetic: int, ratio: float | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One shuffled epoch: every real index once, plus round(ratio * n_real) distinct synthetic ones.
+
+    Args:
+        n_real: Real images, at indices 0 .. n_real - 1.
+        n_synthetic: Synthetic images, at indices n_real .. n_real + n_synthetic - 1.
+        ratio: Synthetic images per real image this epoch; None or negative for all of them.
+        generator: Source of randomness, for reproducible epochs.
+
+    Raises:
+        ValueError: When ratio asks for more synthetic images than exist, or counts are negative.
+    """
+    _check_counts(n_real, n_synthetic)
+    if ratio is None or ratio < 0:
+        count = n_synthetic
+    else:
+        if ratio * n_real > n_synthetic * (1 + 1e-9):
+            limit = n_synthetic / n_real if n_real else 0.0
+            raise ValueError(
+                f"ratio {ratio} needs {ratio * n_real:g} synthetic images but there are {n_synthetic} "
+                f"(at most ratio {limit:g} for {n_real} real images)"
+            )
+        count = min(round(ratio * n_real), n_synthetic)
+    synthetic = n_real + torch.randperm(n_synthetic, generator=generator)[:count]
+    indices = torch.cat([torch.arange(n_real), synthetic])
+    return indices[torch.randperm(len(indices), generator=generator)]
+
+
+def rsp_batches(
+    n_real: int,
+    n_synthetic: int,
+    batch_size: int,
+    steps: int,
+    p: float = RSP_DEFAULT_P,
+    generator: torch.Generator | None = None,
+) -> Iterator[torch.Tensor]:
+    """`steps` batches of indices; each slot is independently a random synthetic image with
+    probability p, else a random real image (both drawn uniformly, with replacement).
+
+    Raises:
+        ValueError: For p outside [0, 1], a non-positive batch size, negative steps, or when a source
+            that p can draw from is empty.
+    """
+    _check_counts(n_real, n_synthetic)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"RSP probability p must be in [0, 1], got {p}")
+    if batch_size < 1 or steps < 0:
+        raise ValueError(f"need batch_size >= 1 and steps >= 0, got {batch_size} and {steps}")
+    if p > 0 and n_synthetic == 0:
+        raise ValueError(f"RSP with p={p} needs synthetic images, got none")
+    if p < 1 and n_real == 0:
+        raise ValueError(f"RSP with p={p} needs real images, got none")
+    for _ in range(steps):
+        synthetic = torch.rand(batch_size, generator=generator) < p
+        real_pick = torch.randint(max(n_real, 1), (batch_size,), generator=generator)
+        synthetic_pick = n_real + torch.randint(max(n_synthetic, 1), (batch_size,), generator=generator)
+        yield torch.where(synthetic, synthetic_pick, real_pick)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of a training plan: how long, at which peak learning rate, and on which images."""
+
+    name: str
+    epochs: int
+    lr: float
+    use_synthetic: bool
+
+
+def two_phase_plan(epochs: int, phase2_epochs: int, lr: float, phase2_lr_factor: float) -> list[Phase]:
+    """Phase 1: `epochs` epochs on real + synthetic at `lr`; phase 2: `phase2_epochs` (fewer) epochs
+    on real images only at `lr * phase2_lr_factor`.
+
+    Raises:
+        ValueError: When phase2_epochs is not in [1, epochs), or the factor is not in (0, 1).
+    """
+    if epochs < 1 or not 1 <= phase2_epochs < epochs:
+        raise ValueError(f"phase 2 needs 1 <= phase2_epochs < epochs, got {phase2_epochs} and {epochs}")
+    if not 0.0 < phase2_lr_factor < 1.0:
+        raise ValueError(f"phase2_lr_factor must be in (0, 1), got {phase2_lr_factor}")
+    return [
+        Phase("combined", epochs, lr, use_synthetic=True),
+        Phase("real_finetune", phase2_epochs, lr * phase2_lr_factor, use_synthetic=False),
+    ]
+
+
+def phase_epoch(
+    phase: Phase,
+    n_real: int,
+    n_synthetic: int,
+    ratio: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One epoch's shuffled indices for a phase: combined_epoch, or the real images alone."""
+    if phase.use_synthetic:
+        return combined_epoch(n_real, n_synthetic, ratio, generator)
+    _check_counts(n_real, n_synthetic)
+    return torch.randperm(n_real, generator=generator)
+
+
+def _check_counts(n_real: int, n_synthetic: int) -> None:
+    if n_real < 0 or n_synthetic < 0:
+        raise ValueError(f"image counts must be >= 0, got {n_real} real and {n_synthetic} synthetic")
