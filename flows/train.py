@@ -1,32 +1,51 @@
-"""Flow of the train stage: classifiers on real and real+synthetic, several seeds."""
+"""Flow of the train stage: the evaluation grid, cell by cell; cells with unchanged inputs are kept."""
 
+import logging
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow
 
 from flows.cli import run_stage
 from mvcaug.atomic import write_json
+from mvcaug.checkpoints import digest_files
 from mvcaug.images import load_split
 from mvcaug.params import load_params
-from mvcaug.train import load_synthetic, training_set
-from tasks.train import train_run
+from mvcaug.train import TrainingData, cell_fingerprint, load_synthetic, plan_cells, stored_result
+from tasks.train import train
+
+log = logging.getLogger("mvcaug.train")
 
 
 @flow(name="train")
-def train_flow(params_file: str = "params.yaml") -> list[dict]:
-    """Train every (setting, seed); write results.json."""
+def train_flow(params_file: str = "params.yaml") -> dict:
+    """Train every cell of the grid whose inputs changed; write results.json for all of them."""
     params = load_params(params_file)
-    channels, paths = params.prepare.channels, params.paths
+    channels, paths, grid = params.prepare.channels, params.paths, params.train
     real, val, test = (load_split(paths.prepared, split, channels) for split in ("train", "val", "test"))
-    synthetic = load_synthetic(paths.synthetic, channels) if "real+synthetic" in params.train.settings else None
-    classes = sorted(set(real.labels))
-    results = [
-        train_run(setting, seed, training_set(setting, real, synthetic), val, test, classes,
-                  params.train, f"{paths.train}/runs")
-        for setting in params.train.settings for seed in params.train.seeds
-    ]
+    cells = plan_cells(grid)
+    uses_synthetic = any(cell.strategy != "real" for cell in cells)
+    synthetic = load_synthetic(paths.synthetic, channels) if uses_synthetic else None
+    data = TrainingData(real, synthetic, val, test, sorted(set(real.labels)))
+    data_digest = digest_files([Path(paths.prepared) / "manifest.parquet"])
+    synthetic_digest = digest_files(sorted(Path(paths.synthetic).glob("shard-*/*.png"))) if uses_synthetic else ""
+    cells_dir = Path(paths.train) / "cells"
+    for stale in set(p.name for p in cells_dir.glob("*")) - {c.name for c in cells}:
+        shutil.rmtree(cells_dir / stale)
+    results, trained = [], 0
+    for cell in cells:
+        fingerprint = cell_fingerprint(cell, grid, data_digest, synthetic_digest)
+        kept = stored_result(cells_dir / cell.name, fingerprint)
+        if kept is not None:
+            results.append(asdict(kept))
+            continue
+        results.append(train(cell, data, grid, str(cells_dir / cell.name), fingerprint))
+        trained += 1
     write_json(Path(paths.train) / "results.json", results)
-    return results
+    summary = {"cells": len(cells), "trained": trained, "kept": len(cells) - trained}
+    log.info("train: %s", summary)
+    return summary
 
 
 if __name__ == "__main__":

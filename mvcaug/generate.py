@@ -186,14 +186,3 @@ def synthetic_manifest(rows: list[dict]) -> pa.Table:
     rows = sorted(rows, key=lambda r: (r["label"], r["index"]))
     columns = ("path", "label", "shard", "index", "seed", "mixed_id", "cond_id")
     return pa.table({c: [r[c] for r in rows] for c in columns})
-
-
-def file_digest(paths: list[Path]) -> str:
-    """sha256 over files' bytes, in order: the identity of a saved model."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()

@@ -37,7 +37,9 @@ class PathsParams:
     train: str = "data/07_train"
     """Classifier runs (dvclive) and results.json."""
     report: str = "data/08_report"
-    """report.html."""
+    """report.html and report.md."""
+    quality: str = "data/09_quality"
+    """Quality measures of the synthetic set (metrics.json)."""
     metrics: str = "metrics.json"
     """The DVC metrics file compared by `dvc metrics diff`."""
 
@@ -201,21 +203,51 @@ class GenerateParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
-    settings: tuple[str, ...] = ("real", "real+synthetic")
-    """Training sets to compare: real, real+synthetic."""
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    """One classifier per seed and setting."""
+class ModelSettings:
+    """Optimiser and input settings of one classifier (the paper's per-model settings go here)."""
+
     epochs: int = 40
-    """Epochs over the training set."""
+    """Epochs (for two_phase: of phase 1)."""
     batch_size: int = 32
     """Images per batch."""
     learning_rate: float = 2e-3
-    """AdamW learning rate (cosine decay)."""
+    """Peak learning rate (one-cycle schedule)."""
     weight_decay: float = 5e-4
-    """AdamW weight decay."""
+    """Decoupled weight decay."""
+    optimizer: str = "adamw"
+    """adamw, adam or sgd (momentum 0.9, nesterov)."""
+    image_size: int = 0
+    """Input size; 0 = the working resolution (images are resized when it differs)."""
     width: int = 32
-    """Channels of the small CNN's first block."""
+    """small_cnn only: channels of the first block."""
+    pretrained: str = ""
+    """A local .safetensors file of pretrained weights; empty trains from scratch."""
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    models: tuple[str, ...] = ("small_cnn",)
+    """Classifiers: small_cnn, wrn28_2, wrn28_10 or any timm model name (each needs model_settings)."""
+    baselines: tuple[str, ...] = ("default",)
+    """Augmentations: default (crop [+ flip]), autoaugment, randaugment, trivialaugment."""
+    strategies: tuple[str, ...] = ("real", "combined", "rsp", "two_phase")
+    """How synthetic data enters: real (none), combined, rsp, two_phase."""
+    full_grid: bool = False
+    """True: every baseline x every strategy for the listed models (the paper's full grid)."""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """One classifier per cell and seed."""
+    flip: bool = False
+    """Random horizontal flips in the default augmentation (off for digits and other chiral classes)."""
+    synthetic_ratio: float = -1.0
+    """combined: synthetic images per real image; negative = all of them."""
+    rsp_p: float = 0.8
+    """rsp: probability that a batch slot holds a synthetic image (the paper's 0.8)."""
+    phase2_epochs: int = 10
+    """two_phase: epochs of the real-only phase."""
+    phase2_lr_factor: float = 0.1
+    """two_phase: phase-2 learning rate as a fraction of the first."""
+    model_settings: dict[str, ModelSettings] = field(default_factory=lambda: {"small_cnn": ModelSettings()})
+    """Per-model settings, keyed by model name; changing one retrains only that model's cells."""
 
 
 @dataclass(frozen=True)
@@ -316,6 +348,11 @@ def _build_section(cls: type, section: str, values: Any, source: str) -> Any:
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{source}: '{key}' must be a mapping, got {value!r}")
+        (_, item_type) = typing.get_args(hint)
+        return {name: _build_section(item_type, f"{key}.{name}", item or {}, source) for name, item in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ParamsError(f"{source}: '{key}' must be a list, got {value!r}")
@@ -341,16 +378,12 @@ def _check_choices(params: Params, source: str) -> None:
             raise ParamsError(
                 f"{source}: '{section}.{key}' is {value!r}; choose one of {', '.join(allowed)}"
             )
-    for setting in params.train.settings:
-        if setting not in ("real", "real+synthetic"):
-            raise ParamsError(
-                f"{source}: 'train.settings' holds {setting!r}; choose from real, real+synthetic"
-            )
+    _check_train(params.train, source)
     positive = [
         ("prepare", "train_per_class"), ("prepare", "resolution"), ("mix", "per_class"),
         ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),
-        ("generate", "steps"), ("train", "epochs"), ("embed", "max_length"), ("embed", "batch_size"),
-        ("generate", "batch_size"), ("train", "batch_size"), ("caption", "batch_size"),
+        ("generate", "steps"), ("embed", "max_length"), ("embed", "batch_size"),
+        ("generate", "batch_size"), ("caption", "batch_size"),
         ("generate", "images_per_class"),
     ]
     for section, key in positive:
@@ -369,3 +402,26 @@ def _check_choices(params: Params, source: str) -> None:
         raise ParamsError(f"{source}: 'prepare.channels' must be 1 or 3")
     if params.mix.coarse_steps < 0 or params.mix.fine_steps < 0:
         raise ParamsError(f"{source}: 'mix.coarse_steps' and 'mix.fine_steps' must be >= 0")
+
+
+BASELINES = ("default", "autoaugment", "randaugment", "trivialaugment")
+STRATEGIES = ("real", "combined", "rsp", "two_phase")
+
+
+def _check_train(train: TrainParams, source: str) -> None:
+    for key, values, allowed in (("baselines", train.baselines, BASELINES), ("strategies", train.strategies, STRATEGIES)):
+        for value in values:
+            if value not in allowed:
+                raise ParamsError(f"{source}: 'train.{key}' holds {value!r}; choose from {', '.join(allowed)}")
+    for model in train.models:
+        if model not in train.model_settings:
+            raise ParamsError(f"{source}: 'train.model_settings' has no entry for model '{model}'; add one")
+    for model, settings in train.model_settings.items():
+        if settings.epochs <= 0 or settings.batch_size <= 0:
+            raise ParamsError(f"{source}: 'train.model_settings.{model}' needs positive epochs and batch_size")
+        if settings.optimizer not in ("adamw", "adam", "sgd"):
+            raise ParamsError(f"{source}: 'train.model_settings.{model}.optimizer' must be adamw, adam or sgd")
+    if not 0.0 <= train.rsp_p <= 1.0:
+        raise ParamsError(f"{source}: 'train.rsp_p' must be in [0, 1]")
+    if not 0.0 < train.phase2_lr_factor < 1.0 or train.phase2_epochs < 1:
+        raise ParamsError(f"{source}: 'train.phase2_epochs' must be >= 1 and 'train.phase2_lr_factor' in (0, 1)")

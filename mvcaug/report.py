@@ -24,21 +24,77 @@ class SampleRow:
     conditioning: list[Image.Image]
 
 
+SHORT = {"default": "baseline", "autoaugment": "aa", "randaugment": "ra", "trivialaugment": "ta"}
+PAPER_COLUMNS = ("baseline", "aa", "ra", "ta", "syn", "aa_syn", "ra_syn", "ta_syn")
+PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn": "Syn",
+                "aa_syn": "AA+Syn", "ra_syn": "RA+Syn", "ta_syn": "TA+Syn"}
+STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase"}
+
+
+def column_name(baseline: str, strategy: str) -> str:
+    """The paper's column names: baseline, aa, ra, syn, aa_syn, ... (rsp and two_phase alike)."""
+    short = SHORT[baseline]
+    suffix = STRATEGY_SUFFIX[strategy]
+    if not suffix:
+        return short
+    return suffix if short == "baseline" else f"{short}_{suffix}"
+
+
 def summarise(results: Sequence[RunResult]) -> dict:
-    """{setting: {acc_mean, acc_std, val_acc_mean, runs}} plus the gain of real+synthetic over real."""
+    """{model: {column: {acc_mean, acc_std, val_acc_mean, runs, gain}}}: `dvc metrics diff` shows it as
+    flat keys such as small_cnn.syn.acc_mean; gain is over the real-only run with the same augmentation."""
     metrics: dict = {}
-    for setting in sorted({r.setting for r in results}):
-        runs = [r for r in results if r.setting == setting]
+    cells = sorted({(r.model, r.baseline, r.strategy) for r in results})
+    for model, baseline, strategy in cells:
+        runs = [r for r in results if (r.model, r.baseline, r.strategy) == (model, baseline, strategy)]
         accs = [r.test_acc for r in runs]
-        metrics[setting] = {
+        metrics.setdefault(model, {})[column_name(baseline, strategy)] = {
             "acc_mean": round(statistics.fmean(accs), 4),
             "acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
             "val_acc_mean": round(statistics.fmean(r.val_acc for r in runs), 4),
             "runs": len(runs),
         }
-    if "real" in metrics and "real+synthetic" in metrics:
-        metrics["gain"] = round(metrics["real+synthetic"]["acc_mean"] - metrics["real"]["acc_mean"], 4)
+    for model, baseline, strategy in cells:
+        reference = metrics[model].get(column_name(baseline, "real"))
+        if strategy != "real" and reference is not None:
+            cell = metrics[model][column_name(baseline, strategy)]
+            cell["gain"] = round(cell["acc_mean"] - reference["acc_mean"], 4)
     return metrics
+
+
+def _cell_text(cell: dict | None) -> str:
+    if cell is None:
+        return "–"
+    gain = f" ({100 * cell['gain']:+.2f})" if "gain" in cell else ""
+    return f"{100 * cell['acc_mean']:.2f} ± {100 * cell['acc_std']:.2f}{gain}"
+
+
+def accuracy_tables(metrics: dict) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
+    """(paper header, paper rows, strategy header, strategy rows) as text cells, for HTML and Markdown."""
+    models = sorted(metrics)
+    present = [c for c in PAPER_COLUMNS if any(c in metrics[m] for m in models)]
+    paper = [[m] + [_cell_text(metrics[m].get(c)) for c in present] for m in models]
+    strategies = [s for s in STRATEGY_SUFFIX if any(column_name(b, s) in metrics[m] for m in models for b in SHORT)]
+    strategy_rows = []
+    for model in models:
+        for baseline in SHORT:
+            if column_name(baseline, "real") in metrics[model] or any(
+                    column_name(baseline, s) in metrics[model] for s in strategies):
+                strategy_rows.append([model, baseline] + [
+                    _cell_text(metrics[model].get(column_name(baseline, s))) for s in strategies])
+    return (["model"] + [PAPER_TITLES[c] for c in present], paper,
+            ["model", "augmentation"] + strategies, strategy_rows)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _data_uri(image: Image.Image, scale: int) -> str:
@@ -68,19 +124,15 @@ def _sparkline(values: Sequence[float], width: int = 480, height: int = 120) -> 
 
 
 def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[SampleRow],
-                finetune_losses: Sequence[float], title: str = "mvcaug report") -> str:
+                finetune_losses: Sequence[float], quality: dict | None = None, title: str = "mvcaug report") -> str:
     """One HTML file, images inline, readable offline."""
-    rows = []
-    for setting, m in metrics.items():
-        if isinstance(m, dict):
-            rows.append(f"<tr><td>{html.escape(setting)}</td><td>{100 * m['acc_mean']:.2f} ± "
-                        f"{100 * m['acc_std']:.2f}</td><td>{100 * m['val_acc_mean']:.2f}</td><td>{m['runs']}</td></tr>")
-    gain = metrics.get("gain")
-    gain_line = f"<p><b>Gain of real+synthetic over real: {100 * gain:+.2f} points.</b></p>" if gain is not None else ""
-    run_rows = "".join(
-        f"<tr><td>{html.escape(r.setting)}</td><td>{r.seed}</td><td>{r.best_epoch}</td>"
-        f"<td>{100 * r.val_acc:.2f}</td><td>{100 * r.test_acc:.2f}</td></tr>" for r in results
-    )
+    paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
+    run_rows = [[r.model, r.baseline, r.strategy, str(r.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}",
+                 f"{100 * r.test_acc:.2f}"] for r in results]
+    quality_html = ""
+    if quality:
+        quality_html = "<h2>Quality of the synthetic set</h2>" + _html_table(
+            ["measure", "value"], [[k, f"{v:.4f}"] for k, v in sorted(quality.items())])
     grid = []
     for row in samples:
         real = "".join(_img(im, 4, f"real {row.label}") for im in row.real)
@@ -91,30 +143,29 @@ def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[S
         grid.append(f"<tr><th>{html.escape(row.label)}</th><td>{real}</td><td>{synth}</td></tr>")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1em}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{image-rendering:pixelated;margin:1px}}
 .pair{{display:inline-block;margin-right:6px;background:#eef}}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<h2>Test accuracy (%), mean ± std over seeds</h2>
-<table><tr><th>training set</th><th>test accuracy</th><th>val accuracy</th><th>seeds</th></tr>{''.join(rows)}</table>
-{gain_line}
-<h2>Runs</h2>
-<table><tr><th>setting</th><th>seed</th><th>best epoch</th><th>val %</th><th>test %</th></tr>{run_rows}</table>
+<h2>Test accuracy (%), mean ± std over seeds (gain over the matching baseline)</h2>
+{_html_table(paper_head, paper_rows)}
+<h2>Training strategies: real only, combined, RSP, two-phase</h2>
+{_html_table(strategy_head, strategy_rows)}
+{quality_html}
 <h2>Real vs synthetic, per class</h2>
 <p>Each synthetic image (large) follows its conditioning image (small, shaded).</p>
 <table><tr><th>class</th><th>real</th><th>synthetic</th></tr>{''.join(grid)}</table>
 <h2>Denoiser fine-tuning loss</h2>
 {_sparkline(finetune_losses)}
+<h2>Runs</h2>
+{_html_table(["model", "augmentation", "strategy", "seed", "best epoch", "val %", "test %"], run_rows)}
 </body></html>
 """
 
 
 def metrics_markdown(metrics: dict) -> str:
-    """The accuracy table as Markdown, for a Prefect artifact or a terminal."""
-    lines = ["| training set | test accuracy (%) | seeds |", "| --- | --- | --- |"]
-    for setting, m in metrics.items():
-        if isinstance(m, dict):
-            lines.append(f"| {setting} | {100 * m['acc_mean']:.2f} ± {100 * m['acc_std']:.2f} | {m['runs']} |")
-    if "gain" in metrics:
-        lines.append(f"\nGain of real+synthetic over real: {100 * metrics['gain']:+.2f} points.")
-    return "\n".join(lines)
+    """The accuracy tables as Markdown, for the report.md file and a Prefect artifact."""
+    paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
+    return ("## Test accuracy (%), mean ± std over seeds (gain over the matching baseline)\n\n"
+            + _markdown_table(paper_head, paper_rows)
+            + "\n\n## Training strategies\n\n" + _markdown_table(strategy_head, strategy_rows) + "\n")

@@ -17,7 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.denoiser import load_denoiser
 from mvcaug.devices import resolve_device, resolve_dtype
 from mvcaug.embedding_table import read_embeddings
-from mvcaug.generate import GenerationInputs, Shard, file_digest, generate_shard
+from mvcaug.checkpoints import digest_files
+from mvcaug.generate import GenerationInputs, Shard, generate_shard
 from mvcaug.images import load_split
 from mvcaug.params import load_params
 from mvcaug.pretrained import load_text_to_image
@@ -50,7 +51,7 @@ def load_inputs(root: str, params_file: str) -> GenerationInputs:
     else:
         model_dir = Path(root) / paths.model
         files = sorted(p for p in model_dir.glob("*/*") if p.is_file()) + [model_dir / "codec.json"]
-        denoiser, digest = load_denoiser(model_dir, device, dtype), file_digest(files)
+        denoiser, digest = load_denoiser(model_dir, device, dtype), digest_files(files)
     mixed, mixed_emb, _ = read_embeddings(Path(root) / paths.mixed)
     _, null, _ = read_embeddings(Path(root) / paths.embeddings / "null.parquet")
     labels, ids = np.array(mixed["label"].to_pylist()), np.array(mixed["id"].to_pylist())

@@ -26,6 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.atomic import atomic_path
 
 log = logging.getLogger("mvcaug.regenerate")
+ingest_log = logging.getLogger("mvcaug.ingest")
 
 LOCK_FILE = ".dvc/tmp/regenerate.lock"  # .dvc/tmp is git-ignored by DVC itself
 DATA_EVENT = "mvcaug.data.arrived"
@@ -224,17 +225,17 @@ def ingest_images(source: str, dataset: str) -> dict[str, int]:
     known = {file_sha256(p) for d in (dst.iterdir() if dst.is_dir() else []) if d.is_dir() for p in images(d)}
     added: dict[str, int] = {}
     for stray in images(src):
-        log.warning("%s: not in a class subfolder, skipped", stray)
+        ingest_log.warning("%s: not in a class subfolder, skipped", stray)
     for class_dir in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for file in images(class_dir):
             digest = file_sha256(file)
             if digest in known:
-                log.info("%s: already in the dataset (same content), skipped", file)
+                ingest_log.info("%s: already in the dataset (same content), skipped", file)
                 continue
             try:
                 open_image(file)
             except DatasetError as err:
-                log.warning("skipped: %s", err)
+                ingest_log.warning("skipped: %s", err)
                 continue
             target = dst / class_dir.name / file.name
             if target.exists():
@@ -243,7 +244,7 @@ def ingest_images(source: str, dataset: str) -> dict[str, int]:
                 shutil.copyfile(file, tmp)
             known.add(digest)
             added[class_dir.name] = added.get(class_dir.name, 0) + 1
-    log.info("ingested %d new images into %s: %s", sum(added.values()), dst, added or "none")
+    ingest_log.info("ingested %d new images into %s: %s", sum(added.values()), dst, added or "none")
     return added
 
 
@@ -258,5 +259,5 @@ def announce_arrival(dataset: str, added: dict[str, int]) -> None:
         resource={"prefect.resource.id": f"mvcaug.dataset.{name}", "prefect.resource.name": name},
         payload={"new_files": sum(added.values()), "per_class": added, "folder": str(dataset)},
     )
-    log.info("emitted %s for mvcaug.dataset.%s (%d new files)%s", DATA_EVENT, name, sum(added.values()),
+    ingest_log.info("emitted %s for mvcaug.dataset.%s (%d new files)%s", DATA_EVENT, name, sum(added.values()),
              "" if event else " (no Prefect API to receive it)")

@@ -12,21 +12,24 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.atomic import write_json, write_text
 from mvcaug.images import read_manifest
 from mvcaug.params import Params
-from mvcaug.report import SampleRow, render_html, summarise
+from mvcaug.report import SampleRow, metrics_markdown, render_html, summarise
 from mvcaug.train import RunResult
 
 
 @task(cache_policy=NO_CACHE)
 def report(params: Params) -> dict:
-    """metrics.json (DVC metrics) and report.html (table, per-class grid, loss curve)."""
+    """metrics.json (DVC metrics), report.html (tables, per-class grid, loss curve) and report.md."""
     paths = params.paths
     results = [RunResult(**r) for r in json.loads((Path(paths.train) / "results.json").read_text())]
     metrics = summarise(results)
     write_json(paths.metrics, metrics)
+    quality_file = Path(paths.quality) / "metrics.json"
+    quality = json.loads(quality_file.read_text()) if quality_file.is_file() else None
     with (Path(paths.model) / "loss.csv").open() as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
-    html = render_html(metrics, results, sample_rows(params), losses)
+    html = render_html(metrics, results, sample_rows(params), losses, quality)
     write_text(Path(paths.report) / "report.html", html)
+    write_text(Path(paths.report) / "report.md", "# mvcaug report\n\n" + metrics_markdown(metrics))
     return metrics
 
 

@@ -1,4 +1,4 @@
-"""Task of the train stage: one classifier per (setting, seed), logged with dvclive."""
+"""Task of the train stage: one grid cell, logged with dvclive, its result stored with its fingerprint."""
 
 from dataclasses import asdict
 from pathlib import Path
@@ -7,22 +7,21 @@ from dvclive import Live
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.images import ImageSet
+from mvcaug.atomic import write_json
 from mvcaug.params import TrainParams
-from mvcaug.train import train_one
+from mvcaug.train import Cell, TrainingData, train_cell
 
 
-@task(cache_policy=NO_CACHE, task_run_name="train {setting} seed {seed}")
-def train_run(setting: str, seed: int, train: ImageSet, val: ImageSet, test: ImageSet,
-              classes: list[str], params: TrainParams, runs_dir: str) -> dict:
-    """Train and test one classifier; per-epoch loss and validation accuracy go to dvclive."""
-    live_dir = Path(runs_dir) / f"{setting.replace('+', '_')}-seed{seed}"
-    with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+@task(cache_policy=NO_CACHE, task_run_name="{cell.name}")
+def train(cell: Cell, data: TrainingData, params: TrainParams, cell_dir: str, fingerprint: str) -> dict:
+    """Train and test one cell; per-epoch loss and validation accuracy go to dvclive."""
+    with Live(cell_dir, save_dvc_exp=False, dvcyaml=None, report=None) as live:
         def log_epoch(epoch: int, values: dict[str, float]) -> None:
             for name, value in values.items():
                 live.log_metric(name, value)
             live.next_step()
 
-        result = train_one(setting, seed, train, val, test, classes, params, log_epoch)
-        live.summary.update({"test_acc": result.test_acc, "best_val_acc": result.val_acc})
-    return asdict(result)
+        result = asdict(train_cell(cell, data, params, log_epoch))
+        live.summary.update({"test_acc": result["test_acc"], "best_val_acc": result["val_acc"]})
+    write_json(Path(cell_dir) / "result.json", {"fingerprint": fingerprint, "result": result})
+    return result

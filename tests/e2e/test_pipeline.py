@@ -15,7 +15,8 @@ from tests.workspace import TINY_PARAMS, make_workspace, run, stages_ran, update
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = {"prepare", "caption", "embed", "mix", "finetune", "generate", "train", "report"}
+ALL_STAGES = {"prepare", "caption", "embed", "mix", "finetune", "generate", "quality", "train", "report"}
+CELLS = 4 * 2  # strategies (real, combined, rsp, two_phase) x seeds
 CLASSES = 10
 
 
@@ -62,14 +63,20 @@ def test_every_artifact(workspace: Path) -> None:
         assert image.size == (16, 16) and image.mode == "L"
 
     results = json.loads((workspace / "data/07_train/results.json").read_text())
-    assert len(results) == 2 * len(p["train"]["seeds"])
-    assert (workspace / "data/07_train/runs/real-seed0/metrics.json").is_file()  # dvclive
+    assert len(results) == CELLS
+    assert (workspace / "data/07_train/cells/small_cnn-default-real-seed0/metrics.json").is_file()  # dvclive
 
     metrics = json.loads((workspace / "metrics.json").read_text())
-    assert set(metrics) == {"real", "real+synthetic", "gain"}
-    assert 0.0 <= metrics["real"]["acc_mean"] <= 1.0
+    assert set(metrics) == {"small_cnn"}
+    assert set(metrics["small_cnn"]) == {"baseline", "syn", "rsp", "two_phase"}
+    assert 0.0 <= metrics["small_cnn"]["baseline"]["acc_mean"] <= 1.0
+    assert "gain" in metrics["small_cnn"]["syn"]
+    quality = json.loads((workspace / "data/09_quality/metrics.json").read_text())
+    assert {"fid", "kid_mean", "fidelity._all", "memorisation.near_copies"} <= set(quality)
     html = (workspace / "data/08_report/report.html").read_text()
     assert "Test accuracy" in html and html.count("data:image/png;base64,") >= CLASSES * 3
+    assert "<th>Baseline</th><th>Syn</th>" in html and "Quality of the synthetic set" in html
+    assert "| small_cnn |" in (workspace / "data/08_report/report.md").read_text()
     assert "http://" not in html and "https://" not in html  # readable offline
 
 
@@ -82,7 +89,7 @@ def test_noop_repro_runs_nothing(workspace: Path) -> None:
 def test_mix_change_reruns_mix_and_after_only(workspace: Path) -> None:
     update_params(workspace, {"mix": {"fine_steps": 3}})
     result = run(["dvc", "repro"], workspace)
-    assert stages_ran(result.stdout) == {"mix", "finetune", "generate", "train", "report"}
+    assert stages_ran(result.stdout) == {"mix", "finetune", "generate", "quality", "train", "report"}
     for stage in ("prepare", "caption", "embed"):
         assert f"Stage '{stage}' didn't change, skipping" in result.stdout
 
@@ -92,19 +99,22 @@ def test_more_images_keeps_finished_shards(workspace: Path) -> None:
     before = shard_record.stat().st_mtime_ns
     update_params(workspace, {"generate": {"images_per_class": 6}})
     result = run(["dvc", "repro"], workspace)
-    assert stages_ran(result.stdout) == {"generate", "train", "report"}
+    assert stages_ran(result.stdout) == {"generate", "quality", "train", "report"}
     assert shard_record.stat().st_mtime_ns == before
-    assert "'generated': 10, 'kept': 20" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "'generated': 10, 'kept': 20" in output
+    assert "'trained': 6, 'kept': 2" in output  # real-only cells do not depend on synthetic images
     synthetic = pq.read_table(workspace / "data/06_synthetic/manifest.parquet")
     assert synthetic.num_rows == CLASSES * 6
     assert len(set(synthetic["path"].to_pylist())) == synthetic.num_rows
 
 
 def test_pipeline_flow_matches_dvc_repro(workspace: Path) -> None:
-    update_params(workspace, {"train": {"epochs": 3}})
+    update_params(workspace, {"train": {"rsp_p": 0.5}})
     result = run(["python", "-m", "flows.pipeline"], workspace)
     output = result.stdout + result.stderr
     assert "ran: ['train', 'report']" in output
+    assert "'trained': 2, 'kept': 6" in output  # only the RSP cells depend on rsp_p
     assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
     assert stages_ran(run(["dvc", "repro"], workspace).stdout) == set()
 

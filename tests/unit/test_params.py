@@ -33,6 +33,10 @@ def test_repo_params_yaml_loads_with_every_value():
             if isinstance(value, list):
                 assert isinstance(got, tuple), f"{section}.{key} should become a tuple"
                 assert list(got) == value
+            elif isinstance(value, dict):  # train.model_settings: a dataclass per model
+                assert set(got) == set(value)
+                for name, settings in value.items():
+                    assert all(getattr(got[name], k) == v for k, v in settings.items()), f"{section}.{key}.{name}"
             else:
                 assert got == value, f"{section}.{key}: {got!r} != {value!r}"
                 default = getattr(type(built)(), key)
@@ -128,3 +132,16 @@ def test_zero_batch_size_is_rejected_at_load_time(tmp_path, key):
     section, name = key.split(".")
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
         load_params(write_yaml(tmp_path, f"{section}:\n  {name}: 0\n"))
+
+
+def test_the_real_model_profile_loads_and_matches_params_yaml_key_for_key():
+    import yaml
+
+    from mvcaug.params import load_params
+
+    profile = load_params(REPO_ROOT / "profiles/sd15.yaml")
+    assert (profile.caption.backend, profile.finetune.init, profile.finetune.codec) == ("blip2", "pretrained", "vae")
+    assert (profile.embed.subfolder, profile.embed.max_length) == ("text_encoder", 77)
+    default = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    switched = yaml.safe_load((REPO_ROOT / "profiles/sd15.yaml").read_text())
+    assert {s: set(v) for s, v in default.items()} == {s: set(v) for s, v in switched.items()}

@@ -6,6 +6,7 @@ import base64
 import io
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,10 +14,10 @@ import torch
 from PIL import Image
 
 from mvcaug.images import ImageSet, load_split, to_image, to_tensor
-from mvcaug.params import TrainParams
+from mvcaug.params import ModelSettings, TrainParams
 from mvcaug.prepare import DIGIT_NAMES
-from mvcaug.report import SampleRow, render_html, summarise
-from mvcaug.train import RunResult, train_one, training_set
+from mvcaug.report import SampleRow, metrics_markdown, render_html, summarise
+from mvcaug.train import Cell, RunResult, TrainingData, cell_fingerprint, plan_cells, train_cell
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +40,19 @@ def test_load_split_reads_the_manifest(digits_prepared, splits):
     assert np.array_equal(np.asarray(to_image(to_tensor(image, 1))), np.asarray(image))
 
 
-def test_train_one_on_a_tiny_split(splits):
+def tiny_grid(**changes) -> TrainParams:
+    settings = {"small_cnn": ModelSettings(epochs=2, batch_size=16, width=4)}
+    return replace(TrainParams(model_settings=settings, seeds=(3,)), **changes)
+
+
+def test_train_cell_on_a_tiny_split(splits):
     train, val, test = splits
-    params = TrainParams(epochs=2, batch_size=16, width=4)
     epochs = []
-    result = train_one("real", 3, train, val, test, list(DIGIT_NAMES), params,
-                       on_epoch=lambda epoch, logs: epochs.append((epoch, logs)))
+    data = TrainingData(train, None, val, test, list(DIGIT_NAMES))
+    result = train_cell(Cell("small_cnn", "default", "real", 3), data, tiny_grid(),
+                        on_epoch=lambda epoch, logs: epochs.append((epoch, logs)))
     assert isinstance(result, RunResult)
-    assert (result.setting, result.seed) == ("real", 3)
+    assert (result.model, result.baseline, result.strategy, result.seed) == ("small_cnn", "default", "real", 3)
     assert 0.0 <= result.val_acc <= 1.0 and 0.0 <= result.test_acc <= 1.0
     # accuracies are counts over 40 images
     assert math.isclose(result.test_acc * 40, round(result.test_acc * 40))
@@ -58,56 +64,78 @@ def test_train_one_on_a_tiny_split(splits):
     assert result.best_epoch == vals.index(max(vals))
 
 
-def test_training_set_settings(splits):
-    train, _, _ = splits
-    assert training_set("real", train, None) is train
-    synthetic = ImageSet(["s0", "s1"], ["zero", "one"], ["", ""], torch.zeros(2, 1, 16, 16))
-    both = training_set("real+synthetic", train, synthetic)
-    assert both.ids == train.ids + ["s0", "s1"] and both.pixels.shape[0] == len(train.ids) + 2
+def test_two_phase_ends_with_real_only_epochs_at_lower_lr(splits):
+    train, val, test = splits
+    synthetic = ImageSet([f"s{i}" for i in range(20)], list(DIGIT_NAMES) * 2, [""] * 20, train.pixels[:20].flip(-1))
+    data = TrainingData(train, synthetic, val, test, list(DIGIT_NAMES))
+    logs = []
+    grid = tiny_grid(phase2_epochs=1, phase2_lr_factor=0.1)
+    train_cell(Cell("small_cnn", "default", "two_phase", 0), data, grid, lambda e, v: logs.append(v["lr"]))
+    assert logs == [0.002, 0.002, 0.002 * 0.1]
+    rsp = train_cell(Cell("small_cnn", "default", "rsp", 0), data, grid)
+    assert 0.0 <= rsp.test_acc <= 1.0
     with pytest.raises(ValueError, match="synthetic"):
-        training_set("real+synthetic", train, None)
+        train_cell(Cell("small_cnn", "default", "combined", 0), TrainingData(train, None, val, test, list(DIGIT_NAMES)),
+                   grid)
+
+
+def test_grid_cells_and_fingerprints():
+    grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined"),
+                     model_settings={"small_cnn": ModelSettings(), "wrn28_2": ModelSettings()}, models=("small_cnn", "wrn28_2"))
+    cells = plan_cells(grid)
+    assert len(cells) == 2 * 1 * 2 * 2 and len({c.name for c in cells}) == len(cells)
+    assert len(plan_cells(replace(grid, full_grid=True))) == 2 * 4 * 4 * 2
+    real, combined = Cell("small_cnn", "default", "real", 0), Cell("small_cnn", "default", "combined", 0)
+    base = cell_fingerprint(real, grid, "data", "synthetic")
+    assert cell_fingerprint(real, grid, "data", "other synthetic") == base  # real cells ignore synthetic data
+    assert cell_fingerprint(combined, grid, "data", "other synthetic") != cell_fingerprint(combined, grid, "data", "synthetic")
+    other_model = replace(grid, model_settings={**grid.model_settings, "wrn28_2": ModelSettings(epochs=3)})
+    assert cell_fingerprint(real, other_model, "data", "synthetic") == base  # another model's settings
+    own = replace(grid, model_settings={**grid.model_settings, "small_cnn": ModelSettings(epochs=3)})
+    assert cell_fingerprint(real, own, "data", "synthetic") != base
 
 
 def results() -> list[RunResult]:
     return [
-        RunResult("real", 0, 3, 0.55, 0.5),
-        RunResult("real", 1, 4, 0.65, 0.7),
-        RunResult("real+synthetic", 0, 5, 0.8, 0.8),
-        RunResult("real+synthetic", 1, 6, 0.9, 0.9),
-        RunResult("real+synthetic", 2, 7, 1.0, 1.0),
+        RunResult("small_cnn", "default", "real", 0, 3, 0.55, 0.5),
+        RunResult("small_cnn", "default", "real", 1, 4, 0.65, 0.7),
+        RunResult("small_cnn", "default", "combined", 0, 5, 0.8, 0.8),
+        RunResult("small_cnn", "default", "combined", 1, 6, 0.9, 0.9),
+        RunResult("small_cnn", "default", "combined", 2, 7, 1.0, 1.0),
     ]
 
 
 def test_summarise_means_stds_and_gain():
-    metrics = summarise(results())
-    assert metrics["real"] == {"acc_mean": 0.6, "acc_std": round(math.sqrt(0.02), 4), "val_acc_mean": 0.6,
-                               "runs": 2}
-    assert metrics["real+synthetic"] == {"acc_mean": 0.9, "acc_std": 0.1, "val_acc_mean": 0.9, "runs": 3}
-    assert metrics["gain"] == 0.3
-    assert set(metrics) == {"real", "real+synthetic", "gain"}
+    metrics = summarise(results())["small_cnn"]
+    assert metrics["baseline"] == {"acc_mean": 0.6, "acc_std": round(math.sqrt(0.02), 4), "val_acc_mean": 0.6,
+                                   "runs": 2}
+    assert metrics["syn"] == {"acc_mean": 0.9, "acc_std": 0.1, "val_acc_mean": 0.9, "runs": 3, "gain": 0.3}
+    assert set(metrics) == {"baseline", "syn"}
 
 
-def test_summarise_single_run_and_single_setting():
-    metrics = summarise([RunResult("real", 0, 1, 0.4, 0.25)])
-    assert metrics == {"real": {"acc_mean": 0.25, "acc_std": 0.0, "val_acc_mean": 0.4, "runs": 1}}
-    worse = summarise([RunResult("real", 0, 1, 0.5, 0.75), RunResult("real+synthetic", 0, 1, 0.5, 0.5)])
-    assert worse["gain"] == -0.25
+def test_summarise_paper_columns():
+    runs = [RunResult("m", b, s, 0, 1, 0.5, acc) for b, s, acc in
+            [("default", "real", 0.5), ("randaugment", "real", 0.6), ("randaugment", "combined", 0.75),
+             ("autoaugment", "two_phase", 0.4)]]
+    metrics = summarise(runs)["m"]
+    assert set(metrics) == {"baseline", "ra", "ra_syn", "aa_two_phase"}
+    assert metrics["ra_syn"]["gain"] == 0.15
+    assert "gain" not in metrics["aa_two_phase"]  # no AA real-only run to compare with
 
 
-def test_render_html_has_the_table_and_inline_images():
+def test_render_html_has_the_tables_and_inline_images():
     metrics = summarise(results())
     real = [Image.new("L", (8, 8), 40), Image.new("L", (8, 8), 200)]
     synthetic = [Image.new("L", (8, 8), 90)]
     conditioning = [Image.new("L", (8, 8), 10)]
     samples = [SampleRow("zero", real, synthetic, conditioning),
                SampleRow("<one>", real[:1], synthetic, conditioning)]
-    page = render_html(metrics, results(), samples, [1.0, 0.8, 0.5, 0.4], title="tiny & test")
+    page = render_html(metrics, results(), samples, [1.0, 0.8, 0.5, 0.4], {"fid": 1.5}, title="tiny & test")
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert "<title>tiny &amp; test</title>" in page
-    assert "<td>real</td><td>60.00 ± 14.14</td><td>60.00</td><td>2</td>" in page
-    assert "<td>real+synthetic</td><td>90.00 ± 10.00</td><td>90.00</td><td>3</td>" in page
-    assert "+30.00 points" in page
-    assert "<td>real+synthetic</td><td>2</td><td>7</td><td>100.00</td><td>100.00</td>" in page
+    assert "<th>Baseline</th><th>Syn</th>" in page
+    assert "<td>small_cnn</td><td>60.00 ± 14.14</td><td>90.00 ± 10.00 (+30.00)</td>" in page
+    assert "<td>fid</td><td>1.5000</td>" in page
     assert "&lt;one&gt;" in page and "<one>" not in page
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(uris) == (2 + 2) + (1 + 2)  # per row: real images, then (conditioning, synthetic) pairs
@@ -116,10 +144,12 @@ def test_render_html_has_the_table_and_inline_images():
     assert decoded[0].getpixel((0, 0)) == 40
     assert {im.size for im in decoded} == {(32, 32), (16, 16)}  # conditioning images at 2x
     assert "<svg" in page and "over 4 steps" in page
+    markdown = metrics_markdown(metrics)
+    assert "| small_cnn | 60.00 ± 14.14 | 90.00 ± 10.00 (+30.00) |" in markdown
 
 
-def test_render_html_without_gain_or_losses():
+def test_render_html_without_synthetic_runs_or_losses():
     metrics = summarise(results()[:2])
     page = render_html(metrics, results()[:2], [], [])
-    assert "Gain" not in page and "<svg" not in page
+    assert "(+" not in page and "<svg" not in page
     assert "data:image/png" not in page
