@@ -421,6 +421,13 @@ def _check_train(train: TrainParams, source: str) -> None:
             raise ParamsError(f"{source}: 'train.model_settings.{model}' needs positive epochs and batch_size")
         if settings.optimizer not in ("adamw", "adam", "sgd"):
             raise ParamsError(f"{source}: 'train.model_settings.{model}.optimizer' must be adamw, adam or sgd")
+    if train.full_grid or "two_phase" in train.strategies:
+        for model in train.models:
+            if train.model_settings[model].epochs <= train.phase2_epochs:
+                raise ParamsError(
+                    f"{source}: two_phase needs 'train.model_settings.{model}.epochs' above 'train.phase2_epochs' "
+                    f"({train.phase2_epochs}): phase 2 is the shorter, real-only one"
+                )
     if not 0.0 <= train.rsp_p <= 1.0:
         raise ParamsError(f"{source}: 'train.rsp_p' must be in [0, 1]")
     if not 0.0 < train.phase2_lr_factor < 1.0 or train.phase2_epochs < 1:

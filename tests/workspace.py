@@ -19,7 +19,7 @@ TINY_PARAMS = {
     "mix": {"per_class": 4},
     "finetune": {"steps": 8, "batch_size": 8, "block_out_channels": [16, 32], "lr_warmup_steps": 2},
     "generate": {"images_per_class": 4, "shard_size": 2, "steps": 3},
-    "train": {"seeds": [0, 1], "model_settings": {"small_cnn": {"epochs": 2, "width": 8}}},
+    "train": {"seeds": [0, 1], "phase2_epochs": 1, "model_settings": {"small_cnn": {"epochs": 2, "width": 8}}},
     "report": {"samples_per_class": 2},
 }
 

@@ -86,12 +86,25 @@ def test_noop_repro_runs_nothing(workspace: Path) -> None:
     assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
+def commit(workspace: Path, message: str) -> None:
+    run(["git", "add", "-A"], workspace)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], workspace)
+
+
 def test_mix_change_reruns_mix_and_after_only(workspace: Path) -> None:
+    commit(workspace, "first run")
     update_params(workspace, {"mix": {"fine_steps": 3}})
     result = run(["dvc", "repro"], workspace)
     assert stages_ran(result.stdout) == {"mix", "finetune", "generate", "quality", "train", "report"}
     for stage in ("prepare", "caption", "embed"):
         assert f"Stage '{stage}' didn't change, skipping" in result.stdout
+    # Comparing with the committed run: what changed in params, and what that did to the metrics.
+    commit(workspace, "fewer fine mixing steps")
+    params_diff = run(["dvc", "params", "diff", "HEAD~1", "HEAD"], workspace).stdout
+    assert "mix.fine_steps" in params_diff and "8" in params_diff and "3" in params_diff
+    metrics_diff = run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all"], workspace).stdout
+    assert "small_cnn.syn.acc_mean" in metrics_diff and "small_cnn.baseline.acc_mean" in metrics_diff
+    assert "fid" in run(["dvc", "metrics", "diff", "HEAD~1", "HEAD"], workspace).stdout  # a changed one
 
 
 def test_more_images_keeps_finished_shards(workspace: Path) -> None:

@@ -145,3 +145,12 @@ def test_the_real_model_profile_loads_and_matches_params_yaml_key_for_key():
     default = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     switched = yaml.safe_load((REPO_ROOT / "profiles/sd15.yaml").read_text())
     assert {s: set(v) for s, v in default.items()} == {s: set(v) for s, v in switched.items()}
+
+
+def test_two_phase_needs_a_shorter_second_phase():
+    from mvcaug.params import ParamsError, params_from_dict
+
+    raw = {"train": {"phase2_epochs": 10, "model_settings": {"small_cnn": {"epochs": 5}}}}
+    with pytest.raises(ParamsError, match="phase2_epochs"):
+        params_from_dict(raw)
+    params_from_dict({"train": {**raw["train"], "strategies": ["real", "combined"]}})  # no two_phase: fine
