@@ -132,7 +132,8 @@ def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[S
     quality_html = ""
     if quality:
         quality_html = "<h2>Quality of the synthetic set</h2>" + _html_table(
-            ["measure", "value"], [[k, f"{v:.4f}"] for k, v in sorted(quality.items())])
+            ["measure", "value"],
+            [[k, f"{v:.4f}" if isinstance(v, (int, float)) else str(v)] for k, v in sorted(quality.items())])
     grid = []
     for row in samples:
         real = "".join(_img(im, 4, f"real {row.label}") for im in row.real)

@@ -60,7 +60,7 @@ def make_workspace(target: Path, params: dict | None = None) -> Path:
         destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, destination)
-    update_params(target, params or TINY_PARAMS)
+    update_params(target, TINY_PARAMS if params is None else params)
     run(["git", "init", "-q"], target)
     run(["git", "add", "-A"], target)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "workspace"], target)

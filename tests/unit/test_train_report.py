@@ -153,3 +153,8 @@ def test_render_html_without_synthetic_runs_or_losses():
     page = render_html(metrics, results()[:2], [], [])
     assert "(+" not in page and "<svg" not in page
     assert "data:image/png" not in page
+
+
+def test_render_html_quality_table_takes_text_values():
+    page = render_html(summarise(results()), results(), [], [], {"feature_model": "small_cnn", "fid": 2.0})
+    assert "<td>feature_model</td><td>small_cnn</td>" in page and "<td>fid</td><td>2.0000</td>" in page
