@@ -202,6 +202,15 @@ def fit_cell(
     return RunResult(cell.model, cell.baseline, cell.strategy, cell.seed, best[1], best[0], test_acc), model.eval()
 
 
+@torch.no_grad()
+def predict(model: torch.nn.Module, split: ImageSet, classes: list[str], image_size: int = 0) -> tuple[list[str], list[str]]:
+    """(true labels, predicted labels) of a split, for a confusion matrix."""
+    pixels = resize(split.pixels, image_size or split.pixels.shape[-1])
+    model.eval()
+    predicted = torch.cat([model(pixels[i : i + 512]).argmax(1) for i in range(0, len(pixels), 512)])
+    return list(split.labels), [classes[i] for i in predicted.tolist()]
+
+
 def stored_result(cell_dir: Path, fingerprint: str) -> RunResult | None:
     """The cell's result if it was trained with the same inputs, else None."""
     path = cell_dir / "result.json"

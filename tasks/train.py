@@ -9,19 +9,23 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json
 from mvcaug.params import TrainParams
-from mvcaug.train import Cell, TrainingData, train_cell
+from mvcaug.train import Cell, TrainingData, fit_cell, predict
 
 
 @task(cache_policy=NO_CACHE, task_run_name="{cell.name}")
 def train(cell: Cell, data: TrainingData, params: TrainParams, cell_dir: str, fingerprint: str) -> dict:
-    """Train and test one cell; per-epoch loss and validation accuracy go to dvclive."""
+    """Train and test one cell; per-epoch loss and validation accuracy, and the test confusion matrix
+    of the kept weights, go to dvclive."""
     with Live(cell_dir, save_dvc_exp=False, dvcyaml=None, report=None) as live:
         def log_epoch(epoch: int, values: dict[str, float]) -> None:
             for name, value in values.items():
                 live.log_metric(name, value)
             live.next_step()
 
-        result = asdict(train_cell(cell, data, params, log_epoch))
+        run, model = fit_cell(cell, data, params, log_epoch)
+        result = asdict(run)
+        truth, predicted = predict(model, data.test, data.classes, params.model_settings[cell.model].image_size)
+        live.log_sklearn_plot("confusion_matrix", truth, predicted, name="confusion_matrix.json")
         live.summary.update({"test_acc": result["test_acc"], "best_val_acc": result["val_acc"]})
     write_json(Path(cell_dir) / "result.json", {"fingerprint": fingerprint, "result": result})
     return result

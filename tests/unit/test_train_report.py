@@ -158,3 +158,14 @@ def test_render_html_without_synthetic_runs_or_losses():
 def test_render_html_quality_table_takes_text_values():
     page = render_html(summarise(results()), results(), [], [], {"feature_model": "small_cnn", "fid": 2.0})
     assert "<td>feature_model</td><td>small_cnn</td>" in page and "<td>fid</td><td>2.0000</td>" in page
+
+
+def test_predict_gives_labels_for_a_confusion_matrix(splits):
+    from mvcaug.train import fit_cell, predict
+
+    train, val, test = splits
+    data = TrainingData(train, None, val, test, list(DIGIT_NAMES))
+    result, model = fit_cell(Cell("small_cnn", "default", "real", 0), data, tiny_grid())
+    truth, predicted = predict(model, test, list(DIGIT_NAMES))
+    assert truth == test.labels and len(predicted) == len(truth) and set(predicted) <= set(DIGIT_NAMES)
+    assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
