@@ -123,9 +123,31 @@ def _sparkline(values: Sequence[float], width: int = 480, height: int = 120) -> 
             f"<p>loss from {smooth[0]:.3f} to {smooth[-1]:.3f} over {len(values)} steps</p>")
 
 
+CURVE_COLOURS = ("#c33", "#36c", "#393", "#c80", "#939", "#099", "#666", "#960")
+
+
+def curves_svg(curves: dict[str, Sequence[float]], width: int = 480, height: int = 160) -> str:
+    """Several curves (validation accuracy per epoch, one per grid column) in one inline SVG, with a legend."""
+    curves = {name: values for name, values in curves.items() if len(values) > 1}
+    if not curves:
+        return ""
+    lo = min(min(v) for v in curves.values())
+    hi = max(max(v) for v in curves.values())
+    span, longest = (hi - lo) or 1.0, max(len(v) for v in curves.values())
+    lines, legend = [], []
+    for (name, values), colour in zip(sorted(curves.items()), CURVE_COLOURS * 8):
+        points = " ".join(f"{i * width / (longest - 1):.1f},{height - (v - lo) * height / span:.1f}"
+                          for i, v in enumerate(values))
+        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
+        legend.append(f'<span style="color:{colour}">&#9632; {html.escape(name)}</span>')
+    return (f'<svg width="{width}" height="{height}" style="border:1px solid #ccc">{"".join(lines)}</svg>'
+            f"<p>{' '.join(legend)} (from {lo:.3f} to {hi:.3f})</p>")
+
+
 def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[SampleRow],
-                finetune_losses: Sequence[float], quality: dict | None = None, title: str = "mvcaug report") -> str:
-    """One HTML file, images inline, readable offline."""
+                finetune_losses: Sequence[float], quality: dict | None = None, title: str = "mvcaug report",
+                curves: dict[str, dict[str, Sequence[float]]] | None = None) -> str:
+    """One HTML file, images inline, readable offline. `curves`: {model: {column: mean val accuracy per epoch}}."""
     paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
     run_rows = [[r.model, r.baseline, r.strategy, str(r.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}",
                  f"{100 * r.test_acc:.2f}"] for r in results]
@@ -156,6 +178,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{image-
 <h2>Real vs synthetic, per class</h2>
 <p>Each synthetic image (large) follows its conditioning image (small, shaded).</p>
 <table><tr><th>class</th><th>real</th><th>synthetic</th></tr>{''.join(grid)}</table>
+<h2>Classifier validation accuracy per epoch (mean over seeds)</h2>
+{"".join(f"<h3>{html.escape(model)}</h3>" + curves_svg(c) for model, c in sorted((curves or {}).items()))}
 <h2>Denoiser fine-tuning loss</h2>
 {_sparkline(finetune_losses)}
 <h2>Runs</h2>

@@ -169,3 +169,10 @@ def test_predict_gives_labels_for_a_confusion_matrix(splits):
     truth, predicted = predict(model, test, list(DIGIT_NAMES))
     assert truth == test.labels and len(predicted) == len(truth) and set(predicted) <= set(DIGIT_NAMES)
     assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
+
+
+def test_report_draws_one_validation_curve_per_grid_column():
+    curves = {"small_cnn": {"baseline": [0.1, 0.5, 0.8], "syn": [0.2, 0.6, 0.9], "rsp": [0.3]}}
+    page = render_html(summarise(results()), results(), [], [], curves=curves)
+    assert page.count("<polyline") == 2  # a one-epoch curve has nothing to draw
+    assert "&#9632; baseline" in page and "&#9632; syn" in page and "from 0.100 to 0.900" in page
