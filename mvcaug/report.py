@@ -107,20 +107,29 @@ def _img(image: Image.Image, scale: int, title: str = "") -> str:
     return f'<img src="{_data_uri(image, scale)}" title="{html.escape(title)}" alt="{html.escape(title)}">'
 
 
+def _svg_lines(series: Sequence[tuple[str, Sequence[float]]], width: int, height: int) -> tuple[str, float, float]:
+    """(an inline SVG with one polyline per (colour, values), the lowest value, the highest value);
+    all lines share the axes, x spanning the longest series."""
+    lo = min(min(values) for _, values in series)
+    hi = max(max(values) for _, values in series)
+    span, longest = (hi - lo) or 1.0, max(len(values) for _, values in series)
+    lines = "".join(
+        f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
+        + " ".join(f"{i * width / (longest - 1):.1f},{height - (v - lo) * height / span:.1f}" for i, v in enumerate(values))
+        + '"/>'
+        for colour, values in series
+    )
+    return f'<svg width="{width}" height="{height}" style="border:1px solid #ccc">{lines}</svg>', lo, hi
+
+
 def _sparkline(values: Sequence[float], width: int = 480, height: int = 120) -> str:
     """An inline SVG line of a curve (the fine-tuning loss), smoothed by a running mean."""
     if len(values) < 2:
         return ""
     window = max(1, len(values) // 50)
     smooth = [statistics.fmean(values[max(0, i - window) : i + 1]) for i in range(len(values))]
-    lo, hi = min(smooth), max(smooth)
-    span = (hi - lo) or 1.0
-    points = " ".join(
-        f"{i * width / (len(smooth) - 1):.1f},{height - (v - lo) * height / span:.1f}" for i, v in enumerate(smooth)
-    )
-    return (f'<svg width="{width}" height="{height}" style="border:1px solid #ccc">'
-            f'<polyline fill="none" stroke="#c33" stroke-width="1.5" points="{points}"/></svg>'
-            f"<p>loss from {smooth[0]:.3f} to {smooth[-1]:.3f} over {len(values)} steps</p>")
+    svg, _, _ = _svg_lines([("#c33", smooth)], width, height)
+    return svg + f"<p>loss from {smooth[0]:.3f} to {smooth[-1]:.3f} over {len(values)} steps</p>"
 
 
 CURVE_COLOURS = ("#c33", "#36c", "#393", "#c80", "#939", "#099", "#666", "#960")
@@ -128,20 +137,13 @@ CURVE_COLOURS = ("#c33", "#36c", "#393", "#c80", "#939", "#099", "#666", "#960")
 
 def curves_svg(curves: dict[str, Sequence[float]], width: int = 480, height: int = 160) -> str:
     """Several curves (validation accuracy per epoch, one per grid column) in one inline SVG, with a legend."""
-    curves = {name: values for name, values in curves.items() if len(values) > 1}
-    if not curves:
+    named = [(name, values, colour) for (name, values), colour
+             in zip(sorted((n, v) for n, v in curves.items() if len(v) > 1), CURVE_COLOURS * 8)]
+    if not named:
         return ""
-    lo = min(min(v) for v in curves.values())
-    hi = max(max(v) for v in curves.values())
-    span, longest = (hi - lo) or 1.0, max(len(v) for v in curves.values())
-    lines, legend = [], []
-    for (name, values), colour in zip(sorted(curves.items()), CURVE_COLOURS * 8):
-        points = " ".join(f"{i * width / (longest - 1):.1f},{height - (v - lo) * height / span:.1f}"
-                          for i, v in enumerate(values))
-        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
-        legend.append(f'<span style="color:{colour}">&#9632; {html.escape(name)}</span>')
-    return (f'<svg width="{width}" height="{height}" style="border:1px solid #ccc">{"".join(lines)}</svg>'
-            f"<p>{' '.join(legend)} (from {lo:.3f} to {hi:.3f})</p>")
+    svg, lo, hi = _svg_lines([(colour, values) for _, values, colour in named], width, height)
+    legend = " ".join(f'<span style="color:{colour}">&#9632; {html.escape(name)}</span>' for name, _, colour in named)
+    return svg + f"<p>{legend} (from {lo:.3f} to {hi:.3f})</p>"
 
 
 def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[SampleRow],
