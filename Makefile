@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run pipeline test test-fast ui clean
+.PHONY: setup browser run pipeline test test-fast ui clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,14 @@ run: setup
 pipeline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline
 
+## browser: Debian's chromium + chromedriver, for the real-browser check of the Prefect UI (tests/e2e)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
+	  ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
+
 ## test: the whole suite, end-to-end tests included
-test: setup
+test: setup browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 ## test-fast: without the slow end-to-end tests
