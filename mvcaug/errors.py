@@ -3,10 +3,12 @@
 from mvcaug.caption import CaptionError
 from mvcaug.denoiser import ModelError
 from mvcaug.embed import EncoderError
+from mvcaug.inception import InceptionWeightsError
 from mvcaug.mix import MixError
 from mvcaug.params import ParamsError
 from mvcaug.prepare import DatasetError
 
 USER_ERRORS: tuple[type[Exception], ...] = (
-    CaptionError, DatasetError, EncoderError, FileNotFoundError, MixError, ModelError, ParamsError,
+    CaptionError, DatasetError, EncoderError, FileNotFoundError, InceptionWeightsError, MixError, ModelError,
+    ParamsError,
 )

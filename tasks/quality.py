@@ -6,16 +6,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json
+from mvcaug.devices import resolve_device
 from mvcaug.images import load_split
+from mvcaug.inception import inception_feature_fn, load_inception
 from mvcaug.params import Params
 from mvcaug.quality import classifier_feature_fns, quality_report
 from mvcaug.train import Cell, TrainingData, fit_cell, load_synthetic
 
+NOT_COMPUTED = "not computed: quality.inception_weights is empty"
+
 
 @task(cache_policy=NO_CACHE)
 def quality(params: Params, out_file: str) -> dict:
-    """Label fidelity, FID/KID and diversity in the real-only classifier's feature space, memorisation."""
-    channels, paths = params.prepare.channels, params.paths
+    """Label fidelity, FID/KID and diversity in the real-only classifier's feature space, memorisation;
+    FID/KID in Inception features too when quality.inception_weights names the weights file."""
+    channels, paths, weights = params.prepare.channels, params.paths, params.quality.inception_weights
+    inception_fn = inception_feature_fn(load_inception(weights).to(resolve_device())) if weights else None
     real, val, test = (load_split(paths.prepared, split, channels) for split in ("train", "val", "test"))
     synthetic = load_synthetic(paths.synthetic, channels)
     classes = sorted(set(real.labels))
@@ -23,7 +29,10 @@ def quality(params: Params, out_file: str) -> dict:
     grid = replace(params.train, strategies=("real",), baselines=("default",))
     _, model = fit_cell(Cell(model_name, "default", "real", 0), TrainingData(real, None, val, test, classes), grid)
     feature_fn, predict_fn = classifier_feature_fns(model)
+    # FID/KID against the test split: real images that neither the generator nor this classifier saw
     report = quality_report(feature_fn, predict_fn, real.pixels, real.labels, synthetic.pixels, synthetic.labels,
-                            classes, kid_subset_size=min(len(real.ids), len(synthetic.ids)))
-    write_json(out_file, {"feature_model": model_name, **report})
+                            classes, kid_subset_size=min(len(test.ids), len(synthetic.ids)), inception_fn=inception_fn,
+                            reference_pixels=test.pixels)
+    provenance = {"inception_weights": weights} if weights else {"fid_inception": NOT_COMPUTED}
+    write_json(out_file, {"feature_model": model_name, "fid_reference": "test", **provenance, **report})
     return report

@@ -232,3 +232,27 @@ def test_quality_report_is_flat_finite_and_documented(digits, model):
     assert all(type(v) is float and math.isfinite(v) for v in report.values())
     assert report["memorisation.near_copies"] == 3.0 and report["memorisation.min_distance"] == 0.0
     assert report["fid"] > 0 and 0.3 < report["fidelity._all"] <= 1.0
+
+
+def test_quality_report_measures_fid_kid_in_a_second_feature_space_given_one(digits, model):
+    pixels, labels = digits
+    feature_fn, predict_fn = classifier_feature_fns(model)
+    args = (feature_fn, predict_fn, pixels[:100], labels[:100], pixels[400:450], labels[400:450], CLASSES)
+    plain = quality_report(*args, kid_subsets=2, kid_subset_size=40)
+    # the classifier's own features as the "second" space: the Inception keys must repeat fid and kid
+    both = quality_report(*args, kid_subsets=2, kid_subset_size=40, inception_fn=feature_fn)
+    assert set(both) - set(plain) == {"fid_inception", "kid_inception_mean", "kid_inception_std"}
+    assert (both["fid_inception"], both["kid_inception_mean"]) == pytest.approx((plain["fid"], plain["kid_mean"]))
+
+
+def test_fid_and_kid_compare_with_the_reference_set_and_memorisation_with_training(digits, model):
+    pixels, labels = digits
+    feature_fn, predict_fn = classifier_feature_fns(model)
+    train, synthetic = pixels[:100], pixels[400:450]
+    args = (feature_fn, predict_fn, train, labels[:100], synthetic, labels[400:450], CLASSES)
+    against_train = quality_report(*args, kid_subsets=2, kid_subset_size=40)
+    against_itself = quality_report(*args, kid_subsets=2, kid_subset_size=40, reference_pixels=synthetic)
+    assert against_itself["fid"] == pytest.approx(0.0, abs=1e-3) and against_train["fid"] > 0.01
+    # memorisation and real diversity still look at the training images
+    for key in ("memorisation.min_distance", "diversity.real._all"):
+        assert against_itself[key] == against_train[key]
