@@ -1,4 +1,4 @@
-"""Flow of the mix stage: N_y MVC embeddings per class, with provenance."""
+"""Flow of the mix stage: N_y MVC embeddings per class, with provenance (and P = Q = 0 ones for the ablation)."""
 
 from prefect import flow
 
@@ -9,9 +9,9 @@ from tasks.mix import mix
 
 @flow(name="mix")
 def mix_flow(params_file: str = "params.yaml") -> int:
-    """Mix visual concepts (Algorithm 1)."""
+    """Mix visual concepts (Algorithm 1), and the unmixed P = Q = 0 table of the MVC ablation."""
     params = load_params(params_file)
-    return mix(params.mix, params.paths.embeddings, params.paths.mixed)
+    return mix(params.mix, params.paths.embeddings, params.paths.mixed, params.paths.mixed_ablation)
 
 
 if __name__ == "__main__":

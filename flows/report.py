@@ -16,7 +16,8 @@ def report_flow(params_file: str = "params.yaml") -> dict:
     """Summarise the runs, render the report, and show both in the Prefect UI."""
     params = load_params(params_file)
     metrics = report(params)
-    create_markdown_artifact(markdown=metrics_markdown(metrics), key="mvcaug-metrics",
+    mix_steps = (params.mix.coarse_steps, params.mix.fine_steps)
+    create_markdown_artifact(markdown=metrics_markdown(metrics, mix_steps), key="mvcaug-metrics",
                              description="Test accuracy per training set")
     html = (Path(params.paths.report) / "report.html").resolve()
     create_link_artifact(link=html.as_uri(), link_text="report.html (real vs synthetic grid)",

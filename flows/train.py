@@ -12,8 +12,11 @@ from mvcaug.atomic import write_json
 from mvcaug.checkpoints import digest_files
 from mvcaug.images import load_split
 from mvcaug.params import load_params
-from mvcaug.train import TrainingData, cell_fingerprint, load_synthetic, plan_cells, stored_result
-from tasks.train import train
+from mvcaug.train import (
+    MVC, NO_MVC, TrainingData, cell_fingerprint, load_synthetic, plan_cells, stored_result,
+)
+from mvcaug.train_plots import PLOTS
+from tasks.train import train, train_plots
 
 log = logging.getLogger("mvcaug.train")
 
@@ -24,18 +27,20 @@ def train_flow(params_file: str = "params.yaml") -> dict:
     params = load_params(params_file)
     channels, paths, grid = params.prepare.channels, params.paths, params.train
     real, val, test = (load_split(paths.prepared, split, channels) for split in ("train", "val", "test"))
-    cells = plan_cells(grid)
-    uses_synthetic = any(cell.strategy != "real" for cell in cells)
-    synthetic = load_synthetic(paths.synthetic, channels) if uses_synthetic else None
-    data = TrainingData(real, synthetic, val, test, sorted(set(real.labels)))
+    cells = plan_cells(grid, ablation=params.generate.ablation)
+    # Only the synthetic sets some cell trains on are read: real-only grids need none.
+    folders = {MVC: paths.synthetic, NO_MVC: paths.synthetic_ablation}
+    used = {cell.synthetic_set for cell in cells if cell.strategy != "real"}
+    synthetic = {name: load_synthetic(folders[name], channels) for name in used}
+    digests = {name: digest_files(sorted(Path(folders[name]).glob("shard-*/*.png"))) for name in used}
+    data = TrainingData(real, synthetic.get(MVC), val, test, sorted(set(real.labels)), synthetic.get(NO_MVC))
     data_digest = digest_files([Path(paths.prepared) / "manifest.parquet"])
-    synthetic_digest = digest_files(sorted(Path(paths.synthetic).glob("shard-*/*.png"))) if uses_synthetic else ""
     cells_dir = Path(paths.train) / "cells"
     for stale in set(p.name for p in cells_dir.glob("*")) - {c.name for c in cells}:
         shutil.rmtree(cells_dir / stale)
     results, trained = [], 0
     for cell in cells:
-        fingerprint = cell_fingerprint(cell, grid, data_digest, synthetic_digest)
+        fingerprint = cell_fingerprint(cell, grid, data_digest, digests)
         kept = stored_result(cells_dir / cell.name, fingerprint)
         if kept is not None:
             results.append(asdict(kept))
@@ -43,6 +48,7 @@ def train_flow(params_file: str = "params.yaml") -> dict:
         results.append(train(cell, data, grid, str(cells_dir / cell.name), fingerprint))
         trained += 1
     write_json(Path(paths.train) / "results.json", results)
+    train_plots(cells, str(cells_dir), str(Path(paths.train) / PLOTS))  # what dvc.yaml declares as plots
     summary = {"cells": len(cells), "trained": trained, "kept": len(cells) - trained}
     log.info("train: %s", summary)
     return summary

@@ -31,6 +31,9 @@ from mvcaug.sampling import sample
 log = logging.getLogger(__name__)
 
 SHARD_RECORD = "shard.json"
+MANIFEST_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("shard", pa.string()),
+                             ("index", pa.int64()), ("seed", pa.int64()), ("mixed_id", pa.string()),
+                             ("cond_id", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -184,5 +187,4 @@ def remove_stale_shards(out_dir: str | Path, shards: list[Shard]) -> list[str]:
 def synthetic_manifest(rows: list[dict]) -> pa.Table:
     """path, label, shard, seed, mixed-embedding id, conditioning image id (plus the image index)."""
     rows = sorted(rows, key=lambda r: (r["label"], r["index"]))
-    columns = ("path", "label", "shard", "index", "seed", "mixed_id", "cond_id")
-    return pa.table({c: [r[c] for r in rows] for c in columns})
+    return pa.table({c: [r[c] for r in rows] for c in MANIFEST_SCHEMA.names}, schema=MANIFEST_SCHEMA)

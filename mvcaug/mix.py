@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -108,6 +108,12 @@ def mix_class(embeddings: np.ndarray, label: str, params: MixParams) -> list[tup
         plan = draw_plan(rng, count, m, d, params.coarse_steps, params.fine_steps)
         results.append((plan, apply_plan(plan, embeddings)))
     return results
+
+
+def ablation_params(params: MixParams) -> MixParams:
+    """The MVC ablation: P = Q = 0 with the same N_y and seed. Each (class, index) stream draws its start
+    first, so ablation mix i is exactly the start embedding of MVC mix i, without its edits."""
+    return replace(params, coarse_steps=0, fine_steps=0)
 
 
 def mix_embeddings(ids: Sequence[str], labels: Sequence[str], embeddings: np.ndarray, params: MixParams):

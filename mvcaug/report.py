@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from mvcaug.train import RunResult
+from mvcaug.train import MVC, NO_MVC, RunResult
 
 
 @dataclass(frozen=True)
@@ -40,24 +40,31 @@ def column_name(baseline: str, strategy: str) -> str:
     return suffix if short == "baseline" else f"{short}_{suffix}"
 
 
+def result_column(result: RunResult) -> str:
+    """A run's column: column_name, suffixed _no_mvc for the MVC ablation's runs (syn_no_mvc)."""
+    column = column_name(result.baseline, result.strategy)
+    return column if result.synthetic_set == MVC else f"{column}_{result.synthetic_set}"
+
+
 def summarise(results: Sequence[RunResult]) -> dict:
     """{model: {column: {acc_mean, acc_std, val_acc_mean, runs, gain}}}: `dvc metrics diff` shows it as
     flat keys such as small_cnn.syn.acc_mean; gain is over the real-only run with the same augmentation."""
     metrics: dict = {}
-    cells = sorted({(r.model, r.baseline, r.strategy) for r in results})
-    for model, baseline, strategy in cells:
-        runs = [r for r in results if (r.model, r.baseline, r.strategy) == (model, baseline, strategy)]
+    groups: dict[tuple[str, str, str], list[RunResult]] = {}
+    for r in results:
+        groups.setdefault((r.model, r.baseline, result_column(r)), []).append(r)
+    for (model, _, column), runs in sorted(groups.items()):
         accs = [r.test_acc for r in runs]
-        metrics.setdefault(model, {})[column_name(baseline, strategy)] = {
+        metrics.setdefault(model, {})[column] = {
             "acc_mean": round(statistics.fmean(accs), 4),
             "acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
             "val_acc_mean": round(statistics.fmean(r.val_acc for r in runs), 4),
             "runs": len(runs),
         }
-    for model, baseline, strategy in cells:
+    for (model, baseline, column), runs in groups.items():
         reference = metrics[model].get(column_name(baseline, "real"))
-        if strategy != "real" and reference is not None:
-            cell = metrics[model][column_name(baseline, strategy)]
+        if runs[0].strategy != "real" and reference is not None:
+            cell = metrics[model][column]
             cell["gain"] = round(cell["acc_mean"] - reference["acc_mean"], 4)
     return metrics
 
@@ -84,6 +91,24 @@ def accuracy_tables(metrics: dict) -> tuple[list[str], list[list[str]], list[str
                     _cell_text(metrics[model].get(column_name(baseline, s))) for s in strategies])
     return (["model"] + [PAPER_TITLES[c] for c in present], paper,
             ["model", "augmentation"] + strategies, strategy_rows)
+
+
+def ablation_table(metrics: dict, mix_steps: tuple[int, int] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the MVC ablation: real only vs combined with P = Q = 0 mixes vs with MVC's, for
+    each model and augmentation that has ablation runs. `mix_steps`: the params' (P, Q), for the title."""
+    mvc_title = "Syn, MVC" if mix_steps is None else f"Syn, P = {mix_steps[0]}, Q = {mix_steps[1]}"
+    rows = []
+    for model in sorted(metrics):
+        for baseline in SHORT:
+            columns = (column_name(baseline, "real"), f"{column_name(baseline, 'combined')}_{NO_MVC}",
+                       column_name(baseline, "combined"))
+            if columns[1] in metrics[model]:
+                rows.append([model, baseline] + [_cell_text(metrics[model].get(c)) for c in columns])
+    return ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", mvc_title], rows
+
+
+ABLATION_NOTE = ("Real + synthetic images generated from unmixed caption embeddings (P = Q = 0) vs from the MVC "
+                 "mixes: same fine-tuned model, seeds, conditioning images and classifier settings.")
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -148,11 +173,18 @@ def curves_svg(curves: dict[str, Sequence[float]], width: int = 480, height: int
 
 def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[SampleRow],
                 finetune_losses: Sequence[float], quality: dict | None = None, title: str = "mvcaug report",
-                curves: dict[str, dict[str, Sequence[float]]] | None = None) -> str:
-    """One HTML file, images inline, readable offline. `curves`: {model: {column: mean val accuracy per epoch}}."""
+                curves: dict[str, dict[str, Sequence[float]]] | None = None,
+                mix_steps: tuple[int, int] | None = None) -> str:
+    """One HTML file, images inline, readable offline. `curves`: {model: {column: mean val accuracy per epoch}};
+    `mix_steps`: the params' (P, Q), for the MVC ablation's table."""
     paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
-    run_rows = [[r.model, r.baseline, r.strategy, str(r.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}",
-                 f"{100 * r.test_acc:.2f}"] for r in results]
+    ablation_head, ablation_rows = ablation_table(metrics, mix_steps)
+    ablation_html = ""
+    if ablation_rows:
+        ablation_html = ("<h2>MVC ablation: test accuracy (%), P = Q = 0 vs MVC</h2>\n"
+                         f"<p>{html.escape(ABLATION_NOTE)}</p>\n{_html_table(ablation_head, ablation_rows)}")
+    run_rows = [[r.model, r.baseline, r.strategy + (" (P = Q = 0)" if r.synthetic_set == NO_MVC else ""),
+                 str(r.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}", f"{100 * r.test_acc:.2f}"] for r in results]
     quality_html = ""
     if quality:
         quality_html = "<h2>Quality of the synthetic set</h2>" + _html_table(
@@ -176,6 +208,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{image-
 {_html_table(paper_head, paper_rows)}
 <h2>Training strategies: real only, combined, RSP, two-phase</h2>
 {_html_table(strategy_head, strategy_rows)}
+{ablation_html}
 {quality_html}
 <h2>Real vs synthetic, per class</h2>
 <p>Each synthetic image (large) follows its conditioning image (small, shaded).</p>
@@ -190,9 +223,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{image-
 """
 
 
-def metrics_markdown(metrics: dict) -> str:
+def metrics_markdown(metrics: dict, mix_steps: tuple[int, int] | None = None) -> str:
     """The accuracy tables as Markdown, for the report.md file and a Prefect artifact."""
     paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
+    ablation_head, ablation_rows = ablation_table(metrics, mix_steps)
+    ablation = ""
+    if ablation_rows:
+        ablation = ("\n## MVC ablation: P = Q = 0 vs MVC\n\n" + ABLATION_NOTE + "\n\n"
+                    + _markdown_table(ablation_head, ablation_rows) + "\n")
     return ("## Test accuracy (%), mean ± std over seeds (gain over the matching baseline)\n\n"
             + _markdown_table(paper_head, paper_rows)
-            + "\n\n## Training strategies\n\n" + _markdown_table(strategy_head, strategy_rows) + "\n")
+            + "\n\n## Training strategies\n\n" + _markdown_table(strategy_head, strategy_rows) + "\n" + ablation)

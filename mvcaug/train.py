@@ -4,6 +4,10 @@ Each (model, baseline, strategy, seed) is a cell with a fingerprint of its input
 stored result has the same fingerprint is kept, so adding a cell trains only that cell and changing
 one model's settings retrains only that model's cells. Model selection uses the validation split
 only; the test split is scored once, with the best validation weights.
+
+The MVC ablation adds twins of the combined cells of the first baseline that train on the synthetic
+set generated from P = Q = 0 embeddings (`no_mvc`) instead of the MVC set (`mvc`): same seeds, same
+model, same conditioning images, only the mixing differs.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
+MVC, NO_MVC = "mvc", "no_mvc"  # the synthetic set a cell trains on: MVC mixes, or the P = Q = 0 ablation
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -40,10 +46,13 @@ class Cell:
     baseline: str
     strategy: str
     seed: int
+    synthetic_set: str = MVC
+    """mvc, or no_mvc for the ablation's cells (which only they name, so MVC cells keep their names)."""
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.baseline}-{self.strategy}-seed{self.seed}"
+        ablation = f"-{self.synthetic_set}" if self.synthetic_set != MVC else ""
+        return f"{self.model}-{self.baseline}-{self.strategy}{ablation}-seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class RunResult:
     best_epoch: int
     val_acc: float
     test_acc: float
+    synthetic_set: str = MVC
 
 
 @dataclass
@@ -68,6 +78,13 @@ class TrainingData:
     val: ImageSet
     test: ImageSet
     classes: list[str]
+    synthetic_ablation: ImageSet | None = None  # generated from the P = Q = 0 embeddings
+
+    def synthetic_of(self, cell: Cell) -> ImageSet | None:
+        """The synthetic images a cell trains on: none for real-only cells."""
+        if cell.strategy == "real":
+            return None
+        return self.synthetic_ablation if cell.synthetic_set == NO_MVC else self.synthetic
 
 
 def load_synthetic(synthetic_dir: str | Path, channels: int) -> ImageSet:
@@ -80,15 +97,22 @@ def load_synthetic(synthetic_dir: str | Path, channels: int) -> ImageSet:
     return ImageSet([r["path"] for r in rows], [r["label"] for r in rows], [""] * len(rows), pixels)
 
 
-def plan_cells(params: TrainParams) -> list[Cell]:
-    """The grid; full_grid expands to every baseline and strategy for the listed models."""
+def plan_cells(params: TrainParams, ablation: bool = False) -> list[Cell]:
+    """The grid; full_grid expands to every baseline and strategy for the listed models. With the MVC
+    ablation, each combined cell of the first baseline gets a no_mvc twin, listed after the grid."""
     baselines = BASELINES if params.full_grid else params.baselines
     strategies = STRATEGIES if params.full_grid else params.strategies
-    return [Cell(m, b, s, seed) for m in params.models for b in baselines for s in strategies for seed in params.seeds]
+    cells = [Cell(m, b, s, seed) for m in params.models for b in baselines for s in strategies for seed in params.seeds]
+    if ablation:
+        cells += [replace(c, synthetic_set=NO_MVC) for c in cells
+                  if c.baseline == baselines[0] and c.strategy == "combined"]
+    return cells
 
 
-def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, synthetic_digest: str) -> str:
-    """A hash of everything the cell's result depends on (and nothing else, so other cells stay)."""
+def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, synthetic_digests: Mapping[str, str]) -> str:
+    """A hash of everything the cell's result depends on (and nothing else, so other cells stay).
+    `synthetic_digests` maps each synthetic set (mvc, no_mvc) to a digest of its images; a cell hashes
+    only the one it trains on."""
     uses_synthetic = cell.strategy != "real"
     strategy_params = {
         "combined": {"ratio": params.synthetic_ratio},
@@ -96,10 +120,13 @@ def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, syntheti
         "two_phase": {"ratio": params.synthetic_ratio, "epochs": params.phase2_epochs,
                       "factor": params.phase2_lr_factor},
     }.get(cell.strategy, {})
+    identity = asdict(cell)
+    if cell.synthetic_set == MVC:
+        del identity["synthetic_set"]  # as before the ablation existed, so stored MVC cells stay valid
     payload = {
-        "cell": asdict(cell), "settings": asdict(params.model_settings[cell.model]),
+        "cell": identity, "settings": asdict(params.model_settings[cell.model]),
         "flip": params.flip, "strategy": strategy_params, "data": data_digest,
-        "synthetic": synthetic_digest if uses_synthetic else "", "version": 1,
+        "synthetic": synthetic_digests[cell.synthetic_set] if uses_synthetic else "", "version": 1,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -159,7 +186,7 @@ def fit_cell(
     gen = torch.Generator().manual_seed(cell.seed)
     index = {label: i for i, label in enumerate(data.classes)}
     targets = lambda s: torch.tensor([index[label] for label in s.labels])  # noqa: E731
-    synthetic = data.synthetic if cell.strategy != "real" else None
+    synthetic = data.synthetic_of(cell)
     if cell.strategy != "real" and (synthetic is None or not synthetic.ids):
         raise ValueError(f"cell {cell.name} needs synthetic images; run the generate stage")
     pool = torch.cat([data.real.pixels] + ([synthetic.pixels] if synthetic else []))
@@ -199,7 +226,9 @@ def fit_cell(
     model.load_state_dict(best[2])
     test_acc = accuracy(model, test_x, y_test)
     log.info("%s: best val %.3f at epoch %d, test %.3f", cell.name, best[0], best[1], test_acc)
-    return RunResult(cell.model, cell.baseline, cell.strategy, cell.seed, best[1], best[0], test_acc), model.eval()
+    result = RunResult(cell.model, cell.baseline, cell.strategy, cell.seed, best[1], best[0], test_acc,
+                       cell.synthetic_set)
+    return result, model.eval()
 
 
 @torch.no_grad()

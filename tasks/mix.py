@@ -6,15 +6,19 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.embedding_table import read_embeddings, write_embeddings
-from mvcaug.mix import mix_embeddings
+from mvcaug.mix import ablation_params, mix_embeddings
 from mvcaug.params import MixParams
 
 
 @task(cache_policy=NO_CACHE)
-def mix(params: MixParams, embeddings_dir: str, out_file: str) -> int:
-    """Algorithm 1 for every class; returns the number of new embeddings."""
+def mix(params: MixParams, embeddings_dir: str, out_file: str, ablation_file: str) -> int:
+    """Algorithm 1 for every class, into out_file, and with P = Q = 0 (the MVC ablation) into ablation_file;
+    returns the number of new embeddings per table."""
     table, array, info = read_embeddings(Path(embeddings_dir) / "embeddings.parquet")
-    columns, mixed = mix_embeddings(table["id"].to_pylist(), table["label"].to_pylist(), array, params)
-    mix_info = {**info, "coarse_steps": params.coarse_steps, "fine_steps": params.fine_steps, "seed": params.seed}
-    write_embeddings(out_file, columns, mixed.astype(array.dtype), mix_info)
+    ids, labels = table["id"].to_pylist(), table["label"].to_pylist()
+    for settings, target in ((params, out_file), (ablation_params(params), ablation_file)):
+        columns, mixed = mix_embeddings(ids, labels, array, settings)
+        mix_info = {**info, "coarse_steps": settings.coarse_steps, "fine_steps": settings.fine_steps,
+                    "seed": settings.seed}
+        write_embeddings(target, columns, mixed.astype(array.dtype), mix_info)
     return len(mixed)

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.atomic import write_json, write_text
 from mvcaug.images import read_manifest
 from mvcaug.params import Params
-from mvcaug.report import SampleRow, column_name, metrics_markdown, render_html, summarise
+from mvcaug.report import SampleRow, metrics_markdown, render_html, result_column, summarise
 from mvcaug.train import Cell, RunResult
 
 
@@ -28,9 +28,11 @@ def report(params: Params) -> dict:
     quality = json.loads(quality_file.read_text()) if quality_file.is_file() else None
     with (Path(paths.model) / "loss.csv").open() as handle:
         losses = [float(row["loss"]) for row in csv.DictReader(handle)]
-    html = render_html(metrics, results, sample_rows(params), losses, quality, curves=validation_curves(params, results))
+    mix_steps = (params.mix.coarse_steps, params.mix.fine_steps)
+    html = render_html(metrics, results, sample_rows(params), losses, quality,
+                       curves=validation_curves(params, results), mix_steps=mix_steps)
     write_text(Path(paths.report) / "report.html", html)
-    write_text(Path(paths.report) / "report.md", "# mvcaug report\n\n" + metrics_markdown(metrics))
+    write_text(Path(paths.report) / "report.md", "# mvcaug report\n\n" + metrics_markdown(metrics, mix_steps))
     return metrics
 
 
@@ -38,12 +40,12 @@ def validation_curves(params: Params, results: list[RunResult]) -> dict[str, dic
     """{model: {grid column: validation accuracy per epoch, averaged over seeds}} from the cells' dvclive logs."""
     per_column: dict[tuple[str, str], list[list[float]]] = {}
     for r in results:
-        cell = Cell(r.model, r.baseline, r.strategy, r.seed).name
+        cell = Cell(r.model, r.baseline, r.strategy, r.seed, r.synthetic_set).name
         tsv = Path(params.paths.train) / "cells" / cell / "plots" / "metrics" / "val_acc.tsv"
         if tsv.is_file():
             with tsv.open() as handle:
                 values = [float(row["val_acc"]) for row in csv.DictReader(handle, delimiter="\t")]
-            per_column.setdefault((r.model, column_name(r.baseline, r.strategy)), []).append(values)
+            per_column.setdefault((r.model, result_column(r)), []).append(values)
     curves: dict[str, dict[str, list[float]]] = {}
     for (model, column), runs in per_column.items():
         length = min(len(v) for v in runs)

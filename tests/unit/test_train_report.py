@@ -16,7 +16,7 @@ from PIL import Image
 from mvcaug.images import ImageSet, load_split, to_image, to_tensor
 from mvcaug.params import ModelSettings, TrainParams
 from mvcaug.prepare import DIGIT_NAMES
-from mvcaug.report import SampleRow, metrics_markdown, render_html, summarise
+from mvcaug.report import SampleRow, ablation_table, metrics_markdown, render_html, summarise
 from mvcaug.train import Cell, RunResult, TrainingData, cell_fingerprint, plan_cells, train_cell
 
 
@@ -86,13 +86,53 @@ def test_grid_cells_and_fingerprints():
     assert len(cells) == 2 * 1 * 2 * 2 and len({c.name for c in cells}) == len(cells)
     assert len(plan_cells(replace(grid, full_grid=True))) == 2 * 4 * 4 * 2
     real, combined = Cell("small_cnn", "default", "real", 0), Cell("small_cnn", "default", "combined", 0)
-    base = cell_fingerprint(real, grid, "data", "synthetic")
-    assert cell_fingerprint(real, grid, "data", "other synthetic") == base  # real cells ignore synthetic data
-    assert cell_fingerprint(combined, grid, "data", "other synthetic") != cell_fingerprint(combined, grid, "data", "synthetic")
+    synthetic, other = {"mvc": "synthetic"}, {"mvc": "other synthetic"}
+    base = cell_fingerprint(real, grid, "data", synthetic)
+    assert cell_fingerprint(real, grid, "data", other) == base  # real cells ignore synthetic data
+    assert cell_fingerprint(combined, grid, "data", other) != cell_fingerprint(combined, grid, "data", synthetic)
     other_model = replace(grid, model_settings={**grid.model_settings, "wrn28_2": ModelSettings(epochs=3)})
-    assert cell_fingerprint(real, other_model, "data", "synthetic") == base  # another model's settings
+    assert cell_fingerprint(real, other_model, "data", synthetic) == base  # another model's settings
     own = replace(grid, model_settings={**grid.model_settings, "small_cnn": ModelSettings(epochs=3)})
-    assert cell_fingerprint(real, own, "data", "synthetic") != base
+    assert cell_fingerprint(real, own, "data", synthetic) != base
+
+
+def test_ablation_cells_only_with_the_switch_and_on_their_own_synthetic_set():
+    grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined", "rsp"), baselines=("default", "autoaugment"))
+    plain, with_ablation = plan_cells(grid), plan_cells(grid, ablation=True)
+    assert all(c.synthetic_set == "mvc" for c in plain)
+    assert with_ablation[: len(plain)] == plain  # the grid's cells, unchanged, then the ablation's
+    extra = with_ablation[len(plain):]
+    assert [c.name for c in extra] == [f"small_cnn-default-combined-no_mvc-seed{k}" for k in (0, 1)]
+    assert plain[0].name == "small_cnn-default-real-seed0"  # MVC cells keep their names
+    # only combined cells of the first baseline get a twin; no combined cells, no ablation
+    no_combined = replace(grid, strategies=("real", "rsp"))
+    assert plan_cells(no_combined, ablation=True) == plan_cells(no_combined)
+    full = plan_cells(replace(grid, full_grid=True), ablation=True)
+    assert {(c.baseline, c.strategy) for c in full if c.synthetic_set == "no_mvc"} == {("default", "combined")}
+    # a no_mvc cell hashes the ablation set's digest, not the MVC set's; an MVC cell the reverse
+    mvc, no_mvc = Cell("small_cnn", "default", "combined", 0), extra[0]
+    digests = {"mvc": "mvc-1", "no_mvc": "ablation-1"}
+    base = cell_fingerprint(no_mvc, grid, "data", digests)
+    assert cell_fingerprint(no_mvc, grid, "data", {**digests, "mvc": "mvc-2"}) == base
+    assert cell_fingerprint(no_mvc, grid, "data", {**digests, "no_mvc": "ablation-2"}) != base
+    assert cell_fingerprint(mvc, grid, "data", {**digests, "no_mvc": "ablation-2"}) == cell_fingerprint(
+        mvc, grid, "data", digests)
+    # the same inputs on both sets still make two different cells
+    assert cell_fingerprint(mvc, grid, "data", {"mvc": "same", "no_mvc": "same"}) != cell_fingerprint(
+        no_mvc, grid, "data", {"mvc": "same", "no_mvc": "same"})
+
+
+def test_a_no_mvc_cell_trains_on_the_ablation_set(splits):
+    train, val, test = splits
+    pixels = train.pixels[:20].flip(-2)
+    ablation = ImageSet([f"u{i}" for i in range(20)], list(DIGIT_NAMES) * 2, [""] * 20, pixels)
+    data = TrainingData(train, None, val, test, list(DIGIT_NAMES), synthetic_ablation=ablation)
+    cell = Cell("small_cnn", "default", "combined", 0, "no_mvc")
+    assert data.synthetic_of(cell) is ablation and data.synthetic_of(replace(cell, strategy="real")) is None
+    result = train_cell(cell, data, tiny_grid())
+    assert result.synthetic_set == "no_mvc" and 0.0 <= result.test_acc <= 1.0
+    with pytest.raises(ValueError, match="combined-no_mvc-seed0 needs synthetic"):
+        train_cell(cell, replace(data, synthetic=ablation, synthetic_ablation=None), tiny_grid())
 
 
 def results() -> list[RunResult]:
@@ -176,3 +216,36 @@ def test_report_draws_one_validation_curve_per_grid_column():
     page = render_html(summarise(results()), results(), [], [], curves=curves)
     assert page.count("<polyline") == 2  # a one-epoch curve has nothing to draw
     assert "&#9632; baseline" in page and "&#9632; syn" in page and "from 0.100 to 0.900" in page
+
+
+def ablation_results() -> list[RunResult]:
+    """Two seeds of real only, combined on the MVC set and combined on the P = Q = 0 set."""
+    return results()[:2] + [
+        RunResult("small_cnn", "default", "combined", 0, 5, 0.8, 0.8),
+        RunResult("small_cnn", "default", "combined", 1, 6, 0.9, 0.9),
+        RunResult("small_cnn", "default", "combined", 0, 5, 0.7, 0.6, "no_mvc"),
+        RunResult("small_cnn", "default", "combined", 1, 6, 0.7, 0.8, "no_mvc"),
+    ]
+
+
+def test_report_has_the_mvc_ablation_table():
+    metrics = summarise(ablation_results())
+    assert set(metrics["small_cnn"]) == {"baseline", "syn", "syn_no_mvc"}  # flat keys: small_cnn.syn_no_mvc.acc_mean
+    assert metrics["small_cnn"]["syn_no_mvc"] == {"acc_mean": 0.7, "acc_std": round(math.sqrt(0.02), 4),
+                                                  "val_acc_mean": 0.7, "runs": 2, "gain": 0.1}
+    assert metrics["small_cnn"]["syn"]["acc_mean"] == 0.85  # the MVC runs are not pooled with the ablation's
+    header, rows = ablation_table(metrics, (1, 8))
+    assert header == ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", "Syn, P = 1, Q = 8"]
+    assert rows == [["small_cnn", "default", "60.00 ± 14.14", "70.00 ± 14.14 (+10.00)", "85.00 ± 7.07 (+25.00)"]]
+    page = render_html(metrics, ablation_results(), [], [], mix_steps=(1, 8))
+    assert "MVC ablation" in page and "<th>Syn, P = Q = 0</th><th>Syn, P = 1, Q = 8</th>" in page
+    assert "<td>small_cnn</td><td>default</td><td>60.00 ± 14.14</td><td>70.00 ± 14.14 (+10.00)</td>" in page
+    assert "<td>combined (P = Q = 0)</td><td>1</td>" in page  # the runs table tells the sets apart
+    assert "<th>Baseline</th><th>Syn</th></tr><tr><td>small_cnn</td><td>60.00 ± 14.14</td><td>85.00" in page
+    markdown = metrics_markdown(metrics, (1, 8))
+    assert "| small_cnn | default | 60.00 ± 14.14 | 70.00 ± 14.14 (+10.00) | 85.00 ± 7.07 (+25.00) |" in markdown
+    # without ablation runs there is no ablation table
+    plain = summarise(results())
+    assert "MVC ablation" not in render_html(plain, results(), [], []) + metrics_markdown(plain)
+    assert ablation_table(plain) == (
+        ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", "Syn, MVC"], [])
