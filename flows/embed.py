@@ -8,10 +8,10 @@ from tasks.embed import embed
 
 
 @flow(name="embed")
-def embed_flow(params_file: str = "params.yaml") -> tuple[int, int, int]:
+def embed_flow(params_file: str = "params.yaml") -> dict:
     """Embed captions with the text encoder."""
     params = load_params(params_file)
-    return embed(params.embed, params.paths.captions, params.paths.embeddings)
+    return embed(params.embed, params.paths.captions, params.paths.embeddings, params.paths.cache)
 
 
 if __name__ == "__main__":

@@ -81,13 +81,18 @@ def clean_caption(text: str) -> tuple[str, bool]:
     return body, False
 
 
+def blip2_id(params: CaptionParams) -> str:
+    """The captioner column's value for BLIP-2 captions."""
+    return f"blip2:{params.model}"
+
+
 class Blip2Captioner:
     """BLIP-2 (Blip2ForConditionalGeneration) captions, greedy and so reproducible for DVC."""
 
     def __init__(self, params: CaptionParams):
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-        self.id = f"blip2:{params.model}"
+        self.id = blip2_id(params)
         self.max_new_tokens = params.max_new_tokens
         self.degenerate_count = 0
         self.device = resolve_device(params.device)

@@ -128,6 +128,39 @@ def prefixed(label: str, body: str, prefix: str) -> str:
     return f"{head} {body.strip()}".strip()
 
 
+def training_rows(manifest: pa.Table, prepared_dir: Path) -> list[dict]:
+    """The manifest's training images, in manifest order; an error when there are none."""
+    train = manifest.filter(pc.equal(manifest["split"], "train")).to_pylist()
+    if not train:
+        raise CaptionError(f"{prepared_dir}/manifest.parquet has no training images; check prepare params")
+    return train
+
+
+def caption_bodies(rows: Sequence[dict], prepared_dir: Path, captioner: Captioner, batch_size: int) -> list[str]:
+    """One caption body (no prefix) per row's image, in batches of batch_size."""
+    bodies: list[str] = []
+    batch = max(1, batch_size)
+    for start in tqdm(range(0, len(rows), batch), desc=f"caption ({captioner.id})", unit="batch",
+                      disable=len(rows) <= batch):
+        chunk = rows[start : start + batch]
+        images = [_load_rgb(prepared_dir / row["path"]) for row in chunk]
+        described = captioner.describe(images, [row["source"] for row in chunk])
+        if len(described) != len(chunk):
+            raise CaptionError(f"captioner {captioner.id} returned {len(described)} captions for {len(chunk)} images")
+        bodies += described
+    return bodies
+
+
+def caption_table(rows: Sequence[dict], bodies: Sequence[str], captioner_id: str, prefix: str) -> pa.Table:
+    """(id, label, caption, captioner): each body behind the paper's label prefix."""
+    return pa.table({
+        "id": [row["id"] for row in rows],
+        "label": [row["label"] for row in rows],
+        "caption": [prefixed(row["label"], body, prefix) for row, body in zip(rows, bodies, strict=True)],
+        "captioner": [captioner_id] * len(rows),
+    })
+
+
 def caption_images(
     manifest: pa.Table,
     prepared_dir: Path,
@@ -135,24 +168,46 @@ def caption_images(
     params: CaptionParams,
 ) -> pa.Table:
     """Caption the manifest's training images in batches; returns (id, label, caption, captioner)."""
-    train = manifest.filter(pc.equal(manifest["split"], "train")).to_pylist()
-    if not train:
-        raise CaptionError(f"{prepared_dir}/manifest.parquet has no training images; check prepare params")
-    captions: list[str] = []
-    batch = max(1, params.batch_size)
-    for start in tqdm(range(0, len(train), batch), desc=f"caption ({captioner.id})", unit="batch"):
-        rows = train[start : start + batch]
-        images = [_load_rgb(prepared_dir / row["path"]) for row in rows]
-        bodies = captioner.describe(images, [row["source"] for row in rows])
-        if len(bodies) != len(rows):
-            raise CaptionError(f"captioner {captioner.id} returned {len(bodies)} captions for {len(rows)} images")
-        captions += [prefixed(row["label"], body, params.prefix) for row, body in zip(rows, bodies)]
-    degenerate = getattr(captioner, "degenerate_count", 0)
+    train = training_rows(manifest, prepared_dir)
+    bodies = caption_bodies(train, prepared_dir, captioner, params.batch_size)
     log.info("captioned %d training images with %s (%d degenerate, kept as the prefix alone)",
-             len(captions), captioner.id, degenerate)
-    return pa.table({
-        "id": [row["id"] for row in train],
-        "label": [row["label"] for row in train],
-        "caption": captions,
-        "captioner": [captioner.id] * len(train),
-    })
+             len(bodies), captioner.id, getattr(captioner, "degenerate_count", 0))
+    return caption_table(train, bodies, captioner.id, params.prefix)
+
+
+def captioner_config(params: CaptionParams) -> dict | None:
+    """What a caption body depends on besides the image, known without loading the model.
+
+    None for the file backend: its captions come from a file, not the image, and cost nothing.
+    """
+    if params.backend == "attributes":
+        return {"id": AttributeCaptioner.id}
+    if params.backend == "blip2":
+        from mvcaug.blip2 import blip2_id
+        from mvcaug.content_cache import folder_fingerprint
+        from mvcaug.devices import auto_dtype, resolve_device
+
+        device = resolve_device(params.device)
+        return {"id": blip2_id(params), "files": folder_fingerprint(params.model),
+                "max_new_tokens": params.max_new_tokens, "device": device.type, "dtype": str(auto_dtype(device))}
+    return None
+
+
+def caption_cache_namespace(config: dict) -> str:
+    from mvcaug.content_cache import fingerprint
+
+    return "caption:" + fingerprint(config)
+
+
+def uncached_rows(rows: Sequence[dict], known: dict[str, str]) -> list[dict]:
+    """Rows whose image content has no cached body, one per distinct content hash."""
+    todo: dict[str, dict] = {}
+    for row in rows:
+        if row["sha256"] not in known:
+            todo.setdefault(row["sha256"], row)
+    return list(todo.values())
+
+
+def shard_rows(rows: Sequence[dict], shard_size: int) -> list[list[dict]]:
+    """Consecutive blocks of at most shard_size rows: the units of work a task runner spreads."""
+    return [list(rows[start : start + shard_size]) for start in range(0, len(rows), max(1, shard_size))]

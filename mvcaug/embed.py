@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvcaug.content_cache import ContentCache, fingerprint, text_key
 from mvcaug.devices import resolve_device
 from mvcaug.params import EmbedParams
 
@@ -97,8 +98,9 @@ def storage_dtype(name: str) -> np.dtype:
     return np.dtype(np.float16 if name == "float16" else np.float32)
 
 
-def encoder_info(encoder: TextEncoder, params: EmbedParams) -> dict[str, Any]:
-    return {"encoder": encoder.name, "subfolder": params.subfolder, "max_length": params.max_length}
+def encoder_info(params: EmbedParams) -> dict[str, Any]:
+    """What the embedding tables' metadata records of the encoder."""
+    return {"encoder": params.encoder, "subfolder": params.subfolder, "max_length": params.max_length}
 
 
 def null_text() -> str:
@@ -106,5 +108,37 @@ def null_text() -> str:
     return ""
 
 
-def encoder_folder_exists(params: EmbedParams) -> bool:
-    return Path(resolve_encoder_path(params.encoder)).exists()
+def encoder_config(params: EmbedParams) -> dict[str, Any]:
+    """What an embedding depends on besides its text, known without loading the model."""
+    from mvcaug.content_cache import folder_fingerprint
+
+    path = resolve_encoder_path(params.encoder)
+    return {"encoder": params.encoder, "files": folder_fingerprint(path), "subfolder": params.subfolder,
+            "tokenizer_subfolder": params.tokenizer_subfolder, "max_length": params.max_length,
+            "device": resolve_device(params.device).type}
+
+
+def embed_texts(texts: list[str], params: EmbedParams, cache: ContentCache | None = None) -> tuple[np.ndarray, int]:
+    """((n, m, d) float32 embeddings, how many distinct texts the encoder ran on).
+
+    With a cache, texts embedded before (same text, same encoder configuration) are read back and
+    the encoder is loaded only when some text is new; the result equals a from-scratch run because
+    each text is padded to m tokens alone, whatever else shares its batch.
+    """
+    if cache is None:
+        array = encode_texts(load_text_encoder(params), texts, params.batch_size)
+        return array, len(set(texts))
+    namespace = "embed:" + fingerprint(encoder_config(params))
+    keys = [text_key(text) for text in texts]
+    stored = cache.get_many(namespace, keys)
+    todo = list(dict.fromkeys(text for text, key in zip(texts, keys) if key not in stored))
+    if todo:
+        fresh = encode_texts(load_text_encoder(params), todo, params.batch_size)
+        new = {text_key(text): np.ascontiguousarray(row, np.float32).tobytes() for text, row in zip(todo, fresh)}
+        cache.put_many(namespace, new)
+        stored.update(new)
+    m = params.max_length
+    array = np.stack([np.frombuffer(stored[key], np.float32).reshape(m, -1) for key in keys]) if keys else None
+    if array is None:
+        raise ValueError("no texts to embed")
+    return array, len(todo)

@@ -30,10 +30,14 @@ class PathsParams:
     """embeddings.parquet (one m x d matrix per caption) and null.parquet (the empty text)."""
     mixed: str = "data/04_mixed/mixed.parquet"
     """MVC embeddings with their provenance."""
+    mixed_ablation: str = "data/04_mixed/mixed_ablation.parquet"
+    """The MVC ablation's embeddings: the same N_y and seed with P = Q = 0 (unedited caption embeddings)."""
     model: str = "data/05_model"
     """The fine-tuned denoiser: unet/ (safetensors + config), codec.json, metrics.json."""
     synthetic: str = "data/06_synthetic"
     """Generated shards and manifest.parquet."""
+    synthetic_ablation: str = "data/06_synthetic_ablation"
+    """The same shards generated from the P = Q = 0 embeddings (empty when generate.ablation is off)."""
     train: str = "data/07_train"
     """Classifier runs (dvclive) and results.json."""
     report: str = "data/08_report"
@@ -42,6 +46,8 @@ class PathsParams:
     """Quality measures of the synthetic set (metrics.json)."""
     metrics: str = "metrics.json"
     """The DVC metrics file compared by `dvc metrics diff`."""
+    cache: str = ".mvcaug-cache"
+    """Content-addressed captions and embeddings kept across runs (not a DVC output); empty = off."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,14 @@ class CaptionParams:
     """For blip2: generation length."""
     device: str = "auto"
     """auto, cpu or cuda."""
+    shard_size: int = 256
+    """Uncaptioned images per shard task (the unit a Dask worker takes)."""
+    task_runner: str = "local"
+    """local (shards one after another in this process) or dask (prefect-dask's DaskTaskRunner)."""
+    dask_address: str = ""
+    """For dask: an existing cluster's scheduler address; empty starts a LocalCluster."""
+    dask_workers: int = 2
+    """For a LocalCluster: worker processes."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +214,15 @@ class GenerateParams:
     """Scheduler address of an existing Dask cluster; empty starts a LocalCluster."""
     dask_workers: int = 2
     """Workers of that LocalCluster (one GPU each on a GPU machine)."""
+    ablation: bool = True
+    """The MVC ablation: also generate from P = Q = 0 embeddings and train combined cells on them."""
+
+
+@dataclass(frozen=True)
+class QualityParams:
+    inception_weights: str = ""
+    """A local .safetensors file of torchvision's inception_v3 state dict: FID/KID in Inception
+    features as well (fid_inception, ...); empty skips them. The README shows how to make the file."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +298,7 @@ class Params:
     mix: MixParams = field(default_factory=MixParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
+    quality: QualityParams = field(default_factory=QualityParams)
     train: TrainParams = field(default_factory=TrainParams)
     report: ReportParams = field(default_factory=ReportParams)
     regenerate: RegenerateParams = field(default_factory=RegenerateParams)
@@ -295,6 +319,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("generate", "mode"): ("finetuned", "pretrained"),
     ("generate", "dtype"): ("auto", "float32", "float16", "bfloat16"),
     ("generate", "task_runner"): ("local", "dask"),
+    ("caption", "task_runner"): ("local", "dask"),
 }
 
 
@@ -383,7 +408,7 @@ def _check_choices(params: Params, source: str) -> None:
         ("prepare", "train_per_class"), ("prepare", "resolution"), ("mix", "per_class"),
         ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),
         ("generate", "steps"), ("embed", "max_length"), ("embed", "batch_size"),
-        ("generate", "batch_size"), ("caption", "batch_size"),
+        ("generate", "batch_size"), ("caption", "batch_size"), ("caption", "shard_size"),
         ("generate", "images_per_class"),
     ]
     for section, key in positive:

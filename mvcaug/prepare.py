@@ -112,9 +112,18 @@ def load_source(params: PrepareParams) -> list[SourceImage]:
     raise DatasetError(f"unknown dataset source '{params.source}'; set prepare.source to digits or imagefolder")
 
 
-def stratified_split(labels: list[str], params: PrepareParams) -> list[str]:
-    """Assign train/val/test per image: a seeded shuffle inside each class, fixed counts per class."""
-    rng = np.random.default_rng(params.seed)
+def split_rank(image_id: str, seed: int) -> str:
+    """An image's place in its class's seeded order: a hash of its id, so it ignores the other images."""
+    return hashlib.sha256(f"{seed}:{image_id}".encode()).hexdigest()
+
+
+def stratified_split(ids: list[str], labels: list[str], params: PrepareParams) -> list[str]:
+    """Assign train/val/test per image: fixed counts per class, in a seeded order of image ids.
+
+    The order is stable as the dataset grows: an added image takes its own place in it and moves
+    at most the images ranked after it, so the test split stays comparable across commits and
+    captions/embeddings of images that stay in train are reused (paths.cache).
+    """
     splits = [""] * len(labels)
     need = params.train_per_class + params.val_per_class + 1
     for label in sorted(set(labels)):
@@ -124,7 +133,7 @@ def stratified_split(labels: list[str], params: PrepareParams) -> list[str]:
                 f"class '{label}' has {len(members)} images; the split needs at least {need} "
                 "(train_per_class + val_per_class + 1): lower them or add images"
             )
-        order = rng.permutation(members)
+        order = sorted(members, key=lambda index: split_rank(ids[index], params.seed))
         n_test = params.test_per_class or len(members)
         cut_train = params.train_per_class
         cut_val = cut_train + params.val_per_class
@@ -158,7 +167,7 @@ def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
     out_dir = Path(out_dir)
     # 1. Read and split the source.
     items = load_source(params)
-    splits = stratified_split([item.label for item in items], params)
+    splits = stratified_split([item.id for item in items], [item.label for item in items], params)
     # 2. Write images, fresh: the folder is this stage's output alone.
     shutil.rmtree(out_dir / "images", ignore_errors=True)
     rows: dict[str, list] = {k: [] for k in MANIFEST_COLUMNS}

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import yaml
+from PIL import Image
+from sklearn.datasets import load_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +72,13 @@ def make_workspace(target: Path, params: dict | None = None) -> Path:
 def stages_ran(output: str) -> set[str]:
     """Stage names that `dvc repro` reports as run."""
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+def write_digits(folder: Path, start: int, stop: int) -> None:
+    """Digits number [start, stop) of each class as PNGs in class folders."""
+    digits = load_digits()
+    for label in range(10):
+        images = digits.images[digits.target == label][start:stop]
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(images, start):
+            Image.fromarray((image * 255 / 16).astype("uint8")).save(folder / str(label) / f"{k:03d}.png")

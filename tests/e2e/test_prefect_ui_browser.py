@@ -118,7 +118,7 @@ def test_browser_finds_flow_run(prefect_server: str, browser: webdriver.Chrome) 
     # 3. The UI's JS calls this server. `prefect server start --port N` does not change the UI's API URL
     #    (it stays PREFECT_API_URL or port 4200), so the server needs PREFECT_UI_API_URL in its env.
     assert ui_api_url(ui_root) == prefect_server, (
-        "the UI would call another server: start it (tests/e2e/conftest.py) "
+        "the UI would call another server: start it (tests/prefect_server.py) "
         "with PREFECT_UI_API_URL=<its /api URL>")
 
     # 4. The flow run page renders the flow's and the run's names and the final state.

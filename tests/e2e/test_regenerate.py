@@ -153,3 +153,72 @@ def test_concurrent_runs_one_regenerates_other_busy(workspace: Path) -> None:
     assert len(regen_branches(workspace)) == 2
     assert git(workspace, "rev-parse", "HEAD~1") == before  # branched from the previous regeneration
     assert git(workspace, "log", "-1", "--format=%s").startswith("Regenerate: prepare")
+
+
+def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(workspace: Path, tmp_path: Path) -> None:
+    """`--serve` registers the cron schedule from params.yaml; the data event starts a run of it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
+
+    from tasks.regenerate import announce_arrival
+
+    served_log = tmp_path / "serve.log"
+    server = subprocess.Popen([sys.executable, "-m", "flows.regenerate", "--serve"], cwd=workspace, env=env(),
+                              stdout=served_log.open("w"), stderr=subprocess.STDOUT)
+    server.log = served_log
+    try:
+        with get_client(sync_client=True) as client:
+            deployment = wait_for(lambda: _deployment(client), 120, "the served deployment", server)
+            crons = [getattr(s.schedule, "cron", None) for s in deployment.schedules]
+            assert crons == [PARAMS.get("regenerate", {}).get("cron", "0 3 * * *")]
+            assert wait_for(lambda: [a for a in client.read_automations() if "regenerate-on-new-data" in a.name],
+                            60, "the trigger's automation", server)
+
+            def triggered_runs() -> list:
+                return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+
+            assert triggered_runs() == []  # the cron's next run is hours away
+            finished = None
+            for _attempt in range(3):  # the server's trigger service loads new automations every few seconds
+                announce_arrival(str(workspace / DATASET), {"blue": 1})
+                finished = wait_for(lambda: [r for r in triggered_runs() if r.state and r.state.is_final()],
+                                    60, "a triggered run", server, required=False)
+                if finished:
+                    break
+            assert finished, "the data event did not start a run of the deployment"
+            run_ = finished[0]
+            assert run_.state.is_completed(), run_.state
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_.id])))
+            assert any("nothing changed since the last run" in log.message for log in logs)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _deployment(client):
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name("regenerate/regenerate")
+    except ObjectNotFound:
+        return None
+
+
+def wait_for(probe, seconds: float, what: str, process: subprocess.Popen, required: bool = True):
+    """Poll probe() until it returns something truthy; fail when the served process dies first."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        if process.poll() is not None:
+            raise AssertionError(f"`--serve` exited ({process.returncode}) before {what}:\n{process.log.read_text()[-3000:]}")
+        time.sleep(2)
+    if required:
+        raise AssertionError(f"no {what} after {seconds:.0f} s")
+    return None

@@ -109,12 +109,32 @@ def test_rgb_channels(tmp_path):
 
 def test_stratified_split_is_exact_and_test_zero_takes_the_rest():
     labels = ["a"] * 10 + ["b"] * 7
-    splits = stratified_split(labels, PrepareParams(train_per_class=2, val_per_class=3, test_per_class=0))
+    ids = [f"{label}-{k}" for k, label in enumerate(labels)]
+    splits = stratified_split(ids, labels, PrepareParams(train_per_class=2, val_per_class=3, test_per_class=0))
     counts = collections.Counter(zip(labels, splits))
     assert counts == {("a", "train"): 2, ("a", "val"): 3, ("a", "test"): 5,
                       ("b", "train"): 2, ("b", "val"): 3, ("b", "test"): 2}
-    limited = stratified_split(labels, PrepareParams(train_per_class=2, val_per_class=3, test_per_class=1))
+    limited = stratified_split(ids, labels, PrepareParams(train_per_class=2, val_per_class=3, test_per_class=1))
     assert collections.Counter(limited) == {"train": 4, "val": 6, "test": 2, "": 5}
+
+
+def test_split_is_stable_when_images_are_added():
+    """New images take their own places: an old image changes split only when pushed down by one."""
+    params = PrepareParams(train_per_class=20, val_per_class=10, test_per_class=0, seed=3)
+    old_ids = [f"a-{k}" for k in range(100)]
+    new_ids = [f"a-new{k}" for k in range(10)]
+    before = dict(zip(old_ids, stratified_split(old_ids, ["a"] * 100, params)))
+    ids = old_ids + new_ids
+    after = dict(zip(ids, stratified_split(ids, ["a"] * 110, params)))
+    new_in_train = sum(after[i] == "train" for i in new_ids)
+    left_train = sum(before[i] == "train" and after[i] != "train" for i in old_ids)
+    assert left_train == new_in_train  # each new training image displaces exactly one old one
+    assert sum(before[i] == "train" and after[i] == "train" for i in old_ids) == 20 - new_in_train
+    # the split does not depend on the order images are listed in
+    shuffled = list(reversed(ids))
+    assert dict(zip(shuffled, stratified_split(shuffled, ["a"] * 110, params))) == after
+    other_seed = stratified_split(old_ids, ["a"] * 100, PrepareParams(train_per_class=20, val_per_class=10, seed=4))
+    assert other_seed != list(before.values())
 
 
 def test_imagefolder_source(tmp_path, imagefolder):

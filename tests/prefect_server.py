@@ -1,0 +1,60 @@
+"""`prefect server start` on a free loopback port, for tests and benchmarks that want one server.
+
+Flows that report to a running server start in seconds; without one, every flow process starts a
+temporary server of its own (about 10 s on 2 cores), as a user's flows do without `make ui`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def prefect_server(home: Path, startup_s: float = 120) -> Iterator[str]:
+    """Start a server whose state lives in home; yield its API URL and stop it afterwards.
+
+    PREFECT_UI_API_URL is set too: `prefect server start --port N` does not tell the UI its port.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_API_URL": api}
+    prefect = Path(sys.executable).parent / "prefect"
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"prefect server exited; see {home / 'server.log'}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"prefect server did not start in {startup_s:.0f} s; see {home / 'server.log'}") from None
+                time.sleep(1)
+        yield api
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
