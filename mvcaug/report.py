@@ -187,9 +187,7 @@ def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[S
                  str(r.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}", f"{100 * r.test_acc:.2f}"] for r in results]
     quality_html = ""
     if quality:
-        quality_html = "<h2>Quality of the synthetic set</h2>" + _html_table(
-            ["measure", "value"],
-            [[k, f"{v:.4f}" if isinstance(v, (int, float)) else str(v)] for k, v in sorted(quality.items())])
+        quality_html = "<h2>Quality of the synthetic set</h2>" + _html_table(*quality_table(quality))
     grid = []
     for row in samples:
         real = "".join(_img(im, 4, f"real {row.label}") for im in row.real)
@@ -223,8 +221,14 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{image-
 """
 
 
-def metrics_markdown(metrics: dict, mix_steps: tuple[int, int] | None = None) -> str:
-    """The accuracy tables as Markdown, for the report.md file and a Prefect artifact."""
+def quality_table(quality: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the synthetic-set measures; text values (e.g. "not computed: ...") as they are."""
+    return ["measure", "value"], [[k, f"{v:.4f}" if isinstance(v, (int, float)) else str(v)]
+                                  for k, v in sorted(quality.items())]
+
+
+def metrics_markdown(metrics: dict, mix_steps: tuple[int, int] | None = None, quality: dict | None = None) -> str:
+    """The accuracy tables (and the quality table, given it) as Markdown, for report.md and a Prefect artifact."""
     paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
     ablation_head, ablation_rows = ablation_table(metrics, mix_steps)
     ablation = ""
@@ -233,4 +237,5 @@ def metrics_markdown(metrics: dict, mix_steps: tuple[int, int] | None = None) ->
                     + _markdown_table(ablation_head, ablation_rows) + "\n")
     return ("## Test accuracy (%), mean ± std over seeds (gain over the matching baseline)\n\n"
             + _markdown_table(paper_head, paper_rows)
-            + "\n\n## Training strategies\n\n" + _markdown_table(strategy_head, strategy_rows) + "\n" + ablation)
+            + "\n\n## Training strategies\n\n" + _markdown_table(strategy_head, strategy_rows) + "\n" + ablation
+            + ("\n## Quality of the synthetic set\n\n" + _markdown_table(*quality_table(quality)) + "\n" if quality else ""))

@@ -118,7 +118,7 @@ def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, syntheti
         "combined": {"ratio": params.synthetic_ratio},
         "rsp": {"p": params.rsp_p},
         "two_phase": {"ratio": params.synthetic_ratio, "epochs": params.phase2_epochs,
-                      "factor": params.phase2_lr_factor},
+                      "factor": params.phase2_lr_factor, "selection": "last phase"},
     }.get(cell.strategy, {})
     identity = asdict(cell)
     if cell.synthetic_set == MVC:
@@ -171,7 +171,7 @@ def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor
 
 
 def train_cell(cell: Cell, data: TrainingData, params: TrainParams, on_epoch: EpochCallback | None = None) -> RunResult:
-    """Train one cell; keep the weights of the best validation epoch; report their test accuracy."""
+    """Train one cell; keep the weights of the best validation epoch of its last phase; report their test accuracy."""
     return fit_cell(cell, data, params, on_epoch)[0]
 
 
@@ -199,8 +199,11 @@ def fit_cell(
     model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained, **extra)
     transform = baseline_transform(cell.baseline, size, params.flip)
     # 3. Phases (one, or two for two_phase), each with its own one-cycle schedule.
+    # The kept weights are the best validation epoch of the *last* phase: a two-phase classifier has
+    # always been through its real-only phase (else selection could return a phase-1, i.e. combined, model).
     best, epoch_number = (-1.0, 0, copy.deepcopy(model.state_dict())), 0
     for phase in phases(cell, settings, params):
+        best = (-1.0, epoch_number, best[2])
         steps = sum(1 for _ in epoch_batches(phase, cell.strategy, n_real, n_syn, settings.batch_size, params,
                                              torch.Generator().manual_seed(0)))
         optimizer = make_optimizer(model, settings, phase.lr)

@@ -32,7 +32,9 @@ def report(params: Params) -> dict:
     html = render_html(metrics, results, sample_rows(params), losses, quality,
                        curves=validation_curves(params, results), mix_steps=mix_steps)
     write_text(Path(paths.report) / "report.html", html)
-    write_text(Path(paths.report) / "report.md", "# mvcaug report\n\n" + metrics_markdown(metrics, mix_steps))
+    markdown = metrics_markdown(metrics, mix_steps, quality)
+    write_text(Path(paths.report) / "report.md",
+               "# mvcaug report\n\n" + markdown + "\nSample grids and curves: report.html, beside this file.\n")
     return metrics
 
 

@@ -70,8 +70,9 @@ def test_two_phase_ends_with_real_only_epochs_at_lower_lr(splits):
     data = TrainingData(train, synthetic, val, test, list(DIGIT_NAMES))
     logs = []
     grid = tiny_grid(phase2_epochs=1, phase2_lr_factor=0.1)
-    train_cell(Cell("small_cnn", "default", "two_phase", 0), data, grid, lambda e, v: logs.append(v["lr"]))
+    result = train_cell(Cell("small_cnn", "default", "two_phase", 0), data, grid, lambda e, v: logs.append(v["lr"]))
     assert logs == [0.002, 0.002, 0.002 * 0.1]
+    assert result.best_epoch == 2  # selected among phase 2's epochs only: the model has seen phase 2
     rsp = train_cell(Cell("small_cnn", "default", "rsp", 0), data, grid)
     assert 0.0 <= rsp.test_acc <= 1.0
     with pytest.raises(ValueError, match="synthetic"):
@@ -186,6 +187,9 @@ def test_render_html_has_the_tables_and_inline_images():
     assert "<svg" in page and "over 4 steps" in page
     markdown = metrics_markdown(metrics)
     assert "| small_cnn | 60.00 ± 14.14 | 90.00 ± 10.00 (+30.00) |" in markdown
+    assert "Quality" not in markdown
+    with_quality = metrics_markdown(metrics, quality={"fid": 1.5, "fid_inception": "not computed: no weights"})
+    assert "| fid | 1.5000 |" in with_quality and "| fid_inception | not computed: no weights |" in with_quality
 
 
 def test_render_html_without_synthetic_runs_or_losses():
