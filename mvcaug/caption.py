@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from PIL import Image
 from tqdm import tqdm
 
+from mvcaug.errors import UserError
 from mvcaug.image_attributes import describe as describe_attributes
 from mvcaug.image_attributes import measure
 from mvcaug.params import CaptionParams, PrepareParams
@@ -25,7 +26,7 @@ from mvcaug.params import CaptionParams, PrepareParams
 log = logging.getLogger(__name__)
 
 
-class CaptionError(ValueError):
+class CaptionError(UserError, ValueError):
     """Captions cannot be produced; the message names the file and the fix."""
 
 

@@ -17,13 +17,14 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from mvcaug.codecs import Codec, load_codec, save_codec_config
+from mvcaug.errors import UserError
 from mvcaug.params import FinetuneParams
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """A model folder cannot be loaded; the message says which and how to provide it."""
 
 

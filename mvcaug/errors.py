@@ -1,14 +1,12 @@
-"""The errors that mean "fix your input", as opposed to bugs: stages report them in one line."""
+"""The errors that mean "fix your input", as opposed to bugs: stages report them in one line.
 
-from mvcaug.caption import CaptionError
-from mvcaug.denoiser import ModelError
-from mvcaug.embed import EncoderError
-from mvcaug.inception import InceptionWeightsError
-from mvcaug.mix import MixError
-from mvcaug.params import ParamsError
-from mvcaug.prepare import DatasetError
+Each module's own error class derives from UserError, so this module imports nothing: a stage that
+catches user errors does not pay for importing every other stage's libraries (diffusers, timm).
+"""
 
-USER_ERRORS: tuple[type[Exception], ...] = (
-    CaptionError, DatasetError, EncoderError, FileNotFoundError, InceptionWeightsError, MixError, ModelError,
-    ParamsError,
-)
+
+class UserError(Exception):
+    """Bad input, params or models: the message names the file or key and the fix."""
+
+
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, FileNotFoundError)

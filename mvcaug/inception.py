@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from mvcaug.errors import UserError
 from mvcaug.quality import TensorFn
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ HOW_TO_MAKE = (
 )
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(UserError, ValueError):
     """The Inception weights file is missing, unreadable or not torchvision's inception_v3 state dict."""
 
 

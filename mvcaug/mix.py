@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from mvcaug.errors import UserError
 from mvcaug.params import MixParams
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ EDIT_TYPE = pa.struct([
 ])
 
 
-class MixError(ValueError):
+class MixError(UserError, ValueError):
     """The embeddings cannot be mixed as asked."""
 
 

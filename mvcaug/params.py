@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from mvcaug.errors import UserError
 
-class ParamsError(ValueError):
+
+class ParamsError(UserError, ValueError):
     """A params file is missing, malformed or holds a wrong value."""
 
 

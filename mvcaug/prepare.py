@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from mvcaug.atomic import write_parquet
+from mvcaug.errors import UserError
 from mvcaug.params import PrepareParams
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "source", "sha256", "width", "height")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The dataset source cannot be used as it is; the message names the file and the fix."""
 
 

@@ -155,10 +155,13 @@ def test_concurrent_runs_one_regenerates_other_busy(workspace: Path) -> None:
     assert git(workspace, "log", "-1", "--format=%s").startswith("Regenerate: prepare")
 
 
-def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(workspace: Path, tmp_path: Path) -> None:
+def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(
+    workspace: Path, tmp_path: Path, prefect_server: str
+) -> None:
     """`--serve` registers the cron schedule from params.yaml; the data event starts a run of it."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tasks.regenerate import announce_arrival
 
@@ -166,8 +169,10 @@ def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(workspace
     server = subprocess.Popen([sys.executable, "-m", "flows.regenerate", "--serve"], cwd=workspace, env=env(),
                               stdout=served_log.open("w"), stderr=subprocess.STDOUT)
     server.log = served_log
+    # Prefect reads its settings when first imported (at collection, before the session's server
+    # exists): point this process's client and event emitter at that server explicitly.
     try:
-        with get_client(sync_client=True) as client:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
             deployment = wait_for(lambda: _deployment(client), 120, "the served deployment", server)
             crons = [getattr(s.schedule, "cron", None) for s in deployment.schedules]
             assert crons == [PARAMS.get("regenerate", {}).get("cron", "0 3 * * *")]
@@ -179,17 +184,21 @@ def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(workspace
 
             assert triggered_runs() == []  # the cron's next run is hours away
             finished = None
-            for _attempt in range(3):  # the server's trigger service loads new automations every few seconds
+            for _attempt in range(6):  # the server's trigger service loads new automations every few seconds
                 announce_arrival(str(workspace / DATASET), {"blue": 1})
                 finished = wait_for(lambda: [r for r in triggered_runs() if r.state and r.state.is_final()],
-                                    60, "a triggered run", server, required=False)
+                                    20, "a triggered run", server, required=False)
                 if finished:
                     break
             assert finished, "the data event did not start a run of the deployment"
             run_ = finished[0]
             assert run_.state.is_completed(), run_.state
-            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_.id])))
-            assert any("nothing changed since the last run" in log.message for log in logs)
+
+            def said_unchanged() -> bool:  # the runner ships its logs in batches, after the state
+                logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_.id])))
+                return any("nothing changed since the last run" in log.message for log in logs)
+
+            assert wait_for(said_unchanged, 30, "the run's 'nothing changed' log", server)
     finally:
         server.terminate()
         try:
