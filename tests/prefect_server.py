@@ -52,9 +52,14 @@ def prefect_server(home: Path, startup_s: float = 120) -> Iterator[str]:
                 time.sleep(1)
         yield api
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
         log.close()
+
+
+def stop(process: subprocess.Popen, grace_s: float = 20) -> None:
+    """Terminate a child process; kill it when it has not exited after grace_s."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()

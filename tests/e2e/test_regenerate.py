@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.prefect_server import stop
 from tests.workspace import TINY_PARAMS, env, make_workspace, run, stages_ran
 
 pytestmark = pytest.mark.slow
@@ -168,16 +169,15 @@ def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(
     served_log = tmp_path / "serve.log"
     server = subprocess.Popen([sys.executable, "-m", "flows.regenerate", "--serve"], cwd=workspace, env=env(),
                               stdout=served_log.open("w"), stderr=subprocess.STDOUT)
-    server.log = served_log
     # Prefect reads its settings when first imported (at collection, before the session's server
     # exists): point this process's client and event emitter at that server explicitly.
     try:
         with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
-            deployment = wait_for(lambda: _deployment(client), 120, "the served deployment", server)
+            deployment = wait_for(lambda: _deployment(client), 120, "the served deployment", server, served_log)
             crons = [getattr(s.schedule, "cron", None) for s in deployment.schedules]
             assert crons == [PARAMS.get("regenerate", {}).get("cron", "0 3 * * *")]
             assert wait_for(lambda: [a for a in client.read_automations() if "regenerate-on-new-data" in a.name],
-                            60, "the trigger's automation", server)
+                            60, "the trigger's automation", server, served_log)
 
             def triggered_runs() -> list:
                 return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
@@ -187,7 +187,7 @@ def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(
             for _attempt in range(6):  # the server's trigger service loads new automations every few seconds
                 announce_arrival(str(workspace / DATASET), {"blue": 1})
                 finished = wait_for(lambda: [r for r in triggered_runs() if r.state and r.state.is_final()],
-                                    20, "a triggered run", server, required=False)
+                                    20, "a triggered run", server, served_log, required=False)
                 if finished:
                     break
             assert finished, "the data event did not start a run of the deployment"
@@ -198,13 +198,9 @@ def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(
                 logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_.id])))
                 return any("nothing changed since the last run" in log.message for log in logs)
 
-            assert wait_for(said_unchanged, 30, "the run's 'nothing changed' log", server)
+            assert wait_for(said_unchanged, 30, "the run's 'nothing changed' log", server, served_log)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server, grace_s=30)
 
 
 def _deployment(client):
@@ -216,7 +212,7 @@ def _deployment(client):
         return None
 
 
-def wait_for(probe, seconds: float, what: str, process: subprocess.Popen, required: bool = True):
+def wait_for(probe, seconds: float, what: str, process: subprocess.Popen, log: Path, required: bool = True):
     """Poll probe() until it returns something truthy; fail when the served process dies first."""
     import time
 
@@ -226,7 +222,7 @@ def wait_for(probe, seconds: float, what: str, process: subprocess.Popen, requir
         if value:
             return value
         if process.poll() is not None:
-            raise AssertionError(f"`--serve` exited ({process.returncode}) before {what}:\n{process.log.read_text()[-3000:]}")
+            raise AssertionError(f"`--serve` exited ({process.returncode}) before {what}:\n{log.read_text()[-3000:]}")
         time.sleep(2)
     if required:
         raise AssertionError(f"no {what} after {seconds:.0f} s")
