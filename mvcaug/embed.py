@@ -138,8 +138,6 @@ def embed_texts(texts: list[str], params: EmbedParams, cache: ContentCache | Non
         new = {text_key(text): np.ascontiguousarray(row, np.float32).tobytes() for text, row in zip(todo, fresh)}
         cache.put_many(namespace, new)
         stored.update(new)
-    m = params.max_length
-    array = np.stack([np.frombuffer(stored[key], np.float32).reshape(m, -1) for key in keys]) if keys else None
-    if array is None:
+    if not keys:
         raise ValueError("no texts to embed")
-    return array, len(todo)
+    return np.stack([np.frombuffer(stored[key], np.float32).reshape(params.max_length, -1) for key in keys]), len(todo)
