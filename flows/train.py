@@ -9,7 +9,7 @@ from prefect import flow
 
 from flows.cli import run_stage
 from mvcaug.atomic import write_json
-from mvcaug.checkpoints import digest_files
+from mvcaug.digests import digest_files
 from mvcaug.images import load_split
 from mvcaug.params import load_params
 from mvcaug.train import (

@@ -15,12 +15,11 @@ changes the trained weights) decides which checkpoints a rerun may resume from.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from mvcaug.digests import code_digest, json_digest
 from mvcaug.params import FinetuneParams, MixParams
 
 log = logging.getLogger(__name__)
@@ -41,31 +41,11 @@ RUN_ONLY_FIELDS = frozenset({
     "validation_steps", "validation_guidance_scale",
 })
 """FinetuneParams fields that do not change the trained weights, so changing them keeps checkpoints."""
-CODE_MODULES = ("finetune.py", "denoiser.py", "codecs.py", "checkpoints.py")
-"""Sources whose change invalidates checkpoints (DVC reruns the stage; it must not resume old math)."""
-
-
-def digest_files(paths: Iterable[str | Path]) -> str:
-    """sha256 over the names and bytes of files, in the given order."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(str(Path(path).name).encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def digest_arrays(*arrays: Any) -> str:
-    """sha256 over the shapes, dtypes and bytes of numpy arrays or tensors."""
-    import numpy as np
-
-    h = hashlib.sha256()
-    for array in arrays:
-        a = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
+CODE_ENTRIES = ("mvcaug.finetune",)
+"""Modules whose import closure computes the trained weights: a change to any of them invalidates checkpoints
+(DVC reruns the stage; it must not resume old maths)."""
+CODE_LIBRARIES = ("torch", "diffusers", "accelerate")
+"""Libraries whose version changes the trained weights."""
 
 
 def run_fingerprint(
@@ -73,18 +53,13 @@ def run_fingerprint(
 ) -> str:
     """A hash of what determines the trained weights: params, data, code, library versions and the
     process count (each process draws its own stream)."""
-    import diffusers
-
-    here = Path(__file__).parent
-    payload = {
+    return json_digest({
         "finetune": {k: v for k, v in dataclasses.asdict(params).items() if k not in RUN_ONLY_FIELDS},
         "mix": dataclasses.asdict(mix),
         "data": dict(sorted(data_digests.items())),
-        "code": digest_files(here / name for name in CODE_MODULES),
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+        "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES),
         "processes": processes,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
+    })
 
 
 def flatten_state(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:

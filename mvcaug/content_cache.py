@@ -11,12 +11,13 @@ before a stage runs), so it survives `dvc repro` and never changes what a stage 
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+
+from mvcaug.digests import json_digest
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -32,7 +33,7 @@ LOOKUP_CHUNK = 500
 
 def fingerprint(config: Mapping[str, Any]) -> str:
     """A stable namespace for a configuration: sha256 of its canonical JSON."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return json_digest(config)
 
 
 def text_key(text: str) -> str:

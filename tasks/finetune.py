@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
-from mvcaug.checkpoints import digest_files
+from mvcaug.digests import digest_files
 from mvcaug.denoiser import save_denoiser
 from mvcaug.embedding_table import read_embeddings
 from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser, validation_grid

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.denoiser import Denoiser, load_denoiser
 from mvcaug.devices import resolve_device, resolve_dtype
 from mvcaug.embedding_table import read_embeddings
-from mvcaug.checkpoints import digest_files
+from mvcaug.digests import digest_files
 from mvcaug.generate import GenerationInputs, Shard, generate_shard
 from mvcaug.images import load_split
 from mvcaug.params import load_params

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import atomic_path
+from mvcaug.digests import file_sha256
 
 log = logging.getLogger("mvcaug.regenerate")
 ingest_log = logging.getLogger("mvcaug.ingest")
@@ -193,14 +193,6 @@ def metrics_diff(root: str, previous: str) -> str:
 
 
 # --- ingestion -----------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @task(cache_policy=NO_CACHE)
