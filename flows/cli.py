@@ -1,20 +1,157 @@
-"""Run a stage flow from the command line: `python -m flows.<stage> [--params params.yaml]`."""
+"""Run a stage flow from the command line: `python -m flows.<stage> [--params params.yaml] [--debug]`.
+
+What a person at the terminal gets, whatever the stage:
+- a user error (bad input, params or models) prints one line, `error: <what and how to fix it>`, and
+  exits 1; Prefect's failure records and the traceback go to `<paths.run>/logs/<stage>.log` (and to
+  the Prefect UI), or to the terminal with --debug or MVCAUG_DEBUG=1. Any other exception is a bug and
+  is shown in full;
+- Ctrl-C exits within seconds (the Prefect server lives in its own session: flows/api_server.py);
+- a stage refuses to start while another process runs the same stage (same outputs) in this project;
+- when the stage process's parent dies (`kill -9` of `dvc repro`), the stage stops too, so no orphan
+  keeps writing while a rerun starts;
+- each finished run records its wall time in `<paths.run>/stage-times.json` (the report's "where the
+  time went" table).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
+import signal
 import sys
-from collections.abc import Callable
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from mvcaug.errors import USER_ERRORS
+from flows.api_server import die_with_parent, prefect_api
+from mvcaug.errors import UserError
+from mvcaug.locks import exclusive_lock, lock_holder
+from mvcaug.params import load_params
+
+log = logging.getLogger("mvcaug.stage")
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+"""Prefect's run loggers, whose ERROR records repeat a failure's traceback once per task and flow."""
+
+
+class StageBusy(UserError, RuntimeError):
+    """Another process runs this stage (and writes its outputs) right now."""
+
+
+class HoldRunFailures(logging.Filter):
+    """Holds Prefect's failure records back from the terminal: shown after a bug, filed after a user error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.name.startswith(RUN_LOGGERS):
+            self.held.append(record)
+            return False
+        return True
+
+
+def console_handlers() -> list[logging.Handler]:
+    """The handlers that write to the terminal (Prefect puts its console handler on the root logger)."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)
+            and not isinstance(h, logging.FileHandler)]
+
+
+@contextlib.contextmanager
+def stage_log(log_file: Path, debug: bool) -> Iterator[HoldRunFailures]:
+    """Everything the stage logs also goes to log_file; without debug, run-failure records are held back."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_file, mode="w")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(file_handler)
+    hold = HoldRunFailures()
+    consoles = [] if debug else console_handlers()
+    for handler in consoles:
+        handler.addFilter(hold)
+    try:
+        yield hold
+    finally:
+        for handler in consoles:
+            handler.removeFilter(hold)
+        root.removeHandler(file_handler)
+        file_handler.close()
+
+
+@contextlib.contextmanager
+def recorded_time(times_file: Path, stage: str) -> Iterator[None]:
+    """Record the stage's wall time when it finishes without error."""
+    from mvcaug.stage_times import record_stage_time
+
+    start = time.perf_counter()
+    yield
+    record_stage_time(times_file, stage, time.perf_counter() - start)
+
+
+def stage_name(flow: Callable[..., object]) -> str:
+    """The DVC stage running us (DVC_STAGE), else the `flows.<stage>` module run with -m, else the flow's name."""
+    if os.environ.get("DVC_STAGE"):
+        return os.environ["DVC_STAGE"]
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main_spec is not None and main_spec.name.startswith("flows."):
+        return main_spec.name.removeprefix("flows.")
+    return getattr(flow, "name", getattr(flow, "__name__", "stage"))
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM (from PR_SET_PDEATHSIG or `kill`) unwinds like an exception, so temp files and the server go."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def run_stage(flow: Callable[..., object]) -> None:
-    """Parse --params, run the flow; a user error prints one clear line and exits 1, no traceback."""
+    """Parse --params/--debug and run the flow as described in this module's docstring."""
     parser = argparse.ArgumentParser(description=flow.__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--debug", action="store_true", help="show Prefect's failure records and tracebacks")
     args = parser.parse_args()
+    debug = args.debug or os.environ.get("MVCAUG_DEBUG", "") not in ("", "0")
+    stage = stage_name(flow)
+    die_with_parent()
+    if os.getppid() == 1:  # the parent died before the request took effect
+        sys.exit(f"error: {stage}: the process that started this stage has exited; not running")
+    exit_on_sigterm()
     try:
-        flow(params_file=args.params)
-    except USER_ERRORS as err:
+        run_dir = Path(load_params(args.params).paths.run)
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    lock_file, log_file = run_dir / "locks" / f"{stage}.lock", run_dir / "logs" / f"{stage}.log"
+    with stage_log(log_file, debug) as hold:
+        try:
+            with exclusive_lock(lock_file) as held:
+                if not held:
+                    raise StageBusy(f"stage '{stage}' is already running here (pid {lock_holder(lock_file)}) and "
+                                    "writes the same outputs; wait for it to finish or stop it, then rerun")
+                with prefect_api(), recorded_time(run_dir / "stage-times.json", stage):
+                    flow(params_file=args.params)
+        except UserError as err:
+            log.info("user error:\n%s", "".join(traceback.format_exception(err)))
+            for record in hold.held:
+                log.info("%s", record.getMessage())
+            sys.exit(f"error: {err}")
+        except KeyboardInterrupt:
+            sys.exit(f"{stage}: interrupted")
+        except Exception:
+            for record in hold.held:  # a bug: show everything
+                for handler in console_handlers():
+                    handler.handle(record)
+            raise
+
+
+@contextlib.contextmanager
+def user_errors_as_one_line(*also: type[BaseException]) -> Iterator[None]:
+    """For command-line entry points other than stages: a user error (or one of `also`) exits with one line."""
+    try:
+        yield
+    except (UserError, *also) as err:
         sys.exit(f"error: {err}")

@@ -10,14 +10,13 @@ Prints nothing; the log says what was copied and skipped.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from mvcaug.errors import USER_ERRORS
+from flows.cli import user_errors_as_one_line
 from mvcaug.params import load_params
-from tasks.regenerate import announce_arrival, ingest_images
+from tasks.ingest import announce_arrival, ingest_images
 
 
 @flow(name="ingest")
@@ -42,7 +41,5 @@ if __name__ == "__main__":
     parser.add_argument("folder", help="a folder of class subfolders with new images")
     parser.add_argument("--root", default=".", help="the DVC project folder (default: .)")
     args = parser.parse_args()
-    try:
+    with user_errors_as_one_line():
         ingest(folder=args.folder, root=args.root)
-    except USER_ERRORS as err:
-        sys.exit(f"error: {err}")

@@ -9,7 +9,9 @@ import logging
 
 from prefect import flow
 
-from tasks.pipeline import reproduce, stage_order
+from flows.api_server import prefect_api
+from flows.cli import user_errors_as_one_line
+from tasks.vcs import CommandFailed, reproduce, stage_order
 
 log = logging.getLogger("mvcaug.pipeline")
 
@@ -31,4 +33,5 @@ if __name__ == "__main__":
     parser.add_argument("--force", action="store_true", help="rerun every stage")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    pipeline_flow(root=args.root, force=args.force)
+    with user_errors_as_one_line(CommandFailed), prefect_api():  # one server for the flow and every stage
+        pipeline_flow(root=args.root, force=args.force)

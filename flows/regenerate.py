@@ -14,22 +14,21 @@ and commits.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.api_server import prefect_api
+from flows.cli import user_errors_as_one_line
 from flows.pipeline import pipeline_flow
-from mvcaug.errors import USER_ERRORS
+from mvcaug.locks import exclusive_lock, lock_holder
 from mvcaug.params import load_params
-from tasks.pipeline import StageFailed
-from tasks.regenerate import (
-    DATA_EVENT, LOCK_FILE, CommandFailed, changed, commit_branch, exclusive_lock, head, lock_holder,
-    metrics_diff, push, uncommitted,
-)
+from tasks.ingest import DATA_EVENT
+from tasks.vcs import CommandFailed, commit_branch, head, metrics_diff, push, stale_stages, uncommitted
 
 ARTIFACT_KEY = "regen-metrics-diff"
+LOCK_FILE = ".dvc/tmp/regenerate.lock"  # .dvc/tmp is git-ignored by DVC itself
 
 
 @flow(name="regenerate")
@@ -41,7 +40,7 @@ def regenerate(root: str = ".", branch_prefix: str = "regen") -> dict:
         if not held:
             logger.info("another regeneration is running (pid %s); nothing to do", lock_holder(lock))
             return {"status": "busy"}
-        stale, pending = changed(root), uncommitted(root)
+        stale, pending = stale_stages(root), uncommitted(root)
         if not stale and not pending:
             logger.info("nothing changed since the last run (dvc status: up to date); nothing to do")
             return {"status": "unchanged"}
@@ -89,11 +88,10 @@ if __name__ == "__main__":
     parser.add_argument("--serve", action="store_true",
                         help="serve the deployment (cron: regenerate.cron, trigger: mvcaug.data.arrived) instead of one run")
     args = parser.parse_args()
-    try:
+    with user_errors_as_one_line(CommandFailed):
         params = load_params(Path(args.root) / "params.yaml").regenerate
         if args.serve:
             serve(args.root, params.cron, params.branch_prefix)
         else:
-            regenerate(root=args.root, branch_prefix=params.branch_prefix)
-    except (*USER_ERRORS, CommandFailed, StageFailed) as err:
-        sys.exit(f"error: {err}")
+            with prefect_api():  # one server for this run and every stage it reproduces
+                regenerate(root=args.root, branch_prefix=params.branch_prefix)

@@ -1,14 +1,17 @@
-"""Atomic file writes: a temp file in the same folder, then an os.replace.
+"""Atomic, durable file writes: a temp file in the same folder, fsync, then one rename.
 
-An interrupted stage therefore never leaves a half-written file that a rerun would take as done.
+An interrupted stage therefore never leaves a half-written file that a rerun would take as done, and a
+file a stage has committed survives a power cut. Files get the mode the umask gives (0644 under the
+usual 022), like any file a program creates. A full disk is a DiskFullError naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,20 +20,43 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mvcaug.errors import DiskFullError
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it replaces `target` in one step."""
+    """Yield a temporary path beside `target`; on success it is flushed and replaces `target` in one step."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        yield tmp_path
-        os.replace(tmp_path, target)
+        # created by this process alone, with the mode the umask allows (mkstemp would force 0600)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, target)
+        fsync_path(target.parent)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise DiskFullError(f"{target}: no space left on device; free some space and rerun "
+                                "(finished work is kept, nothing half-written remains)") from err
+        raise
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text(target: str | Path, text: str) -> None:

@@ -1,42 +1,33 @@
 """Classical augmentation baselines, to compare synthetic images against: torchvision's policies.
 
-The policies (AutoAugment, RandAugment, TrivialAugment) are defined on uint8 images, while this
-project keeps images as float tensors in [-1, 1]; augment_batch converts each image to uint8 and
-back, and transforms images one at a time so that every image draws its own random parameters
-(a v2 transform called on a batch applies one draw to all of it). The policies handle one-channel
-images as they are, so grayscale needs no expansion to RGB.
+Every baseline starts with a random crop after reflect-padding by size // 8 (translations of up to 1/8
+of the image), plus horizontal flips when asked (off for chiral classes such as digits); AutoAugment,
+RandAugment and TrivialAugment are applied on top of it, as in the papers that introduced them.
+
+The crop and flip are drawn per image but applied to the whole batch at once (one gather), which costs
+nothing next to a training step; torchvision's policies are defined on uint8 images and transform one
+image at a time (a v2 transform called on a batch would apply one draw to all of it), so only they run
+per image, on uint8 copies. Randomness comes from torch's global generator, so torch.manual_seed makes
+a batch reproducible. The policies handle one-channel images as they are.
 """
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torchvision.transforms import v2
 
-BASELINES = ("default", "autoaugment", "randaugment", "trivialaugment")
+from mvcaug.params import Baseline
 
-
-def baseline_transform(name: str, size: int, flip: bool) -> v2.Transform:
-    """The augmentation of one baseline, for uint8 (C, H, W) images of `size` px.
-
-    "default" is a random crop after reflect-padding by size // 8 (translations of up to 1/8 of the
-    image), plus horizontal flips when `flip` (off for chiral classes such as digits); the three
-    policies are applied on top of it, as in the papers that introduced them.
-
-    Raises:
-        ValueError: For a name not in BASELINES.
-    """
-    if name not in BASELINES:
-        raise ValueError(f"unknown augmentation {name!r}: use one of {', '.join(BASELINES)}")
-    steps: list[v2.Transform] = [v2.RandomCrop(size, padding=size // 8, padding_mode="reflect")]
-    if flip:
-        steps.append(v2.RandomHorizontalFlip())
-    if name == "autoaugment":
-        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
-    elif name == "randaugment":
-        steps.append(v2.RandAugment())
-    elif name == "trivialaugment":
-        steps.append(v2.TrivialAugmentWide())
-    return v2.Compose(steps)
+BASELINES: tuple[str, ...] = typing.get_args(Baseline)
+POLICIES: dict[str, Callable[[], v2.Transform]] = {
+    "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+    "randaugment": v2.RandAugment,
+    "trivialaugment": v2.TrivialAugmentWide,
+}
 
 
 def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
@@ -49,17 +40,42 @@ def from_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.to(torch.float32) / 127.5 - 1.0
 
 
-def augment_batch(pixels: torch.Tensor, transform: v2.Transform) -> torch.Tensor:
-    """Augment each image of a float (n, C, H, W) batch in [-1, 1] independently.
+def random_crop(pixels: torch.Tensor, padding: int) -> torch.Tensor:
+    """A crop of each image's original size at a uniform random offset of its reflect-padded copy
+    (v2.RandomCrop(size, padding, padding_mode="reflect"), drawn per image, applied in one gather)."""
+    if padding <= 0:
+        return pixels
+    n, _, height, width = pixels.shape
+    padded = F.pad(pixels, (padding, padding, padding, padding), mode="reflect")
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2))
+    rows = (offsets[:, 0, None] + torch.arange(height))[:, None, :, None]
+    cols = (offsets[:, 1, None] + torch.arange(width))[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(pixels.shape[1])[None, :, None, None], rows, cols]
 
-    Randomness comes from torch's global generator (as in every v2 transform), so torch.manual_seed
-    makes a batch reproducible. Returns floats in [-1, 1] of the input's shape and dtype; the
-    transform must keep the image size (all baselines do).
-    """
-    if pixels.ndim != 4 or not pixels.is_floating_point():
-        raise ValueError(f"expected a float (n, C, H, W) batch, got {pixels.dtype} of shape {tuple(pixels.shape)}")
-    images = to_uint8(pixels)
-    out = torch.stack([transform(image) for image in images]) if len(images) else images
-    if out.shape != pixels.shape:
-        raise ValueError(f"the transform changed the batch shape from {tuple(pixels.shape)} to {tuple(out.shape)}")
-    return from_uint8(out).to(pixels.dtype)
+
+def random_flip(pixels: torch.Tensor) -> torch.Tensor:
+    """Each image mirrored left-right with probability 1/2."""
+    flipped = torch.rand(len(pixels)) < 0.5
+    return torch.where(flipped[:, None, None, None], pixels.flip(-1), pixels)
+
+
+class BaselineAugmentation:
+    """The augmentation of one baseline, for float (n, C, size, size) batches in [-1, 1]."""
+
+    def __init__(self, name: str, size: int, flip: bool):
+        if name not in BASELINES:
+            raise ValueError(f"unknown augmentation {name!r}: use one of {', '.join(BASELINES)}")
+        self.name, self.padding, self.flip = name, size // 8, flip
+        self.policy = POLICIES[name]() if name in POLICIES else None
+        steps: list[v2.Transform] = [v2.RandomCrop(size, padding=size // 8, padding_mode="reflect")]
+        if flip:
+            steps.append(v2.RandomHorizontalFlip())
+        self.transform = v2.Compose(steps + ([self.policy] if self.policy is not None else []))
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Augment each image independently; same shape and dtype out."""
+        if pixels.ndim != 4 or not pixels.is_floating_point():
+            raise ValueError(f"expected a float (n, C, H, W) batch, got {pixels.dtype} of shape {tuple(pixels.shape)}")
+        images = to_uint8(pixels)
+        out = torch.stack([self.transform(image) for image in images]) if len(images) else images
+        return from_uint8(out).to(pixels.dtype)

@@ -15,11 +15,15 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from mvcaug.caption import CaptionError
 from mvcaug.devices import auto_dtype, resolve_device
+from mvcaug.errors import UserError
 from mvcaug.params import CaptionParams
 
 log = logging.getLogger(__name__)
+
+
+class Blip2Error(UserError, RuntimeError):
+    """The BLIP-2 model cannot be loaded; the message names caption.model and how to provide it."""
 
 # Longest phrase whose immediate repetition is collapsed ("on a mat on a mat" -> "on a mat").
 MAX_REPEAT_NGRAM = 4
@@ -103,7 +107,7 @@ class Blip2Captioner:
                 params.model, dtype=self.dtype, use_safetensors=True
             )
         except (OSError, ValueError) as err:
-            raise CaptionError(
+            raise Blip2Error(
                 f"cannot load BLIP-2 model '{params.model}' for caption.backend=blip2: {err}. "
                 "Offline, point caption.model at a local folder holding the processor (tokenizer and "
                 "image processor) and safetensors weights, or download it once with network access "

@@ -1,7 +1,10 @@
 """Caption every training image, each caption prefixed "This is an image of <label>." (the paper's 3.2).
 
 A captioner is anything with an `id` and a `describe(images, sources)` returning one sentence per
-image; backends register in CAPTIONERS so a new model (BLIP-2) is one class, not a new stage.
+image; `build_captioner` picks the backend that caption.backend names, so a new model (BLIP-2) is one
+class and one entry there, not a new stage. A caption body depends only on the image's content, the
+captioner's configuration and the captioning code, which `cache_namespace` hashes: the caption task
+reuses cached bodies across runs and captions only images it has not seen.
 """
 
 from __future__ import annotations
@@ -162,18 +165,9 @@ def caption_table(rows: Sequence[dict], bodies: Sequence[str], captioner_id: str
     })
 
 
-def caption_images(
-    manifest: pa.Table,
-    prepared_dir: Path,
-    captioner: Captioner,
-    params: CaptionParams,
-) -> pa.Table:
-    """Caption the manifest's training images in batches; returns (id, label, caption, captioner)."""
-    train = training_rows(manifest, prepared_dir)
-    bodies = caption_bodies(train, prepared_dir, captioner, params.batch_size)
-    log.info("captioned %d training images with %s (%d degenerate, kept as the prefix alone)",
-             len(bodies), captioner.id, getattr(captioner, "degenerate_count", 0))
-    return caption_table(train, bodies, captioner.id, params.prefix)
+CODE_ENTRIES = ("mvcaug.caption",)
+"""The modules (with their import closure) whose code turns an image into a caption body."""
+CODE_LIBRARIES = ("pillow", "numpy", "scipy", "transformers", "torch")
 
 
 def captioner_config(params: CaptionParams) -> dict | None:
@@ -194,10 +188,12 @@ def captioner_config(params: CaptionParams) -> dict | None:
     return None
 
 
-def caption_cache_namespace(config: dict) -> str:
+def cache_namespace(config: dict) -> str:
+    """The cache namespace of caption bodies: the captioner's configuration and the captioning code."""
     from mvcaug.content_cache import fingerprint
+    from mvcaug.digests import code_digest
 
-    return "caption:" + fingerprint(config)
+    return "caption:" + fingerprint({**config, "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES)})
 
 
 def uncached_rows(rows: Sequence[dict], known: dict[str, str]) -> list[dict]:

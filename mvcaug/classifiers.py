@@ -19,45 +19,30 @@ import torch
 from safetensors import safe_open
 from timm.models import get_pretrained_cfg
 
-from mvcaug.classifier import SmallCNN
+from mvcaug.errors import MissingInputError, UserError
+from mvcaug.small_cnn import SmallCNN
 from mvcaug.wide_resnet import wide_resnet28
 
 log = logging.getLogger(__name__)
 
 Builder = Callable[..., torch.nn.Module]
 
-# name -> (builder(num_classes, in_chans, **kwargs), the input size it is designed for or None)
-_BUILTINS: dict[str, tuple[Builder, int | None]] = {
-    "small_cnn": (lambda num_classes, in_chans, **kw: SmallCNN(in_chans, num_classes, **kw), None),
-    "wrn28_2": (lambda num_classes, in_chans, **kw: wide_resnet28(2, num_classes, in_chans, **kw), 32),
-    "wrn28_10": (lambda num_classes, in_chans, **kw: wide_resnet28(10, num_classes, in_chans, **kw), 32),
+
+class ClassifierError(UserError, ValueError):
+    """A classifier name or weights file in train.models / train.model_settings cannot be used."""
+
+# name -> builder(num_classes, in_chans, **kwargs)
+_BUILTINS: dict[str, Builder] = {
+    "small_cnn": lambda num_classes, in_chans, **kw: SmallCNN(in_chans, num_classes, **kw),
+    "wrn28_2": lambda num_classes, in_chans, **kw: wide_resnet28(2, num_classes, in_chans, **kw),
+    "wrn28_10": lambda num_classes, in_chans, **kw: wide_resnet28(10, num_classes, in_chans, **kw),
 }
 # The built-ins' classifier heads: parameters under this prefix are re-initialised on a class-count change.
 _BUILTIN_HEAD = "head."
 
-# The optimiser settings reported in the MVC paper, as data for params files and reports; entries the
-# paper does not state are left out rather than guessed.
-PAPER_SETTINGS: dict[str, dict[str, Any]] = {
-    "tiny_imagenet": {
-        "batch_size": 128,
-        "models": {
-            "resnet50": {"learning_rate": 1e-3, "epochs": 50},
-            "efficientnet_b3": {"learning_rate": 1e-2, "epochs": 20},
-        },
-    },
-    "caltech101": {"optimizer": "adam", "learning_rate": 1e-4},
-}
-
-
 def builtin_names() -> list[str]:
     """The names create_classifier builds itself, without timm."""
     return sorted(_BUILTINS)
-
-
-def default_input_size(name: str) -> int | None:
-    """The input size a built-in is designed for (32 for the Wide-ResNets); None when any size works."""
-    entry = _BUILTINS.get(name)
-    return entry[1] if entry is not None else None
 
 
 def create_classifier(
@@ -75,19 +60,20 @@ def create_classifier(
             small_cnn: ``width``; Wide-ResNets: ``drop_rate``).
 
     Raises:
-        ValueError: For a name that is neither a built-in nor a timm model, or a weights file that is
-            not ``.safetensors``.
-        FileNotFoundError: When `pretrained_path` does not exist.
+        ClassifierError: For a name that is neither a built-in nor a timm model, or a weights file that
+            is not ``.safetensors`` or does not fit the model.
+        MissingInputError: When `pretrained_path` does not exist.
     """
     path = _checked_weights_path(pretrained_path) if pretrained_path else None
     if name in _BUILTINS:
-        model = _BUILTINS[name][0](num_classes, in_chans, **kwargs)
+        model = _BUILTINS[name](num_classes, in_chans, **kwargs)
         if path is not None:
             _load_builtin(model, path)
         return model
     if not timm.is_model(name):
-        raise ValueError(
-            f"unknown classifier {name!r}: use one of {', '.join(builtin_names())} or any timm model name"
+        raise ClassifierError(
+            f"train.models: unknown classifier {name!r}; use one of {', '.join(builtin_names())} "
+            "or a timm model name (python -c 'import timm; print(timm.list_models())')"
         )
     if path is None:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
@@ -104,9 +90,11 @@ def _checked_weights_path(pretrained_path: str) -> Path:
     """Only safetensors: other formats would go through pickle (torch.load)."""
     path = Path(pretrained_path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: classifier weights must be a .safetensors file")
+        raise ClassifierError(f"{path}: classifier weights (train.model_settings.<model>.pretrained) must be a "
+                              ".safetensors file: other formats would need pickle")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such classifier weights file")
+        raise MissingInputError(f"{path}: no such classifier weights file; fix train.model_settings.<model>.pretrained "
+                                "or leave it empty to train from scratch")
     return path
 
 
@@ -146,7 +134,7 @@ def _load_builtin(model: torch.nn.Module, path: Path) -> None:
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in dropped]
     if missing or result.unexpected_keys:
-        raise ValueError(
+        raise ClassifierError(
             f"{path} does not fit this model: missing {missing}, unexpected {result.unexpected_keys}"
         )
     if dropped:

@@ -11,6 +11,7 @@ before a stage runs), so it survives `dvc repro` and never changes what a stage 
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mvcaug.digests import json_digest
+
+log = logging.getLogger(__name__)
+CACHE_FILE = "content.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -110,3 +114,33 @@ class ContentCache:
             if namespace is None:
                 return db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
             return db.execute("SELECT COUNT(*) FROM entries WHERE namespace = ?", [namespace]).fetchone()[0]
+
+
+def open_cache(cache_dir: str | Path) -> ContentCache | None:
+    """The cache under paths.cache, or None when it is off ("") or unusable (read-only folder, a file in
+    the way, a broken database): the stage then runs without it, with a warning. The results are the
+    same either way, only slower, so an unusable cache never stops a stage."""
+    if not str(cache_dir):
+        return None
+    path = Path(cache_dir) / CACHE_FILE
+    try:
+        cache = ContentCache(path)
+        with closing(cache._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")  # can we write? (takes the write lock, writes nothing)
+            db.execute("ROLLBACK")
+        return cache
+    except (OSError, sqlite3.Error) as err:
+        log.warning("paths.cache: %s is not usable (%s); running without the cache (same results, only slower). "
+                    "Fix the folder (permissions, free space) or set paths.cache: \"\" to silence this", path, err)
+        return None
+
+
+def store_quietly(cache: ContentCache, namespace: str, items: Mapping[str, bytes]) -> int:
+    """put_many, but a cache that fails now (disk full, read-only) only logs a warning: what it would
+    have kept is recomputed next time."""
+    try:
+        return cache.put_many(namespace, items)
+    except (OSError, sqlite3.Error) as err:
+        log.warning("paths.cache: could not store %d entries in %s (%s); they will be recomputed next time",
+                    len(items), cache.path, err)
+        return 0

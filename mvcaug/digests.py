@@ -114,8 +114,16 @@ def library_versions(libraries: Iterable[str]) -> dict[str, str]:
     return versions
 
 
+def tree_signature(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of every source file of the project's packages: cheap to take, and it changes
+    whenever a source file does, so a memoised digest is never served for edited code."""
+    return tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                        for package in PROJECT_PACKAGES for p in (root / package).rglob("*.py")))
+
+
 @functools.lru_cache(maxsize=64)
-def _code_digest(entries: tuple[str, ...], libraries: tuple[str, ...], root: Path) -> str:
+def _code_digest(entries: tuple[str, ...], libraries: tuple[str, ...], root: Path,
+                 signature: tuple[tuple[str, int, int], ...]) -> str:
     return json_digest({"source": source_digest(import_closure(entries, root), root),
                         "libraries": library_versions(libraries)})
 
@@ -123,4 +131,5 @@ def _code_digest(entries: tuple[str, ...], libraries: tuple[str, ...], root: Pat
 def code_digest(entries: Iterable[str], libraries: Iterable[str] = (), root: Path = PROJECT_ROOT) -> str:
     """A digest of the code that computes a result: the import closure of `entries` (module names such
     as "mvcaug.generate") within the project, plus the versions of `libraries` (distribution names)."""
-    return _code_digest(tuple(sorted(set(entries))), tuple(sorted(set(libraries))), Path(root))
+    root = Path(root)
+    return _code_digest(tuple(sorted(set(entries))), tuple(sorted(set(libraries))), root, tree_signature(root))

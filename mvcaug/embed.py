@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mvcaug.content_cache import ContentCache, fingerprint, text_key
+from mvcaug.content_cache import fingerprint, folder_fingerprint
+from mvcaug.digests import code_digest
 from mvcaug.devices import resolve_device
 from mvcaug.errors import UserError
 from mvcaug.params import EmbedParams
@@ -109,35 +110,29 @@ def null_text() -> str:
     return ""
 
 
+CODE_ENTRIES = ("mvcaug.embed",)
+"""The modules (with their import closure) whose code turns a text into an embedding."""
+CODE_LIBRARIES = ("torch", "transformers", "tokenizers", "numpy")
+
+
 def encoder_config(params: EmbedParams) -> dict[str, Any]:
     """What an embedding depends on besides its text, known without loading the model."""
-    from mvcaug.content_cache import folder_fingerprint
-
     path = resolve_encoder_path(params.encoder)
     return {"encoder": params.encoder, "files": folder_fingerprint(path), "subfolder": params.subfolder,
             "tokenizer_subfolder": params.tokenizer_subfolder, "max_length": params.max_length,
             "device": resolve_device(params.device).type}
 
 
-def embed_texts(texts: list[str], params: EmbedParams, cache: ContentCache | None = None) -> tuple[np.ndarray, int]:
-    """((n, m, d) float32 embeddings, how many distinct texts the encoder ran on).
+def cache_namespace(params: EmbedParams) -> str:
+    """The cache namespace of embeddings: the encoder's configuration and the embedding code."""
+    return "embed:" + fingerprint({**encoder_config(params), "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES)})
 
-    With a cache, texts embedded before (same text, same encoder configuration) are read back and
-    the encoder is loaded only when some text is new; the result equals a from-scratch run because
-    each text is padded to m tokens alone, whatever else shares its batch.
-    """
-    if cache is None:
-        array = encode_texts(load_text_encoder(params), texts, params.batch_size)
-        return array, len(set(texts))
-    namespace = "embed:" + fingerprint(encoder_config(params))
-    keys = [text_key(text) for text in texts]
-    stored = cache.get_many(namespace, keys)
-    todo = list(dict.fromkeys(text for text, key in zip(texts, keys) if key not in stored))
-    if todo:
-        fresh = encode_texts(load_text_encoder(params), todo, params.batch_size)
-        new = {text_key(text): np.ascontiguousarray(row, np.float32).tobytes() for text, row in zip(todo, fresh)}
-        cache.put_many(namespace, new)
-        stored.update(new)
-    if not keys:
-        raise ValueError("no texts to embed")
-    return np.stack([np.frombuffer(stored[key], np.float32).reshape(params.max_length, -1) for key in keys]), len(todo)
+
+def to_bytes(embedding: np.ndarray) -> bytes:
+    """One (m, d) embedding as a cache value (float32)."""
+    return np.ascontiguousarray(embedding, np.float32).tobytes()
+
+
+def from_bytes(value: bytes, max_length: int) -> np.ndarray:
+    """The (m, d) float32 embedding of a cache value."""
+    return np.frombuffer(value, np.float32).reshape(max_length, -1)

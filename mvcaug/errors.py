@@ -1,7 +1,8 @@
 """The errors that mean "fix your input", as opposed to bugs: stages report them in one line.
 
 Each module's own error class derives from UserError, so this module imports nothing: a stage that
-catches user errors does not pay for importing every other stage's libraries (diffusers, timm).
+catches user errors does not pay for importing every other stage's libraries (diffusers, timm). Any
+other exception is a bug and keeps its traceback.
 """
 
 
@@ -9,4 +10,9 @@ class UserError(Exception):
     """Bad input, params or models: the message names the file or key and the fix."""
 
 
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, FileNotFoundError)
+class MissingInputError(UserError, FileNotFoundError):
+    """An input a stage reads does not exist: the message names it and what writes it."""
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled up while writing: the message names the file; finished work is kept."""

@@ -1,10 +1,10 @@
 """Generate synthetic images in shards: noise + a same-class conditioning image + an MVC embedding.
 
 A shard is one class and one block of image indices. Image i of class y has its own seed, mixed
-embedding (i mod N_y) and conditioning image, so a shard's content depends only on its own inputs:
-its fingerprint. A shard whose shard.json holds the current fingerprint is complete and never redone;
-raising images_per_class only adds shards; an interrupted shard is rewritten in place (the file names
-are fixed), so nothing is duplicated.
+embedding (i mod N_y) and conditioning image, so a shard's content depends only on its own inputs,
+which its fingerprint hashes (with the code that generates it). The generate task stores a shard with
+its fingerprint and keeps a stored shard whose fingerprint matches; raising images_per_class only adds
+shards.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import zlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from mvcaug.atomic import write_json, write_png
+from PIL import Image
+
 from mvcaug.denoiser import Denoiser
+from mvcaug.digests import code_digest
 from mvcaug.images import ImageSet, resize, to_image
 from mvcaug.params import GenerateParams
 from mvcaug.pretrained import takes_image_condition
@@ -31,6 +31,9 @@ from mvcaug.sampling import sample
 log = logging.getLogger(__name__)
 
 SHARD_RECORD = "shard.json"
+CODE_ENTRIES = ("mvcaug.generate",)
+"""The modules (with their import closure) whose code turns a shard's inputs into images."""
+CODE_LIBRARIES = ("torch", "diffusers", "numpy", "pillow")
 MANIFEST_SCHEMA = pa.schema([("path", pa.string()), ("label", pa.string()), ("shard", pa.string()),
                              ("index", pa.int64()), ("seed", pa.int64()), ("mixed_id", pa.string()),
                              ("cond_id", pa.string())])
@@ -104,7 +107,7 @@ def shard_fingerprint(shard: Shard, specs: list[ImageSpec], inputs: GenerationIn
     p = inputs.params
     digest = hashlib.sha256()
     settings = (inputs.model_digest, p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale,
-                inputs.resolution, shard.label, shard.start, shard.stop)
+                inputs.resolution, shard.label, shard.start, shard.stop, code_digest(CODE_ENTRIES, CODE_LIBRARIES))
     digest.update(json.dumps(settings).encode())
     digest.update(np.ascontiguousarray(inputs.null_text, np.float32).tobytes())
     position = {cid: i for i, cid in enumerate(inputs.cond_images.ids)}
@@ -118,37 +121,16 @@ def shard_fingerprint(shard: Shard, specs: list[ImageSpec], inputs: GenerationIn
     return digest.hexdigest()
 
 
-def completed_rows(shard_dir: Path, fingerprint: str) -> list[dict] | None:
-    """The shard's rows if shard.json matches the fingerprint and every image is there, else None."""
-    record_path = shard_dir / SHARD_RECORD
-    if not record_path.is_file():
-        return None
-    record = json.loads(record_path.read_text())
-    rows = record.get("rows", [])
-    if record.get("fingerprint") != fingerprint or not all((shard_dir.parent / r["path"]).is_file() for r in rows):
-        return None
-    return rows
-
-
-def generate_shard(shard: Shard, inputs: GenerationInputs, out_dir: str | Path) -> tuple[list[dict], bool]:
-    """Write the shard's PNGs then shard.json; returns (manifest rows, whether it was generated now)."""
-    out_dir = Path(out_dir)
-    shard_dir = out_dir / shard.name
-    specs = image_specs(shard, inputs)
-    fingerprint = shard_fingerprint(shard, specs, inputs)
-    done = completed_rows(shard_dir, fingerprint)
-    if done is not None:
-        return done, False
-    shutil.rmtree(shard_dir, ignore_errors=True)
-    rows = []
+def render_shard(shard: Shard, specs: list[ImageSpec], inputs: GenerationInputs) -> list[tuple[dict, Image.Image]]:
+    """(manifest row, image at the working resolution) for each image of the shard, in index order."""
+    out = []
     for start in range(0, len(specs), inputs.params.batch_size):
         batch = specs[start : start + inputs.params.batch_size]
         for spec, image in zip(batch, _denoise(batch, shard.label, inputs)):
-            rel = f"{shard.name}/{shard.label}-{spec.index:05d}.png"
-            write_png(out_dir / rel, to_image(image, inputs.resolution))
-            rows.append({"path": rel, "label": shard.label, "shard": shard.name, **asdict(spec)})
-    write_json(shard_dir / SHARD_RECORD, {"fingerprint": fingerprint, "rows": rows})
-    return rows, True
+            row = {"path": f"{shard.name}/{shard.label}-{spec.index:05d}.png", "label": shard.label,
+                   "shard": shard.name, **asdict(spec)}
+            out.append((row, to_image(image, inputs.resolution)))
+    return out
 
 
 def _denoise(specs: list[ImageSpec], label: str, inputs: GenerationInputs) -> torch.Tensor:
@@ -171,17 +153,6 @@ def _denoise(specs: list[ImageSpec], label: str, inputs: GenerationInputs) -> to
     ]).to(device)
     return sample(denoiser, cond, text.float().to(device), null, noise,
                   p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale)
-
-
-def remove_stale_shards(out_dir: str | Path, shards: list[Shard]) -> list[str]:
-    """Delete shard folders the plan no longer has (e.g. after lowering images_per_class)."""
-    keep = {s.name for s in shards}
-    removed = []
-    for folder in Path(out_dir).glob("shard-*"):
-        if folder.is_dir() and folder.name not in keep:
-            shutil.rmtree(folder)
-            removed.append(folder.name)
-    return removed
 
 
 def synthetic_manifest(rows: list[dict]) -> pa.Table:

@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from mvcaug.errors import MissingInputError
+
 
 @dataclass
 class ImageSet:
@@ -24,6 +26,27 @@ class ImageSet:
 
     def of_class(self, label: str) -> np.ndarray:
         return np.array([i for i, item in enumerate(self.labels) if item == label], dtype=np.int64)
+
+    def subset(self, indices: list[int] | np.ndarray) -> ImageSet:
+        """The images at `indices`, in that order."""
+        indices = [int(i) for i in indices]
+        return ImageSet([self.ids[i] for i in indices], [self.labels[i] for i in indices],
+                        [self.sha256[i] for i in indices], self.pixels[indices])
+
+    def first_per_class(self, count: int) -> ImageSet:
+        """The first `count` images of every class, in set order (all of a class with fewer)."""
+        seen: dict[str, int] = {}
+        keep = []
+        for i, label in enumerate(self.labels):
+            if seen.get(label, 0) < count:
+                seen[label] = seen.get(label, 0) + 1
+                keep.append(i)
+        return self.subset(keep)
+
+    def concat(self, other: ImageSet) -> ImageSet:
+        """This set followed by `other`."""
+        return ImageSet(self.ids + other.ids, self.labels + other.labels, self.sha256 + other.sha256,
+                        torch.cat([self.pixels, other.pixels]))
 
 
 def to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
@@ -56,16 +79,28 @@ def resize(pixels: torch.Tensor, size: int) -> torch.Tensor:
 def read_manifest(prepared_dir: str | Path) -> pa.Table:
     path = Path(prepared_dir) / "manifest.parquet"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no dataset manifest; run the prepare stage first (dvc repro prepare)")
+        raise MissingInputError(f"{path}: no dataset manifest; run the prepare stage first (dvc repro prepare)")
     return pq.read_table(path)
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """An image fully decoded into memory, its file closed (a set of thousands stays under the open-file limit)."""
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
+
+
+def load_images(folder: str | Path, rows: list[dict], channels: int, id_key: str = "id") -> ImageSet:
+    """The images of manifest rows (path relative to folder, label, optional sha256), in row order."""
+    tensors = []
+    for row in rows:
+        with Image.open(Path(folder) / row["path"]) as image:
+            tensors.append(to_tensor(image, channels))
+    pixels = torch.stack(tensors) if tensors else torch.zeros(0, channels, 1, 1)
+    return ImageSet([r[id_key] for r in rows], [r["label"] for r in rows], [r.get("sha256", "") for r in rows], pixels)
 
 
 def load_split(prepared_dir: str | Path, split: str, channels: int) -> ImageSet:
     """Every image of one split, in manifest order."""
     manifest = read_manifest(prepared_dir)
-    rows = manifest.filter(pc.equal(manifest["split"], split)).to_pylist()
-    tensors = [to_tensor(Image.open(Path(prepared_dir) / row["path"]), channels) for row in rows]
-    pixels = torch.stack(tensors) if tensors else torch.zeros(0, channels, 1, 1)
-    return ImageSet(
-        [r["id"] for r in rows], [r["label"] for r in rows], [r["sha256"] for r in rows], pixels
-    )
+    return load_images(prepared_dir, manifest.filter(pc.equal(manifest["split"], split)).to_pylist(), channels)

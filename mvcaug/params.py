@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -20,6 +20,25 @@ from mvcaug.errors import UserError
 
 class ParamsError(UserError, ValueError):
     """A params file is missing, malformed or holds a wrong value."""
+
+
+# Each set of allowed values is declared once, as a Literal type; the loader checks values against it
+# and other modules read it back with typing.get_args (augment.BASELINES, train.STRATEGIES, ...).
+Source = Literal["digits", "imagefolder"]
+CaptionBackend = Literal["attributes", "file", "blip2"]
+StorageDtype = Literal["float32", "float16"]
+Init = Literal["scratch", "pretrained"]
+CodecName = Literal["pixel", "vae"]
+TextCondition = Literal["fresh", "table"]
+LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
+MixedPrecision = Literal["no", "fp16", "bf16"]
+SchedulerName = Literal["ddim", "dpmsolver++", "unipc"]
+GenerateMode = Literal["finetuned", "pretrained"]
+GenerateDtype = Literal["auto", "float32", "float16", "bfloat16"]
+TaskRunner = Literal["local", "dask"]
+Baseline = Literal["default", "autoaugment", "randaugment", "trivialaugment"]
+Strategy = Literal["real", "combined", "rsp", "two_phase"]
+Optimizer = Literal["adamw", "adam", "sgd"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +69,13 @@ class PathsParams:
     """The DVC metrics file compared by `dvc metrics diff`."""
     cache: str = ".mvcaug-cache"
     """Content-addressed captions and embeddings kept across runs (not a DVC output); empty = off."""
+    run: str = ".mvcaug-run"
+    """Stage locks, stage logs (full tracebacks) and stage wall times; not a DVC output."""
 
 
 @dataclass(frozen=True)
 class PrepareParams:
-    source: str = "digits"
+    source: Source = "digits"
     """digits (scikit-learn's bundled 8x8 digits) or imagefolder (class subfolders)."""
     image_folder: str = "data/00_source"
     """For imagefolder: the folder holding one subfolder per class."""
@@ -70,11 +91,13 @@ class PrepareParams:
     """1 for grayscale, 3 for RGB."""
     seed: int = 0
     """Seed of the stratified split."""
+    reference_per_class: int = 0
+    """Held-out real images per class (split `reference`), used only by the reference cells; 0 = none."""
 
 
 @dataclass(frozen=True)
 class CaptionParams:
-    backend: str = "attributes"
+    backend: CaptionBackend = "attributes"
     """attributes (offline describer), file (captions beside the images); blip2 in the GPU profile."""
     captions_file: str = ""
     """For file: an explicit metadata.jsonl or captions.csv; empty looks in the image folder."""
@@ -90,7 +113,7 @@ class CaptionParams:
     """auto, cpu or cuda."""
     shard_size: int = 256
     """Uncaptioned images per shard task (the unit a Dask worker takes)."""
-    task_runner: str = "local"
+    task_runner: TaskRunner = "local"
     """local (shards one after another in this process) or dask (prefect-dask's DaskTaskRunner)."""
     dask_address: str = ""
     """For dask: an existing cluster's scheduler address; empty starts a LocalCluster."""
@@ -110,7 +133,7 @@ class EmbedParams:
     """m: tokens per embedding, padded or truncated."""
     batch_size: int = 64
     """Captions per encoder batch."""
-    dtype: str = "float32"
+    dtype: StorageDtype = "float32"
     """Storage dtype: float32 or float16."""
     device: str = "auto"
     """auto, cpu or cuda."""
@@ -130,11 +153,11 @@ class MixParams:
 
 @dataclass(frozen=True)
 class FinetuneParams:
-    init: str = "scratch"
+    init: Init = "scratch"
     """scratch (small U-Net from this config) or pretrained (finetune.pretrained)."""
     pretrained: str = ""
     """A Stable Diffusion checkpoint folder or hub id, for init=pretrained."""
-    codec: str = "pixel"
+    codec: CodecName = "pixel"
     """pixel (identity, no VAE) or vae (the checkpoint's AutoencoderKL)."""
     resolution: int = 0
     """Training (and generation) resolution of the model; 0 = prepare.resolution. Images are resized to it."""
@@ -144,7 +167,7 @@ class FinetuneParams:
     """ResNet layers per U-Net block, for init=scratch."""
     attention_head_dim: int = 8
     """Cross-attention head size, for init=scratch."""
-    text_condition: str = "fresh"
+    text_condition: TextCondition = "fresh"
     """fresh: a new MVC mix per training sample; table: draw from mixed.parquet."""
     steps: int = 800
     """Optimiser steps."""
@@ -164,9 +187,9 @@ class FinetuneParams:
     """T of the DDPM noise schedule."""
     seed: int = 0
     """Seed of initialisation, pairs, noise and dropout."""
-    lr_scheduler: str = "cosine"
+    lr_scheduler: LrScheduler = "cosine"
     """Learning-rate schedule after warm-up, by its diffusers.optimization.get_scheduler name."""
-    mixed_precision: str = "no"
+    mixed_precision: MixedPrecision = "no"
     """Accelerate's autocast: no, fp16 (GPU only) or bf16; on CPU only no or bf16."""
     gradient_accumulation_steps: int = 1
     """Micro-batches of batch_size whose gradients make one optimiser step (a larger batch in less memory)."""
@@ -194,7 +217,7 @@ class GenerateParams:
     """Synthetic images per class."""
     shard_size: int = 10
     """Images per shard; a shard is one class and one block of image indices."""
-    scheduler: str = "ddim"
+    scheduler: SchedulerName = "ddim"
     """ddim, dpmsolver++ or unipc."""
     steps: int = 25
     """Denoising steps."""
@@ -206,11 +229,11 @@ class GenerateParams:
     """Images denoised together."""
     seed: int = 0
     """Base seed; image i of class y has its own seed derived from it."""
-    mode: str = "finetuned"
+    mode: GenerateMode = "finetuned"
     """finetuned (our conditional model) or pretrained (finetune.pretrained alone, text-to-image: Table 4)."""
-    dtype: str = "auto"
+    dtype: GenerateDtype = "auto"
     """auto (fp16/bf16 on GPU, fp32 on CPU), float32, float16 or bfloat16."""
-    task_runner: str = "local"
+    task_runner: TaskRunner = "local"
     """local (shards one after another in this process) or dask (prefect-dask's DaskTaskRunner)."""
     dask_address: str = ""
     """Scheduler address of an existing Dask cluster; empty starts a LocalCluster."""
@@ -239,7 +262,7 @@ class ModelSettings:
     """Peak learning rate (one-cycle schedule)."""
     weight_decay: float = 5e-4
     """Decoupled weight decay."""
-    optimizer: str = "adamw"
+    optimizer: Optimizer = "adamw"
     """adamw, adam or sgd (momentum 0.9, nesterov)."""
     image_size: int = 0
     """Input size; 0 = the working resolution (images are resized when it differs)."""
@@ -253,9 +276,9 @@ class ModelSettings:
 class TrainParams:
     models: tuple[str, ...] = ("small_cnn",)
     """Classifiers: small_cnn, wrn28_2, wrn28_10 or any timm model name (each needs model_settings)."""
-    baselines: tuple[str, ...] = ("default",)
+    baselines: tuple[Baseline, ...] = ("default",)
     """Augmentations: default (crop [+ flip]), autoaugment, randaugment, trivialaugment."""
-    strategies: tuple[str, ...] = ("real", "combined", "rsp", "two_phase")
+    strategies: tuple[Strategy, ...] = ("real", "combined", "rsp", "two_phase")
     """How synthetic data enters: real (none), combined, rsp, two_phase."""
     full_grid: bool = False
     """True: every baseline x every strategy for the listed models (the paper's full grid)."""
@@ -271,6 +294,9 @@ class TrainParams:
     """two_phase: epochs of the real-only phase."""
     phase2_lr_factor: float = 0.1
     """two_phase: phase-2 learning rate as a fraction of the first."""
+    synthetic_budgets: tuple[float, ...] = (0.25, 0.5, 1.0)
+    """The budget curve: fractions of generate.images_per_class used per class by extra combined cells
+    (and, with a reference split, the numbers of real images added per class by the reference cells)."""
     model_settings: dict[str, ModelSettings] = field(default_factory=lambda: {"small_cnn": ModelSettings()})
     """Per-model settings, keyed by model name; changing one retrains only that model's cells."""
 
@@ -306,25 +332,6 @@ class Params:
     regenerate: RegenerateParams = field(default_factory=RegenerateParams)
 
 
-CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("prepare", "source"): ("digits", "imagefolder"),
-    ("caption", "backend"): ("attributes", "file", "blip2"),
-    ("embed", "dtype"): ("float32", "float16"),
-    ("finetune", "init"): ("scratch", "pretrained"),
-    ("finetune", "codec"): ("pixel", "vae"),
-    ("finetune", "text_condition"): ("fresh", "table"),
-    ("finetune", "lr_scheduler"): (
-        "cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
-    ),
-    ("finetune", "mixed_precision"): ("no", "fp16", "bf16"),
-    ("generate", "scheduler"): ("ddim", "dpmsolver++", "unipc"),
-    ("generate", "mode"): ("finetuned", "pretrained"),
-    ("generate", "dtype"): ("auto", "float32", "float16", "bfloat16"),
-    ("generate", "task_runner"): ("local", "dask"),
-    ("caption", "task_runner"): ("local", "dask"),
-}
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate a params file; every problem names the file, the key and the fix."""
     path = Path(path)
@@ -349,7 +356,7 @@ def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
         cls = _section_class(name)
         built[name] = _build_section(cls, name, values or {}, source)
     params = Params(**built)
-    _check_choices(params, source)
+    _check_values(params, source)
     return params
 
 
@@ -387,6 +394,11 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return tuple(_coerce(item, item_type, key, source) for item in value)
     if origin in (typing.Union, types.UnionType):
         return value
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ParamsError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(map(str, allowed))}")
+        return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
@@ -398,14 +410,13 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     raise ParamsError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
 
 
-def _check_choices(params: Params, source: str) -> None:
-    for (section, key), allowed in CHOICES.items():
-        value = getattr(getattr(params, section), key)
-        if value not in allowed:
-            raise ParamsError(
-                f"{source}: '{section}.{key}' is {value!r}; choose one of {', '.join(allowed)}"
-            )
+def _check_values(params: Params, source: str) -> None:
+    """Ranges and checks across fields (types and allowed values are checked while coercing)."""
     _check_train(params.train, source)
+    for section in ("prepare", "mix", "finetune", "generate"):
+        if getattr(params, section).seed < 0:
+            raise ParamsError(f"{source}: '{section}.seed' must be >= 0")
+    _check_budgets(params, source)
     positive = [
         ("prepare", "train_per_class"), ("prepare", "resolution"), ("mix", "per_class"),
         ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),
@@ -431,23 +442,35 @@ def _check_choices(params: Params, source: str) -> None:
         raise ParamsError(f"{source}: 'mix.coarse_steps' and 'mix.fine_steps' must be >= 0")
 
 
-BASELINES = ("default", "autoaugment", "randaugment", "trivialaugment")
-STRATEGIES = ("real", "combined", "rsp", "two_phase")
+def _check_budgets(params: Params, source: str) -> None:
+    budgets, reference = params.train.synthetic_budgets, params.prepare.reference_per_class
+    if any(not 0.0 < b <= 1.0 for b in budgets):
+        raise ParamsError(f"{source}: 'train.synthetic_budgets' are fractions of generate.images_per_class in (0, 1]")
+    if reference < 0:
+        raise ParamsError(f"{source}: 'prepare.reference_per_class' must be >= 0 (0 = no reference split)")
+    largest = max([max(1, round(b * params.generate.images_per_class)) for b in budgets], default=0)
+    if 0 < reference < largest:
+        raise ParamsError(
+            f"{source}: 'prepare.reference_per_class' ({reference}) must be at least {largest}, the largest budget of "
+            "train.synthetic_budgets x generate.images_per_class: reference cells add that many real images per class"
+        )
 
 
 def _check_train(train: TrainParams, source: str) -> None:
-    for key, values, allowed in (("baselines", train.baselines, BASELINES), ("strategies", train.strategies, STRATEGIES)):
-        for value in values:
-            if value not in allowed:
-                raise ParamsError(f"{source}: 'train.{key}' holds {value!r}; choose from {', '.join(allowed)}")
+    if not train.seeds:
+        raise ParamsError(f"{source}: 'train.seeds' is empty; list at least one seed, e.g. [0, 1, 2, 3, 4]")
+    if min(train.seeds) < 0 or len(set(train.seeds)) != len(train.seeds):
+        raise ParamsError(f"{source}: 'train.seeds' must be distinct integers >= 0, got {list(train.seeds)}")
+    if not train.models:
+        raise ParamsError(f"{source}: 'train.models' is empty; list at least one classifier, e.g. [small_cnn]")
+    if not train.full_grid and (not train.baselines or not train.strategies):
+        raise ParamsError(f"{source}: 'train.baselines' and 'train.strategies' need at least one entry each")
     for model in train.models:
         if model not in train.model_settings:
             raise ParamsError(f"{source}: 'train.model_settings' has no entry for model '{model}'; add one")
     for model, settings in train.model_settings.items():
         if settings.epochs <= 0 or settings.batch_size <= 0:
             raise ParamsError(f"{source}: 'train.model_settings.{model}' needs positive epochs and batch_size")
-        if settings.optimizer not in ("adamw", "adam", "sgd"):
-            raise ParamsError(f"{source}: 'train.model_settings.{model}.optimizer' must be adamw, adam or sgd")
     if train.full_grid or "two_phase" in train.strategies:
         for model in train.models:
             if train.model_settings[model].epochs <= train.phase2_epochs:

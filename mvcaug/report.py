@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from mvcaug.train import MVC, NO_MVC, RunResult
+from mvcaug.cells import RunResult
+from mvcaug.synthetic_sets import MVC, NO_MVC
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ SHORT = {"default": "baseline", "autoaugment": "aa", "randaugment": "ra", "trivi
 PAPER_COLUMNS = ("baseline", "aa", "ra", "ta", "syn", "aa_syn", "ra_syn", "ta_syn")
 PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn": "Syn",
                 "aa_syn": "AA+Syn", "ra_syn": "RA+Syn", "ta_syn": "TA+Syn"}
-STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase"}
+STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase", "reference": "ref"}
 
 
 def column_name(baseline: str, strategy: str) -> str:
@@ -41,9 +42,12 @@ def column_name(baseline: str, strategy: str) -> str:
 
 
 def result_column(result: RunResult) -> str:
-    """A run's column: column_name, suffixed _no_mvc for the MVC ablation's runs (syn_no_mvc)."""
-    column = column_name(result.baseline, result.strategy)
-    return column if result.synthetic_set == MVC else f"{column}_{result.synthetic_set}"
+    """A run's column: column_name, suffixed _no_mvc for the MVC ablation's runs (syn_no_mvc) and _n<k> for
+    budget and reference runs (syn_n5, ref_n20)."""
+    cell = result.cell
+    column = column_name(cell.baseline, cell.strategy)
+    column = column if cell.synthetic_set == MVC else f"{column}_{cell.synthetic_set}"
+    return f"{column}_n{cell.per_class}" if cell.per_class else column
 
 
 def summarise(results: Sequence[RunResult]) -> dict:
@@ -52,7 +56,7 @@ def summarise(results: Sequence[RunResult]) -> dict:
     metrics: dict = {}
     groups: dict[tuple[str, str, str], list[RunResult]] = {}
     for r in results:
-        groups.setdefault((r.model, r.baseline, result_column(r)), []).append(r)
+        groups.setdefault((r.cell.model, r.cell.baseline, result_column(r)), []).append(r)
     for (model, _, column), runs in sorted(groups.items()):
         accs = [r.test_acc for r in runs]
         metrics.setdefault(model, {})[column] = {
@@ -63,10 +67,24 @@ def summarise(results: Sequence[RunResult]) -> dict:
         }
     for (model, baseline, column), runs in groups.items():
         reference = metrics[model].get(column_name(baseline, "real"))
-        if runs[0].strategy != "real" and reference is not None:
+        if runs[0].cell.strategy != "real" and reference is not None:
             cell = metrics[model][column]
             cell["gain"] = round(cell["acc_mean"] - reference["acc_mean"], 4)
     return metrics
+
+
+def mean_validation_curves(results: Sequence[RunResult], logs: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
+    """{model: {grid column: validation accuracy per epoch, averaged over seeds}} from the cells' logs
+    ({cell name: values}); a column's curve is as long as its shortest log."""
+    per_column: dict[tuple[str, str], list[list[float]]] = {}
+    for r in results:
+        if r.cell.name in logs:
+            per_column.setdefault((r.cell.model, result_column(r)), []).append(logs[r.cell.name])
+    curves: dict[str, dict[str, list[float]]] = {}
+    for (model, column), runs in per_column.items():
+        length = min(len(v) for v in runs)
+        curves.setdefault(model, {})[column] = [statistics.fmean(v[i] for v in runs) for i in range(length)]
+    return curves
 
 
 def _cell_text(cell: dict | None) -> str:
@@ -183,8 +201,8 @@ def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[S
     if ablation_rows:
         ablation_html = ("<h2>MVC ablation: test accuracy (%), P = Q = 0 vs MVC</h2>\n"
                          f"<p>{html.escape(ABLATION_NOTE)}</p>\n{_html_table(ablation_head, ablation_rows)}")
-    run_rows = [[r.model, r.baseline, r.strategy + (" (P = Q = 0)" if r.synthetic_set == NO_MVC else ""),
-                 str(r.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}", f"{100 * r.test_acc:.2f}"] for r in results]
+    run_rows = [[r.cell.model, r.cell.baseline, r.cell.strategy + (" (P = Q = 0)" if r.cell.synthetic_set == NO_MVC else ""),
+                 str(r.cell.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}", f"{100 * r.test_acc:.2f}"] for r in results]
     quality_html = ""
     if quality:
         quality_html = "<h2>Quality of the synthetic set</h2>" + _html_table(*quality_table(quality))

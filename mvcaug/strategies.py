@@ -12,13 +12,11 @@ The training set is the real images (indices 0 .. n_real - 1) followed by the sy
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-
-RSP_DEFAULT_P = 0.8  # the paper's share of synthetic images per batch
-
 
 def combined_epoch(
     n_real: int, n_synthetic: int, ratio: float | None = None, generator: torch.Generator | None = None
@@ -55,7 +53,7 @@ def rsp_batches(
     n_synthetic: int,
     batch_size: int,
     steps: int,
-    p: float = RSP_DEFAULT_P,
+    p: float = 0.8,
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
     """`steps` batches of indices; each slot is independently a random synthetic image with
@@ -108,18 +106,23 @@ def two_phase_plan(epochs: int, phase2_epochs: int, lr: float, phase2_lr_factor:
     ]
 
 
-def phase_epoch(
-    phase: Phase,
-    n_real: int,
-    n_synthetic: int,
-    ratio: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """One epoch's shuffled indices for a phase: combined_epoch, or the real images alone."""
+def epoch_batches(
+    phase: Phase, strategy: str, n_real: int, n_synthetic: int, batch_size: int, rsp_p: float,
+    synthetic_ratio: float | None, generator: torch.Generator,
+) -> Iterator[torch.Tensor]:
+    """Index batches into [real; synthetic] for one epoch of a phase: RSP draws batches slot by slot,
+    combined takes every real image and a synthetic subset (`synthetic_ratio`, None = all), a phase
+    without synthetic images shuffles the real ones. An RSP epoch has as many batches as a combined one."""
+    if strategy == "rsp" and phase.use_synthetic:
+        steps = math.ceil((n_real + n_synthetic) / batch_size)
+        yield from rsp_batches(n_real, n_synthetic, batch_size, steps, rsp_p, generator)
+        return
     if phase.use_synthetic:
-        return combined_epoch(n_real, n_synthetic, ratio, generator)
-    _check_counts(n_real, n_synthetic)
-    return torch.randperm(n_real, generator=generator)
+        order = combined_epoch(n_real, n_synthetic, synthetic_ratio, generator)
+    else:
+        _check_counts(n_real, n_synthetic)
+        order = torch.randperm(n_real, generator=generator)
+    yield from order.split(batch_size)
 
 
 def _check_counts(n_real: int, n_synthetic: int) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mvcaug.atomic import write_json
-from mvcaug.train import Cell
+from mvcaug.cells import Cell
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,43 @@
-"""Task of the caption stage: caption one shard of images; each worker loads its captioner once."""
+"""Tasks of the caption stage: find the images no cached body covers, caption them in shards (each
+shard stores its bodies in the cache as soon as it finishes), then write captions.parquet.
+
+Storing per shard means a late failure loses only the failing shard: a rerun finds the finished ones
+in the cache. Each worker process (a thread here, a Dask worker elsewhere) loads its captioner once.
+"""
+
+from __future__ import annotations
 
 import functools
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.caption import Captioner, build_captioner, caption_bodies
-from mvcaug.params import CaptionParams, PrepareParams
+from mvcaug.atomic import write_parquet
+from mvcaug.caption import (
+    Captioner, build_captioner, cache_namespace, caption_bodies, caption_table, captioner_config, shard_rows,
+    training_rows, uncached_rows,
+)
+from mvcaug.content_cache import ContentCache, open_cache, store_quietly
+from mvcaug.images import read_manifest
+from mvcaug.params import CaptionParams, Params, PrepareParams
+
+log = logging.getLogger("mvcaug.caption")
+
+
+@dataclass
+class CaptionPlan:
+    """The training rows, the bodies found in the cache (by content hash) and the shards left to caption."""
+
+    rows: list[dict]
+    known: dict[str, str]
+    shards: list[list[dict]]
+    captioner_id: str
+    prepared_dir: str
+    cache_file: str = ""
+    namespace: str = ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -16,10 +46,45 @@ def worker_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner
     return build_captioner(params, prepare)
 
 
+@task(cache_policy=NO_CACHE)
+def plan_captions(params: Params) -> CaptionPlan:
+    """Read the training rows and look their content hashes up in the cache (paths.cache)."""
+    c, prepared = params.caption, Path(params.paths.prepared).resolve()
+    rows = training_rows(read_manifest(prepared), prepared)
+    config = captioner_config(c)
+    cache = open_cache(params.paths.cache) if config else None
+    if cache is None:
+        return CaptionPlan(rows, {}, shard_rows(rows, c.shard_size), config["id"] if config else "", str(prepared))
+    namespace = cache_namespace(config)
+    known = {k: v.decode() for k, v in cache.get_many(namespace, [r["sha256"] for r in rows]).items()}
+    todo = uncached_rows(rows, known)
+    return CaptionPlan(rows, known, shard_rows(todo, c.shard_size), config["id"], str(prepared), str(cache.path),
+                       namespace)
+
+
 @task(cache_policy=NO_CACHE, task_run_name="caption-shard-{index}")
-def caption_shard(
-    rows: list[dict], index: int, params: CaptionParams, prepare: PrepareParams, prepared_dir: str
-) -> tuple[str, list[str]]:
-    """(captioner id, one caption body per row)."""
+def caption_shard(rows: list[dict], index: int, params: CaptionParams, prepare: PrepareParams, prepared_dir: str,
+                  cache_file: str = "", namespace: str = "") -> tuple[str, dict[str, str]]:
+    """(captioner id, {content hash: body}) for one shard; the bodies go into the cache before returning."""
     captioner = worker_captioner(params, prepare)
-    return captioner.id, caption_bodies(rows, Path(prepared_dir), captioner, params.batch_size)
+    bodies = caption_bodies(rows, Path(prepared_dir), captioner, params.batch_size)
+    by_hash = {row["sha256"]: body for row, body in zip(rows, bodies)}
+    if cache_file:
+        store_quietly(ContentCache(cache_file), namespace, {key: body.encode() for key, body in by_hash.items()})
+    return captioner.id, by_hash
+
+
+@task(cache_policy=NO_CACHE)
+def write_captions(plan: CaptionPlan, results: list[tuple[str, dict[str, str]]], params: Params) -> dict:
+    """captions.parquet from cached and new bodies, in manifest order; returns counts."""
+    bodies = dict(plan.known)
+    for _, by_hash in results:
+        bodies.update(by_hash)
+    captioner_id = results[0][0] if results else plan.captioner_id
+    ordered = [bodies[row["sha256"]] for row in plan.rows]
+    write_parquet(params.paths.captions, caption_table(plan.rows, ordered, captioner_id, params.caption.prefix))
+    captioned = sum(len(shard) for shard in plan.shards)
+    summary = {"images": len(plan.rows), "captioned": captioned, "reused": len(plan.rows) - captioned,
+               "shards": len(plan.shards), "empty_bodies": sum(not body for body in ordered)}
+    log.info("caption (%s): %s", captioner_id, summary)
+    return summary

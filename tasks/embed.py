@@ -1,27 +1,56 @@
-"""Task of the embed stage."""
+"""Task of the embed stage: every caption's m x d embedding and the null text's, through the cache.
+
+Texts embedded before (same text, encoder configuration and code) are read back from paths.cache; the
+encoder is loaded only when some text is new, and new embeddings are stored batch by batch, so a late
+failure loses only the batch it happened in. The result equals a from-scratch run because each text is
+padded to m tokens alone, whatever else shares its batch.
+"""
+
+from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.content_cache import ContentCache
-from mvcaug.embed import embed_texts, encoder_info, null_text, storage_dtype
+from mvcaug.content_cache import ContentCache, open_cache, store_quietly, text_key
+from mvcaug.embed import (
+    cache_namespace, encode_texts, encoder_info, from_bytes, load_text_encoder, null_text, storage_dtype, to_bytes,
+)
 from mvcaug.embedding_table import write_embeddings
 from mvcaug.params import EmbedParams
 
 log = logging.getLogger("mvcaug.embed")
 
 
+def embed_texts(texts: list[str], params: EmbedParams, cache: ContentCache | None) -> tuple[np.ndarray, int]:
+    """((n, m, d) float32 embeddings, how many distinct texts the encoder ran on)."""
+    if not texts:
+        raise ValueError("no texts to embed")
+    keys = [text_key(text) for text in texts]
+    namespace = cache_namespace(params) if cache else ""
+    stored = {key: from_bytes(value, params.max_length) for key, value in cache.get_many(namespace, keys).items()} if cache else {}
+    todo = list(dict.fromkeys(text for text, key in zip(texts, keys) if key not in stored))
+    if todo:
+        encoder = load_text_encoder(params)
+        for start in range(0, len(todo), params.batch_size):
+            batch = todo[start : start + params.batch_size]
+            fresh = dict(zip((text_key(text) for text in batch), encode_texts(encoder, batch, params.batch_size)))
+            if cache:
+                store_quietly(cache, namespace, {key: to_bytes(value) for key, value in fresh.items()})
+            stored.update(fresh)
+    return np.stack([stored[key] for key in keys]), len(todo)
+
+
 @task(cache_policy=NO_CACHE)
 def embed(params: EmbedParams, captions_file: str, out_dir: str, cache_dir: str = "") -> dict:
     """Write embeddings.parquet (one m x d matrix per caption) and null.parquet; returns counts."""
     captions = pq.read_table(captions_file)
-    cache = ContentCache(Path(cache_dir) / "content.sqlite") if cache_dir else None
     texts = captions["caption"].to_pylist()
-    embeddings, encoded = embed_texts(texts + [null_text()], params, cache)
+    embeddings, encoded = embed_texts(texts + [null_text()], params, open_cache(cache_dir))
     dtype = storage_dtype(params.dtype)
     array, null = embeddings[:-1].astype(dtype), embeddings[-1:].astype(dtype)
     info = encoder_info(params)

@@ -7,11 +7,13 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json
 from mvcaug.devices import resolve_device
-from mvcaug.images import load_split
+from mvcaug.images import load_images, load_split
 from mvcaug.inception import inception_feature_fn, load_inception
 from mvcaug.params import Params
 from mvcaug.quality import classifier_feature_fns, quality_report
-from mvcaug.train import Cell, TrainingData, fit_cell, load_synthetic
+from mvcaug.synthetic_sets import MVC, SyntheticSet, kept_rows
+from mvcaug.cells import Cell
+from mvcaug.train import TrainingData, fit_cell
 
 NOT_COMPUTED = "not computed: quality.inception_weights is empty"
 
@@ -23,11 +25,12 @@ def quality(params: Params, out_file: str) -> dict:
     channels, paths, weights = params.prepare.channels, params.paths, params.quality.inception_weights
     inception_fn = inception_feature_fn(load_inception(weights).to(resolve_device())) if weights else None
     real, val, test = (load_split(paths.prepared, split, channels) for split in ("train", "val", "test"))
-    synthetic = load_synthetic(paths.synthetic, channels)
+    synthetic_set = SyntheticSet.named(MVC, paths)
+    synthetic = load_images(synthetic_set.folder, kept_rows(synthetic_set, paths), channels, id_key="path")
     classes = sorted(set(real.labels))
     model_name = params.train.models[0]
     grid = replace(params.train, strategies=("real",), baselines=("default",))
-    _, model = fit_cell(Cell(model_name, "default", "real", 0), TrainingData(real, None, val, test, classes), grid)
+    _, model = fit_cell(Cell(model_name, "default", "real", 0), TrainingData(real, val, test, classes), grid)
     feature_fn, predict_fn = classifier_feature_fns(model)
     # FID/KID against the test split: real images that neither the generator nor this classifier saw
     report = quality_report(feature_fn, predict_fn, real.pixels, real.labels, synthetic.pixels, synthetic.labels,

@@ -1,35 +1,108 @@
-"""Task of the train stage: one grid cell, logged with dvclive, its result stored with its fingerprint."""
+"""Tasks of the train stage: read the splits and synthetic sets, then one task per cell, which keeps a
+stored result whose fingerprint matches and otherwise trains the cell (dvclive logs, result.json)."""
 
-from dataclasses import asdict
+from __future__ import annotations
+
+import logging
+import shutil
 from pathlib import Path
 
+import pyarrow.compute as pc
 from dvclive import Live
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json
-from mvcaug.params import TrainParams
-from mvcaug.train import Cell, TrainingData, fit_cell, predict
+from mvcaug.digests import digest_files
+from mvcaug.images import load_images, read_manifest
+from mvcaug.params import Params, TrainParams
+from mvcaug.stored import read_json
+from mvcaug.synthetic_sets import SyntheticSet, kept_rows
+from mvcaug.cells import Cell, RunResult
+from mvcaug.train import (
+    TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, stored_result,
+)
 from mvcaug.train_plots import CONFUSION_FILE, write_train_plots
+
+log = logging.getLogger("mvcaug.train")
+
+
+def reference_counts(params: Params) -> list[int]:
+    """Real images added per class in the reference cells: the budget counts, when the reference split exists."""
+    if not params.prepare.reference_per_class:
+        return []
+    return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
+
+
+@task(cache_policy=NO_CACHE)
+def plan(params: Params) -> list[Cell]:
+    """Every cell of the stage: the grid, the MVC ablation's cells, the budget curve and the reference cells."""
+    t, g = params.train, params.generate
+    return plan_cells(t, ablation=g.ablation, budgets=budget_counts(t.synthetic_budgets, g.images_per_class),
+                      images_per_class=g.images_per_class, reference=reference_counts(params))
+
+
+@task(cache_policy=NO_CACHE)
+def load_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData, dict[str, str]]:
+    """(every split and the synthetic sets the cells train on, their digests: "data" and one per set)."""
+    paths, channels = params.paths, params.prepare.channels
+    manifest = read_manifest(paths.prepared)
+
+    def split(name: str):
+        return load_images(paths.prepared, manifest.filter(pc.equal(manifest["split"], name)).to_pylist(), channels)
+
+    real, val, test, reference = (split(name) for name in ("train", "val", "test", "reference"))
+    data = TrainingData(real, val, test, sorted(set(real.labels)), reference=reference)
+    digests = {"data": digest_files([Path(paths.prepared) / "manifest.parquet"])}
+    # Only the synthetic sets some cell trains on are read: real-only grids need none.
+    for name in sorted({cell.synthetic_set for cell in cells if cell.uses_synthetic}):
+        synthetic = SyntheticSet.named(name, paths)
+        rows = kept_rows(synthetic, paths)
+        data.synthetic[name] = load_images(synthetic.folder, rows, channels, id_key="path")
+        digests[name] = digest_files([Path(synthetic.folder) / row["path"] for row in rows])
+    return data, digests
+
+
+@task(cache_policy=NO_CACHE)
+def remove_stale_cells(cells_dir: str, cells: list[Cell]) -> list[str]:
+    """Delete the folders of cells the grid no longer has; returns their names."""
+    folder = Path(cells_dir)
+    stale = sorted({p.name for p in folder.glob("*") if p.is_dir()} - {c.name for c in cells})
+    for name in stale:
+        shutil.rmtree(folder / name)
+    return stale
 
 
 @task(cache_policy=NO_CACHE, task_run_name="{cell.name}")
-def train(cell: Cell, data: TrainingData, params: TrainParams, cell_dir: str, fingerprint: str) -> dict:
-    """Train and test one cell; per-epoch loss and validation accuracy, and the test confusion matrix
-    of the kept weights, go to dvclive."""
-    with Live(cell_dir, save_dvc_exp=False, dvcyaml=None, report=None) as live:
+def train_cell(cell: Cell, data: TrainingData, params: TrainParams, digests: dict[str, str],
+               cells_dir: str) -> tuple[RunResult, bool]:
+    """(the cell's result, whether it was trained now): a stored result with the same fingerprint is kept;
+    otherwise the cell is trained, its per-epoch loss and validation accuracy and the test confusion
+    matrix of its kept weights go to dvclive, and result.json stores the result with its fingerprint."""
+    cell_dir = Path(cells_dir) / cell.name
+    fingerprint = cell_fingerprint(cell, params, digests["data"], digests)
+    kept = stored_result(read_json(cell_dir / "result.json"), fingerprint)
+    if kept is not None:
+        return kept, False
+    shutil.rmtree(cell_dir, ignore_errors=True)  # no stale dvclive steps from an older run
+    with Live(str(cell_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         def log_epoch(epoch: int, values: dict[str, float]) -> None:
             for name, value in values.items():
                 live.log_metric(name, value)
             live.next_step()
 
-        run, model = fit_cell(cell, data, params, log_epoch)
-        result = asdict(run)
+        result, model = fit_cell(cell, data, params, log_epoch)
         truth, predicted = predict(model, data.test, data.classes, params.model_settings[cell.model].image_size)
         live.log_sklearn_plot("confusion_matrix", truth, predicted, name=CONFUSION_FILE)
-        live.summary.update({"test_acc": result["test_acc"], "best_val_acc": result["val_acc"]})
-    write_json(Path(cell_dir) / "result.json", {"fingerprint": fingerprint, "result": result})
-    return result
+        live.summary.update({"test_acc": result.test_acc, "best_val_acc": result.val_acc})
+    write_json(cell_dir / "result.json", {"fingerprint": fingerprint, "result": result.to_json()})
+    return result, True
+
+
+@task(cache_policy=NO_CACHE)
+def write_results(path: str, results: list[RunResult]) -> None:
+    """results.json: every cell's result, in grid order."""
+    write_json(path, [r.to_json() for r in results])
 
 
 @task(cache_policy=NO_CACHE)

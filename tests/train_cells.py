@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from mvcaug.images import ImageSet
 from mvcaug.params import ModelSettings, TrainParams
 from mvcaug.prepare import DIGIT_NAMES
-from mvcaug.train import Cell, TrainingData
+from mvcaug.cells import Cell
+from mvcaug.train import TrainingData
 from mvcaug.train_plots import PLOTS
 
 # two seeds of one grid column and one seed of another: seeds pool, columns stay apart
@@ -35,16 +36,16 @@ def digits_data(n_train: int = 40, n_val: int = 30, n_test: int = 40) -> Trainin
         return ImageSet([f"d{i}" for i in range(start, stop)], labels[start:stop], [""] * (stop - start), part)
 
     val_end, test_end = n_train + n_val, n_train + n_val + n_test
-    return TrainingData(images(0, n_train), images(0, n_train, flip=True), images(n_train, val_end),
-                        images(val_end, test_end), list(DIGIT_NAMES))
+    return TrainingData(images(0, n_train), images(n_train, val_end), images(val_end, test_end), list(DIGIT_NAMES),
+                        synthetic={"mvc": images(0, n_train, flip=True)})
 
 
 def train_cells(train_dir: Path, cells: tuple[Cell, ...] = CELLS) -> TrainingData:
     """Train `cells` into train_dir/cells/<cell>/ with the train task, then write train_dir/plots/."""
-    from tasks.train import train, train_plots
+    from tasks.train import train_cell, train_plots
 
     data = digits_data()
     for cell in cells:
-        train.fn(cell, data, GRID, str(train_dir / "cells" / cell.name), "test-fingerprint")
+        train_cell.fn(cell, data, GRID, {"data": "test", "mvc": "test"}, str(train_dir / "cells"))
     train_plots.fn(list(cells), str(train_dir / "cells"), str(train_dir / PLOTS))
     return data

@@ -164,7 +164,7 @@ def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, LogFilter, LogFilterFlowRunId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.regenerate import announce_arrival
+    from tasks.ingest import announce_arrival
 
     served_log = tmp_path / "serve.log"
     server = subprocess.Popen([sys.executable, "-m", "flows.regenerate", "--serve"], cwd=workspace, env=env(),

@@ -6,9 +6,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from mvcaug.augment import BASELINES, augment_batch, baseline_transform, from_uint8, to_uint8
-
-torch.set_num_threads(1)
+from mvcaug.augment import BASELINES, BaselineAugmentation, from_uint8, random_crop, to_uint8
 
 SIZE = 16
 
@@ -28,37 +26,48 @@ def test_uint8_conversion_is_lossless_for_8bit_images():
 @pytest.mark.parametrize("name", BASELINES)
 def test_shape_dtype_and_range_are_kept(name, channels):
     batch = image_batch(4, channels)
-    out = augment_batch(batch, baseline_transform(name, SIZE, flip=True))
+    out = BaselineAugmentation(name, SIZE, flip=True)(batch)
     assert out.shape == batch.shape and out.dtype == batch.dtype
     assert out.min() >= -1 and out.max() <= 1
 
 
 def test_a_seed_makes_a_batch_reproducible():
-    batch, transform = image_batch(6, 3), baseline_transform("trivialaugment", SIZE, flip=True)
+    batch, augment = image_batch(6, 3), BaselineAugmentation("trivialaugment", SIZE, flip=True)
     torch.manual_seed(7)
-    first = augment_batch(batch, transform)
+    first = augment(batch)
     torch.manual_seed(7)
-    assert torch.equal(augment_batch(batch, transform), first)
+    assert torch.equal(augment(batch), first)
 
 
 def test_each_image_draws_its_own_crop():
     same = image_batch(1, 1).expand(16, -1, -1, -1).contiguous()
     torch.manual_seed(0)
-    out = augment_batch(same, baseline_transform("default", SIZE, flip=False))
+    out = BaselineAugmentation("default", SIZE, flip=False)(same)
     distinct = {tuple(image.flatten().tolist()) for image in out}
     assert len(distinct) > 4  # 25 possible crops: identical outputs for all would mean one shared draw
 
 
-def test_autoaugment_changes_pixels():
-    transform = baseline_transform("autoaugment", SIZE, flip=False)
-    policy = transform.transforms[-1]
-    assert isinstance(policy, v2.AutoAugment) and policy.policy == v2.AutoAugmentPolicy.CIFAR10
+def test_the_batched_crop_is_torchvisions_reflect_padded_crop():
+    """Every output is one of the (2p + 1)^2 crops that v2.RandomCrop(padding_mode="reflect") can give."""
     batch = image_batch(8, 3)
     torch.manual_seed(0)
-    assert not torch.equal(augment_batch(batch, v2.Compose([policy])), batch)
+    out = random_crop(batch, SIZE // 8)
+    padded = v2.Pad(SIZE // 8, padding_mode="reflect")(batch)
+    for image, source in zip(out, padded):
+        crops = [source[:, y : y + SIZE, x : x + SIZE] for y in range(5) for x in range(5)]
+        assert any(torch.equal(image, crop) for crop in crops)
+
+
+def test_autoaugment_changes_pixels():
+    augment = BaselineAugmentation("autoaugment", SIZE, flip=False)
+    assert isinstance(augment.policy, v2.AutoAugment) and augment.policy.policy == v2.AutoAugmentPolicy.CIFAR10
+    batch = image_batch(8, 3)
+    torch.manual_seed(0)
+    policy_only = from_uint8(torch.stack([augment.policy(image) for image in to_uint8(batch)]))
+    assert not torch.equal(policy_only, batch)
 
 
 def test_unknown_name_lists_the_choices():
     with pytest.raises(ValueError) as error:
-        baseline_transform("mixup", SIZE, flip=False)
+        BaselineAugmentation("mixup", SIZE, flip=False)
     assert "mixup" in str(error.value) and all(name in str(error.value) for name in BASELINES)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.blip2 import Blip2Captioner, clean_caption
-from mvcaug.caption import CaptionError, caption_images
+from mvcaug.blip2 import Blip2Captioner, Blip2Error, clean_caption
 from mvcaug.params import CaptionParams
+from tests.captions import caption_manifest
 
 torch.set_num_threads(1)
 
@@ -145,7 +145,7 @@ def test_caption_stage_prefixes_every_blip2_caption(captioner, tmp_path):
     captioner.describe = spy
     try:
         params = CaptionParams(backend="blip2", model=captioner.id, batch_size=3, max_new_tokens=5, device="cpu")
-        table = caption_images(manifest, tmp_path, captioner, params)
+        table = caption_manifest(manifest, tmp_path, captioner, params)
     finally:
         del captioner.describe
     assert batches == [3, 1]
@@ -180,7 +180,7 @@ def test_clean_caption_keeps_and_tidies_real_text(text, body):
 def test_missing_model_names_it_and_the_offline_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     missing = tmp_path / "no_such_blip2"
-    with pytest.raises(CaptionError) as info:
+    with pytest.raises(Blip2Error) as info:
         Blip2Captioner(CaptionParams(backend="blip2", model=str(missing), device="cpu"))
     assert str(missing) in str(info.value)
     assert "hf download" in str(info.value)

@@ -14,17 +14,18 @@ import pytest
 from PIL import Image
 
 from mvcaug.caption import (
-    AttributeCaptioner, CaptionError, FileCaptioner, build_captioner, caption_images, prefixed,
+    AttributeCaptioner, CaptionError, FileCaptioner, build_captioner, prefixed,
     read_caption_file,
 )
 from mvcaug.images import read_manifest
 from mvcaug.params import CaptionParams, PrepareParams
 from mvcaug.prepare import prepare_dataset
+from tests.captions import caption_manifest
 
 
 def test_attribute_captions_on_real_digits(digits_prepared):
     folder, manifest = digits_prepared
-    table = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=7))
+    table = caption_manifest(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=7))
     assert table.column_names == ["id", "label", "caption", "captioner"]
     train = [r for r in manifest.to_pylist() if r["split"] == "train"]
     assert table["id"].to_pylist() == [r["id"] for r in train]
@@ -44,8 +45,8 @@ def test_attribute_captions_on_real_digits(digits_prepared):
 
 def test_attribute_captions_are_deterministic_and_batch_independent(digits_prepared):
     folder, manifest = digits_prepared
-    one = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=1))
-    many = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=64))
+    one = caption_manifest(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=1))
+    many = caption_manifest(manifest, folder, AttributeCaptioner(), CaptionParams(batch_size=64))
     assert one.equals(many)
 
 
@@ -63,7 +64,7 @@ def test_attribute_captions_see_the_image():
 
 def test_custom_prefix(digits_prepared):
     folder, manifest = digits_prepared
-    table = caption_images(manifest, folder, AttributeCaptioner(), CaptionParams(prefix="A photo of a {label}."))
+    table = caption_manifest(manifest, folder, AttributeCaptioner(), CaptionParams(prefix="A photo of a {label}."))
     assert all(c.startswith(f"A photo of a {label}. ") for c, label in
                zip(table["caption"].to_pylist(), table["label"].to_pylist()))
     assert prefixed("cat", "  fluffy.  ", "This is an image of {label}.") == "This is an image of cat. fluffy."
@@ -90,7 +91,7 @@ def test_file_backend_metadata_jsonl(prepared_folder):
     params = CaptionParams(backend="file")
     captioner = build_captioner(params, prepare)
     assert isinstance(captioner, FileCaptioner) and captioner.id == "file:metadata.jsonl"
-    table = caption_images(manifest, out, captioner, params)
+    table = caption_manifest(manifest, out, captioner, params)
     train = [r for r in manifest.to_pylist() if r["split"] == "train"]
     assert table.num_rows == len(train) == 4
     for row, caption in zip(train, table["caption"].to_pylist()):
@@ -104,7 +105,7 @@ def test_file_backend_captions_csv_explicit_path(tmp_path, prepared_folder):
     rows = ["file_name,caption"] + [f'{s},"a, quoted caption for {s}"' for s in all_sources(image_folder)]
     csv_path.write_text("\n".join(rows) + "\n")
     params = CaptionParams(backend="file", captions_file=str(csv_path))
-    table = caption_images(manifest, out, build_captioner(params, prepare), params)
+    table = caption_manifest(manifest, out, build_captioner(params, prepare), params)
     for source, caption in zip(
         [r["source"] for r in manifest.to_pylist() if r["split"] == "train"], table["caption"].to_pylist()
     ):
@@ -129,7 +130,7 @@ def test_missing_caption_row_names_the_file(prepared_folder):
     path.write_text("\n".join(lines))
     params = CaptionParams(backend="file")
     with pytest.raises(CaptionError) as info:
-        caption_images(manifest, out, build_captioner(params, prepare), params)
+        caption_manifest(manifest, out, build_captioner(params, prepare), params)
     assert str(path) in str(info.value)
     assert dropped in str(info.value)
 
@@ -162,7 +163,7 @@ def test_no_training_images(digits_prepared):
     val_only = manifest.filter(pc.not_equal(manifest["split"], "train"))
     assert val_only.num_rows > 0
     with pytest.raises(CaptionError, match="no training images"):
-        caption_images(val_only, folder, AttributeCaptioner(), CaptionParams())
+        caption_manifest(val_only, folder, AttributeCaptioner(), CaptionParams())
 
 
 def test_caption_module_works_on_its_own(tmp_path):
@@ -170,13 +171,14 @@ def test_caption_module_works_on_its_own(tmp_path):
         from pathlib import Path
         import pyarrow as pa
         from PIL import Image
-        from mvcaug.caption import AttributeCaptioner, caption_images
+        from mvcaug.caption import AttributeCaptioner
         from mvcaug.params import CaptionParams
+        from tests.captions import caption_manifest
         folder = Path({str(tmp_path)!r})
         Image.new("L", (8, 8)).save(folder / "a.png")
         manifest = pa.table({{"id": ["a"], "path": ["a.png"], "label": ["x"], "split": ["train"],
                              "source": ["a.png"]}})
-        print(caption_images(manifest, folder, AttributeCaptioner(), CaptionParams()).num_rows)
+        print(caption_manifest(manifest, folder, AttributeCaptioner(), CaptionParams()).num_rows)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])

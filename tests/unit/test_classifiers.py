@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mvcaug.classifiers import PAPER_SETTINGS, builtin_names, create_classifier, default_input_size
+from mvcaug.classifiers import ClassifierError, builtin_names, create_classifier
+from mvcaug.errors import MissingInputError
 from mvcaug.wide_resnet import wide_resnet28
 
 torch.set_num_threads(1)
@@ -99,30 +100,20 @@ def test_builtin_weights_round_trip(tmp_path):
             assert value.shape[0] == 3
         else:
             assert torch.equal(value, expected[key]), key
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ClassifierError, match="does not fit"):
         create_classifier("wrn28_2", num_classes=3, in_chans=1, pretrained_path=str(path))
 
 
 def test_weights_must_be_local_safetensors(tmp_path):
-    with pytest.raises(ValueError, match="safetensors"):
+    with pytest.raises(ClassifierError, match="must be a .safetensors file"):
         create_classifier("small_cnn", 3, 1, pretrained_path=str(tmp_path / "w.pt"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MissingInputError, match="no such classifier weights file"):
         create_classifier("small_cnn", 3, 1, pretrained_path=str(tmp_path / "missing.safetensors"))
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ClassifierError) as error:  # a user error: the stage prints it as one line
         create_classifier("no_such_net", 3, 3)
     message = str(error.value)
-    assert "no_such_net" in message and "any timm model name" in message
+    assert message.startswith("train.models: unknown classifier 'no_such_net'") and "timm model name" in message
     assert all(name in message for name in builtin_names())
-
-
-def test_input_sizes_and_paper_settings():
-    assert default_input_size("wrn28_10") == 32 and default_input_size("wrn28_2") == 32
-    assert default_input_size("resnet50") is None and default_input_size("small_cnn") is None
-    tiny = PAPER_SETTINGS["tiny_imagenet"]
-    assert tiny["batch_size"] == 128
-    assert tiny["models"]["resnet50"] == {"learning_rate": 1e-3, "epochs": 50}
-    assert tiny["models"]["efficientnet_b3"] == {"learning_rate": 1e-2, "epochs": 20}
-    assert PAPER_SETTINGS["caltech101"] == {"optimizer": "adam", "learning_rate": 1e-4}

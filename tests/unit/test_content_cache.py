@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from mvcaug.caption import (
-    AttributeCaptioner, caption_bodies, caption_cache_namespace, captioner_config, shard_rows, training_rows,
-    uncached_rows,
+    AttributeCaptioner, cache_namespace, caption_bodies, captioner_config, shard_rows, training_rows, uncached_rows,
 )
-from mvcaug.content_cache import ContentCache, fingerprint, folder_fingerprint, text_key
-from mvcaug.embed import embed_texts, encoder_config
-from mvcaug.params import CaptionParams, EmbedParams
+from mvcaug.content_cache import ContentCache, fingerprint, folder_fingerprint, open_cache, text_key
+from mvcaug.embed import encoder_config
+from mvcaug.params import CaptionParams, EmbedParams, Params, PathsParams
+from tasks.caption import caption_shard, plan_captions
+from tasks.embed import embed_texts
 
 
 def test_put_get_namespaces_and_first_value_wins(tmp_path):
@@ -81,7 +82,7 @@ def test_caption_bodies_are_reused_by_image_content(digits_prepared):
     folder, manifest = digits_prepared
     rows = training_rows(manifest, folder)
     config = captioner_config(CaptionParams())
-    namespace = caption_cache_namespace(config)
+    namespace = cache_namespace(config)
     known = dict(zip([r["sha256"] for r in rows[:40]], caption_bodies(rows[:40], folder, AttributeCaptioner(), 8)))
     todo = uncached_rows(rows, known)
     assert [r["id"] for r in todo] == [r["id"] for r in rows[40:]]
@@ -90,4 +91,67 @@ def test_caption_bodies_are_reused_by_image_content(digits_prepared):
     fresh = dict(zip([r["sha256"] for r in todo], caption_bodies(todo, folder, AttributeCaptioner(), 8)))
     scratch = caption_bodies(rows, folder, AttributeCaptioner(), 64)
     assert [{**known, **fresh}[r["sha256"]] for r in rows] == scratch
-    assert namespace.startswith("caption:") and namespace != caption_cache_namespace({"id": "blip2:x"})
+    assert namespace.startswith("caption:") and namespace != cache_namespace({"id": "blip2:x"})
+
+
+class FailingCaptioner(AttributeCaptioner):
+    """The offline captioner, failing on the third shard: a late failure in a long captioning run."""
+
+    calls = 0
+
+    def describe(self, images, sources):
+        FailingCaptioner.calls += 1
+        if FailingCaptioner.calls == 3:
+            raise RuntimeError("the captioner died")
+        return super().describe(images, sources)
+
+
+def test_finished_shards_stay_in_the_cache_when_a_later_shard_fails(digits_prepared, tmp_path, monkeypatch):
+    folder, _ = digits_prepared
+    params = Params(paths=PathsParams(prepared=str(folder), cache=str(tmp_path / "cache")),
+                    caption=CaptionParams(shard_size=20, batch_size=20))
+    plan = plan_captions.fn(params)
+    assert [len(shard) for shard in plan.shards] == [20, 20, 20] and plan.known == {}
+    monkeypatch.setattr("tasks.caption.worker_captioner", lambda *args: FailingCaptioner())
+    for index, shard in enumerate(plan.shards):
+        if index < 2:
+            caption_shard.fn(shard, index, params.caption, params.prepare, plan.prepared_dir, plan.cache_file,
+                             plan.namespace)
+        else:
+            with pytest.raises(RuntimeError, match="died"):
+                caption_shard.fn(shard, index, params.caption, params.prepare, plan.prepared_dir, plan.cache_file,
+                                 plan.namespace)
+    rerun = plan_captions.fn(params)
+    assert len(rerun.known) == 40 and [len(shard) for shard in rerun.shards] == [20]  # only the failed shard is left
+
+
+def test_embeddings_are_stored_batch_by_batch(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    params = EmbedParams(device="cpu", max_length=8, batch_size=4)
+    texts = [f"This is an image of {k}." for k in range(10)]
+    cache = ContentCache(tmp_path / "content.sqlite")
+    encode = __import__("tasks.embed", fromlist=["encode_texts"]).encode_texts
+    calls = []
+
+    def failing_third_batch(encoder, batch, batch_size):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise RuntimeError("the encoder died")
+        return encode(encoder, batch, batch_size)
+
+    monkeypatch.setattr("tasks.embed.encode_texts", failing_third_batch)
+    with pytest.raises(RuntimeError, match="died"):
+        embed_texts(texts, params, cache)
+    monkeypatch.setattr("tasks.embed.encode_texts", encode)
+    _, encoded = embed_texts(texts, params, cache)
+    assert calls == [4, 4, 2] and encoded == 2  # the two finished batches were kept
+
+
+def test_an_unusable_cache_folder_is_skipped_with_a_warning(tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    assert open_cache(blocker / "cache") is None
+    assert "paths.cache" in caplog.text and "running without the cache" in caplog.text
+    assert open_cache("") is None  # off
+    assert open_cache(tmp_path / "fine") is not None
+

@@ -13,11 +13,11 @@ from PIL import Image
 
 from mvcaug.finetune import build_denoiser
 from mvcaug.generate import (
-    SHARD_RECORD, GenerationInputs, Shard, generate_shard, image_specs, plan_shards, remove_stale_shards,
-    shard_fingerprint, synthetic_manifest,
+    SHARD_RECORD, GenerationInputs, Shard, image_specs, plan_shards, shard_fingerprint, synthetic_manifest,
 )
 from mvcaug.images import ImageSet
 from mvcaug.params import FinetuneParams, GenerateParams
+from tasks.generate import remove_stale_shards, store_shard as generate_shard
 
 RES, M, TEXT_DIM = 8, 4, 16
 
@@ -186,10 +186,15 @@ def test_interrupted_shard_is_rewritten_without_duplicates(tmp_path, inputs):
     folder = tmp_path / shard.name
     complete = pngs(folder)
     names = sorted(p.name for p in folder.iterdir())
-    # an interruption: the record was never written, one image is missing, a temp file is left over
+    # an interruption while the shard was written: its temporary folder is left over ...
+    leftover = tmp_path / f".tmp-{shard.name}-12345"
+    leftover.mkdir()
+    (leftover / "b-00003.png").write_bytes(b"partial")
+    # ... and a shard folder from an older layout lost its record and an image, with a temp file left over
     (folder / SHARD_RECORD).unlink()
     (folder / "b-00004.png").unlink()
     (folder / ".b-00004.png.abc.tmp").write_bytes(b"partial")
+    assert remove_stale_shards(tmp_path, [shard]) == [] and not leftover.exists()
     again, generated = generate_shard(shard, inputs, tmp_path)
     assert generated is True
     assert again == rows

@@ -8,7 +8,7 @@ import safetensors.torch
 import torch
 import torchvision
 
-from mvcaug.errors import USER_ERRORS
+from mvcaug.errors import UserError
 from mvcaug.inception import INCEPTION_DIM, InceptionWeightsError, inception_feature_fn, load_inception
 from mvcaug.quality import distribution_distances, extract, frechet_distance
 
@@ -65,4 +65,4 @@ def test_a_missing_or_unfit_weights_file_is_a_user_error_naming_the_file_and_the
     safetensors.torch.save_file({"conv1.weight": torch.zeros(1, 3, 7, 7)}, str(other_model))
     with pytest.raises(InceptionWeightsError, match=f"resnet.safetensors.*state dict.*{fix}"):
         load_inception(other_model)
-    assert issubclass(InceptionWeightsError, USER_ERRORS)
+    assert issubclass(InceptionWeightsError, UserError)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mvcaug.classifier import SmallCNN
+from mvcaug.small_cnn import SmallCNN
 from mvcaug.prepare import DIGIT_NAMES
 from mvcaug.quality import (
     NEAR_COPY_RMSE,

@@ -13,10 +13,11 @@ from PIL import Image
 
 from mvcaug.embed import encode_texts, load_text_encoder
 from mvcaug.finetune import build_denoiser
-from mvcaug.generate import GenerationInputs, Shard, generate_shard
+from mvcaug.generate import GenerationInputs, Shard
 from mvcaug.images import ImageSet
 from mvcaug.params import EmbedParams, FinetuneParams, GenerateParams
 from mvcaug.pretrained import load_text_to_image, takes_image_condition
+from tasks.generate import store_shard as generate_shard
 from tests.sd_checkpoint import build_tiny_sd
 
 torch.set_num_threads(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvcaug.strategies import Phase, combined_epoch, phase_epoch, rsp_batches, two_phase_plan
+from mvcaug.strategies import Phase, combined_epoch, epoch_batches, rsp_batches, two_phase_plan
 
 torch.set_num_threads(1)
 
@@ -62,10 +62,20 @@ def test_two_phase_plan_ends_on_real_images_at_a_lower_rate():
     assert second.epochs == 5 < first.epochs and not second.use_synthetic
     assert second.lr == pytest.approx(1e-4)
     generator = torch.Generator().manual_seed(0)
-    phase2 = phase_epoch(second, N_REAL, N_SYNTHETIC, ratio=1.0, generator=generator)
-    assert torch.equal(phase2.sort().values, torch.arange(N_REAL))
-    phase1 = phase_epoch(first, N_REAL, N_SYNTHETIC, ratio=1.0, generator=generator)
-    assert (phase1 >= N_REAL).sum() == N_REAL
+    phase2 = torch.cat(list(epoch_batches(second, "two_phase", N_REAL, N_SYNTHETIC, 7, 0.8, 1.0, generator)))
+    assert torch.equal(phase2.sort().values, torch.arange(N_REAL))  # phase 2: the real images, once each
+    phase1 = torch.cat(list(epoch_batches(first, "two_phase", N_REAL, N_SYNTHETIC, 7, 0.8, 1.0, generator)))
+    assert (phase1 >= N_REAL).sum() == N_REAL  # phase 1: ratio 1.0, as many synthetic as real images
+
+
+def test_an_rsp_epoch_has_as_many_batches_as_a_combined_one():
+    generator = torch.Generator().manual_seed(0)
+    phase = Phase("rsp", 3, 1e-3, True)
+    rsp = list(epoch_batches(phase, "rsp", N_REAL, N_SYNTHETIC, 8, 0.8, None, generator))
+    combined = list(epoch_batches(Phase("combined", 3, 1e-3, True), "combined", N_REAL, N_SYNTHETIC, 8, 0.8, None,
+                                  generator))
+    assert len(rsp) == len(combined) == -(-(N_REAL + N_SYNTHETIC) // 8)
+    assert all(len(batch) == 8 for batch in rsp)  # RSP batches are full: slots are drawn with replacement
 
 
 @pytest.mark.parametrize(("phase2_epochs", "factor"), [(30, 0.1), (40, 0.1), (0, 0.1), (5, 1.0), (5, 0.0)])

@@ -1,0 +1,196 @@
+"""Classifier training on a tiny real split: cells, strategies, budgets, reference cells, fingerprints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mvcaug.images import ImageSet, load_split, to_image, to_tensor
+from mvcaug.params import ModelSettings, TrainParams
+from mvcaug.prepare import DIGIT_NAMES
+from mvcaug.cells import Cell, RunResult
+from mvcaug.train import (
+    TrainError, TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict,
+)
+
+
+@pytest.fixture(scope="module")
+def splits(digits_prepared):
+    folder, _ = digits_prepared
+    return tuple(load_split(folder, split, channels=1) for split in ("train", "val", "test"))
+
+
+def mirrored(images: ImageSet, prefix: str, count: int) -> ImageSet:
+    """`count` images of `images`, mirrored: stand-ins for synthetic or extra real images with known labels."""
+    return ImageSet([f"{prefix}{i}" for i in range(count)], images.labels[:count], [""] * count,
+                    images.pixels[:count].flip(-1))
+
+
+def test_load_split_reads_the_manifest(digits_prepared, splits):
+    _, manifest = digits_prepared
+    train, val, test = splits
+    assert train.pixels.shape == (60, 1, 16, 16)
+    assert val.pixels.shape == (40, 1, 16, 16) and test.pixels.shape == (40, 1, 16, 16)
+    assert train.pixels.min() >= -1 and train.pixels.max() <= 1
+    rows = [r for r in manifest.to_pylist() if r["split"] == "train"]
+    assert train.ids == [r["id"] for r in rows] and train.sha256 == [r["sha256"] for r in rows]
+    assert len(train.of_class("three")) == 6
+    # tensor <-> image is lossless at the stored resolution
+    image = Image.open(digits_prepared[0] / rows[0]["path"])
+    assert np.array_equal(np.asarray(to_image(to_tensor(image, 1))), np.asarray(image))
+
+
+def tiny_grid(**changes) -> TrainParams:
+    settings = {"small_cnn": ModelSettings(epochs=2, batch_size=16, width=4)}
+    return replace(TrainParams(model_settings=settings, seeds=(3,)), **changes)
+
+
+def test_train_cell_on_a_tiny_split(splits):
+    train, val, test = splits
+    epochs = []
+    data = TrainingData(train, val, test, list(DIGIT_NAMES))
+    result, _ = fit_cell(Cell("small_cnn", "default", "real", 3), data, tiny_grid(),
+                         on_epoch=lambda epoch, logs: epochs.append((epoch, logs)))
+    assert isinstance(result, RunResult) and result.cell == Cell("small_cnn", "default", "real", 3)
+    assert 0.0 <= result.val_acc <= 1.0 and 0.0 <= result.test_acc <= 1.0
+    # accuracies are counts over 40 images
+    assert math.isclose(result.test_acc * 40, round(result.test_acc * 40))
+    assert [e for e, _ in epochs] == [0, 1]
+    assert all(math.isfinite(logs["train_loss"]) and logs["train_loss"] > 0 for _, logs in epochs)
+    # the kept epoch is the best validation epoch (the first one on a tie)
+    vals = [logs["val_acc"] for _, logs in epochs]
+    assert result.val_acc == max(vals)
+    assert result.best_epoch == vals.index(max(vals))
+
+
+def test_two_phase_ends_with_real_only_epochs_at_lower_lr(splits):
+    train, val, test = splits
+    data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"mvc": mirrored(train, "s", 20)})
+    logs = []
+    grid = tiny_grid(phase2_epochs=1, phase2_lr_factor=0.1)
+    result, _ = fit_cell(Cell("small_cnn", "default", "two_phase", 0), data, grid, lambda e, v: logs.append(v["lr"]))
+    assert logs == [0.002, 0.002, 0.002 * 0.1]
+    assert result.best_epoch == 2  # selected among phase 2's epochs only: the model has seen phase 2
+    rsp, _ = fit_cell(Cell("small_cnn", "default", "rsp", 0), data, grid)
+    assert 0.0 <= rsp.test_acc <= 1.0
+    with pytest.raises(TrainError, match="combined-seed0 needs synthetic images"):
+        fit_cell(Cell("small_cnn", "default", "combined", 0), TrainingData(train, val, test, list(DIGIT_NAMES)), grid)
+
+
+def test_grid_cells_and_fingerprints():
+    grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined"),
+                     model_settings={"small_cnn": ModelSettings(), "wrn28_2": ModelSettings()}, models=("small_cnn", "wrn28_2"))
+    cells = plan_cells(grid)
+    assert len(cells) == 2 * 1 * 2 * 2 and len({c.name for c in cells}) == len(cells)
+    assert len(plan_cells(replace(grid, full_grid=True))) == 2 * 4 * 4 * 2
+    real, combined = Cell("small_cnn", "default", "real", 0), Cell("small_cnn", "default", "combined", 0)
+    synthetic, other = {"mvc": "synthetic"}, {"mvc": "other synthetic"}
+    base = cell_fingerprint(real, grid, "data", synthetic)
+    assert cell_fingerprint(real, grid, "data", other) == base  # real cells ignore synthetic data
+    assert cell_fingerprint(combined, grid, "data", other) != cell_fingerprint(combined, grid, "data", synthetic)
+    other_model = replace(grid, model_settings={**grid.model_settings, "wrn28_2": ModelSettings(epochs=3)})
+    assert cell_fingerprint(real, other_model, "data", synthetic) == base  # another model's settings
+    own = replace(grid, model_settings={**grid.model_settings, "small_cnn": ModelSettings(epochs=3)})
+    assert cell_fingerprint(real, own, "data", synthetic) != base
+
+
+def test_ablation_cells_only_with_the_switch_and_on_their_own_synthetic_set():
+    grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined", "rsp"), baselines=("default", "autoaugment"))
+    plain, with_ablation = plan_cells(grid), plan_cells(grid, ablation=True)
+    assert all(c.synthetic_set == "mvc" for c in plain)
+    assert with_ablation[: len(plain)] == plain  # the grid's cells, unchanged, then the ablation's
+    extra = with_ablation[len(plain):]
+    assert [c.name for c in extra] == [f"small_cnn-default-combined-no_mvc-seed{k}" for k in (0, 1)]
+    assert plain[0].name == "small_cnn-default-real-seed0"  # MVC cells keep their names
+    # only combined cells of the first baseline get a twin; no combined cells, no ablation
+    no_combined = replace(grid, strategies=("real", "rsp"))
+    assert plan_cells(no_combined, ablation=True) == plan_cells(no_combined)
+    full = plan_cells(replace(grid, full_grid=True), ablation=True)
+    assert {(c.baseline, c.strategy) for c in full if c.synthetic_set == "no_mvc"} == {("default", "combined")}
+    # a no_mvc cell hashes the ablation set's digest, not the MVC set's; an MVC cell the reverse
+    mvc, no_mvc = Cell("small_cnn", "default", "combined", 0), extra[0]
+    digests = {"mvc": "mvc-1", "no_mvc": "ablation-1"}
+    base = cell_fingerprint(no_mvc, grid, "data", digests)
+    assert cell_fingerprint(no_mvc, grid, "data", {**digests, "mvc": "mvc-2"}) == base
+    assert cell_fingerprint(no_mvc, grid, "data", {**digests, "no_mvc": "ablation-2"}) != base
+    assert cell_fingerprint(mvc, grid, "data", {**digests, "no_mvc": "ablation-2"}) == cell_fingerprint(
+        mvc, grid, "data", digests)
+    # the same inputs on both sets still make two different cells
+    assert cell_fingerprint(mvc, grid, "data", {"mvc": "same", "no_mvc": "same"}) != cell_fingerprint(
+        no_mvc, grid, "data", {"mvc": "same", "no_mvc": "same"})
+
+
+def test_a_no_mvc_cell_trains_on_the_ablation_set(splits):
+    train, val, test = splits
+    pixels = train.pixels[:20].flip(-2)
+    ablation = ImageSet([f"u{i}" for i in range(20)], list(DIGIT_NAMES) * 2, [""] * 20, pixels)
+    data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"no_mvc": ablation})
+    cell = Cell("small_cnn", "default", "combined", 0, "no_mvc")
+    assert data.pool(cell) == (train, ablation) and data.pool(replace(cell, strategy="real")) == (train, None)
+    result, _ = fit_cell(cell, data, tiny_grid())
+    assert result.cell.synthetic_set == "no_mvc" and 0.0 <= result.test_acc <= 1.0
+    with pytest.raises(TrainError, match="combined-no_mvc-seed0 needs synthetic"):
+        fit_cell(cell, replace(data, synthetic={"mvc": ablation}), tiny_grid())
+
+
+def test_predict_gives_labels_for_a_confusion_matrix(splits):
+    train, val, test = splits
+    data = TrainingData(train, val, test, list(DIGIT_NAMES))
+    result, model = fit_cell(Cell("small_cnn", "default", "real", 0), data, tiny_grid())
+    truth, predicted = predict(model, test, list(DIGIT_NAMES))
+    assert truth == test.labels and len(predicted) == len(truth) and set(predicted) <= set(DIGIT_NAMES)
+    assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
+
+
+def test_budget_and_reference_cells_pair_with_the_grid_by_seed():
+    grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined", "rsp"), baselines=("default", "autoaugment"))
+    assert budget_counts((0.25, 0.5, 1.0), 20) == [5, 10, 20] and budget_counts((0.01, 0.02), 20) == [1]
+    cells = plan_cells(grid, budgets=[5, 10, 20], images_per_class=20, reference=[5, 10, 20])
+    assert cells[: len(plan_cells(grid))] == plan_cells(grid)  # the grid first, unchanged
+    budget = [c for c in cells if c.per_class and c.strategy == "combined"]
+    assert [c.name for c in budget] == ["small_cnn-default-combined-n5-seed0", "small_cnn-default-combined-n5-seed1",
+                                        "small_cnn-default-combined-n10-seed0", "small_cnn-default-combined-n10-seed1"]
+    reference = [c for c in cells if c.strategy == "reference"]
+    assert [(c.per_class, c.seed) for c in reference] == [(5, 0), (5, 1), (10, 0), (10, 1), (20, 0), (20, 1)]
+    assert all(c.baseline == "default" and not c.uses_synthetic for c in reference)
+    assert len({c.name for c in cells}) == len(cells)
+
+
+def test_a_budget_cell_trains_on_the_first_k_synthetic_images_per_class(splits):
+    train, val, test = splits
+    synthetic = mirrored(train, "s", 60)  # 6 per class
+    data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"mvc": synthetic})
+    real, used = data.pool(Cell("small_cnn", "default", "combined", 0, per_class=2))
+    assert real is train and len(used.ids) == 20
+    assert all(used.labels.count(label) == 2 for label in DIGIT_NAMES)
+    first_two = [i for label in DIGIT_NAMES for i in [k for k, lab in enumerate(synthetic.labels) if lab == label][:2]]
+    assert sorted(used.ids) == sorted(synthetic.ids[i] for i in first_two)
+
+
+def test_a_reference_cell_adds_k_real_images_per_class_and_no_synthetic_ones(splits):
+    train, val, test = splits
+    reference = ImageSet([f"r{i}" for i in range(30)], test.labels[:30], [""] * 30, test.pixels[:30])
+    data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"mvc": mirrored(train, "s", 20)},
+                        reference=reference)
+    cell = Cell("small_cnn", "default", "reference", 0, per_class=1)
+    real, synthetic = data.pool(cell)
+    assert synthetic is None and real.ids[: len(train.ids)] == train.ids
+    assert sorted(real.ids[len(train.ids):]) == sorted(reference.first_per_class(1).ids)
+    result, _ = fit_cell(cell, data, tiny_grid())
+    assert result.cell.strategy == "reference" and 0.0 <= result.test_acc <= 1.0
+    with pytest.raises(TrainError, match="reference_per_class"):
+        fit_cell(cell, replace(data, reference=None), tiny_grid())
+
+
+def test_a_cells_fingerprint_follows_its_code():
+    grid = tiny_grid()
+    cell = Cell("small_cnn", "default", "real", 0)
+    base = cell_fingerprint(cell, grid, "data", {})
+    assert cell_fingerprint(cell, grid, "data", {}) == base
+    assert cell_fingerprint(replace(cell, per_class=5, strategy="reference"), grid, "data", {}) != base
+    assert cell_fingerprint(cell, grid, "other data", {}) != base
