@@ -1,0 +1,176 @@
+"""Paired gains against scipy and a hand computation, the exchange rate along a reference curve, and the
+report's verdict sentences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats
+
+from mvcaug.stats import PairedGain, exchange_rate, format_gain, gap_closed, paired_gain, verdict
+
+# Per-seed differences of exactly 1, 2 and 3 pp, keys in different orders, one extra seed on each side.
+CONTROL = {3: 0.80, 1: 0.70, 2: 0.75, 7: 0.50}
+TREATMENT = {1: 0.71, 9: 0.99, 2: 0.77, 3: 0.83}
+
+
+def test_paired_gain_matches_a_hand_computation():
+    # d = 1, 2, 3 pp: mean 2 pp, sd 1 pp, n = 3, t = 2 / (1 / sqrt 3) = 2 sqrt 3 with 2 degrees of freedom.
+    # For 2 degrees of freedom the t distribution has a closed form, F(t) = 1/2 + t / (2 sqrt(2 + t^2)):
+    # two-sided p = 1 - t / sqrt(2 + t^2), and the 97.5% quantile solves t / sqrt(2 + t^2) = 0.95.
+    gain = paired_gain(TREATMENT, CONTROL)
+    t = 2 * math.sqrt(3)
+    quantile = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))  # 4.3027, the table's 4.303
+    half_width = quantile * 0.01 / math.sqrt(3)
+    assert gain.pairs == 3 and gain.confidence == 0.95
+    assert gain.mean == pytest.approx(0.02, abs=1e-12)
+    assert gain.ci_low == pytest.approx(0.02 - half_width, abs=1e-9)
+    assert gain.ci_high == pytest.approx(0.02 + half_width, abs=1e-9)
+    assert gain.p_value == pytest.approx(1 - t / math.sqrt(2 + t**2), rel=1e-9)
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_paired_gain_equals_scipys_paired_t_test_on_the_common_seeds(confidence):
+    treatment = {s: 0.6 + 0.013 * s + 0.004 * (s % 3) for s in range(8)}
+    control = {s: 0.6 + 0.011 * s - 0.002 * (s % 2) for s in reversed(range(2, 10))}
+    common = range(2, 8)
+    expected = stats.ttest_rel([treatment[s] for s in common], [control[s] for s in common])
+    interval = expected.confidence_interval(confidence_level=confidence)
+    gain = paired_gain(treatment, control, confidence)
+    assert gain.pairs == 6
+    assert gain.p_value == pytest.approx(expected.pvalue, rel=1e-12)
+    assert (gain.ci_low, gain.ci_high) == pytest.approx((interval.low, interval.high), rel=1e-12)
+
+
+def test_paired_gain_ignores_seeds_present_on_one_side_only():
+    common = [1, 2, 3]
+    assert paired_gain(TREATMENT, CONTROL) == paired_gain({s: TREATMENT[s] for s in common},
+                                                          {s: CONTROL[s] for s in common})
+
+
+def test_paired_gain_without_common_seeds_raises():
+    with pytest.raises(ValueError, match="no seed in common"):
+        paired_gain({1: 0.8, 2: 0.9}, {3: 0.7})
+
+
+def test_paired_gain_rejects_a_confidence_outside_zero_and_one():
+    with pytest.raises(ValueError, match="confidence"):
+        paired_gain(TREATMENT, CONTROL, confidence=95)
+
+
+def test_a_single_pair_has_a_mean_but_no_interval_or_p_value():
+    gain = paired_gain({4: 0.5, 5: 0.9}, {4: 0.48})
+    assert gain.pairs == 1 and gain.mean == pytest.approx(0.02)
+    assert math.isnan(gain.ci_low) and math.isnan(gain.ci_high) and math.isnan(gain.p_value)
+    assert verdict(gain) == ("Synthetic images changed test accuracy by +2.0 pp on a single paired seed: "
+                             "too few seeds for a confidence interval (at least 2 needed).")
+    assert format_gain(gain) == "+2.00 pp (1 seed, no CI)"
+
+
+def test_identical_differences_collapse_the_interval_and_give_p_zero():
+    # 0.85 - 0.80 and 0.75 - 0.70 differ in the last bits of a float; they count as the same 5 pp.
+    gain = paired_gain({1: 0.85, 2: 0.75, 3: 0.65}, {1: 0.80, 2: 0.70, 3: 0.60})
+    assert gain.mean == pytest.approx(0.05)
+    assert gain.ci_low == gain.ci_high == gain.mean
+    assert gain.p_value == 0.0
+
+
+def test_no_change_on_any_seed_gives_p_one():
+    gain = paired_gain({1: 0.85, 2: 0.75}, {1: 0.85, 2: 0.75})
+    assert (gain.mean, gain.ci_low, gain.ci_high, gain.p_value) == (0.0, 0.0, 0.0, 1.0)
+    assert verdict(gain) == "No measurable effect: +0.0 pp (95% CI +0.0 to +0.0, 2 paired seeds)."
+
+
+REFERENCE = [(10, 0.03), (5, 0.02), (20, 0.046)]  # unsorted on purpose
+
+
+@pytest.mark.parametrize("gain, expected", [(0.01, 2.5), (0.02, 5.0), (0.025, 7.5), (0.038, 15.0), (0.046, 20.0)])
+def test_exchange_rate_interpolates_a_monotone_curve_from_the_implied_origin(gain, expected):
+    assert exchange_rate(REFERENCE, gain) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("gain", [0.0, -0.01])
+def test_exchange_rate_of_no_gain_is_zero_images(gain):
+    assert exchange_rate(REFERENCE, gain) == 0.0
+
+
+def test_exchange_rate_beyond_the_curve_is_none():
+    assert exchange_rate(REFERENCE, 0.0461) is None
+    assert exchange_rate([], 0.01) is None
+
+
+def test_exchange_rate_reads_a_non_monotone_curve_at_its_first_crossing():
+    dipping = [(5, 0.02), (10, 0.01), (20, 0.03)]
+    assert exchange_rate(dipping, 0.015) == pytest.approx(3.75)  # not 12.5, on the way back up
+    assert exchange_rate(dipping, 0.025) == pytest.approx(17.5)
+
+
+@pytest.mark.parametrize("reference", [[(0, 0.0), (5, 0.02)], [(5, 0.02), (5, 0.03)], [(-5, 0.01)]])
+def test_exchange_rate_rejects_non_positive_or_repeated_k(reference):
+    with pytest.raises(ValueError, match="positive and distinct"):
+        exchange_rate(reference, 0.01)
+
+
+def test_gap_closed_is_a_signed_fraction_of_a_positive_reference():
+    assert gap_closed(0.019, 0.046) == pytest.approx(0.019 / 0.046)
+    assert gap_closed(-0.01, 0.02) == pytest.approx(-0.5)
+    assert gap_closed(0.03, 0.02) == pytest.approx(1.5)
+    assert gap_closed(0.01, 0.0) is None
+    assert gap_closed(0.01, -0.02) is None
+
+
+RAISED = PairedGain(0.019, 0.008, 0.030, 0.004, 5, 0.95)
+NO_EFFECT = PairedGain(-0.001, -0.012, 0.010, 0.82, 5, 0.95)
+LOWERED = PairedGain(-0.020, -0.031, -0.009, 0.006, 5, 0.95)
+
+
+@pytest.mark.parametrize("gain, sentence", [
+    (RAISED, "Synthetic images raised test accuracy by +1.9 pp (95% CI +0.8 to +3.0, 5 paired seeds)."),
+    (NO_EFFECT, "No measurable effect: -0.1 pp (95% CI -1.2 to +1.0, 5 paired seeds)."),
+    (LOWERED, "Synthetic images lowered test accuracy by -2.0 pp (95% CI -3.1 to -0.9, 5 paired seeds)."),
+    (PairedGain(0.05, 0.001, 0.099, 0.049, 3, 0.9),
+     "Synthetic images raised test accuracy by +5.0 pp (90% CI +0.1 to +9.9, 3 paired seeds)."),
+])
+def test_verdict_without_a_reference(gain, sentence):
+    assert verdict(gain) == sentence
+
+
+@pytest.mark.parametrize("gain, reference_gain, sentence", [
+    (RAISED, 0.046, "Synthetic images raised test accuracy by +1.9 pp (95% CI +0.8 to +3.0, 5 paired seeds), "
+                    "closing 41% of the gap to 20 extra real images per class."),
+    (RAISED, -0.003, "Synthetic images raised test accuracy by +1.9 pp (95% CI +0.8 to +3.0, 5 paired seeds); "
+                     "20 extra real images per class did not raise accuracy (-0.3 pp), so there is no gap to close."),
+    (NO_EFFECT, 0.0, "No measurable effect: -0.1 pp (95% CI -1.2 to +1.0, 5 paired seeds); "
+                     "20 extra real images per class did not raise accuracy either (+0.0 pp)."),
+    (NO_EFFECT, 0.046, "No measurable effect: -0.1 pp (95% CI -1.2 to +1.0, 5 paired seeds); "
+                       "20 extra real images per class raised it by +4.6 pp."),
+    (LOWERED, 0.046, "Synthetic images lowered test accuracy by -2.0 pp (95% CI -3.1 to -0.9, 5 paired seeds); "
+                     "20 extra real images per class raised it by +4.6 pp."),
+])
+def test_verdict_with_a_reference(gain, reference_gain, sentence):
+    assert verdict(gain, reference_gain=reference_gain, reference_per_class=20) == sentence
+
+
+def test_verdict_names_what_was_tested():
+    assert verdict(LOWERED, what="RSP").startswith("RSP lowered test accuracy by -2.0 pp")
+
+
+def test_verdict_needs_the_reference_gain_and_its_size_together():
+    with pytest.raises(ValueError, match="together"):
+        verdict(RAISED, reference_gain=0.046)
+
+
+def test_verdict_of_measured_gains_follows_the_interval():
+    assert verdict(paired_gain({1: 0.82, 2: 0.85, 3: 0.80, 4: 0.88, 5: 0.84},
+                               {1: 0.80, 2: 0.83, 3: 0.79, 4: 0.85, 5: 0.83})).startswith(
+        "Synthetic images raised test accuracy by +1.8 pp (95% CI +0.8 to +2.8, 5 paired seeds)")
+    # The hand example's interval (-0.5 to +4.5 pp) holds zero: a +2 pp mean alone is no effect.
+    assert verdict(paired_gain(TREATMENT, CONTROL)) == (
+        "No measurable effect: +2.0 pp (95% CI -0.5 to +4.5, 3 paired seeds).")
+
+
+def test_format_gain_gives_two_decimals_and_the_p_value():
+    assert format_gain(RAISED) == "+1.90 pp [+0.80, +3.00], p = 0.004"
+    assert format_gain(NO_EFFECT) == "-0.10 pp [-1.20, +1.00], p = 0.820"
+    assert format_gain(PairedGain(0.05, 0.05, 0.05, 0.0, 3, 0.95)) == "+5.00 pp [+5.00, +5.00], p < 0.001"
