@@ -11,7 +11,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -228,6 +228,22 @@ class QualityParams:
 
 
 @dataclass(frozen=True)
+class FilterParams:
+    enabled: bool = True
+    """False keeps every synthetic image (reason ""); the scores and thresholds are still computed."""
+    confidence_quantile: float = 0.05
+    """Drop below this quantile of the true-class probability of correctly classified validation images."""
+    near_copy_quantile: float = 0.01
+    """Drop below this quantile of validation images' distances to their nearest training image."""
+    duplicate_quantile: float = 0.01
+    """Drop below this quantile of nearest-neighbour distances between validation images of one class."""
+    space: Literal["pixels", "features"] = "pixels"
+    """Where near-copy and near-duplicate distances are measured: pixels or the real-only classifier's features."""
+    clip_model: str = ""
+    """A local CLIP folder whose zero-shot probability replaces the classifier's confidence; "" = off."""
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Optimiser and input settings of one classifier (the paper's per-model settings go here)."""
 
@@ -304,6 +320,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     report: ReportParams = field(default_factory=ReportParams)
     regenerate: RegenerateParams = field(default_factory=RegenerateParams)
+    filter: FilterParams = field(default_factory=FilterParams)
 
 
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -322,6 +339,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("generate", "dtype"): ("auto", "float32", "float16", "bfloat16"),
     ("generate", "task_runner"): ("local", "dask"),
     ("caption", "task_runner"): ("local", "dask"),
+    ("filter", "space"): ("pixels", "features"),
 }
 
 
@@ -387,6 +405,11 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return tuple(_coerce(item, item_type, key, source) for item in value)
     if origin in (typing.Union, types.UnionType):
         return value
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        allowed = ", ".join(map(str, typing.get_args(hint)))
+        raise ParamsError(f"{source}: '{key}' is {value!r}; choose one of {allowed}")
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
@@ -429,6 +452,9 @@ def _check_choices(params: Params, source: str) -> None:
         raise ParamsError(f"{source}: 'prepare.channels' must be 1 or 3")
     if params.mix.coarse_steps < 0 or params.mix.fine_steps < 0:
         raise ParamsError(f"{source}: 'mix.coarse_steps' and 'mix.fine_steps' must be >= 0")
+    for key in ("confidence_quantile", "near_copy_quantile", "duplicate_quantile"):
+        if not 0.0 <= getattr(params.filter, key) < 1.0:
+            raise ParamsError(f"{source}: 'filter.{key}' must be a quantile in [0, 1), e.g. 0.05")
 
 
 BASELINES = ("default", "autoaugment", "randaugment", "trivialaugment")
