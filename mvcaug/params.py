@@ -39,6 +39,7 @@ TaskRunner = Literal["local", "dask"]
 Baseline = Literal["default", "autoaugment", "randaugment", "trivialaugment"]
 Strategy = Literal["real", "combined", "rsp", "two_phase"]
 Optimizer = Literal["adamw", "adam", "sgd"]
+FilterSpace = Literal["pixels", "features"]
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,22 @@ class QualityParams:
 
 
 @dataclass(frozen=True)
+class FilterParams:
+    enabled: bool = True
+    """False keeps every synthetic image (reason ""); the scores and thresholds are still computed."""
+    confidence_quantile: float = 0.05
+    """Drop below this quantile of the true-class probability of correctly classified validation images."""
+    near_copy_quantile: float = 0.01
+    """Drop below this quantile of validation images' distances to their nearest training image."""
+    duplicate_quantile: float = 0.01
+    """Drop below this quantile of nearest-neighbour distances between validation images of one class."""
+    space: FilterSpace = "pixels"
+    """Where near-copy and near-duplicate distances are measured: pixels or the real-only classifier's features."""
+    clip_model: str = ""
+    """A local CLIP folder whose zero-shot probability replaces the classifier's confidence; "" = off."""
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """Optimiser and input settings of one classifier (the paper's per-model settings go here)."""
 
@@ -330,6 +347,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     report: ReportParams = field(default_factory=ReportParams)
     regenerate: RegenerateParams = field(default_factory=RegenerateParams)
+    filter: FilterParams = field(default_factory=FilterParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -440,6 +458,9 @@ def _check_values(params: Params, source: str) -> None:
         raise ParamsError(f"{source}: 'prepare.channels' must be 1 or 3")
     if params.mix.coarse_steps < 0 or params.mix.fine_steps < 0:
         raise ParamsError(f"{source}: 'mix.coarse_steps' and 'mix.fine_steps' must be >= 0")
+    for key in ("confidence_quantile", "near_copy_quantile", "duplicate_quantile"):
+        if not 0.0 <= getattr(params.filter, key) < 1.0:
+            raise ParamsError(f"{source}: 'filter.{key}' must be a quantile in [0, 1), e.g. 0.05")
 
 
 def _check_budgets(params: Params, source: str) -> None:

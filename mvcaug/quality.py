@@ -187,7 +187,7 @@ def diversity(features: Features, labels: Sequence[str]) -> dict[str, float]:
     return spread
 
 
-def _nearest(query: torch.Tensor, reference: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """For each query row, its nearest reference row's index and the RMSE between them.
 
     Both sets are scanned in blocks (memory stays batch_size^2); the RMSE is then recomputed directly,
@@ -232,7 +232,7 @@ def memorisation(
         space = "features"
         query = torch.from_numpy(extract(feature_fn, synthetic_pixels, batch_size))
         reference = torch.from_numpy(extract(feature_fn, real_pixels, batch_size))
-    distance, nearest = _nearest(query, reference, batch_size)
+    distance, nearest = nearest_neighbours(query, reference, batch_size)
     return {
         "distance": distance,
         "nearest": nearest,
