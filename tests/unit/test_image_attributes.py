@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from mvcaug.caption import AttributeCaptioner, caption_images
+from mvcaug.caption import AttributeCaptioner
 from mvcaug.image_attributes import COLOUR_NAMES, colour_names, describe, is_drawing, measure
 from mvcaug.images import read_manifest
 from mvcaug.params import CaptionParams, PrepareParams
 from mvcaug.prepare import load_digits_source, png_bytes, prepare_dataset, to_working_image
+from tests.captions import caption_manifest
 
 SIZE = 64
 STROKE_WORDS = ("shape", "stroke", "leaning", "drawn in", "thin")
@@ -159,7 +160,7 @@ def test_two_textures_of_one_class_get_different_captions(tmp_path):
     params = PrepareParams(source="imagefolder", image_folder=str(source), train_per_class=3, val_per_class=1,
                            test_per_class=0, resolution=32, channels=3)
     prepare_dataset(params, tmp_path / "prepared")
-    table = caption_images(read_manifest(tmp_path / "prepared"), tmp_path / "prepared", AttributeCaptioner(),
+    table = caption_manifest(read_manifest(tmp_path / "prepared"), tmp_path / "prepared", AttributeCaptioner(),
                            CaptionParams(batch_size=2))
     for label in textures:
         captions = [c for c, lab in zip(table["caption"].to_pylist(), table["label"].to_pylist()) if lab == label]
