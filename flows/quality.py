@@ -5,15 +5,13 @@ from pathlib import Path
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.params import load_params
 from tasks.quality import quality
 
 
 @flow(name="quality")
 def quality_flow(params_file: str = "params.yaml") -> dict:
-    """Measure the synthetic set against the real training images."""
-    params = load_params(params_file)
-    return quality(params, str(Path(params.paths.quality) / "metrics.json"))
+    """Measure the generated set against the real images, and the effect of its two conditions."""
+    return quality(str(Path.cwd()), params_file)
 
 
 if __name__ == "__main__":

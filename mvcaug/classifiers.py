@@ -141,3 +141,30 @@ def _load_builtin(model: torch.nn.Module, path: Path) -> None:
         log.info("loaded %s; head re-initialised (%s)", path, ", ".join(dropped))
     else:
         log.info("loaded %s", path)
+
+
+CLASSIFIER_WEIGHTS = "model.safetensors"
+CLASSIFIER_CONFIG = "config.json"
+
+
+def save_classifier(model: torch.nn.Module, folder: str | Path, config: dict[str, Any]) -> None:
+    """The weights (safetensors) and what rebuilds the model (name, classes, channels, constructor kwargs)."""
+    from mvcaug.atomic import atomic_path, write_json
+
+    folder = Path(folder)
+    with atomic_path(folder / CLASSIFIER_WEIGHTS) as tmp:
+        safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(folder / CLASSIFIER_CONFIG, config)
+
+
+def load_classifier(folder: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(the model in eval mode, its config) as save_classifier wrote them."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / CLASSIFIER_CONFIG).is_file():
+        raise MissingInputError(f"{folder}: no saved classifier ({CLASSIFIER_CONFIG}); run the stage that writes it")
+    config = json.loads((folder / CLASSIFIER_CONFIG).read_text())
+    model = create_classifier(config["model"], len(config["classes"]), config["channels"], **config.get("kwargs", {}))
+    model.load_state_dict(safetensors.torch.load_file(str(folder / CLASSIFIER_WEIGHTS)))
+    return model.eval(), config

@@ -126,14 +126,14 @@ def render_shard(shard: Shard, specs: list[ImageSpec], inputs: GenerationInputs)
     out = []
     for start in range(0, len(specs), inputs.params.batch_size):
         batch = specs[start : start + inputs.params.batch_size]
-        for spec, image in zip(batch, _denoise(batch, shard.label, inputs)):
+        for spec, image in zip(batch, denoise(batch, shard.label, inputs)):
             row = {"path": f"{shard.name}/{shard.label}-{spec.index:05d}.png", "label": shard.label,
                    "shard": shard.name, **asdict(spec)}
             out.append((row, to_image(image, inputs.resolution)))
     return out
 
 
-def _denoise(specs: list[ImageSpec], label: str, inputs: GenerationInputs) -> torch.Tensor:
+def denoise(specs: list[ImageSpec], label: str, inputs: GenerationInputs) -> torch.Tensor:
     """Images at the model's resolution, in [-1, 1]; the caller resizes to the working resolution."""
     p, denoiser = inputs.params, inputs.denoiser
     device = next(denoiser.unet.parameters()).device

@@ -66,6 +66,8 @@ class PathsParams:
     """report.html and report.md."""
     quality: str = "data/09_quality"
     """Quality measures of the synthetic set (metrics.json)."""
+    filter: str = "data/10_filter"
+    """Keep/drop decisions per synthetic set (<set>.parquet), metrics.json and the real-only classifier."""
     metrics: str = "metrics.json"
     """The DVC metrics file compared by `dvc metrics diff`."""
     cache: str = ".mvcaug-cache"

@@ -281,7 +281,7 @@ def quality_report(
     when none are given.
     Keys: fidelity.<class>, fidelity._all, fid, kid_mean, kid_std, diversity.{synthetic,real}.<class>,
     diversity.{synthetic,real}._all, memorisation.{near_copies,near_copy_fraction,min_distance,
-    median_distance,mean_distance} (memorisation in pixel space); given inception_fn (e.g.
+    median_distance,mean_distance} (memorisation in pixel space), near_copy_fraction.<class>; given inception_fn (e.g.
     mvcaug.inception's), also fid_inception, kid_inception_mean, kid_inception_std in its feature
     space. Raises if a value is not finite."""
     # 1. features of both sets, once
@@ -312,6 +312,9 @@ def quality_report(
         "memorisation.median_distance": copies["median"],
         "memorisation.mean_distance": copies["mean"],
     })
+    labels = np.asarray(synthetic_labels)
+    report.update({f"near_copy_fraction.{label}": float((copies["distance"][labels == label] < copies["threshold"]).mean())
+                   for label in sorted(set(synthetic_labels))})
     # 4. a NaN would be written as invalid JSON and compare as nothing in `dvc metrics diff`
     bad = sorted(key for key, value in report.items() if not np.isfinite(value))
     if bad:

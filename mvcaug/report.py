@@ -1,18 +1,42 @@
-"""Summarise classifier runs into DVC metrics and render a self-contained HTML report."""
+"""The report, read at a glance: the answer first, then the tables a person reads, then images and curves.
+
+1. the verdict sentence and the headline numbers (mvcaug.summary: the strategy chosen on validation,
+   its paired gain with a 95% CI, the real-data yardstick);
+2. the budget curve (test accuracy against images added per class, synthetic and real, with CI bands);
+3. tables: strategies with paired CIs, the paper's table, the MVC ablation, quality per class, a small
+   quality summary, the filter's decisions, and where the time went;
+4. real vs synthetic images per class, the images the filter dropped with their reasons;
+5. curves (validation accuracy per epoch, fine-tuning loss) and every run.
+The same content, without images, is the Markdown report and the Prefect artifact. Everything here is
+pure: data in, one self-contained HTML string (images inline, charts as SVG) or Markdown out.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image
 
 from mvcaug.cells import RunResult
-from mvcaug.synthetic_sets import MVC, NO_MVC
+from mvcaug.charts import COLOURS, Series, indexed, line_chart, running_mean
+from mvcaug.stats import format_gain
+from mvcaug.summary import (
+    SHORT, STRATEGY_SUFFIX, Headline, column_name, columns, gain_over_baseline, result_column,
+)
+from mvcaug.synthetic_sets import NO_MVC
+
+PAPER_COLUMNS = ("baseline", "aa", "ra", "ta", "syn", "aa_syn", "ra_syn", "ta_syn")
+PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn": "Syn",
+                "aa_syn": "AA+Syn", "ra_syn": "RA+Syn", "ta_syn": "TA+Syn"}
+GRID_STRATEGIES = ("real", "combined", "rsp", "two_phase")
+ABLATION_NOTE = ("Real + synthetic images generated from unmixed caption embeddings (P = Q = 0) vs from the MVC "
+                 "mixes: same fine-tuned model, seeds, conditioning images and classifier settings.")
+GAIN_NOTE = ("Gains are paired by seed against real only with the same augmentation: mean difference in percentage "
+             "points, 95% t-interval, paired t-test.")
 
 
 @dataclass(frozen=True)
@@ -25,119 +49,204 @@ class SampleRow:
     conditioning: list[Image.Image]
 
 
-SHORT = {"default": "baseline", "autoaugment": "aa", "randaugment": "ra", "trivialaugment": "ta"}
-PAPER_COLUMNS = ("baseline", "aa", "ra", "ta", "syn", "aa_syn", "ra_syn", "ta_syn")
-PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn": "Syn",
-                "aa_syn": "AA+Syn", "ra_syn": "RA+Syn", "ta_syn": "TA+Syn"}
-STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase", "reference": "ref"}
+@dataclass(frozen=True)
+class DroppedImage:
+    """A synthetic image the filter dropped, with its class and reason."""
+
+    label: str
+    reason: str
+    image: Image.Image
 
 
-def column_name(baseline: str, strategy: str) -> str:
-    """The paper's column names: baseline, aa, ra, syn, aa_syn, ... (rsp and two_phase alike)."""
-    short = SHORT[baseline]
-    suffix = STRATEGY_SUFFIX[strategy]
-    if not suffix:
-        return short
-    return suffix if short == "baseline" else f"{short}_{suffix}"
+@dataclass
+class ReportData:
+    """Everything the report shows; the report task reads it, the functions here only render it."""
+
+    metrics: dict
+    results: Sequence[RunResult]
+    headline: Headline | None = None
+    budget: dict[str, dict[str, list[tuple]]] = field(default_factory=dict)
+    quality: dict | None = None
+    filter_metrics: dict | None = None
+    stage_times: dict[str, dict] = field(default_factory=dict)
+    samples: Sequence[SampleRow] = ()
+    dropped: Sequence[DroppedImage] = ()
+    losses: Sequence[float] = ()
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    mix_steps: tuple[int, int] | None = None
+    images_per_class: int = 0
+    title: str = "mvcaug report"
 
 
-def result_column(result: RunResult) -> str:
-    """A run's column: column_name, suffixed _no_mvc for the MVC ablation's runs (syn_no_mvc) and _n<k> for
-    budget and reference runs (syn_n5, ref_n20)."""
-    cell = result.cell
-    column = column_name(cell.baseline, cell.strategy)
-    column = column if cell.synthetic_set == MVC else f"{column}_{cell.synthetic_set}"
-    return f"{column}_n{cell.per_class}" if cell.per_class else column
+# --- tables (header, rows) shared by HTML and Markdown -------------------------------------------------
 
 
-def summarise(results: Sequence[RunResult]) -> dict:
-    """{model: {column: {acc_mean, acc_std, val_acc_mean, runs, gain}}}: `dvc metrics diff` shows it as
-    flat keys such as small_cnn.syn.acc_mean; gain is over the real-only run with the same augmentation."""
-    metrics: dict = {}
-    groups: dict[tuple[str, str, str], list[RunResult]] = {}
-    for r in results:
-        groups.setdefault((r.cell.model, r.cell.baseline, result_column(r)), []).append(r)
-    for (model, _, column), runs in sorted(groups.items()):
-        accs = [r.test_acc for r in runs]
-        metrics.setdefault(model, {})[column] = {
-            "acc_mean": round(statistics.fmean(accs), 4),
-            "acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
-            "val_acc_mean": round(statistics.fmean(r.val_acc for r in runs), 4),
-            "runs": len(runs),
-        }
-    for (model, baseline, column), runs in groups.items():
-        reference = metrics[model].get(column_name(baseline, "real"))
-        if runs[0].cell.strategy != "real" and reference is not None:
-            cell = metrics[model][column]
-            cell["gain"] = round(cell["acc_mean"] - reference["acc_mean"], 4)
-    return metrics
-
-
-def mean_validation_curves(results: Sequence[RunResult], logs: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
-    """{model: {grid column: validation accuracy per epoch, averaged over seeds}} from the cells' logs
-    ({cell name: values}); a column's curve is as long as its shortest log."""
-    per_column: dict[tuple[str, str], list[list[float]]] = {}
-    for r in results:
-        if r.cell.name in logs:
-            per_column.setdefault((r.cell.model, result_column(r)), []).append(logs[r.cell.name])
-    curves: dict[str, dict[str, list[float]]] = {}
-    for (model, column), runs in per_column.items():
-        length = min(len(v) for v in runs)
-        curves.setdefault(model, {})[column] = [statistics.fmean(v[i] for v in runs) for i in range(length)]
-    return curves
+def _percent(cell: dict | None) -> str:
+    return "–" if cell is None else f"{100 * cell['acc_mean']:.2f} ± {100 * cell['acc_std']:.2f}"
 
 
 def _cell_text(cell: dict | None) -> str:
+    """mean ± std over seeds, with the mean gain in pp when the column has one."""
     if cell is None:
         return "–"
     gain = f" ({100 * cell['gain']:+.2f})" if "gain" in cell else ""
-    return f"{100 * cell['acc_mean']:.2f} ± {100 * cell['acc_std']:.2f}{gain}"
+    return _percent(cell) + gain
 
 
-def accuracy_tables(metrics: dict) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
-    """(paper header, paper rows, strategy header, strategy rows) as text cells, for HTML and Markdown."""
+def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """The numbers behind the verdict."""
+    h = data.headline
+    if h is None:
+        return [], []
+    model = data.metrics[h.model]
+    chosen = model[h.column]
+    rows = [["real only (baseline)", _percent(model.get("baseline"))],
+            [f"{h.strategy} with synthetic images (chosen on validation)", _percent(chosen)],
+            ["gain, paired over seeds", format_gain(h.gain)]]
+    if h.reference_gain is not None:
+        rows.append([f"gain of {h.reference_per_class} extra real images per class", f"{100 * h.reference_gain:+.2f} pp"])
+        if "gap_closed" in chosen:
+            rows.append(["gap to those real images closed", f"{100 * chosen['gap_closed']:.0f}%"])
+        if "exchange_rate" in chosen:
+            rate = chosen["exchange_rate"]
+            worth = f"more than {h.reference_per_class}" if rate < 0 else f"{rate:.1f}"
+            rows.append(["worth this many real images per class", worth])
+    if data.filter_metrics and "mvc" in data.filter_metrics:
+        counts = data.filter_metrics["mvc"]["counts"].get("_all", {})
+        if counts:
+            rows.append(["synthetic images kept by the filter", f"{counts['kept']} of {counts['total']}"])
+    return ["", h.model], rows
+
+
+def strategy_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """Rows = model x augmentation; columns = real only and each strategy with its paired gain."""
+    strategies = [s for s in GRID_STRATEGIES if any(column_name(b, s) in metrics[m] for m in metrics for b in SHORT)]
+    rows = []
+    for model in sorted(metrics):
+        for baseline in SHORT:
+            present = [metrics[model].get(column_name(baseline, s)) for s in strategies]
+            if any(present):
+                rows.append([model, baseline] + [_gain_cell(c) for c in present])
+    return ["model", "augmentation"] + list(strategies), rows
+
+
+def _gain_cell(cell: dict | None) -> str:
+    """mean ± std, and the paired gain with its CI when there is one."""
+    if cell is None:
+        return "–"
+    if "gain_ci_low" not in cell:
+        return _cell_text(cell)
+    return (f"{_percent(cell)}; {100 * cell['gain']:+.2f} pp [{100 * cell['gain_ci_low']:+.2f}, "
+            f"{100 * cell['gain_ci_high']:+.2f}], p = {cell['gain_p']:.3f}")
+
+
+def paper_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The paper's table: rows = models; Baseline, AA, RA, TA and their +Syn columns (gain in pp)."""
     models = sorted(metrics)
     present = [c for c in PAPER_COLUMNS if any(c in metrics[m] for m in models)]
-    paper = [[m] + [_cell_text(metrics[m].get(c)) for c in present] for m in models]
-    strategies = [s for s in STRATEGY_SUFFIX if any(column_name(b, s) in metrics[m] for m in models for b in SHORT)]
-    strategy_rows = []
-    for model in models:
-        for baseline in SHORT:
-            if column_name(baseline, "real") in metrics[model] or any(
-                    column_name(baseline, s) in metrics[model] for s in strategies):
-                strategy_rows.append([model, baseline] + [
-                    _cell_text(metrics[model].get(column_name(baseline, s))) for s in strategies])
-    return (["model"] + [PAPER_TITLES[c] for c in present], paper,
-            ["model", "augmentation"] + strategies, strategy_rows)
+    return ["model"] + [PAPER_TITLES[c] for c in present], [[m] + [_cell_text(metrics[m].get(c)) for c in present]
+                                                            for m in models]
 
 
 def ablation_table(metrics: dict, mix_steps: tuple[int, int] | None = None) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the MVC ablation: real only vs combined with P = Q = 0 mixes vs with MVC's, for
-    each model and augmentation that has ablation runs. `mix_steps`: the params' (P, Q), for the title."""
+    """The MVC ablation: real only vs combined with P = Q = 0 mixes vs with MVC's, with paired gains."""
     mvc_title = "Syn, MVC" if mix_steps is None else f"Syn, P = {mix_steps[0]}, Q = {mix_steps[1]}"
     rows = []
     for model in sorted(metrics):
         for baseline in SHORT:
-            columns = (column_name(baseline, "real"), f"{column_name(baseline, 'combined')}_{NO_MVC}",
-                       column_name(baseline, "combined"))
-            if columns[1] in metrics[model]:
-                rows.append([model, baseline] + [_cell_text(metrics[model].get(c)) for c in columns])
+            names = (column_name(baseline, "real"), f"{column_name(baseline, 'combined')}_{NO_MVC}",
+                     column_name(baseline, "combined"))
+            if names[1] in metrics[model]:
+                rows.append([model, baseline] + [_gain_cell(metrics[model].get(c)) for c in names])
     return ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", mvc_title], rows
 
 
-ABLATION_NOTE = ("Real + synthetic images generated from unmixed caption embeddings (P = Q = 0) vs from the MVC "
-                 "mixes: same fine-tuned model, seeds, conditioning images and classifier settings.")
+def budget_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
+    """Test accuracy (%) at each number of images added per class, synthetic and real, per model."""
+    rows = []
+    for model, curves in sorted(data.budget.items()):
+        for kind in ("synthetic", "real"):
+            for k, mean, low, high in curves.get(kind, []):
+                rows.append([model, kind, str(k), f"{100 * mean:.2f}", f"[{100 * low:.2f}, {100 * high:.2f}]"])
+    return ["model", "images added", "per class", "test accuracy (%)", "95% CI"], rows
+
+
+def quality_per_class(quality: dict | None, filter_metrics: dict | None) -> tuple[list[str], list[list[str]]]:
+    """Rows = classes: label fidelity, near-copy share, diversity real vs synthetic, kept after filtering."""
+    if not quality:
+        return [], []
+    classes = sorted(k.removeprefix("fidelity.") for k in quality if k.startswith("fidelity.") and k != "fidelity._all")
+    counts = (filter_metrics or {}).get("mvc", {}).get("counts", {})
+    rows = []
+    for label in classes:
+        kept = counts.get(label)
+        rows.append([label, f"{100 * quality[f'fidelity.{label}']:.0f}%",
+                     f"{100 * quality.get(f'near_copy_fraction.{label}', float('nan')):.0f}%",
+                     f"{quality.get(f'diversity.real.{label}', float('nan')):.2f}",
+                     f"{quality.get(f'diversity.synthetic.{label}', float('nan')):.2f}",
+                     f"{kept['kept']} of {kept['total']}" if kept else "–"])
+    return ["class", "label fidelity", "near copies", "diversity, real", "diversity, synthetic",
+            "kept after filtering"], rows
+
+
+def quality_summary(quality: dict | None) -> tuple[list[str], list[list[str]]]:
+    """A few overall numbers: FID, KID, near copies, and whether the text condition moves the images."""
+    if not quality:
+        return [], []
+
+    def number(key: str, digits: int = 3) -> str:
+        value = quality.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value or "–")
+
+    rows = [["label fidelity (real-only classifier)", f"{100 * quality['fidelity._all']:.0f}%"],
+            ["FID to the real test images (classifier features)", number("fid")],
+            ["KID (classifier features)", f"{number('kid_mean', 4)} ± {number('kid_std', 4)}"],
+            ["near copies of a training image", f"{quality['memorisation.near_copies']:.0f} "
+                                               f"({100 * quality['memorisation.near_copy_fraction']:.0f}%)"]]
+    if "fid_inception" in quality:
+        rows.append(["FID (Inception-v3 features)", number("fid_inception")])
+    if "condition.text_change" in quality:
+        rows.append(["pixel RMSE when only the text changes (MVC mix)", number("condition.text_change")])
+        rows.append(["pixel RMSE when only the conditioning image changes", number("condition.image_change")])
+    return ["measure", "value"], rows
+
+
+def filter_table(filter_metrics: dict | None) -> tuple[list[str], list[list[str]]]:
+    """Kept and dropped synthetic images per class and reason (MVC set)."""
+    counts = (filter_metrics or {}).get("mvc", {}).get("counts", {})
+    if not counts:
+        return [], []
+    reasons = [k for k in next(iter(counts.values())) if k not in ("kept", "total")]
+    rows = [[label, str(c["kept"])] + [str(c[r]) for r in reasons] + [str(c["total"])]
+            for label, c in sorted(counts.items(), key=lambda item: (item[0] == "_all", item[0]))]
+    rows = [["all" if row[0] == "_all" else row[0]] + row[1:] for row in rows]
+    return ["class", "kept"] + [r.replace("_", " ") for r in reasons] + ["generated"], rows
+
+
+def time_table(stage_times: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """Wall time of each stage's last run (the run that produced these results), in pipeline order."""
+    if not stage_times:
+        return [], []
+    rows = [[stage, f"{entry['seconds']:.1f}", entry.get("finished", "")] for stage, entry in stage_times.items()]
+    total = sum(entry["seconds"] for entry in stage_times.values())
+    return ["stage", "wall time (s)", "finished (UTC)"], rows + [["all stages", f"{total:.1f}", ""]]
+
+
+def runs_table(results: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
+    rows = [[r.cell.model, r.cell.baseline, result_column(r), str(r.cell.seed), str(r.best_epoch),
+             f"{100 * r.val_acc:.2f}", f"{100 * r.test_acc:.2f}"] for r in results]
+    return ["model", "augmentation", "column", "seed", "best epoch", "val %", "test %"], rows
+
+
+# --- HTML ----------------------------------------------------------------------------------------------
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _data_uri(image: Image.Image, scale: int) -> str:
@@ -150,110 +259,146 @@ def _img(image: Image.Image, scale: int, title: str = "") -> str:
     return f'<img src="{_data_uri(image, scale)}" title="{html.escape(title)}" alt="{html.escape(title)}">'
 
 
-def _svg_lines(series: Sequence[tuple[str, Sequence[float]]], width: int, height: int) -> tuple[str, float, float]:
-    """(an inline SVG with one polyline per (colour, values), the lowest value, the highest value);
-    all lines share the axes, x spanning the longest series."""
-    lo = min(min(values) for _, values in series)
-    hi = max(max(values) for _, values in series)
-    span, longest = (hi - lo) or 1.0, max(len(values) for _, values in series)
-    lines = "".join(
-        f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
-        + " ".join(f"{i * width / (longest - 1):.1f},{height - (v - lo) * height / span:.1f}" for i, v in enumerate(values))
-        + '"/>'
-        for colour, values in series
-    )
-    return f'<svg width="{width}" height="{height}" style="border:1px solid #ccc">{lines}</svg>', lo, hi
-
-
-def _sparkline(values: Sequence[float], width: int = 480, height: int = 120) -> str:
-    """An inline SVG line of a curve (the fine-tuning loss), smoothed by a running mean."""
-    if len(values) < 2:
+def _section(title: str, body: str, note: str = "") -> str:
+    if not body:
         return ""
-    window = max(1, len(values) // 50)
-    smooth = [statistics.fmean(values[max(0, i - window) : i + 1]) for i in range(len(values))]
-    svg, _, _ = _svg_lines([("#c33", smooth)], width, height)
-    return svg + f"<p>loss from {smooth[0]:.3f} to {smooth[-1]:.3f} over {len(values)} steps</p>"
+    return f"<h2>{html.escape(title)}</h2>\n" + (f"<p>{html.escape(note)}</p>\n" if note else "") + body + "\n"
 
 
-CURVE_COLOURS = ("#c33", "#36c", "#393", "#c80", "#939", "#099", "#666", "#960")
+def budget_chart(data: ReportData) -> str:
+    """Test accuracy (%) against images added per class: synthetic and real, mean with the 95% CI band."""
+    charts = []
+    for model, curves in sorted(data.budget.items()):
+        series = [Series(f"{kind} images", colour, [(k, 100 * m, 100 * lo, 100 * hi) for k, m, lo, hi in points])
+                  for (kind, colour) in (("synthetic", COLOURS[0]), ("real", COLOURS[1]))
+                  if (points := curves.get(kind))]
+        if series:
+            charts.append(line_chart(series, "images added per class", "test accuracy (%)", title=model))
+    return "".join(charts)
 
 
-def curves_svg(curves: dict[str, Sequence[float]], width: int = 480, height: int = 160) -> str:
-    """Several curves (validation accuracy per epoch, one per grid column) in one inline SVG, with a legend."""
-    named = [(name, values, colour) for (name, values), colour
-             in zip(sorted((n, v) for n, v in curves.items() if len(v) > 1), CURVE_COLOURS * 8)]
-    if not named:
+def validation_charts(curves: dict[str, dict[str, list[float]]]) -> str:
+    charts = []
+    for model, by_column in sorted(curves.items()):
+        series = [Series(name, colour, indexed(values)) for (name, values), colour
+                  in zip(sorted((n, v) for n, v in by_column.items() if len(v) > 1), COLOURS * 8)]
+        if series:
+            charts.append(line_chart(series, "epoch", "validation accuracy", title=model))
+    return "".join(charts)
+
+
+def loss_chart(losses: Sequence[float]) -> str:
+    if len(losses) < 2:
         return ""
-    svg, lo, hi = _svg_lines([(colour, values) for _, values, colour in named], width, height)
-    legend = " ".join(f'<span style="color:{colour}">&#9632; {html.escape(name)}</span>' for name, _, colour in named)
-    return svg + f"<p>{legend} (from {lo:.3f} to {hi:.3f})</p>"
+    smooth = running_mean(losses, len(losses) // 50 + 1)
+    return (line_chart([Series("loss (running mean)", COLOURS[0], indexed(smooth))], "step", "loss")
+            + f"<p>loss from {smooth[0]:.3f} to {smooth[-1]:.3f} over {len(losses)} steps</p>")
 
 
-def render_html(metrics: dict, results: Sequence[RunResult], samples: Sequence[SampleRow],
-                finetune_losses: Sequence[float], quality: dict | None = None, title: str = "mvcaug report",
-                curves: dict[str, dict[str, Sequence[float]]] | None = None,
-                mix_steps: tuple[int, int] | None = None) -> str:
-    """One HTML file, images inline, readable offline. `curves`: {model: {column: mean val accuracy per epoch}};
-    `mix_steps`: the params' (P, Q), for the MVC ablation's table."""
-    paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
-    ablation_head, ablation_rows = ablation_table(metrics, mix_steps)
-    ablation_html = ""
-    if ablation_rows:
-        ablation_html = ("<h2>MVC ablation: test accuracy (%), P = Q = 0 vs MVC</h2>\n"
-                         f"<p>{html.escape(ABLATION_NOTE)}</p>\n{_html_table(ablation_head, ablation_rows)}")
-    run_rows = [[r.cell.model, r.cell.baseline, r.cell.strategy + (" (P = Q = 0)" if r.cell.synthetic_set == NO_MVC else ""),
-                 str(r.cell.seed), str(r.best_epoch), f"{100 * r.val_acc:.2f}", f"{100 * r.test_acc:.2f}"] for r in results]
-    quality_html = ""
-    if quality:
-        quality_html = "<h2>Quality of the synthetic set</h2>" + _html_table(*quality_table(quality))
-    grid = []
+def sample_grid(samples: Sequence[SampleRow]) -> str:
+    if not samples:
+        return ""
+    rows = []
     for row in samples:
         real = "".join(_img(im, 4, f"real {row.label}") for im in row.real)
         synth = "".join(
             f'<span class="pair">{_img(c, 2, "conditioning image")}{_img(s, 4, f"synthetic {row.label}")}</span>'
-            for s, c in zip(row.synthetic, row.conditioning)
-        )
-        grid.append(f"<tr><th>{html.escape(row.label)}</th><td>{real}</td><td>{synth}</td></tr>")
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:1em}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:middle}} img{{image-rendering:pixelated;margin:1px}}
-.pair{{display:inline-block;margin-right:6px;background:#eef}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<h2>Test accuracy (%), mean ± std over seeds (gain over the matching baseline)</h2>
-{_html_table(paper_head, paper_rows)}
-<h2>Training strategies: real only, combined, RSP, two-phase</h2>
-{_html_table(strategy_head, strategy_rows)}
-{ablation_html}
-{quality_html}
-<h2>Real vs synthetic, per class</h2>
-<p>Each synthetic image (large) follows its conditioning image (small, shaded).</p>
-<table><tr><th>class</th><th>real</th><th>synthetic</th></tr>{''.join(grid)}</table>
-<h2>Classifier validation accuracy per epoch (mean over seeds)</h2>
-{"".join(f"<h3>{html.escape(model)}</h3>" + curves_svg(c) for model, c in sorted((curves or {}).items()))}
-<h2>Denoiser fine-tuning loss</h2>
-{_sparkline(finetune_losses)}
-<h2>Runs</h2>
-{_html_table(["model", "augmentation", "strategy", "seed", "best epoch", "val %", "test %"], run_rows)}
-</body></html>
-"""
+            for s, c in zip(row.synthetic, row.conditioning))
+        rows.append(f"<tr><th>{html.escape(row.label)}</th><td>{real}</td><td>{synth}</td></tr>")
+    return ("<p>Each synthetic image (large) follows its conditioning image (small, shaded).</p>"
+            f"<table><tr><th>class</th><th>real</th><th>synthetic</th></tr>{''.join(rows)}</table>")
 
 
-def quality_table(quality: dict) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the synthetic-set measures; text values (e.g. "not computed: ...") as they are."""
-    return ["measure", "value"], [[k, f"{v:.4f}" if isinstance(v, (int, float)) else str(v)]
-                                  for k, v in sorted(quality.items())]
+def dropped_grid(dropped: Sequence[DroppedImage]) -> str:
+    if not dropped:
+        return ""
+    tiles = "".join(f'<figure>{_img(d.image, 4, f"{d.label}: {d.reason}")}<figcaption>{html.escape(d.label)}<br>'
+                    f'{html.escape(d.reason.replace("_", " "))}</figcaption></figure>' for d in dropped)
+    return f'<div class="tiles">{tiles}</div>'
 
 
-def metrics_markdown(metrics: dict, mix_steps: tuple[int, int] | None = None, quality: dict | None = None) -> str:
-    """The accuracy tables (and the quality table, given it) as Markdown, for report.md and a Prefect artifact."""
-    paper_head, paper_rows, strategy_head, strategy_rows = accuracy_tables(metrics)
-    ablation_head, ablation_rows = ablation_table(metrics, mix_steps)
-    ablation = ""
-    if ablation_rows:
-        ablation = ("\n## MVC ablation: P = Q = 0 vs MVC\n\n" + ABLATION_NOTE + "\n\n"
-                    + _markdown_table(ablation_head, ablation_rows) + "\n")
-    return ("## Test accuracy (%), mean ± std over seeds (gain over the matching baseline)\n\n"
-            + _markdown_table(paper_head, paper_rows)
-            + "\n\n## Training strategies\n\n" + _markdown_table(strategy_head, strategy_rows) + "\n" + ablation
-            + ("\n## Quality of the synthetic set\n\n" + _markdown_table(*quality_table(quality)) + "\n" if quality else ""))
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px} table{border-collapse:collapse;margin-bottom:1em}
+td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:middle;text-align:left} img{image-rendering:pixelated;margin:1px}
+.pair{display:inline-block;margin-right:6px;background:#eef} .verdict{font-size:1.3em;padding:.6em 1em;background:#f4f4f4;
+border-left:6px solid #36c} .tiles figure{display:inline-block;margin:4px;text-align:center;font-size:.8em}"""
+
+
+def render_html(data: ReportData) -> str:
+    """One HTML file, images inline, readable offline, the answer first."""
+    verdict = data.headline.sentence if data.headline else "No synthetic runs to judge: only real-only cells ran."
+    parts = [
+        f'<p class="verdict">{html.escape(verdict)}</p>',
+        _html_table(*headline_table(data)),
+        _section("How many images: synthetic vs real", budget_chart(data) + _html_table(*budget_table(data)),
+                 "Test accuracy against the images added per class to the real training split: synthetic (combined "
+                 "cells on the first k images of each class) and held-out real ones (reference cells); 0 is real only. "
+                 "Mean over seeds with the 95% CI band."),
+        _section("Training strategies: real only, combined, RSP, two-phase", _html_table(*strategy_table(data.metrics)),
+                 GAIN_NOTE),
+        _section("Test accuracy (%) as in the paper (gain over the matching baseline)",
+                 _html_table(*paper_table(data.metrics))),
+        _section("MVC ablation: P = Q = 0 vs MVC", _html_table(*ablation_table(data.metrics, data.mix_steps)),
+                 ABLATION_NOTE),
+        _section("Quality of the synthetic images, per class", _html_table(*quality_per_class(data.quality,
+                                                                                          data.filter_metrics)),
+                 "Label fidelity: share the real-only classifier assigns to the intended class. Near copies: within "
+                 "pixel RMSE 0.1 of a training image. Diversity: mean pairwise feature distance within the class."),
+        _section("Quality summary", _html_table(*quality_summary(data.quality))),
+        _section("What the filter kept and dropped", _html_table(*filter_table(data.filter_metrics))),
+        _section("Where the time went", _html_table(*time_table(data.stage_times)),
+                 "Wall time of each stage's last run; the report's own time is not in it yet."),
+        _section("Real vs synthetic, per class", sample_grid(data.samples)),
+        _section("Dropped by the filter", dropped_grid(data.dropped)),
+        _section("Classifier validation accuracy per epoch (mean over seeds)", validation_charts(data.curves)),
+        _section("Denoiser fine-tuning loss", loss_chart(data.losses)),
+        _section("Runs", _html_table(*runs_table(data.results))),
+    ]
+    body = "\n".join(part for part in parts if part)
+    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(data.title)}</title>\n'
+            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(data.title)}</h1>\n{body}\n</body></html>\n")
+
+
+# --- Markdown ------------------------------------------------------------------------------------------
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+def render_markdown(data: ReportData) -> str:
+    """The report without images, for report.md and the Prefect artifact: the verdict first."""
+    verdict = data.headline.sentence if data.headline else "No synthetic runs to judge: only real-only cells ran."
+    sections = [
+        ("", _markdown_table(*headline_table(data))),
+        ("How many images: synthetic vs real", _markdown_table(*budget_table(data))),
+        ("Training strategies", (GAIN_NOTE + "\n\n" if data.metrics else "") + _markdown_table(*strategy_table(data.metrics))),
+        ("Test accuracy (%) as in the paper", _markdown_table(*paper_table(data.metrics))),
+        ("MVC ablation: P = Q = 0 vs MVC", _markdown_table(*ablation_table(data.metrics, data.mix_steps))),
+        ("Quality of the synthetic images, per class",
+         _markdown_table(*quality_per_class(data.quality, data.filter_metrics))),
+        ("Quality summary", _markdown_table(*quality_summary(data.quality))),
+        ("What the filter kept and dropped", _markdown_table(*filter_table(data.filter_metrics))),
+        ("Where the time went", _markdown_table(*time_table(data.stage_times))),
+    ]
+    text = f"# {data.title}\n\n**{verdict}**\n\n"
+    for title, body in sections:
+        if body.strip() and not body.strip().endswith(GAIN_NOTE):
+            text += (f"## {title}\n\n" if title else "") + body + "\n"
+    return text + "Sample grids and curves: report.html, beside this file.\n"
+
+
+def mean_validation_curves(results: Sequence[RunResult], logs: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
+    """{model: {grid column: validation accuracy per epoch, averaged over seeds}} from the cells' logs
+    ({cell name: values}); a column's curve is as long as its shortest log."""
+    per_column: dict[tuple[str, str], list[list[float]]] = {}
+    for r in results:
+        if r.cell.name in logs:
+            per_column.setdefault((r.cell.model, result_column(r)), []).append(logs[r.cell.name])
+    curves: dict[str, dict[str, list[float]]] = {}
+    for (model, column), runs in per_column.items():
+        length = min(len(v) for v in runs)
+        curves.setdefault(model, {})[column] = [sum(v[i] for v in runs) / len(runs) for i in range(length)]
+    return curves

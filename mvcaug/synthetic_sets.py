@@ -50,6 +50,19 @@ def manifest_rows(synthetic: SyntheticSet) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
+def decisions_file(synthetic: SyntheticSet, paths: PathsParams) -> Path:
+    """The filter stage's decisions for a set: its manifest rows plus kept, reason and the scores."""
+    return Path(paths.filter) / f"{synthetic.name}.parquet"
+
+
+def decision_rows(synthetic: SyntheticSet, paths: PathsParams) -> list[dict]:
+    """Every image of a set with the filter's decision, in manifest order."""
+    path = decisions_file(synthetic, paths)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no filter decisions; run the filter stage first (dvc repro filter)")
+    return pq.read_table(path).to_pylist()
+
+
 def kept_rows(synthetic: SyntheticSet, paths: PathsParams) -> list[dict]:
-    """The images of a set that training uses, in manifest order."""
-    return manifest_rows(synthetic)
+    """The images of a set that the filter kept (all of them with filter.enabled false), in manifest order."""
+    return [row for row in decision_rows(synthetic, paths) if row["kept"]]

@@ -1,41 +1,53 @@
-"""Task of the quality stage: measure the synthetic set with a classifier trained on real images only."""
+"""Task of the quality stage: how faithful, diverse and novel the generated images are, and whether the
+text condition moves the generator's output at all."""
 
-from dataclasses import replace
+from __future__ import annotations
+
+import math
+from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json
+from mvcaug.classifiers import load_classifier
+from mvcaug.condition_effect import condition_effect
 from mvcaug.devices import resolve_device
 from mvcaug.images import load_images, load_split
 from mvcaug.inception import inception_feature_fn, load_inception
-from mvcaug.params import Params
+from mvcaug.params import load_params
 from mvcaug.quality import classifier_feature_fns, quality_report
-from mvcaug.synthetic_sets import MVC, SyntheticSet, kept_rows
-from mvcaug.cells import Cell
-from mvcaug.train import TrainingData, fit_cell
+from mvcaug.synthetic_sets import MVC, SyntheticSet, manifest_rows
+from tasks.filter import CLASSIFIER
+from tasks.generate import load_inputs
 
 NOT_COMPUTED = "not computed: quality.inception_weights is empty"
+NOT_APPLICABLE = "not applicable: the generator takes no conditioning image (generate.mode: pretrained)"
 
 
 @task(cache_policy=NO_CACHE)
-def quality(params: Params, out_file: str) -> dict:
-    """Label fidelity, FID/KID and diversity in the real-only classifier's feature space, memorisation;
-    FID/KID in Inception features too when quality.inception_weights names the weights file."""
+def quality(root: str, params_file: str) -> dict:
+    """Label fidelity, FID/KID and diversity in the feature space of the filter stage's real-only
+    classifier, memorisation (overall and per class), and the text-vs-image condition effect, for every
+    generated image of the MVC set (before filtering: this measures the generator). FID/KID in Inception
+    features too when quality.inception_weights names the weights file."""
+    params = load_params(Path(root) / params_file)
     channels, paths, weights = params.prepare.channels, params.paths, params.quality.inception_weights
     inception_fn = inception_feature_fn(load_inception(weights).to(resolve_device())) if weights else None
-    real, val, test = (load_split(paths.prepared, split, channels) for split in ("train", "val", "test"))
+    real, test = (load_split(paths.prepared, split, channels) for split in ("train", "test"))
     synthetic_set = SyntheticSet.named(MVC, paths)
-    synthetic = load_images(synthetic_set.folder, kept_rows(synthetic_set, paths), channels, id_key="path")
-    classes = sorted(set(real.labels))
-    model_name = params.train.models[0]
-    grid = replace(params.train, strategies=("real",), baselines=("default",))
-    _, model = fit_cell(Cell(model_name, "default", "real", 0), TrainingData(real, val, test, classes), grid)
+    synthetic = load_images(synthetic_set.folder, manifest_rows(synthetic_set), channels, id_key="path")
+    model, config = load_classifier(Path(paths.filter) / CLASSIFIER)
     feature_fn, predict_fn = classifier_feature_fns(model)
     # FID/KID against the test split: real images that neither the generator nor this classifier saw
     report = quality_report(feature_fn, predict_fn, real.pixels, real.labels, synthetic.pixels, synthetic.labels,
-                            classes, kid_subset_size=min(len(test.ids), len(synthetic.ids)), inception_fn=inception_fn,
-                            reference_pixels=test.pixels)
+                            config["classes"], kid_subset_size=min(len(test.ids), len(synthetic.ids)),
+                            inception_fn=inception_fn, reference_pixels=test.pixels)
+    effect = condition_effect(load_inputs(root, params_file, MVC))
+    report.update({f"condition.{key}": value for key, value in effect.items() if math.isfinite(value)})
     provenance = {"inception_weights": weights} if weights else {"fid_inception": NOT_COMPUTED}
-    write_json(out_file, {"feature_model": model_name, "fid_reference": "test", **provenance, **report})
+    if not math.isfinite(effect["image_change"]):
+        provenance["condition.image_change"] = NOT_APPLICABLE
+    write_json(Path(paths.quality) / "metrics.json",
+               {"feature_model": config["model"], "fid_reference": "test", **provenance, **report})
     return report

@@ -1,5 +1,6 @@
-"""Task of the report stage: read the train stage's results and logs, the quality measures and sample
-images; the domain (mvcaug/report.py) summarises and renders; write metrics.json, report.html, report.md."""
+"""Task of the report stage: read the train stage's results and logs, the quality and filter measures,
+the stage times and sample images; the domain (mvcaug.summary, mvcaug.report) summarises and renders;
+write metrics.json, the budget-curve data for `dvc plots`, report.html and report.md."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
+from mvcaug.cells import RunResult
 from mvcaug.images import read_image, read_manifest
 from mvcaug.params import Params
-from mvcaug.report import SampleRow, mean_validation_curves, metrics_markdown, render_html, summarise
+from mvcaug.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
+from mvcaug.stage_times import read_stage_times
 from mvcaug.stored import read_json
-from mvcaug.synthetic_sets import MVC, SyntheticSet, manifest_rows
-from mvcaug.cells import RunResult
+from mvcaug.summary import budget_curves, headline, summarise
+from mvcaug.synthetic_sets import MVC, SyntheticSet, decision_rows
 from mvcaug.train_plots import DVCLIVE_CURVES
+
+BUDGET = "budget"
+"""Folder of the budget curve's data (one CSV per series), inside paths.report: what `dvc plots` draws."""
+DROPPED_SHOWN = 40
+"""Dropped images shown in the report at most (the first ones of each reason, in class order)."""
 
 
 def read_column(path: Path, column: str, delimiter: str = ",") -> list[float]:
@@ -37,41 +45,78 @@ def validation_logs(params: Params, results: list[RunResult]) -> dict[str, list[
     return logs
 
 
-def sample_rows(params: Params) -> list[SampleRow]:
-    """For every class: the first real training images, and synthetic ones with their conditioning image.
-    Every image is read into memory and its file closed at once."""
+def sample_rows(params: Params, decisions: list[dict]) -> list[SampleRow]:
+    """For every class: the first real training images, and kept synthetic ones with their conditioning
+    image. Every image is read into memory and its file closed at once."""
     n, paths = params.report.samples_per_class, params.paths
     real = [r for r in read_manifest(paths.prepared).to_pylist() if r["split"] == "train"]
     path_of = {r["id"]: Path(paths.prepared) / r["path"] for r in real}
-    synthetic_set = SyntheticSet.named(MVC, paths)
-    synthetic = manifest_rows(synthetic_set)
+    folder = Path(SyntheticSet.named(MVC, paths).folder)
     rows = []
     for label in sorted({r["label"] for r in real}):
-        synth = [s for s in synthetic if s["label"] == label][:n]
+        synth = [s for s in decisions if s["label"] == label and s["kept"]][:n]
         rows.append(SampleRow(
             label,
             [read_image(path_of[r["id"]]) for r in real if r["label"] == label][:n],
-            [read_image(Path(synthetic_set.folder) / s["path"]) for s in synth],
-            [read_image(path_of[s["cond_id"]]) for s in synth],
+            [read_image(folder / s["path"]) for s in synth],
+            [read_image(path_of[s["cond_id"]]) if s["cond_id"] else read_image(folder / s["path"]) for s in synth],
         ))
     return rows
 
 
+def dropped_images(params: Params, decisions: list[dict]) -> list[DroppedImage]:
+    """The first dropped images, spread over the reasons, with their class and reason."""
+    folder = Path(SyntheticSet.named(MVC, params.paths).folder)
+    dropped = [row for row in decisions if not row["kept"]]
+    by_reason: dict[str, list[dict]] = {}
+    for row in dropped:
+        by_reason.setdefault(row["reason"], []).append(row)
+    shown = [row for rows in zip(*by_reason.values()) for row in rows] if by_reason else []
+    shown += [row for row in dropped if row not in shown]
+    return [DroppedImage(row["label"], row["reason"], read_image(folder / row["path"])) for row in shown[:DROPPED_SHOWN]]
+
+
+def write_budget_plots(folder: Path, budget: dict[str, dict[str, list[tuple]]]) -> None:
+    """<folder>/<model>-<synthetic|real>.csv (images_per_class, accuracy, low, high): one line per file in `dvc plots`."""
+    for model, curves in budget.items():
+        for kind, points in curves.items():
+            text = "images_per_class,accuracy,low,high\n" + "".join(
+                f"{k},{mean:.6f},{low:.6f},{high:.6f}\n" for k, mean, low, high in points)
+            write_text(folder / f"{model}-{kind}.csv", text)
+
+
 @task(cache_policy=NO_CACHE)
 def report(params: Params) -> dict:
-    """metrics.json (DVC metrics), report.html (tables, per-class grid, curves) and report.md."""
-    paths = params.paths
+    """metrics.json (DVC metrics), the budget curve's CSVs, report.html and report.md; returns the metrics
+    and the verdict."""
+    paths, images_per_class = params.paths, params.generate.images_per_class
     results = [RunResult.from_json(r) for r in json.loads((Path(paths.train) / "results.json").read_text())]
-    metrics = summarise(results)
+    metrics = summarise(results, images_per_class)
     write_json(paths.metrics, metrics)
-    quality = read_json(Path(paths.quality) / "metrics.json")
-    losses = read_column(Path(paths.model) / "loss.csv", "loss")
-    mix_steps = (params.mix.coarse_steps, params.mix.fine_steps)
-    html = render_html(metrics, results, sample_rows(params), losses, quality,
-                       curves=mean_validation_curves(results, validation_logs(params, results)), mix_steps=mix_steps)
-    write_text(Path(paths.report) / "report.html", html)
-    markdown = metrics_markdown(metrics, mix_steps, quality)
-    write_text(Path(paths.report) / "report.md",
-               "# mvcaug report\n\n" + markdown + "\nSample grids and curves: report.html, beside this file.\n")
-    return metrics
+    budget = budget_curves(results, images_per_class)
+    write_budget_plots(Path(paths.report) / BUDGET, budget)
+    decisions = decision_rows(SyntheticSet.named(MVC, paths), paths)
+    data = ReportData(
+        metrics=metrics, results=results, headline=headline(results, images_per_class), budget=budget,
+        quality=read_json(Path(paths.quality) / "metrics.json"), filter_metrics=read_json(Path(paths.filter) / "metrics.json"),
+        stage_times=read_stage_times(Path(paths.run) / "stage-times.json"),
+        samples=sample_rows(params, decisions), dropped=dropped_images(params, decisions),
+        losses=read_column(Path(paths.model) / "loss.csv", "loss"),
+        curves=mean_validation_curves(results, validation_logs(params, results)),
+        mix_steps=(params.mix.coarse_steps, params.mix.fine_steps), images_per_class=images_per_class,
+    )
+    write_text(Path(paths.report) / "report.html", render_html(data))
+    write_text(Path(paths.report) / "report.md", render_markdown(data))
+    return {"metrics": metrics, "verdict": data.headline.sentence if data.headline else ""}
 
+
+@task(cache_policy=NO_CACHE)
+def publish(params: Params, verdict: str) -> None:
+    """The Markdown report (verdict first) and a link to the HTML report as Prefect artifacts, for the UI."""
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    folder = Path(params.paths.report)
+    create_markdown_artifact(markdown=(folder / "report.md").read_text(), key="mvcaug-metrics",
+                             description=verdict or "Test accuracy per training set and synthetic-set quality")
+    create_link_artifact(link=(folder / "report.html").resolve().as_uri(), link_text="report.html (real vs synthetic grid)",
+                         key="mvcaug-report", description="The offline HTML report")

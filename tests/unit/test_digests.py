@@ -68,7 +68,7 @@ def test_changing_the_trainer_recomputes_cells_only(project):
 
 def test_an_unrelated_module_or_a_comment_recomputes_nothing(project):
     before = digests(project)
-    edit(project, "mvcaug/report.py", "def column_name(", "def column_name_renamed(")  # no result imports it
+    edit(project, "mvcaug/report.py", "def render_markdown(", "def render_markdown_renamed(")  # no result imports it
     edit(project, "mvcaug/train.py", "# 1. Inputs at the model's size", "# 1. Inputs, resized to the model's size")
     edit(project, "mvcaug/generate.py", "\n\n\ndef plan_shards", "\n\n\n\ndef plan_shards")
     assert digests(project) == before

@@ -228,9 +228,13 @@ def test_quality_report_is_flat_finite_and_documented(digits, model):
                 "memorisation.min_distance", "memorisation.median_distance", "memorisation.mean_distance"}
     expected |= {f"fidelity.{c}" for c in [*CLASSES, "_all"]}
     expected |= {f"diversity.{kind}.{c}" for kind in ("synthetic", "real") for c in [*CLASSES, "_all"]}
+    expected |= {f"near_copy_fraction.{c}" for c in CLASSES}
     assert set(report) == expected
     assert all(type(v) is float and math.isfinite(v) for v in report.values())
     assert report["memorisation.near_copies"] == 3.0 and report["memorisation.min_distance"] == 0.0
+    # the three copies, per class: each one's share of its class's synthetic images
+    per_class = {c: report[f"near_copy_fraction.{c}"] * synthetic_labels.count(c) for c in CLASSES}
+    assert sum(per_class.values()) == 3.0 and all(per_class[c] >= 1 for c in set(real_labels[:3]))
     assert report["fid"] > 0 and 0.3 < report["fidelity._all"] <= 1.0
 
 

@@ -1,126 +1,124 @@
-"""The metrics summary and the HTML / Markdown report."""
+"""The report: the verdict first, the tables a person reads, images inline, Markdown without images."""
 
 from __future__ import annotations
 
 import base64
 import io
-import math
 import re
+import xml.etree.ElementTree as ET
 
 from PIL import Image
 
-from mvcaug.report import SampleRow, ablation_table, metrics_markdown, render_html, summarise
 from mvcaug.cells import Cell, RunResult
+from mvcaug.report import (
+    DroppedImage, ReportData, SampleRow, ablation_table, mean_validation_curves, quality_per_class, render_html,
+    render_markdown, strategy_table, time_table,
+)
+from mvcaug.summary import budget_curves, headline, summarise
 
 
-def run(model: str, baseline: str, strategy: str, seed: int, epoch: int, val: float, test: float,
-        synthetic_set: str = "mvc") -> RunResult:
-    return RunResult(Cell(model, baseline, strategy, seed, synthetic_set), epoch, val, test)
+def run(strategy: str, seed: int, test: float, val: float = 0.5, synthetic_set: str = "mvc", per_class: int = 0,
+        baseline: str = "default") -> RunResult:
+    return RunResult(Cell("small_cnn", baseline, strategy, seed, synthetic_set, per_class), seed + 1, val, test)
 
 
 def results() -> list[RunResult]:
-    return [
-        run("small_cnn", "default", "real", 0, 3, 0.55, 0.5),
-        run("small_cnn", "default", "real", 1, 4, 0.65, 0.7),
-        run("small_cnn", "default", "combined", 0, 5, 0.8, 0.8),
-        run("small_cnn", "default", "combined", 1, 6, 0.9, 0.9),
-        run("small_cnn", "default", "combined", 2, 7, 1.0, 1.0),
-    ]
+    out = [run("real", s, acc, 0.80) for s, acc in enumerate((0.80, 0.82, 0.84))]
+    out += [run("combined", s, acc, 0.86) for s, acc in enumerate((0.83, 0.85, 0.88))]
+    out += [run("combined", s, acc, 0.70, synthetic_set="no_mvc") for s, acc in enumerate((0.79, 0.82, 0.85))]
+    out += [run("reference", s, acc + 0.04, per_class=4) for s, acc in enumerate((0.80, 0.82, 0.84))]
+    return out
 
 
-def test_summarise_means_stds_and_gain():
-    metrics = summarise(results())["small_cnn"]
-    assert metrics["baseline"] == {"acc_mean": 0.6, "acc_std": round(math.sqrt(0.02), 4), "val_acc_mean": 0.6,
-                                   "runs": 2}
-    assert metrics["syn"] == {"acc_mean": 0.9, "acc_std": 0.1, "val_acc_mean": 0.9, "runs": 3, "gain": 0.3}
-    assert set(metrics) == {"baseline", "syn"}
+QUALITY = {"fidelity.<one>": 0.5, "fidelity.zero": 1.0, "fidelity._all": 0.75, "fid": 1.5, "kid_mean": 0.01,
+           "kid_std": 0.002, "memorisation.near_copies": 3.0, "memorisation.near_copy_fraction": 0.375,
+           "near_copy_fraction.<one>": 0.25, "near_copy_fraction.zero": 0.5, "diversity.real.zero": 2.0,
+           "diversity.synthetic.zero": 1.5, "diversity.real.<one>": 2.2, "diversity.synthetic.<one>": 1.1,
+           "condition.text_change": 0.05, "condition.image_change": 0.4, "fid_inception": "not computed: no weights"}
+FILTER = {"mvc": {"counts": {"zero": {"kept": 3, "low_confidence": 0, "near_copy": 1, "near_duplicate": 0, "total": 4},
+                             "<one>": {"kept": 2, "low_confidence": 1, "near_copy": 1, "near_duplicate": 0, "total": 4},
+                             "_all": {"kept": 5, "low_confidence": 1, "near_copy": 2, "near_duplicate": 0, "total": 8}}}}
 
 
-def test_summarise_paper_columns():
-    runs = [run("m", b, s, 0, 1, 0.5, acc) for b, s, acc in
-            [("default", "real", 0.5), ("randaugment", "real", 0.6), ("randaugment", "combined", 0.75),
-             ("autoaugment", "two_phase", 0.4)]]
-    metrics = summarise(runs)["m"]
-    assert set(metrics) == {"baseline", "ra", "ra_syn", "aa_two_phase"}
-    assert metrics["ra_syn"]["gain"] == 0.15
-    assert "gain" not in metrics["aa_two_phase"]  # no AA real-only run to compare with
-
-
-def test_render_html_has_the_tables_and_inline_images():
-    metrics = summarise(results())
+def data(**changes) -> ReportData:
+    rs = results()
     real = [Image.new("L", (8, 8), 40), Image.new("L", (8, 8), 200)]
-    synthetic = [Image.new("L", (8, 8), 90)]
-    conditioning = [Image.new("L", (8, 8), 10)]
-    samples = [SampleRow("zero", real, synthetic, conditioning),
-               SampleRow("<one>", real[:1], synthetic, conditioning)]
-    page = render_html(metrics, results(), samples, [1.0, 0.8, 0.5, 0.4], {"fid": 1.5}, title="tiny & test")
-    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
-    assert "<title>tiny &amp; test</title>" in page
-    assert "<th>Baseline</th><th>Syn</th>" in page
-    assert "<td>small_cnn</td><td>60.00 ± 14.14</td><td>90.00 ± 10.00 (+30.00)</td>" in page
-    assert "<td>fid</td><td>1.5000</td>" in page
-    assert "&lt;one&gt;" in page and "<one>" not in page
+    base = ReportData(
+        metrics=summarise(rs, images_per_class=4), results=rs, headline=headline(rs, 4), budget=budget_curves(rs, 4),
+        quality=QUALITY, filter_metrics=FILTER, stage_times={"prepare": {"seconds": 2.5, "finished": "t1"},
+                                                             "train": {"seconds": 60.25, "finished": "t2"}},
+        samples=[SampleRow("zero", real, [Image.new("L", (8, 8), 90)], [Image.new("L", (8, 8), 10)]),
+                 SampleRow("<one>", real[:1], [Image.new("L", (8, 8), 90)], [Image.new("L", (8, 8), 10)])],
+        dropped=[DroppedImage("zero", "near_copy", Image.new("L", (8, 8), 7))],
+        losses=[1.0, 0.8, 0.5, 0.4], curves={"small_cnn": {"baseline": [0.1, 0.5], "syn": [0.2, 0.6]}},
+        mix_steps=(1, 8), images_per_class=4, title="tiny & test")
+    for key, value in changes.items():
+        setattr(base, key, value)
+    return base
+
+
+def test_the_report_opens_with_the_verdict_and_its_numbers():
+    page = render_html(data())
+    body = page.split("<body>")[1]
+    assert body.index('<p class="verdict">') < body.index("<h2>")  # the answer before any section
+    verdict = re.search(r'<p class="verdict">(.*?)</p>', page).group(1)
+    assert verdict.startswith("Synthetic images (combined, chosen on validation) raised test accuracy by +3.3 pp")
+    assert "closing 83% of the gap to 4 extra real images per class" in verdict
+    assert "<td>synthetic images kept by the filter</td><td>5 of 8</td>" in page
+    markdown = render_markdown(data())
+    assert markdown.splitlines()[2] == f"**{verdict}**"
+
+
+def test_tables_carry_paired_gains_with_intervals():
+    header, rows = strategy_table(summarise(results(), 4))
+    assert header == ["model", "augmentation", "real", "combined"]
+    assert rows[0][3].startswith("85.33 ± 2.52; +3.33 pp [") and "p = " in rows[0][3]
+    header, rows = ablation_table(summarise(results(), 4), (1, 8))
+    assert header[-2:] == ["Syn, P = Q = 0", "Syn, P = 1, Q = 8"] and rows[0][3].startswith("82.00 ± 3.00; +0.00 pp")
+
+
+def test_quality_per_class_and_the_summary_are_readable_tables():
+    header, rows = quality_per_class(QUALITY, FILTER)
+    assert header == ["class", "label fidelity", "near copies", "diversity, real", "diversity, synthetic",
+                      "kept after filtering"]
+    assert rows == [["<one>", "50%", "25%", "2.20", "1.10", "2 of 4"], ["zero", "100%", "50%", "2.00", "1.50", "3 of 4"]]
+    page = render_html(data())
+    assert "<td>near copies of a training image</td><td>3 (38%)</td>" in page
+    assert "<td>FID (Inception-v3 features)</td><td>not computed: no weights</td>" in page
+    assert "pixel RMSE when only the text changes (MVC mix)</td><td>0.050</td>" in page
+    assert "diversity.real.zero" not in page  # no raw metric names in the tables
+
+
+def test_where_the_time_went_and_what_the_filter_dropped():
+    header, rows = time_table(data().stage_times)
+    assert rows == [["prepare", "2.5", "t1"], ["train", "60.2", "t2"], ["all stages", "62.8", ""]]
+    page = render_html(data())
+    assert "<h2>Where the time went</h2>" in page and "<h2>What the filter kept and dropped</h2>" in page
+    assert "<td>all</td><td>5</td><td>1</td><td>2</td><td>0</td><td>8</td>" in page
+    assert "<figcaption>zero<br>near copy</figcaption>" in page
+
+
+def test_images_are_inline_escaped_and_the_page_works_offline():
+    page = render_html(data())
+    assert "<title>tiny &amp; test</title>" in page and "&lt;one&gt;" in page and "<one>" not in page
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(uris) == (2 + 2) + (1 + 2)  # per row: real images, then (conditioning, synthetic) pairs
+    assert len(uris) == (2 + 2) + (1 + 2) + 1  # real images, (conditioning, synthetic) pairs, one dropped image
     decoded = [Image.open(io.BytesIO(base64.b64decode(u))) for u in uris]
-    assert decoded[0].size == (32, 32)  # real images at 4x
-    assert decoded[0].getpixel((0, 0)) == 40
-    assert {im.size for im in decoded} == {(32, 32), (16, 16)}  # conditioning images at 2x
-    assert "<svg" in page and "over 4 steps" in page
-    markdown = metrics_markdown(metrics)
-    assert "| small_cnn | 60.00 ± 14.14 | 90.00 ± 10.00 (+30.00) |" in markdown
-    assert "Quality" not in markdown
-    with_quality = metrics_markdown(metrics, quality={"fid": 1.5, "fid_inception": "not computed: no weights"})
-    assert "| fid | 1.5000 |" in with_quality and "| fid_inception | not computed: no weights |" in with_quality
+    assert decoded[0].size == (32, 32) and decoded[0].getpixel((0, 0)) == 40
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    for svg in re.findall(r"<svg.*?</svg>", page, flags=re.S):
+        ET.fromstring(svg)  # every chart is well-formed
+    assert page.count("<svg") == 3  # the budget curve, validation curves, fine-tuning loss
 
 
-def test_render_html_without_synthetic_runs_or_losses():
-    metrics = summarise(results()[:2])
-    page = render_html(metrics, results()[:2], [], [])
-    assert "(+" not in page and "<svg" not in page
+def test_without_synthetic_runs_the_report_says_so_and_draws_no_gains():
+    real_only = [r for r in results() if r.cell.strategy == "real"]
+    page = render_html(data(metrics=summarise(real_only, 4), results=real_only, headline=None, budget={},
+                            quality=None, filter_metrics=None, samples=[], dropped=[], losses=[], curves={}))
+    assert "No synthetic runs to judge" in page and " pp" not in page and "<svg" not in page
     assert "data:image/png" not in page
 
 
-def test_render_html_quality_table_takes_text_values():
-    page = render_html(summarise(results()), results(), [], [], {"feature_model": "small_cnn", "fid": 2.0})
-    assert "<td>feature_model</td><td>small_cnn</td>" in page and "<td>fid</td><td>2.0000</td>" in page
-
-
-def test_report_draws_one_validation_curve_per_grid_column():
-    curves = {"small_cnn": {"baseline": [0.1, 0.5, 0.8], "syn": [0.2, 0.6, 0.9], "rsp": [0.3]}}
-    page = render_html(summarise(results()), results(), [], [], curves=curves)
-    assert page.count("<polyline") == 2  # a one-epoch curve has nothing to draw
-    assert "&#9632; baseline" in page and "&#9632; syn" in page and "from 0.100 to 0.900" in page
-
-
-def ablation_results() -> list[RunResult]:
-    """Two seeds of real only, combined on the MVC set and combined on the P = Q = 0 set."""
-    return results()[:2] + [
-        run("small_cnn", "default", "combined", 0, 5, 0.8, 0.8),
-        run("small_cnn", "default", "combined", 1, 6, 0.9, 0.9),
-        run("small_cnn", "default", "combined", 0, 5, 0.7, 0.6, "no_mvc"),
-        run("small_cnn", "default", "combined", 1, 6, 0.7, 0.8, "no_mvc"),
-    ]
-
-
-def test_report_has_the_mvc_ablation_table():
-    metrics = summarise(ablation_results())
-    assert set(metrics["small_cnn"]) == {"baseline", "syn", "syn_no_mvc"}  # flat keys: small_cnn.syn_no_mvc.acc_mean
-    assert metrics["small_cnn"]["syn_no_mvc"] == {"acc_mean": 0.7, "acc_std": round(math.sqrt(0.02), 4),
-                                                  "val_acc_mean": 0.7, "runs": 2, "gain": 0.1}
-    assert metrics["small_cnn"]["syn"]["acc_mean"] == 0.85  # the MVC runs are not pooled with the ablation's
-    header, rows = ablation_table(metrics, (1, 8))
-    assert header == ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", "Syn, P = 1, Q = 8"]
-    assert rows == [["small_cnn", "default", "60.00 ± 14.14", "70.00 ± 14.14 (+10.00)", "85.00 ± 7.07 (+25.00)"]]
-    page = render_html(metrics, ablation_results(), [], [], mix_steps=(1, 8))
-    assert "MVC ablation" in page and "<th>Syn, P = Q = 0</th><th>Syn, P = 1, Q = 8</th>" in page
-    assert "<td>small_cnn</td><td>default</td><td>60.00 ± 14.14</td><td>70.00 ± 14.14 (+10.00)</td>" in page
-    assert "<td>combined (P = Q = 0)</td><td>1</td>" in page  # the runs table tells the sets apart
-    assert "<th>Baseline</th><th>Syn</th></tr><tr><td>small_cnn</td><td>60.00 ± 14.14</td><td>85.00" in page
-    markdown = metrics_markdown(metrics, (1, 8))
-    assert "| small_cnn | default | 60.00 ± 14.14 | 70.00 ± 14.14 (+10.00) | 85.00 ± 7.07 (+25.00) |" in markdown
-    # without ablation runs there is no ablation table
-    plain = summarise(results())
-    assert "MVC ablation" not in render_html(plain, results(), [], []) + metrics_markdown(plain)
-    assert ablation_table(plain) == (
-        ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", "Syn, MVC"], [])
+def test_mean_validation_curves_average_the_seeds_of_a_column():
+    logs = {"small_cnn-default-real-seed0": [0.1, 0.3], "small_cnn-default-real-seed1": [0.3, 0.5, 0.9]}
+    assert mean_validation_curves(results(), logs) == {"small_cnn": {"baseline": [0.2, 0.4]}}
