@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json
 from mvcaug.digests import digest_files
+from mvcaug.errors import UserError
 from mvcaug.images import load_images, read_manifest
 from mvcaug.params import Params, TrainParams
 from mvcaug.stored import read_json
@@ -25,6 +26,10 @@ from mvcaug.train import (
 from mvcaug.train_plots import CONFUSION_FILE, write_train_plots
 
 log = logging.getLogger("mvcaug.train")
+
+
+class NothingKept(UserError, ValueError):
+    """The filter kept no image of a synthetic set that cells train on."""
 
 
 def reference_counts(params: Params) -> list[int]:
@@ -58,6 +63,11 @@ def load_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData,
     for name in sorted({cell.synthetic_set for cell in cells if cell.uses_synthetic}):
         synthetic = SyntheticSet.named(name, paths)
         rows = kept_rows(synthetic, paths)
+        if not rows:
+            raise NothingKept(
+                f"{paths.filter}/{name}.parquet: the filter kept none of the synthetic images ({name}), so no cell can "
+                "train on them; see its metrics.json for why, then lower filter.confidence_quantile / "
+                "near_copy_quantile / duplicate_quantile, or set filter.enabled: false")
         data.synthetic[name] = load_images(synthetic.folder, rows, channels, id_key="path")
         digests[name] = digest_files([Path(synthetic.folder) / row["path"] for row in rows])
     return data, digests
