@@ -67,15 +67,14 @@ class BaselineAugmentation:
             raise ValueError(f"unknown augmentation {name!r}: use one of {', '.join(BASELINES)}")
         self.name, self.padding, self.flip = name, size // 8, flip
         self.policy = POLICIES[name]() if name in POLICIES else None
-        steps: list[v2.Transform] = [v2.RandomCrop(size, padding=size // 8, padding_mode="reflect")]
-        if flip:
-            steps.append(v2.RandomHorizontalFlip())
-        self.transform = v2.Compose(steps + ([self.policy] if self.policy is not None else []))
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """Augment each image independently; same shape and dtype out."""
         if pixels.ndim != 4 or not pixels.is_floating_point():
             raise ValueError(f"expected a float (n, C, H, W) batch, got {pixels.dtype} of shape {tuple(pixels.shape)}")
-        images = to_uint8(pixels)
-        out = torch.stack([self.transform(image) for image in images]) if len(images) else images
-        return from_uint8(out).to(pixels.dtype)
+        out = random_crop(pixels, self.padding)
+        if self.flip:
+            out = random_flip(out)
+        if self.policy is not None and len(out):
+            out = from_uint8(torch.stack([self.policy(image) for image in to_uint8(out)])).to(pixels.dtype)
+        return out

@@ -58,6 +58,16 @@ def test_the_batched_crop_is_torchvisions_reflect_padded_crop():
         assert any(torch.equal(image, crop) for crop in crops)
 
 
+def test_flips_only_when_asked():
+    batch = image_batch(64, 1)
+    torch.manual_seed(0)
+    flipped = BaselineAugmentation("default", SIZE, flip=True)(batch)
+    torch.manual_seed(0)
+    plain = BaselineAugmentation("default", SIZE, flip=False)(batch)
+    mirrored = [torch.equal(a, b.flip(-1)) and not torch.equal(a, b) for a, b in zip(flipped, plain)]
+    assert 16 < sum(mirrored) < 48  # about half of the images, each with the same crop as unflipped
+
+
 def test_autoaugment_changes_pixels():
     augment = BaselineAugmentation("autoaugment", SIZE, flip=False)
     assert isinstance(augment.policy, v2.AutoAugment) and augment.policy.policy == v2.AutoAugmentPolicy.CIFAR10
