@@ -84,3 +84,15 @@ def write_digits(folder: Path, start: int, stop: int) -> None:
         (folder / str(label)).mkdir(parents=True, exist_ok=True)
         for k, image in enumerate(images, start):
             Image.fromarray((image * 255 / 16).astype("uint8")).save(folder / str(label) / f"{k:03d}.png")
+
+
+def copy_workspace(source: Path, target: Path) -> Path:
+    """A copy of a reproduced workspace (git history, DVC cache and outputs included) for a test to change
+    alone: tests that share one reproduced workspace each get their own copy, so every test runs alone."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+def commit_all(workspace: Path, message: str) -> None:
+    run(["git", "add", "-A"], workspace)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], workspace)

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from tests.dask_cluster import finished_on_workers, local_cluster
 from tests.workspace import TINY_PARAMS, make_workspace, run, update_params
 
 pytestmark = pytest.mark.slow
@@ -29,9 +30,11 @@ def test_dask_runner_matches_local(tmp_path: Path) -> None:
     local = synthetic_pixels(ws)
 
     shutil.rmtree(ws / "data/06_synthetic")
-    update_params(ws, {"generate": {"task_runner": "dask", "dask_workers": 2}})
-    result = run(["python", "-m", "flows.generate"], ws)
-    assert "DaskTaskRunner" in result.stdout + result.stderr or "dask" in (result.stdout + result.stderr).lower()
+    with local_cluster(2) as (address, client):
+        update_params(ws, {"generate": {"task_runner": "dask", "dask_address": address}})
+        run(["python", "-m", "flows.generate"], ws)
+        finished = finished_on_workers(client)
+    assert len(finished) == 2 and sum(finished.values()) > 0  # the shards ran on the cluster's workers
     on_dask = synthetic_pixels(ws)
 
     assert on_dask.keys() == local.keys() and len(local) == 10 * 2

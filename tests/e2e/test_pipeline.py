@@ -1,8 +1,14 @@
-"""End to end: `dvc repro` in a fresh git + DVC workspace, with tiny params, then incremental reruns."""
+"""End to end: `dvc repro` in a fresh git + DVC workspace with tiny params, then changes and reruns.
+
+The module reproduces one workspace and commits it; every test that changes something works on its own
+copy (tests.workspace.copy_workspace), so each test passes alone (`pytest -k name`) and in any order.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import urllib.request
 from pathlib import Path
 
@@ -12,156 +18,179 @@ import pytest
 from PIL import Image
 
 from mvcaug.embedding_table import read_embeddings
-from tests.workspace import TINY_PARAMS, make_workspace, run, stages_ran, update_params
+from tests.workspace import (
+    TINY_PARAMS, commit_all, copy_workspace, make_workspace, run, stages_ran, update_params,
+)
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = {"prepare", "caption", "embed", "mix", "finetune", "generate", "quality", "train", "report"}
-CELLS = 4 * 2 + 2  # strategies (real, combined, rsp, two_phase) x seeds, + the MVC ablation's combined x seeds
+ALL_STAGES = {"prepare", "caption", "embed", "mix", "finetune", "generate", "filter", "quality", "train", "report"}
 CLASSES = 10
+SEEDS = len(TINY_PARAMS["train"]["seeds"])
+PER_CLASS = TINY_PARAMS["generate"]["images_per_class"]  # 4: budgets 0.25, 0.5, 1.0 -> 1, 2 and the full 4
+GRID = 4 * SEEDS  # real, combined, rsp, two_phase
+ABLATION = SEEDS  # combined on the P = Q = 0 set
+BUDGET = 2 * SEEDS  # combined on 1 and 2 images per class
+CELLS = GRID + ABLATION + BUDGET
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    ws = make_workspace(tmp_path_factory.mktemp("ws"))
+def base(tmp_path_factory) -> Path:
+    """The reproduced and committed workspace: read it, never change it (copy it first)."""
+    ws = make_workspace(tmp_path_factory.mktemp("base"))
     result = run(["dvc", "repro"], ws)
     assert stages_ran(result.stdout) == ALL_STAGES, result.stdout
+    commit_all(ws, "first run")
     return ws
 
 
-def test_every_artifact(workspace: Path) -> None:
+@pytest.fixture
+def workspace(base: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the reproduced workspace."""
+    return copy_workspace(base, tmp_path / "ws")
+
+
+def logged(output: str, label: str) -> dict:
+    """The last summary dict a stage logged as '<label>: {...}'."""
+    found = re.findall(rf"{re.escape(label)}: (\{{.*?\}})\s*$", output, flags=re.M)
+    assert found, f"no '{label}' summary in:\n{output[-3000:]}"
+    return ast.literal_eval(found[-1])
+
+
+def test_every_artifact(base: Path) -> None:
     p = TINY_PARAMS
-    manifest = pq.read_table(workspace / "data/01_prepared/manifest.parquet")
-    assert {"id", "path", "label", "split", "sha256", "width", "height"} <= set(manifest.column_names)
+    manifest = pq.read_table(base / "data/01_prepared/manifest.parquet")
     splits = manifest["split"].to_pylist()
     assert splits.count("train") == CLASSES * p["prepare"]["train_per_class"]
     assert splits.count("test") == CLASSES * p["prepare"]["test_per_class"]
 
-    captions = pq.read_table(workspace / "data/02_captions/captions.parquet").to_pylist()
+    captions = pq.read_table(base / "data/02_captions/captions.parquet").to_pylist()
     assert len(captions) == CLASSES * p["prepare"]["train_per_class"]
     assert all(c["caption"].startswith(f"This is an image of {c['label']}.") for c in captions)
 
-    caption_table, embeddings, info = read_embeddings(workspace / "data/03_embeddings/embeddings.parquet")
+    caption_table, embeddings, info = read_embeddings(base / "data/03_embeddings/embeddings.parquet")
     assert embeddings.shape == (len(captions), 16, 384) and info["shape"] == [16, 384]
-    _, null, _ = read_embeddings(workspace / "data/03_embeddings/null.parquet")
-    assert null.shape == (1, 16, 384)
-
-    mixed, mixed_emb, _ = read_embeddings(workspace / "data/04_mixed/mixed.parquet")
-    assert mixed_emb.shape == (CLASSES * p["mix"]["per_class"], 16, 384)
+    mixed, _, _ = read_embeddings(base / "data/04_mixed/mixed.parquet")
     assert all(len(edits) == 1 + 8 for edits in mixed["edits"].to_pylist())  # P=1, Q=8 by default
-    # the MVC ablation's table: P = Q = 0, so each row is the unedited start caption embedding of MVC's row
-    unmixed, unmixed_emb, unmixed_info = read_embeddings(workspace / "data/04_mixed/mixed_ablation.parquet")
+    unmixed, unmixed_emb, unmixed_info = read_embeddings(base / "data/04_mixed/mixed_ablation.parquet")
     assert (unmixed_info["coarse_steps"], unmixed_info["fine_steps"]) == (0, 0)
-    assert unmixed["start_id"].to_pylist() == mixed["start_id"].to_pylist()
-    assert all(edits == [] for edits in unmixed["edits"].to_pylist())
     caption_ids = caption_table["id"].to_pylist()
     for row, embedding in zip(unmixed.to_pylist(), unmixed_emb):
         assert np.array_equal(embedding, embeddings[caption_ids.index(row["start_id"])])
 
-    model = workspace / "data/05_model"
-    assert (model / "unet/diffusion_pytorch_model.safetensors").is_file()
+    model = base / "data/05_model"
     assert json.loads((model / "unet/config.json").read_text())["in_channels"] == 2
     assert json.loads((model / "metrics.json").read_text())["steps"] == p["finetune"]["steps"]
 
-    synthetic = pq.read_table(workspace / "data/06_synthetic/manifest.parquet").to_pylist()
-    assert len(synthetic) == CLASSES * p["generate"]["images_per_class"]
-    assert {"path", "label", "shard", "seed", "mixed_id", "cond_id"} <= set(synthetic[0])
+    synthetic = pq.read_table(base / "data/06_synthetic/manifest.parquet").to_pylist()
+    assert len(synthetic) == CLASSES * PER_CLASS
     train_ids = {r["id"] for r in manifest.to_pylist() if r["split"] == "train"}
     assert all(s["cond_id"] in train_ids for s in synthetic)
-    with Image.open(workspace / "data/06_synthetic" / synthetic[0]["path"]) as image:
+    with Image.open(base / "data/06_synthetic" / synthetic[0]["path"]) as image:
         assert image.size == (16, 16) and image.mode == "L"
-    # the ablation set pairs with the MVC set image for image: same seeds, conditioning images, mix indices
-    ablation = pq.read_table(workspace / "data/06_synthetic_ablation/manifest.parquet").to_pylist()
-    assert ablation == synthetic
-    assert all((workspace / "data/06_synthetic_ablation" / a["path"]).is_file() for a in ablation)
-    pixels = [[np.asarray(Image.open(workspace / folder / s["path"])) for s in synthetic]
-              for folder in ("data/06_synthetic", "data/06_synthetic_ablation")]
-    assert any(not np.array_equal(a, b) for a, b in zip(*pixels))  # only the text condition differs
+    ablation = pq.read_table(base / "data/06_synthetic_ablation/manifest.parquet").to_pylist()
+    assert ablation == synthetic  # same seeds, conditioning images and mix indices; only the text differs
 
-    results = json.loads((workspace / "data/07_train/results.json").read_text())
+    decisions = pq.read_table(base / "data/10_filter/mvc.parquet").to_pylist()
+    assert [d["path"] for d in decisions] == [s["path"] for s in synthetic]
+    assert {"kept", "reason", "confidence", "nearest_real_distance", "nearest_real_id"} <= set(decisions[0])
+    assert all(d["kept"] and d["reason"] == "" for d in decisions)  # tiny params: filter.enabled false
+    assert all(d["nearest_real_id"] in train_ids for d in decisions)
+    assert (base / "data/10_filter/classifier/model.safetensors").is_file()
+
+    results = json.loads((base / "data/07_train/results.json").read_text())
     assert len(results) == CELLS
-    assert (workspace / "data/07_train/cells/small_cnn-default-real-seed0/metrics.json").is_file()  # dvclive
-    assert sum(r["synthetic_set"] == "no_mvc" for r in results) == 2
-    assert (workspace / "data/07_train/cells/small_cnn-default-combined-no_mvc-seed1/result.json").is_file()
+    names = {"small_cnn-default-combined-no_mvc-seed1", "small_cnn-default-combined-n1-seed0",
+             "small_cnn-default-combined-n2-seed1", "small_cnn-default-two_phase-seed0"}
+    assert names <= {p.name for p in (base / "data/07_train/cells").iterdir()}
 
-    metrics = json.loads((workspace / "metrics.json").read_text())
-    assert set(metrics) == {"small_cnn"}
-    assert set(metrics["small_cnn"]) == {"baseline", "syn", "rsp", "two_phase", "syn_no_mvc"}
-    assert "gain" in metrics["small_cnn"]["syn_no_mvc"]
-    assert 0.0 <= metrics["small_cnn"]["baseline"]["acc_mean"] <= 1.0
-    assert "gain" in metrics["small_cnn"]["syn"]
-    quality = json.loads((workspace / "data/09_quality/metrics.json").read_text())
-    assert {"fid", "kid_mean", "fidelity._all", "memorisation.near_copies"} <= set(quality)
-    html = (workspace / "data/08_report/report.html").read_text()
-    assert "Test accuracy" in html and html.count("data:image/png;base64,") >= CLASSES * 3
-    assert "<th>Baseline</th><th>Syn</th>" in html and "Quality of the synthetic set" in html
-    assert "MVC ablation" in html and "<th>Syn, P = Q = 0</th><th>Syn, P = 1, Q = 8</th>" in html
-    markdown = (workspace / "data/08_report/report.md").read_text()
-    assert "| small_cnn |" in markdown and "| small_cnn | default |" in markdown.split("MVC ablation")[1]
-    assert "http://" not in html and "https://" not in html  # readable offline
+    metrics = json.loads((base / "metrics.json").read_text())["small_cnn"]
+    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "syn_no_mvc", "syn_n1", "syn_n2"}
+    assert {"gain", "gain_ci_low", "gain_ci_high", "gain_p"} <= set(metrics["syn"])
+    quality = json.loads((base / "data/09_quality/metrics.json").read_text())
+    assert {"fid", "kid_mean", "fidelity._all", "memorisation.near_copies", "condition.text_change",
+            "condition.image_change", "near_copy_fraction.zero"} <= set(quality)
+    html = (base / "data/08_report/report.html").read_text()
+    assert html.index('<p class="verdict">') < html.index("<h2>")
+    assert "Where the time went" in html and "What the filter kept and dropped" in html
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
+    markdown = (base / "data/08_report/report.md").read_text()
+    assert markdown.splitlines()[2].startswith("**") and "| small_cnn | default |" in markdown
+    budget = sorted(p.name for p in (base / "data/08_report/budget").iterdir())
+    assert budget == ["small_cnn-synthetic.csv"]  # no reference split in the tiny params: no real curve
 
 
-def test_noop_repro_runs_nothing(workspace: Path) -> None:
-    result = run(["dvc", "repro"], workspace)
+def test_noop_repro_runs_nothing(base: Path) -> None:
+    result = run(["dvc", "repro"], base)
     assert stages_ran(result.stdout) == set()
-    assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
+    assert run(["dvc", "status"], base).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
-def commit(workspace: Path, message: str) -> None:
-    run(["git", "add", "-A"], workspace)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], workspace)
-
-
-def test_mix_change_reruns_mix_and_after_only(workspace: Path) -> None:
-    commit(workspace, "first run")
+def test_a_mix_change_reruns_mix_and_after_only_and_commits_compare(workspace: Path) -> None:
     update_params(workspace, {"mix": {"fine_steps": 3}})
     result = run(["dvc", "repro"], workspace)
-    assert stages_ran(result.stdout) == {"mix", "finetune", "generate", "quality", "train", "report"}
-    for stage in ("prepare", "caption", "embed"):
-        assert f"Stage '{stage}' didn't change, skipping" in result.stdout
-    # Comparing with the committed run: what changed in params, and what that did to the metrics.
-    commit(workspace, "fewer fine mixing steps")
+    assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed"}
+    commit_all(workspace, "fewer fine mixing steps")
     params_diff = run(["dvc", "params", "diff", "HEAD~1", "HEAD"], workspace).stdout
-    assert "mix.fine_steps" in params_diff and "8" in params_diff and "3" in params_diff
+    assert re.search(r"mix\.fine_steps\s+8\s+3", params_diff), params_diff
     metrics_diff = run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all"], workspace).stdout
-    assert "small_cnn.syn.acc_mean" in metrics_diff and "small_cnn.baseline.acc_mean" in metrics_diff
-    assert "small_cnn.syn_no_mvc.acc_mean" in metrics_diff
+    assert "small_cnn.syn.gain_ci_low" in metrics_diff and "small_cnn.baseline.acc_mean" in metrics_diff
     assert "Syn, P = 1, Q = 3" in (workspace / "data/08_report/report.html").read_text()
-    assert "fid" in run(["dvc", "metrics", "diff", "HEAD~1", "HEAD"], workspace).stdout  # a changed one
 
 
-def test_more_images_keeps_finished_shards(workspace: Path) -> None:
+def test_more_images_keep_finished_shards_and_cells(workspace: Path) -> None:
     shard_record = workspace / "data/06_synthetic/shard-zero-0000/shard.json"
     before = shard_record.stat().st_mtime_ns
     update_params(workspace, {"generate": {"images_per_class": 6}})
     result = run(["dvc", "repro"], workspace)
-    assert stages_ran(result.stdout) == {"generate", "quality", "train", "report"}
-    assert shard_record.stat().st_mtime_ns == before
     output = result.stdout + result.stderr
-    assert "generate: {'shards': 30, 'generated': 10, 'kept': 20" in output
-    assert "generate, MVC ablation (P = Q = 0): {'shards': 30, 'generated': 10, 'kept': 20" in output
-    assert "'trained': 8, 'kept': 2" in output  # real-only cells do not depend on synthetic images
-    for folder in ("data/06_synthetic", "data/06_synthetic_ablation"):
-        synthetic = pq.read_table(workspace / folder / "manifest.parquet")
-        assert synthetic.num_rows == CLASSES * 6
-        assert len(set(synthetic["path"].to_pylist())) == synthetic.num_rows
+    assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "report"}
+    assert shard_record.stat().st_mtime_ns == before
+    assert logged(output, "generate mvc") == {"shards": 30, "generated": 10, "kept": 20, "removed": 0, "images": 60}
+    assert logged(output, "generate no_mvc")["generated"] == 10
+    # budgets 0.25, 0.5, 1.0 of 6: 2, 3 (new) and 6; the real-only cells do not depend on synthetic images
+    assert logged(output, "train")["kept"] == SEEDS
 
 
-def test_pipeline_flow_matches_dvc_repro(workspace: Path) -> None:
+def edit(workspace: Path, module: str, old: str, new: str) -> None:
+    path = workspace / module
+    text = path.read_text()
+    assert old in text, f"{module} no longer holds {old!r}: update the test"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_a_code_change_recomputes_exactly_what_ran_that_code(workspace: Path) -> None:
+    # 1. A change in the generation code (same images): DVC reruns generate, which must not keep its old
+    #    shards (they are persisted). The shard records hold the new fingerprint, so the later stages rerun,
+    #    but the images came out the same and the cells (keyed by the images they train on) are all kept.
+    edit(workspace, "mvcaug/generate.py", '"label": shard.label,', '"label": str(shard.label),')
+    result = run(["dvc", "repro"], workspace)
+    output = result.stdout + result.stderr
+    assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "report"}
+    assert logged(output, "generate mvc")["kept"] == 0 and logged(output, "generate no_mvc")["kept"] == 0
+    assert logged(output, "train")["trained"] == 0
+    # 2. A change in a module no shard or cell runs: only its stage reruns, nothing is recomputed.
+    edit(workspace, "mvcaug/report.py", "def loss_chart(", "def fine_tuning_loss_chart(")
+    edit(workspace, "mvcaug/report.py", "_section(\"Denoiser fine-tuning loss\", loss_chart(",
+         "_section(\"Denoiser fine-tuning loss\", fine_tuning_loss_chart(")
+    result = run(["dvc", "repro"], workspace)
+    assert stages_ran(result.stdout) == {"report"}
+
+
+def test_the_pipeline_flow_reproduces_only_what_changed(workspace: Path) -> None:
     update_params(workspace, {"train": {"rsp_p": 0.5}})
     result = run(["python", "-m", "flows.pipeline"], workspace)
     output = result.stdout + result.stderr
     assert "ran: ['train', 'report']" in output
-    assert "'trained': 2, 'kept': 8" in output  # only the RSP cells depend on rsp_p
+    assert logged(output, "train")["trained"] == SEEDS  # only the RSP cells depend on rsp_p
     assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
-    assert stages_ran(run(["dvc", "repro"], workspace).stdout) == set()
 
 
 def test_ablation_off_empties_its_set_and_drops_its_cells(workspace: Path) -> None:
     update_params(workspace, {"generate": {"ablation": False}})
     result = run(["dvc", "repro"], workspace)
-    assert stages_ran(result.stdout) == {"generate", "train", "report"}  # the MVC set is unchanged: no quality
-    assert "'trained': 0, 'kept': 8" in result.stdout + result.stderr
+    assert stages_ran(result.stdout) == {"generate", "filter", "train", "report"}  # the MVC set is unchanged
+    assert logged(result.stdout + result.stderr, "train")["trained"] == 0
     folder = workspace / "data/06_synthetic_ablation"
     assert pq.read_table(folder / "manifest.parquet").num_rows == 0 and not list(folder.glob("shard-*"))
     assert not list((workspace / "data/07_train/cells").glob("*no_mvc*"))
@@ -176,10 +205,12 @@ def api_post(api: str, path: str, body: dict) -> list[dict]:
         return json.loads(response.read())
 
 
-def test_every_stage_is_a_completed_flow_run_in_prefect(workspace: Path, prefect_server: str) -> None:
+def test_every_stage_is_a_completed_flow_run_in_prefect(base: Path, prefect_server: str) -> None:
     flows = {f["id"]: f["name"] for f in api_post(prefect_server, "flows/filter", {})}
     runs = api_post(prefect_server, "flow_runs/filter", {"limit": 200})
     completed = {flows[r["flow_id"]] for r in runs if r["state_type"] == "COMPLETED"}
     assert ALL_STAGES <= completed
-    artifacts = {a["key"] for a in api_post(prefect_server, "artifacts/filter", {}) if a.get("key")}
-    assert {"mvcaug-metrics", "mvcaug-report"} <= artifacts
+    artifacts = {a["key"]: a for a in api_post(prefect_server, "artifacts/filter", {}) if a.get("key")}
+    assert {"mvcaug-metrics", "mvcaug-report"} <= set(artifacts)
+    verdict = (base / "data/08_report/report.md").read_text().splitlines()[2].strip("*")
+    assert artifacts["mvcaug-metrics"]["description"] == verdict  # the verdict opens the artifact too
