@@ -3,21 +3,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup browser run pipeline test test-fast ui clean
+.PHONY: setup setup-test browser run pipeline test test-fast ui clean
 
 setup: $(STAMP)
+setup-test: $(TEST_STAMP)
 
 # torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml; on this workplace pip takes them from disk.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e .
 	touch $(STAMP)
 
-## run: reproduce the whole pipeline (dvc repro) on the embedded default; the report lands in data/08_report/
+# the test tools (pytest, prefect-dask, selenium, datasets) on top of the runtime
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
+
+## run: reproduce the whole pipeline (dvc repro) on the embedded default, with one Prefect API server for
+## all stages (flows/api_server.py); the report lands in data/08_report/
 run: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.api_server -- $(BIN)/dvc repro
 	@echo "report: data/08_report/report.html   metrics: metrics.json"
 
 ## pipeline: the same through the whole-pipeline Prefect flow (one flow run with a task per stage)
@@ -31,11 +39,11 @@ browser:
 	  ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
 ## test: the whole suite, end-to-end tests included
-test: setup browser
+test: setup-test browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 ## test-fast: without the slow end-to-end tests
-test-fast: setup
+test-fast: setup-test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 ## ui: the Prefect UI on 127.0.0.1:4200; flows started with PREFECT_API_URL=http://127.0.0.1:4200/api report to it
