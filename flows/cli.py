@@ -63,6 +63,11 @@ def console_handlers() -> list[logging.Handler]:
             and not isinstance(h, logging.FileHandler)]
 
 
+LOG_FILE_ONLY = logging.getLogger("mvcaug.stage.logfile")
+"""What goes to the stage's log file alone (a user error's traceback and Prefect's records of it)."""
+LOG_FILE_ONLY.propagate = False
+
+
 @contextlib.contextmanager
 def stage_log(log_file: Path, debug: bool) -> Iterator[HoldRunFailures]:
     """Everything the stage logs also goes to log_file; without debug, run-failure records are held back."""
@@ -71,6 +76,7 @@ def stage_log(log_file: Path, debug: bool) -> Iterator[HoldRunFailures]:
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(file_handler)
+    LOG_FILE_ONLY.addHandler(file_handler)
     hold = HoldRunFailures()
     consoles = [] if debug else console_handlers()
     for handler in consoles:
@@ -81,6 +87,7 @@ def stage_log(log_file: Path, debug: bool) -> Iterator[HoldRunFailures]:
         for handler in consoles:
             handler.removeFilter(hold)
         root.removeHandler(file_handler)
+        LOG_FILE_ONLY.removeHandler(file_handler)
         file_handler.close()
 
 
@@ -136,9 +143,9 @@ def run_stage(flow: Callable[..., object]) -> None:
                 with prefect_api(), recorded_time(run_dir / "stage-times.json", stage):
                     flow(params_file=args.params)
         except UserError as err:
-            log.info("user error:\n%s", "".join(traceback.format_exception(err)))
+            LOG_FILE_ONLY.error("user error:\n%s", "".join(traceback.format_exception(err)))
             for record in hold.held:
-                log.info("%s", record.getMessage())
+                LOG_FILE_ONLY.handle(record)
             sys.exit(f"error: {err}")
         except KeyboardInterrupt:
             sys.exit(f"{stage}: interrupted")

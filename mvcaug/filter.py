@@ -230,6 +230,15 @@ def calibrate(scorer: LabelScorer, val_pixels: torch.Tensor, val_labels: Sequenc
     )
 
 
+def uncalibrated(params: FilterParams, why: str) -> Thresholds:
+    """Thresholds that are none (NaN): a switched-off filter on a validation split too small to calibrate."""
+    def none(quantile: float) -> Threshold:
+        return Threshold(math.nan, quantile, 0, 0, f"not calibrated: {why}")
+
+    return Thresholds(none(params.confidence_quantile), none(params.near_copy_quantile),
+                      none(params.duplicate_quantile))
+
+
 def calibrate_thresholds(scorer: LabelScorer, train_pixels: torch.Tensor, val_pixels: torch.Tensor,
                          val_labels: Sequence[str], classes: Sequence[str], params: FilterParams,
                          feature_fn: TensorFn | None = None, batch_size: int = 256) -> Thresholds:
@@ -305,8 +314,14 @@ def filter_synthetic(
     # 2. every set in the distance space, once
     train_vectors, val_vectors, synthetic_vectors = (
         embed(x, params.space, feature_fn, batch_size) for x in (train_pixels, val_pixels, synthetic_pixels))
-    # 3. thresholds from the validation split
-    thresholds = calibrate(scorer, val_pixels, val_labels, val_vectors, train_vectors, classes, params, batch_size)
+    # 3. thresholds from the validation split (switched off, a split too small to calibrate is no error)
+    try:
+        thresholds = calibrate(scorer, val_pixels, val_labels, val_vectors, train_vectors, classes, params, batch_size)
+    except FilterError as err:
+        if params.enabled:
+            raise
+        log.warning("filter.enabled is false and the thresholds cannot be calibrated (%s); scores only", err)
+        thresholds = uncalibrated(params, str(err))
     # 4. synthetic scores and decisions
     confidence, _ = true_class_probability(scorer, synthetic_pixels, synthetic_labels, classes)
     distance, index = nearest_neighbours(synthetic_vectors, train_vectors, batch_size)

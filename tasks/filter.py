@@ -9,6 +9,7 @@ the real training split, picks its epoch on the validation split, and is saved f
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def filter_set(params: Params, set_name: str) -> dict:
                                                    if record.nearest_synthetic_index is not None else None)})
     write_parquet(out, pa.Table.from_pylist(decided))
     thresholds = {name: asdict(getattr(result.thresholds, name)) for name in ("confidence", "near_copy", "near_duplicate")}
+    for threshold in thresholds.values():  # JSON has no NaN: an uncalibrated threshold is null
+        threshold["value"] = threshold["value"] if math.isfinite(threshold["value"]) else None
     return {"thresholds": thresholds, "counts": count_decisions(result.records)}
 
 

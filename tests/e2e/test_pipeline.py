@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from mvcaug.embedding_table import read_embeddings
+from tests.browser import browser  # noqa: F401  (a pytest fixture)
 from tests.workspace import (
     TINY_PARAMS, commit_all, copy_workspace, make_workspace, run, stages_ran, update_params,
 )
@@ -214,3 +215,52 @@ def test_every_stage_is_a_completed_flow_run_in_prefect(base: Path, prefect_serv
     assert {"mvcaug-metrics", "mvcaug-report"} <= set(artifacts)
     verdict = (base / "data/08_report/report.md").read_text().splitlines()[2].strip("*")
     assert artifacts["mvcaug-metrics"]["description"] == verdict  # the verdict opens the artifact too
+
+
+EXP_COLUMNS = ["--drop", ".*", "--keep", r"Experiment|small_cnn\.(baseline|syn)\.(acc_mean|gain.*)|mix\.fine_steps"]
+"""The README's `dvc exp show` view: the headline metrics and the params that differ."""
+
+
+def test_the_dvc_experiment_workflow(workspace: Path) -> None:
+    result = run(["dvc", "exp", "run", "-n", "no-fine-steps", "-S", "mix.fine_steps=0"], workspace)
+    assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed"}
+    # persisted outputs carry over: the real-only cells do not depend on the mixes
+    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
+    experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])
+                   for exp in [exp["revs"][0]]}
+    data = experiments["no-fine-steps"]["data"]
+    assert data["params"]["params.yaml"]["data"]["mix"]["fine_steps"] == 0
+    assert "gain_ci_low" in data["metrics"]["metrics.json"]["data"]["small_cnn"]["syn"]
+    table = run(["dvc", "exp", "show", "--csv", *EXP_COLUMNS], workspace).stdout
+    header = table.splitlines()[0].split(",")
+    assert "small_cnn.syn.gain_ci_low" in header and "mix.fine_steps" in header and len(header) < 20
+    assert "no-fine-steps" in table
+    diff = run(["dvc", "exp", "diff", "HEAD", "no-fine-steps"], workspace).stdout
+    assert re.search(r"mix\.fine_steps\s+8\s+0", diff), diff
+
+
+def test_the_report_reads_at_a_glance_in_a_browser(base: Path, browser) -> None:
+    """Headless Chromium opens report.html offline: the verdict is the first thing on the page, and every
+    section is there. The screenshot is kept for a person to look at (test-artifacts/report.png)."""
+    from selenium.webdriver.common.by import By
+
+    from tests.browser import ARTIFACTS
+
+    browser.get((base / "data/08_report/report.html").as_uri())
+    verdict = browser.find_element(By.CLASS_NAME, "verdict")
+    first_heading = browser.find_element(By.TAG_NAME, "h2")
+    assert verdict.is_displayed() and verdict.location["y"] < first_heading.location["y"]
+    assert verdict.text == (base / "data/08_report/report.md").read_text().splitlines()[2].strip("*")
+    headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
+    assert headings[:3] == ["How many images: synthetic vs real", "Training strategies: real only, combined, RSP, "
+                            "two-phase", "Test accuracy (%) as in the paper (gain over the matching baseline)"]
+    assert {"Quality of the synthetic images, per class", "What the filter kept and dropped",
+            "Where the time went", "Real vs synthetic, per class"} <= set(headings)
+    charts = browser.find_elements(By.TAG_NAME, "svg")
+    assert charts and all(chart.size["width"] > 100 for chart in charts)
+    images = browser.find_elements(By.TAG_NAME, "img")
+    assert images and all(browser.execute_script("return arguments[0].naturalWidth", im) > 0 for im in images)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1200, browser.execute_script("return document.body.scrollHeight") + 100)
+    browser.save_screenshot(str(ARTIFACTS / "report.png"))

@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,43 +27,14 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.browser import ARTIFACTS, PAGE_TIMEOUT_S, browser  # noqa: F401  (browser: a pytest fixture)
+
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(os.environ.get("MVCAUG_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
 SCREENSHOT = "prefect-ui-flow-run.png"
-PAGE_TIMEOUT_S = 60
-# Flags that work in a closed network as root: no sandbox, no GPU, nothing phoning home.
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1400,900",
-)
-
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    """Headless Debian Chromium through its own chromedriver, so selenium-manager downloads nothing."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: run `make browser` "
-                    "(apt-get install chromium chromium-driver)")
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(CHROMIUM)
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-
 
 @task
 def count_words(text: str) -> int:

@@ -4,6 +4,7 @@ the real training split only (the train stage's fit_cell), and a tiny random CLI
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,17 @@ def test_a_validation_split_without_pairs_cannot_calibrate(scorer, data):
     with pytest.raises(FilterError, match=r"filter\.duplicate_quantile.*prepare\.val_per_class"):
         calibrate_thresholds(scorer, data.real.pixels, data.val.pixels[one_each],
                              [data.val.labels[i] for i in one_each], data.classes, FilterParams())
+
+
+def test_switched_off_a_split_too_small_to_calibrate_still_scores(scorer, data):
+    one_each = [int(data.val.of_class(label)[0]) for label in data.classes]
+    result = filter_synthetic(scorer, data.real.pixels[:20], data.real.labels[:20], data.real.pixels,
+                              data.val.pixels[one_each], [data.val.labels[i] for i in one_each], data.classes,
+                              FilterParams(enabled=False))
+    assert all(r.kept and r.reason == "" for r in result.records)
+    assert all(0.0 <= r.confidence <= 1.0 for r in result.records)
+    assert math.isnan(result.thresholds.near_duplicate.value)
+    assert result.thresholds.near_duplicate.measure.startswith("not calibrated: filter.duplicate_quantile")
 
 
 def write_tiny_clip(folder: Path) -> Path:
