@@ -400,6 +400,10 @@ def _build_section(cls: type, section: str, values: Any, source: str) -> Any:
     return cls(**kwargs)
 
 
+YAML_FALSE = ("no", "off", "false")
+YAML_TRUE = ("yes", "on", "true")
+
+
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is dict:
@@ -416,6 +420,9 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return value
     if origin is Literal:
         allowed = typing.get_args(hint)
+        if isinstance(value, bool):  # YAML 1.1 reads an unquoted no / off as false, and tools that rewrite
+            # params.yaml (`dvc exp run -S`) drop the quotes: take the spelling back from the choices
+            value = next((word for word in (YAML_FALSE if not value else YAML_TRUE) if word in allowed), value)
         if value not in allowed:
             raise ParamsError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(map(str, allowed))}")
         return value

@@ -154,3 +154,13 @@ def test_two_phase_needs_a_shorter_second_phase():
     with pytest.raises(ParamsError, match="phase2_epochs"):
         params_from_dict(raw)
     params_from_dict({"train": {**raw["train"], "strategies": ["real", "combined"]}})  # no two_phase: fine
+
+
+def test_an_unquoted_no_is_the_choice_no_not_false(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml without quotes, and YAML 1.1 reads `no` as false."""
+    path = tmp_path / "params.yaml"
+    path.write_text("finetune:\n  mixed_precision: no\n")
+    assert load_params(path).finetune.mixed_precision == "no"
+    path.write_text("finetune:\n  mixed_precision: yes\n")
+    with pytest.raises(ParamsError, match="'finetune.mixed_precision' is True; choose one of no, fp16, bf16"):
+        load_params(path)
