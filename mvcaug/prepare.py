@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "reference", "test")
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "source", "sha256", "width", "height")
 
 
@@ -119,31 +119,36 @@ def split_rank(image_id: str, seed: int) -> str:
 
 
 def stratified_split(ids: list[str], labels: list[str], params: PrepareParams) -> list[str]:
-    """Assign train/val/test per image: fixed counts per class, in a seeded order of image ids.
+    """Assign train/val/reference/test per image: fixed counts per class, in a seeded order of image ids
+    (train first, then validation, then the held-out reference pool, then test).
 
     The order is stable as the dataset grows: an added image takes its own place in it and moves
     at most the images ranked after it, so the test split stays comparable across commits and
     captions/embeddings of images that stay in train are reused (paths.cache).
     """
     splits = [""] * len(labels)
-    need = params.train_per_class + params.val_per_class + 1
+    need = params.train_per_class + params.val_per_class + params.reference_per_class + 1
     for label in sorted(set(labels)):
         members = [i for i, item in enumerate(labels) if item == label]
         if len(members) < need:
             raise DatasetError(
                 f"class '{label}' has {len(members)} images; the split needs at least {need} "
-                "(train_per_class + val_per_class + 1): lower them or add images"
+                "(prepare.train_per_class + val_per_class + reference_per_class + 1 test image): "
+                "lower them or add images"
             )
         order = sorted(members, key=lambda index: split_rank(ids[index], params.seed))
         n_test = params.test_per_class or len(members)
         cut_train = params.train_per_class
         cut_val = cut_train + params.val_per_class
+        cut_reference = cut_val + params.reference_per_class
         for rank, index in enumerate(order):
             if rank < cut_train:
                 splits[index] = "train"
             elif rank < cut_val:
                 splits[index] = "val"
-            elif rank < cut_val + n_test:
+            elif rank < cut_reference:
+                splits[index] = "reference"
+            elif rank < cut_reference + n_test:
                 splits[index] = "test"
     return splits
 

@@ -118,6 +118,33 @@ def test_stratified_split_is_exact_and_test_zero_takes_the_rest():
     assert collections.Counter(limited) == {"train": 4, "val": 6, "test": 2, "": 5}
 
 
+def test_the_reference_pool_is_held_out_from_every_other_split(tmp_path):
+    params = PrepareParams(train_per_class=3, val_per_class=4, test_per_class=0, reference_per_class=5, resolution=8)
+    manifest = prepare_dataset(params, tmp_path).to_pylist()
+    by_split = collections.defaultdict(list)
+    for row in manifest:
+        by_split[row["split"]].append(row)
+    assert set(by_split) == {"train", "val", "reference", "test"}
+    for label in {row["label"] for row in manifest}:
+        assert sum(r["label"] == label for r in by_split["reference"]) == 5  # exact per class
+    reference_ids = {r["id"] for r in by_split["reference"]}
+    reference_content = {r["sha256"] for r in by_split["reference"]}
+    for split in ("train", "val", "test"):
+        assert not reference_ids & {r["id"] for r in by_split[split]}
+        assert not reference_content & {r["sha256"] for r in by_split[split]}  # no reference image leaks
+    # the reference images come right after validation in each class's seeded order, so the training and
+    # validation images are the same with or without a reference pool
+    without = prepare_dataset(PrepareParams(train_per_class=3, val_per_class=4, resolution=8), tmp_path / "plain")
+    plain = {r["id"]: r["split"] for r in without.to_pylist()}
+    assert {r["id"] for r in manifest if r["split"] in ("train", "val")} == {
+        i for i, split in plain.items() if split in ("train", "val")}
+    assert all(plain[i] == "test" for i in reference_ids)
+    ids = [f"a-{k}" for k in range(10)]
+    assert "reference" not in stratified_split(ids, ["a"] * 10, PrepareParams(train_per_class=2, val_per_class=2))
+    with pytest.raises(DatasetError, match="reference_per_class"):
+        stratified_split(ids, ["a"] * 10, PrepareParams(train_per_class=2, val_per_class=2, reference_per_class=6))
+
+
 def test_split_is_stable_when_images_are_added():
     """New images take their own places: an old image changes split only when pushed down by one."""
     params = PrepareParams(train_per_class=20, val_per_class=10, test_per_class=0, seed=3)
