@@ -23,6 +23,9 @@ class Codec(Protocol):
     def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
         """The conditioning latent concatenated to z_t (the distribution's mode for a VAE)."""
 
+    def encode_start(self, images: torch.Tensor) -> torch.Tensor:
+        """z0 of an image without sampling (the scaled mode for a VAE): where generation with strength < 1 starts."""
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Back to images in [-1, 1]."""
 
@@ -39,6 +42,9 @@ class PixelCodec:
         return images
 
     def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def encode_start(self, images: torch.Tensor) -> torch.Tensor:
         return images
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -74,6 +80,10 @@ class VaeCodec:
     @torch.no_grad()
     def encode_condition(self, images: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(self._to_vae(images)).latent_dist.mode()
+
+    @torch.no_grad()
+    def encode_start(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(self._to_vae(images)).latent_dist.mode() * self.scaling
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

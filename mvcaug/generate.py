@@ -106,7 +106,7 @@ def shard_fingerprint(shard: Shard, specs: list[ImageSpec], inputs: GenerationIn
     """A hash of every input of the shard: model, sampler settings, embeddings, conditioning images."""
     p = inputs.params
     digest = hashlib.sha256()
-    settings = (inputs.model_digest, p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale,
+    settings = (inputs.model_digest, p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale, p.strength,
                 inputs.resolution, shard.label, shard.start, shard.stop, code_digest(CODE_ENTRIES, CODE_LIBRARIES))
     digest.update(json.dumps(settings).encode())
     digest.update(np.ascontiguousarray(inputs.null_text, np.float32).tobytes())
@@ -152,7 +152,7 @@ def denoise(specs: list[ImageSpec], label: str, inputs: GenerationInputs) -> tor
         for s in specs
     ]).to(device)
     return sample(denoiser, cond, text.float().to(device), null, noise,
-                  p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale)
+                  p.scheduler, p.steps, p.guidance_scale, p.image_guidance_scale, p.strength)
 
 
 def synthetic_manifest(rows: list[dict]) -> pa.Table:

@@ -227,7 +227,10 @@ class GenerateParams:
     guidance_scale: float = 2.0
     """w of Eq. 6: text guidance."""
     image_guidance_scale: float = 1.0
-    """InstructPix2Pix image guidance; 1.0 turns it off."""
+    """InstructPix2Pix image guidance; 1.0 turns it off (the paper's Eq. 6); below 1 the text leads."""
+    strength: float = 1.0
+    """Where generation starts: 1.0 = pure noise (the paper); below 1, the conditioning image noised to
+    strength x T, and only the remaining steps run (SDEdit / DA-Fusion): closer to the real image."""
     batch_size: int = 64
     """Images denoised together."""
     seed: int = 0
@@ -444,6 +447,8 @@ def _check_values(params: Params, source: str) -> None:
         if getattr(params, section).seed < 0:
             raise ParamsError(f"{source}: '{section}.seed' must be >= 0")
     _check_budgets(params, source)
+    if not 0.0 < params.generate.strength <= 1.0:
+        raise ParamsError(f"{source}: 'generate.strength' must be in (0, 1] (1.0 = start from pure noise)")
     positive = [
         ("prepare", "train_per_class"), ("prepare", "resolution"), ("mix", "per_class"),
         ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),

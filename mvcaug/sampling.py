@@ -56,17 +56,31 @@ def sample(
     steps: int,
     guidance: float,
     image_guidance: float = 1.0,
+    strength: float = 1.0,
 ) -> torch.Tensor:
     """Images in [-1, 1] for a batch of (conditioning image, text embedding, initial noise).
-    Without conditioning images (None) the U-Net is taken as a plain text-to-image model."""
+    Without conditioning images (None) the U-Net is taken as a plain text-to-image model.
+
+    strength 1.0 starts from pure noise (the paper). Below 1, generation starts from the conditioning
+    image's latent noised to that fraction of the schedule and runs only the remaining steps (SDEdit,
+    as diffusers' img2img pipelines do): the output stays closer to the conditioning image."""
     unet = denoiser.unet
     dtype = next(unet.parameters()).dtype
     scheduler = make_scheduler(scheduler_name, denoiser)
     scheduler.set_timesteps(steps, device=noise.device)
     cond = None if cond_images is None else denoiser.codec.encode_condition(cond_images).to(dtype)
-    latents = noise.to(dtype) * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    if strength < 1.0 and cond_images is not None:
+        start = steps - max(1, min(int(steps * strength), steps))  # at least one denoising step
+        timesteps = timesteps[start * scheduler.order :]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start * scheduler.order)
+        origin = denoiser.codec.encode_start(cond_images).to(noise.device, torch.float32)
+        latents = scheduler.add_noise(origin, noise.float(), timesteps[:1].repeat(len(noise))).to(dtype)
+    else:
+        latents = noise.to(dtype) * scheduler.init_noise_sigma
     text, null_text = text.to(dtype), null_text.to(dtype)
-    for t in scheduler.timesteps:
+    for t in timesteps:
         model_input = scheduler.scale_model_input(latents, t)
         eps = guided_noise(unet, model_input, t, cond, text, null_text, guidance, image_guidance)
         latents = scheduler.step(eps, t, latents).prev_sample
