@@ -100,13 +100,13 @@ def load_vae_codec(
     """The vae/ subfolder of a Stable Diffusion checkpoint (folder or hub id)."""
     from diffusers import AutoencoderKL
 
-    from mvcaug.denoiser import load_pretrained
+    from mvcaug.model_sources import load_from_source
 
-    vae = load_pretrained(
+    vae = load_from_source(
         lambda path, subfolder: AutoencoderKL.from_pretrained(
             path, subfolder=subfolder, use_safetensors=True, torch_dtype=dtype
         ),
-        source, "vae",
+        source, "finetune.pretrained", "a Stable Diffusion folder with vae/, or a hub id", subfolder="vae",
     )
     return VaeCodec(vae.to(device), source, channels)
 

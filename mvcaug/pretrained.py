@@ -10,7 +10,8 @@ import torch
 from diffusers import DDPMScheduler
 
 from mvcaug.codecs import load_vae_codec
-from mvcaug.denoiser import Denoiser, ModelError, load_pretrained_unet
+from mvcaug.denoiser import Denoiser, load_pretrained_unet
+from mvcaug.model_sources import ModelError
 
 
 def load_text_to_image(path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Denoiser:

@@ -14,7 +14,6 @@ from mvcaug.blip2 import Blip2Captioner, Blip2Error, clean_caption
 from mvcaug.params import CaptionParams
 from tests.captions import caption_manifest
 
-torch.set_num_threads(1)
 
 WORDS = "a an the of on in with cat dog mat sitting small large red blue photo image picture".split()
 

@@ -10,7 +10,6 @@ from mvcaug.classifiers import ClassifierError, builtin_names, create_classifier
 from mvcaug.errors import MissingInputError
 from mvcaug.wide_resnet import wide_resnet28
 
-torch.set_num_threads(1)
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from mvcaug.embed import (
-    PACKAGED_ENCODER, EncoderError, encode_texts, load_text_encoder, storage_dtype,
+    PACKAGED_ENCODER, encode_texts, load_text_encoder, storage_dtype,
 )
+from mvcaug.model_sources import ModelError
 from mvcaug.params import EmbedParams
 
 CAPTIONS = [
@@ -65,10 +66,15 @@ def test_missing_local_encoder_names_the_model(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     missing = tmp_path / "no-such-encoder"
     params = EmbedParams(encoder=str(missing), device="cpu")
-    with pytest.raises(EncoderError) as info:
+    with pytest.raises(ModelError) as info:
         load_text_encoder(params)
-    assert str(missing) in str(info.value)
-    assert "embed.encoder" in str(info.value)
+    message = str(info.value)
+    assert message.startswith(f"embed.encoder '{missing}' is not a folder; set it to a local folder")
+    assert "Repo id" not in message and "HF_HUB_OFFLINE is set" in message
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ModelError) as info:  # relative, several parts: a path, not a hub id
+        load_text_encoder(EmbedParams(encoder="models/text/encoder", device="cpu"))
+    assert "HF_HUB_OFFLINE" not in str(info.value) and "hf download" in str(info.value)
 
 
 def test_empty_local_folder_names_the_model(tmp_path, monkeypatch):
@@ -76,9 +82,9 @@ def test_empty_local_folder_names_the_model(tmp_path, monkeypatch):
     folder = tmp_path / "empty-encoder"
     folder.mkdir()
     params = EmbedParams(encoder=str(folder), device="cpu")
-    with pytest.raises(EncoderError) as info:
+    with pytest.raises(ModelError) as info:
         load_text_encoder(params)
-    assert str(folder) in str(info.value)
+    assert str(info.value).startswith(f"embed.encoder: cannot load '{folder}'")
 
 
 def test_storage_dtype():

@@ -34,7 +34,6 @@ from mvcaug.train import TrainingData, fit_cell
 from tests.sd_checkpoint import MAX_TOKENS, write_tokenizer
 from tests.train_cells import digits_data
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

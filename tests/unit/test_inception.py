@@ -12,7 +12,15 @@ from mvcaug.errors import UserError
 from mvcaug.inception import INCEPTION_DIM, InceptionWeightsError, inception_feature_fn, load_inception
 from mvcaug.quality import distribution_distances, extract, frechet_distance
 
-torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    """Inception at 299 px is the one heavy model here: two threads for these tests, then back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -78,13 +78,18 @@ def test_empty_file_gives_defaults(tmp_path):
         ("prepare:\n  source: mnist\n", "prepare.source"),
         ("embed:\n  dtype: float64\n", "embed.dtype"),
         ("caption:\n  backend: gpt\n", "caption.backend"),
-        ("train:\n  settings: [real, synthetic]\n", "train.settings"),
-        ("generate:\n  steps: 0\n", "generate.steps"),  # non-positive
+        ("train:\n  settings: [real, synthetic]\n", "unknown key 'train.settings'"),
+        ("train:\n  strategies: [real, synthetic]\n", "'train.strategies' is 'synthetic'; choose one of real"),
+        ("generate:\n  steps: 0\n", "'generate.steps' must be positive"),  # non-positive
         ("prepare:\n  resolution: -16\n", "prepare.resolution"),
         ("mix:\n  per_class: 0\n", "mix.per_class"),
-        ("finetune:\n  steps: 0\n", "finetune.steps"),
+        ("finetune:\n  steps: 0\n", "'finetune.steps' must be positive"),
         ("embed:\n  max_length: 0\n", "embed.max_length"),
-        ("train:\n  epochs: 0\n", "train.epochs"),
+        ("train:\n  model_settings:\n    small_cnn: {epochs: 0}\n",
+         "'train.model_settings.small_cnn' needs positive epochs and batch_size"),
+        ("train:\n  seeds: []\n", "'train.seeds' is empty"),
+        ("train:\n  seeds: [0, -1]\n", "'train.seeds' must be distinct integers >= 0"),
+        ("generate:\n  strength: 0\n", "'generate.strength' must be in (0, 1]"),
         ("mix:\n  fine_steps: -1\n", "mix.fine_steps"),
         ("mix:\n  coarse_steps: -2\n", "mix.coarse_steps"),
         ("prepare:\n  channels: 2\n", "prepare.channels"),
@@ -127,11 +132,17 @@ def test_params_from_dict_uses_source_in_messages():
     assert params.finetune == dataclasses.replace(FinetuneParams(), block_out_channels=(4, 8))
 
 
-@pytest.mark.parametrize("key", ["generate.batch_size", "train.batch_size", "embed.batch_size"])
+@pytest.mark.parametrize("key", ["generate.batch_size", "embed.batch_size", "caption.batch_size"])
 def test_zero_batch_size_is_rejected_at_load_time(tmp_path, key):
     section, name = key.split(".")
-    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+    with pytest.raises(ParamsError, match=f"'{key}' must be positive".replace(".", r"\.")):
         load_params(write_yaml(tmp_path, f"{section}:\n  {name}: 0\n"))
+
+
+def test_a_classifier_needs_a_positive_batch_size(tmp_path):
+    text = "train:\n  model_settings:\n    small_cnn: {batch_size: 0}\n"
+    with pytest.raises(ParamsError, match=r"'train\.model_settings\.small_cnn' needs positive epochs and batch_size"):
+        load_params(write_yaml(tmp_path, text))
 
 
 def test_the_real_model_profile_loads_and_matches_params_yaml_key_for_key():

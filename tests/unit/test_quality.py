@@ -23,7 +23,6 @@ from mvcaug.quality import (
     quality_report,
 )
 
-torch.set_num_threads(1)
 CLASSES = list(DIGIT_NAMES)
 
 

@@ -20,7 +20,6 @@ from mvcaug.pretrained import load_text_to_image, takes_image_condition
 from tasks.generate import store_shard as generate_shard
 from tests.sd_checkpoint import build_tiny_sd
 
-torch.set_num_threads(1)
 TEXT_DIM = 32
 
 

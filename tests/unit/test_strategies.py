@@ -7,7 +7,6 @@ import torch
 
 from mvcaug.strategies import Phase, combined_epoch, epoch_batches, rsp_batches, two_phase_plan
 
-torch.set_num_threads(1)
 
 N_REAL, N_SYNTHETIC = 50, 200
 
