@@ -1,7 +1,13 @@
-"""Materialise a dataset as PNG files at the working resolution plus a manifest, split by class.
+"""Plan a dataset at the working resolution: which images, which split, what PNG bytes to write.
 
-Sources: scikit-learn's bundled digits (offline, the default) and an image folder with one
-subfolder per class (the torchvision / Hugging Face convention).
+Sources: scikit-learn's bundled digits (offline, the default) and an image folder with one subfolder
+per class (the torchvision / Hugging Face convention: images in nested subfolders of a class belong to
+it; hidden files such as AppleDouble `._x.png` are skipped). The decisions are made here and refused
+with the file named when they would give a silently wrong result: a single class, the same image under
+two labels (a label conflict), an image over PIL's decompression-bomb limit. The same image twice in one
+class is kept once (a warning names the copies), so it can never sit in train and test at once.
+High-bit-depth and float images are scaled to 8 bits by their own range, not clipped. The prepare task
+(tasks/prepare.py) writes the files.
 """
 
 from __future__ import annotations
@@ -9,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import shutil
+import warnings
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +25,6 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from mvcaug.atomic import write_parquet
 from mvcaug.errors import UserError
 from mvcaug.params import PrepareParams
 
@@ -58,6 +64,18 @@ def load_digits_source() -> list[SourceImage]:
     return items
 
 
+def is_image_file(path: Path) -> bool:
+    """An image by its suffix, and not hidden (AppleDouble `._x.png`, editor leftovers)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def class_images(class_dir: Path) -> list[Path]:
+    """The images of a class folder, in its nested subfolders too (as torchvision's ImageFolder reads
+    them), hidden files and folders left out, in sorted order."""
+    return sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p)
+                  and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
+
+
 def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
     """Every image under folder/<class>/; corrupt files and empty classes stop with their path named."""
     root = Path(folder)
@@ -70,7 +88,7 @@ def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
         raise DatasetError(f"{root}: no class subfolders; put each class's images in {root}/<class>/")
     items = []
     for class_dir in class_dirs:
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = class_images(class_dir)
         if not files:
             raise DatasetError(
                 f"{class_dir}: empty class folder (no images with suffix {sorted(IMAGE_SUFFIXES)}); "
@@ -78,16 +96,18 @@ def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
             )
         for file in files:
             items.append(SourceImage(
-                image_id(class_dir.name, file), class_dir.name,
+                image_id(class_dir.name, file.relative_to(class_dir)), class_dir.name,
                 file.relative_to(root).as_posix(), open_image(file),
             ))
     return items
 
 
 def image_id(label: str, file: Path) -> str:
-    """<class>-<stem>, plus the suffix when it is not .png, so a.png and a.jpg stay distinct."""
+    """<class>-<stem>, plus the suffix when it is not .png, so a.png and a.jpg stay distinct; a file in a
+    nested folder gets the folders too (<class>-<sub>_<stem>), so files directly in the class keep their id."""
     suffix = file.suffix.lower()
-    return f"{label}-{file.stem}" if suffix == ".png" else f"{label}-{file.stem}{suffix.replace('.', '_')}"
+    stem = "_".join([*file.parent.parts, file.stem]) if file.parent != Path(".") and file.parent.parts else file.stem
+    return f"{label}-{stem}" if suffix == ".png" else f"{label}-{stem}{suffix.replace('.', '_')}"
 
 
 def open_image(path: Path) -> Image.Image:
@@ -95,9 +115,14 @@ def open_image(path: Path) -> Image.Image:
     try:
         if path.stat().st_size == 0:
             raise DatasetError(f"{path}: empty image file (0 bytes); replace or delete it")
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DatasetError(f"{path}: {err.args[0].split('.')[0]}, over PIL's limit of {Image.MAX_IMAGE_PIXELS} "
+                           "pixels against decompression bombs; downscale the image or remove it") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if isinstance(err, DatasetError):
             raise
@@ -153,10 +178,29 @@ def stratified_split(ids: list[str], labels: list[str], params: PrepareParams) -
     return splits
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """An 8-bit image of the same content: 16-bit integers divided by 257; 32-bit integers as 8 or 16 bit
+    when they fit, else scaled from their own range; floats in [0, 1] times 255, others scaled from their own
+    range. (PIL's convert would clip all of these to 255, or floats in [0, 1] to black.)"""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and 255 < high <= 65535):
+        scaled = array / 257.0
+    elif image.mode == "I" and low >= 0 and high <= 255:
+        scaled = array
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scaled = array * 255.0
+    else:
+        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+    return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8), "L")
+
+
 def to_working_image(image: Image.Image, resolution: int, channels: int) -> Image.Image:
     """Convert to the working mode and size (bicubic), so every later stage sees one format."""
     mode = "L" if channels == 1 else "RGB"
-    converted = image.convert(mode)
+    converted = eight_bit(image).convert(mode)
     if converted.size != (resolution, resolution):
         converted = converted.resize((resolution, resolution), Image.Resampling.BICUBIC)
     return converted
@@ -168,33 +212,60 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
-    """Write images/<split>/<label>/<id>.png and manifest.parquet under out_dir; return the manifest."""
-    out_dir = Path(out_dir)
-    # 1. Read and split the source.
+@dataclass(frozen=True)
+class DatasetPlan:
+    """What the prepare task writes: (path relative to the output folder, PNG bytes) and the manifest."""
+
+    files: list[tuple[str, bytes]]
+    manifest: pa.Table
+
+
+def without_duplicates(items: list[SourceImage], pngs: list[bytes]) -> tuple[list[SourceImage], list[bytes]]:
+    """The items with each image content (its working PNG) once; the same content under two labels is a
+    label conflict (an error naming both), twice in one class a copy (the first kept, a warning)."""
+    first: dict[str, SourceImage] = {}
+    kept_items, kept_pngs, copies = [], [], defaultdict(list)
+    for item, data in zip(items, pngs):
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in first:
+            if first[digest].label != item.label:
+                raise DatasetError(
+                    f"{item.source} (class '{item.label}') is the same image as {first[digest].source} (class "
+                    f"'{first[digest].label}'): one image cannot have two labels; delete or move one of them")
+            copies[first[digest].source].append(item.source)
+            continue
+        first[digest] = item
+        kept_items.append(item)
+        kept_pngs.append(data)
+    for source, same in copies.items():
+        log.warning("%s appears %d more time(s) in its class (%s): kept once, so no copy lands in another split",
+                    source, len(same), ", ".join(same))
+    return kept_items, kept_pngs
+
+
+def plan_dataset(params: PrepareParams) -> DatasetPlan:
+    """Read, check, convert and split the source: the files to write and the manifest."""
+    # 1. Read the source, in the working format.
     items = load_source(params)
+    classes = sorted({item.label for item in items})
+    if len(classes) < 2:
+        raise DatasetError(f"{params.image_folder if params.source == 'imagefolder' else params.source}: one class "
+                           f"only ({', '.join(classes) or 'none'}); a classifier needs at least two class folders")
+    images = [to_working_image(item.image, params.resolution, params.channels)
+              for item in tqdm(items, desc="prepare", unit="img")]
+    # 2. No image twice: a label conflict stops, a copy within a class is kept once.
+    items, pngs = without_duplicates(items, [png_bytes(image) for image in images])
+    # 3. Split and list.
     splits = stratified_split([item.id for item in items], [item.label for item in items], params)
-    # 2. Write images, fresh: the folder is this stage's output alone.
-    shutil.rmtree(out_dir / "images", ignore_errors=True)
-    rows: dict[str, list] = {k: [] for k in MANIFEST_COLUMNS}
-    for item, split in tqdm(list(zip(items, splits)), desc="prepare", unit="img"):
+    files, rows = [], {k: [] for k in MANIFEST_COLUMNS}
+    for item, data, split in zip(items, pngs, splits):
         if not split:
             continue
-        image = to_working_image(item.image, params.resolution, params.channels)
-        data = png_bytes(image)
-        rel = Path("images") / split / item.label / f"{item.id}.png"
-        target = out_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        for key, value in (
-            ("id", item.id), ("path", rel.as_posix()), ("label", item.label), ("split", split),
-            ("source", item.source),
-            ("sha256", hashlib.sha256(data).hexdigest()), ("width", image.width), ("height", image.height),
-        ):
+        rel = f"images/{split}/{item.label}/{item.id}.png"
+        files.append((rel, data))
+        width, height = Image.open(io.BytesIO(data)).size
+        for key, value in (("id", item.id), ("path", rel), ("label", item.label), ("split", split),
+                           ("source", item.source), ("sha256", hashlib.sha256(data).hexdigest()),
+                           ("width", width), ("height", height)):
             rows[key].append(value)
-    # 3. The manifest last, atomically: its presence means the images are complete.
-    manifest = pa.table(rows)
-    write_parquet(out_dir / "manifest.parquet", manifest)
-    log.info("prepared %d images: %s", manifest.num_rows,
-             {s: rows["split"].count(s) for s in SPLITS})
-    return manifest
+    return DatasetPlan(files, pa.table(rows))

@@ -60,7 +60,7 @@ def imagefolder(tmp_path: Path) -> Path:
 def digits_prepared(tmp_path_factory: pytest.TempPathFactory):
     """The bundled digits at 16 px, 6 train / 4 val / 4 test images per class: (folder, manifest)."""
     from mvcaug.params import PrepareParams
-    from mvcaug.prepare import prepare_dataset
+    from tasks.prepare import prepare_dataset
 
     folder = tmp_path_factory.mktemp("digits")
     params = PrepareParams(train_per_class=6, val_per_class=4, test_per_class=4, resolution=16, channels=1)

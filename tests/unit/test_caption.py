@@ -19,7 +19,7 @@ from mvcaug.caption import (
 )
 from mvcaug.images import read_manifest
 from mvcaug.params import CaptionParams, PrepareParams
-from mvcaug.prepare import prepare_dataset
+from tasks.prepare import prepare_dataset
 from tests.captions import caption_manifest
 
 

@@ -15,7 +15,8 @@ from mvcaug.caption import AttributeCaptioner
 from mvcaug.image_attributes import COLOUR_NAMES, colour_names, describe, is_drawing, measure
 from mvcaug.images import read_manifest
 from mvcaug.params import CaptionParams, PrepareParams
-from mvcaug.prepare import load_digits_source, png_bytes, prepare_dataset, to_working_image
+from mvcaug.prepare import load_digits_source, png_bytes, to_working_image
+from tasks.prepare import prepare_dataset
 from tests.captions import caption_manifest
 
 SIZE = 64

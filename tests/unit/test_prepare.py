@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from mvcaug.params import PrepareParams
+from tasks.prepare import prepare_dataset
 from mvcaug.prepare import (
-    DIGIT_NAMES, MANIFEST_COLUMNS, DatasetError, load_imagefolder_source, prepare_dataset, stratified_split,
+    DIGIT_NAMES, MANIFEST_COLUMNS, DatasetError, eight_bit, load_imagefolder_source, stratified_split,
 )
 
 SMALL = dict(train_per_class=5, val_per_class=3, test_per_class=2)
@@ -269,3 +270,80 @@ def test_same_stem_different_suffix_gets_distinct_ids(tmp_path, make_imagefolder
     manifest = prepare_dataset(params, tmp_path / "out")
     assert len(set(manifest["id"].to_pylist())) == manifest.num_rows
     assert len(set(manifest["path"].to_pylist())) == manifest.num_rows
+
+
+
+# --- bad input: refused with the file named, or handled so that no result is silently wrong -------------
+
+
+def folder_params(source: Path, **changes) -> PrepareParams:
+    return PrepareParams(**{"source": "imagefolder", "image_folder": str(source), "train_per_class": 2,
+                            "val_per_class": 1, "test_per_class": 1, "resolution": 8, **changes})
+
+
+def test_a_single_class_is_refused(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"cat": 6})
+    with pytest.raises(DatasetError, match=r"one class only \(cat\); a classifier needs at least two class folders"):
+        prepare_dataset(folder_params(source), tmp_path / "out")
+
+
+def test_16_bit_and_float_images_keep_their_contrast(tmp_path):
+    ramp16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)  # 0 .. 63000 of 65535
+    sixteen = Image.fromarray(ramp16)
+    sixteen.save(tmp_path / "deep.png")
+    reread = Image.open(tmp_path / "deep.png")
+    assert reread.mode.startswith("I")  # what PIL gives for a 16-bit PNG
+    assert np.array_equal(np.asarray(eight_bit(reread)), np.round(ramp16 / 257).astype(np.uint8))
+    assert np.asarray(reread.convert("L")).max() == 255 and (np.asarray(reread.convert("L")) == 255).mean() > 0.9
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(ramp, "F").save(tmp_path / "float.tif")
+    as_read = eight_bit(Image.open(tmp_path / "float.tif"))
+    assert np.asarray(as_read).min() == 0 and np.asarray(as_read).max() == 255  # not all black
+    wide = Image.fromarray(ramp * 1000 - 500, "F")  # another range: scaled from its own
+    assert np.asarray(eight_bit(wide)).max() == 255 and np.asarray(eight_bit(wide)).min() == 0
+    assert eight_bit(Image.new("L", (2, 2), 7)).getpixel((0, 0)) == 7  # 8-bit images are left alone
+
+
+def test_the_same_image_under_two_labels_is_a_conflict(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"cat": 6, "dog": 6})
+    (source / "dog" / "img00.png").write_bytes((source / "cat" / "img03.png").read_bytes())
+    with pytest.raises(DatasetError) as info:
+        prepare_dataset(folder_params(source), tmp_path / "out")
+    message = str(info.value)
+    assert "dog/img00.png" in message and "cat/img03.png" in message and "two labels" in message
+
+
+def test_a_copy_within_a_class_is_kept_once(tmp_path, make_imagefolder, caplog):
+    source = make_imagefolder(tmp_path / "src", {"cat": 6, "dog": 6})
+    (source / "cat" / "copy.png").write_bytes((source / "cat" / "img01.png").read_bytes())
+    manifest = prepare_dataset(folder_params(source, test_per_class=0), tmp_path / "out").to_pylist()
+    hashes = [row["sha256"] for row in manifest]
+    assert len(hashes) == len(set(hashes)) == 12  # the copy is not in any split
+    assert "cat/copy.png appears 1 more time(s) in its class (cat/img01.png)" in caplog.text  # sorted: first kept
+
+
+def test_nested_folders_belong_to_their_class(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"cat": 4, "dog": 6})
+    make_imagefolder(source / "cat" / "indoor", {"more": 2}, seed=3)
+    items = load_imagefolder_source(source)
+    cats = [item for item in items if item.label == "cat"]
+    assert len(cats) == 6 and {"cat-img00", "cat-indoor_more_img01"} <= {item.id for item in cats}
+    assert {item.source for item in cats} >= {"cat/indoor/more/img00.png", "cat/img03.png"}
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"cat": 4, "dog": 4})
+    (source / "cat" / "._img00.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (source / "dog" / ".thumbnails").mkdir()
+    (source / "dog" / ".thumbnails" / "t.png").write_bytes(b"not an image")
+    assert len(load_imagefolder_source(source)) == 8
+
+
+def test_a_decompression_bomb_names_the_file(tmp_path, make_imagefolder, monkeypatch):
+    source = make_imagefolder(tmp_path / "src", {"cat": 4, "dog": 4})
+    Image.new("L", (64, 64)).save(source / "dog" / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4096 pixels is then a bomb
+    with pytest.raises(DatasetError) as info:
+        load_imagefolder_source(source)
+    message = str(info.value)
+    assert "huge.png" in message and "decompression bombs" in message and "downscale" in message
