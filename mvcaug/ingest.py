@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvcaug.errors import UserError
-from mvcaug.prepare import IMAGE_SUFFIXES
 
 
 class IngestError(UserError, ValueError):
@@ -35,11 +34,6 @@ class Copy:
     source: Path
     target: Path
     label: str
-
-
-def is_image_file(path: Path) -> bool:
-    """An image by suffix, and not a hidden file (AppleDouble `._x.png`, editor leftovers)."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 def contained_target(dataset: Path, label: str, name: str) -> Path:

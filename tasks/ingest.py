@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import atomic_path
 from mvcaug.digests import file_sha256
-from mvcaug.ingest import Candidate, IngestError, is_image_file, plan_copies
-from mvcaug.prepare import DatasetError, open_image
+from mvcaug.ingest import Candidate, IngestError, plan_copies
+from mvcaug.prepare import DatasetError, is_image_file, open_image
 
 log = logging.getLogger("mvcaug.ingest")
 
