@@ -34,6 +34,8 @@ from mvcaug.params import load_params
 log = logging.getLogger("mvcaug.stage")
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 """Prefect's run loggers, whose ERROR records repeat a failure's traceback once per task and flow."""
+FAILED_STATES = ("Finished in state Failed", "Finished in state Crashed")
+"""Their INFO records that repeat the failure's message once more."""
 
 
 class StageBusy(UserError, RuntimeError):
@@ -48,7 +50,8 @@ class HoldRunFailures(logging.Filter):
         self.held: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and record.name.startswith(RUN_LOGGERS):
+        failure = record.levelno >= logging.ERROR or record.getMessage().startswith(FAILED_STATES)
+        if failure and record.name.startswith(RUN_LOGGERS):
             self.held.append(record)
             return False
         return True
