@@ -24,7 +24,7 @@ def code_of(stage: str) -> list[str]:
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_deps_cover_the_import_closure_of_the_stage_flow(stage):
-    assert STAGES[stage]["cmd"] == f"python -m flows.{stage}"  # the naming chain: stage -> flows/<stage>.py
+    assert STAGES[stage]["cmd"] == f"exec python -m flows.{stage}"  # the naming chain: stage -> flows/<stage>.py
     deps = [str(d) for d in STAGES[stage]["deps"]]
     missing = [path for path in code_of(stage) if not covered(path, deps)]
     assert not missing, f"dvc.yaml: stage '{stage}' runs {', '.join(missing)} but does not list it in deps"
