@@ -41,6 +41,7 @@ SETTINGS: dict[str, list[str]] = {
     "image guidance 0.5": ["generate.image_guidance_scale=0.5"],
     "image dropout 0.2": ["finetune.image_dropout=0.2"],
     "EMA": ["finetune.ema=true", "finetune.ema_decay=0.995"],
+    "near-copy quantile 0": ["filter.near_copy_quantile=0.0"],
     "filter off": ["filter.enabled=false"],
 }
 """The grid: one knob at a time against the defaults (the knobs that decide how far a synthetic image may
@@ -74,15 +75,19 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     workspace = make_workspace(folder, params={})
     names = args.only or list(SETTINGS)
-    seconds = {}
+    seconds, failed = {}, {}
     for name in names:
         run(["git", "checkout", "--", "params.yaml"], workspace)  # every setting starts from the defaults
         overrides = [arg for value in SWEEP_ONLY + SETTINGS[name] for arg in ("-S", value)]
         start = time.perf_counter()
-        run(["dvc", "exp", "run", "-n", slug(name), *overrides], workspace)
+        result = run(["dvc", "exp", "run", "-n", slug(name), *overrides], workspace, check=False)
         seconds[name] = time.perf_counter() - start
-        log.info("%s: %.0f s", name, seconds[name])
+        if result.returncode != 0:  # e.g. the filter kept no image: the setting gives no synthetic set to train on
+            errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            failed[name] = errors[-1] if errors else result.stderr.strip().splitlines()[-1]
+        log.info("%s: %.0f s%s", name, seconds[name], f" ({failed[name]})" if name in failed else "")
     metrics = experiment_metrics(workspace)
+    names = [n for n in names if n not in failed]
     ranked = sorted(names, key=lambda n: metrics[slug(n)]["syn"]["val_acc_mean"], reverse=True)
     chosen = ranked[0]
     log.info("workspace: %s", workspace)
@@ -96,6 +101,8 @@ def main() -> None:
                 if name == chosen else "not scored")
         log.info("| %s | %s | %.2f | %.2f | %s | %s | %.0f |", name, ", ".join(SETTINGS[name]) or "(params.yaml)",
                  100 * syn["val_acc_mean"], 100 * real["val_acc_mean"], test, gain, seconds[name])
+    for name, error in failed.items():
+        log.info("| %s | %s | no result: %s | | | | %.0f |", name, ", ".join(SETTINGS[name]), error, seconds[name])
     log.info("chosen on validation: %s", chosen)
 
 

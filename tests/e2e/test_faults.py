@@ -132,7 +132,7 @@ def test_a_missing_local_encoder_is_named_and_never_sent_to_the_hub(workspace: P
 def test_ctrl_c_ends_a_stage_within_seconds(workspace: Path, what: str) -> None:
     if what == "generate":
         run(["dvc", "repro", "finetune"], workspace)
-        update_params(workspace, {"generate": {"images_per_class": 400, "steps": 50}})
+        update_params(workspace, {"generate": {"steps": 1000}})  # minutes of sampling
     else:
         update_params(workspace, {"finetune": {"steps": 100000}})
     process = stage(["python", "-m", f"flows.{what}"], workspace, own_server_env())

@@ -31,4 +31,4 @@ def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path)
     report = (ws / "data/08_report/report.md").read_text()
     assert "| model | Baseline | AA | RA | TA | Syn | AA+Syn | RA+Syn | TA+Syn |" in report
     confusion = sorted(p.stem for p in (ws / "data/07_train/plots/confusion").glob("*.json"))
-    assert len(confusion) == 17  # one per grid column (seeds pooled), the ablation's included
+    assert len(confusion) == 18  # one per grid column (seeds pooled), the ablation's and the reference's included

@@ -32,7 +32,8 @@ PER_CLASS = TINY_PARAMS["generate"]["images_per_class"]  # 4: budgets 0.25, 0.5,
 GRID = 4 * SEEDS  # real, combined, rsp, two_phase
 ABLATION = SEEDS  # combined on the P = Q = 0 set
 BUDGET = 2 * SEEDS  # combined on 1 and 2 images per class
-CELLS = GRID + ABLATION + BUDGET
+REFERENCE = 3 * SEEDS  # real only plus 1, 2 and 4 held-out real images per class
+CELLS = GRID + ABLATION + BUDGET + REFERENCE
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,7 @@ def test_every_artifact(base: Path) -> None:
     splits = manifest["split"].to_pylist()
     assert splits.count("train") == CLASSES * p["prepare"]["train_per_class"]
     assert splits.count("test") == CLASSES * p["prepare"]["test_per_class"]
+    assert splits.count("reference") == CLASSES * p["prepare"]["reference_per_class"]
 
     captions = pq.read_table(base / "data/02_captions/captions.parquet").to_pylist()
     assert len(captions) == CLASSES * p["prepare"]["train_per_class"]
@@ -106,8 +108,9 @@ def test_every_artifact(base: Path) -> None:
     assert names <= {p.name for p in (base / "data/07_train/cells").iterdir()}
 
     metrics = json.loads((base / "metrics.json").read_text())["small_cnn"]
-    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "syn_no_mvc", "syn_n1", "syn_n2"}
-    assert {"gain", "gain_ci_low", "gain_ci_high", "gain_p"} <= set(metrics["syn"])
+    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "syn_no_mvc", "syn_n1", "syn_n2",
+                            "ref_n1", "ref_n2", "ref_n4"}
+    assert {"gain", "gain_ci_low", "gain_ci_high", "gain_p", "exchange_rate"} <= set(metrics["syn"])
     quality = json.loads((base / "data/09_quality/metrics.json").read_text())
     assert {"fid", "kid_mean", "fidelity._all", "memorisation.near_copies", "condition.text_change",
             "condition.image_change", "near_copy_fraction.zero"} <= set(quality)
@@ -118,7 +121,9 @@ def test_every_artifact(base: Path) -> None:
     markdown = (base / "data/08_report/report.md").read_text()
     assert markdown.splitlines()[2].startswith("**") and "| small_cnn | default |" in markdown
     budget = sorted(p.name for p in (base / "data/08_report/budget").iterdir())
-    assert budget == ["small_cnn-synthetic.csv"]  # no reference split in the tiny params: no real curve
+    assert budget == ["small_cnn-real.csv", "small_cnn-synthetic.csv"]
+    assert (base / "data/08_report/budget/small_cnn-real.csv").read_text().splitlines()[0] == (
+        "images_per_class,accuracy,low,high")
 
 
 def test_noop_repro_runs_nothing(base: Path) -> None:
@@ -149,8 +154,9 @@ def test_more_images_keep_finished_shards_and_cells(workspace: Path) -> None:
     assert shard_record.stat().st_mtime_ns == before
     assert logged(output, "generate mvc") == {"shards": 30, "generated": 10, "kept": 20, "removed": 0, "images": 60}
     assert logged(output, "generate no_mvc")["generated"] == 10
-    # budgets 0.25, 0.5, 1.0 of 6: 2, 3 (new) and 6; the real-only cells do not depend on synthetic images
-    assert logged(output, "train")["kept"] == SEEDS
+    # budgets 0.25, 0.5, 1.0 of 6: 2, 3 and 6; real-only cells and reference cells at 2 keep their results
+    # (they do not depend on synthetic images), the reference cells at 3 and 6 are new
+    assert logged(output, "train")["kept"] == SEEDS + SEEDS
 
 
 def edit(workspace: Path, module: str, old: str, new: str) -> None:

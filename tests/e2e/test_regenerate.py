@@ -30,7 +30,7 @@ CLASSES = ("red", "blue")
 PARAMS = {
     **TINY_PARAMS,
     "prepare": {**TINY_PARAMS.get("prepare", {}), "source": "imagefolder", "image_folder": DATASET,
-                "train_per_class": 3, "val_per_class": 1, "test_per_class": 1},
+                "train_per_class": 3, "val_per_class": 1, "test_per_class": 1, "reference_per_class": 0},
     "train": {**TINY_PARAMS.get("train", {}), "seeds": [0]},
 }
 
