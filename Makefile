@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: setup setup-test browser run pipeline test test-fast ui clean
+.PHONY: setup setup-test browser run pipeline test test-fast ui export clean
 
 setup: $(STAMP)
 setup-test: $(TEST_STAMP)
@@ -45,6 +45,11 @@ test: setup-test browser
 ## test-fast: without the slow end-to-end tests
 test-fast: setup-test
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+
+## export: the kept synthetic images (and the real training split) as a Hugging Face ImageFolder in OUT
+OUT ?= export
+export: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.export $(OUT) --with-real
 
 ## ui: the Prefect UI on 127.0.0.1:4200; flows started with PREFECT_API_URL=http://127.0.0.1:4200/api report to it
 ui: setup
