@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -115,9 +116,48 @@ def stage_name(flow: Callable[..., object]) -> str:
     return getattr(flow, "name", getattr(flow, "__name__", "stage"))
 
 
-def exit_on_sigterm() -> None:
-    """SIGTERM (from PR_SET_PDEATHSIG or `kill`) unwinds like an exception, so temp files and the server go."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+class Terminated(BaseException):
+    """SIGTERM arrived (from PR_SET_PDEATHSIG or `kill`): unwind like Ctrl-C."""
+
+
+GRACE_S = 5.0
+"""After Ctrl-C or SIGTERM the stage unwinds (Prefect marks the run crashed, the lock and the server go);
+if it has not exited after this long (a task-runner thread still computing a shard holds it), it leaves anyway."""
+
+
+def leave_after_grace(message: str, code: int) -> None:
+    """A daemon thread that ends the process GRACE_S seconds from now, unless it has exited by then."""
+    def leave() -> None:
+        time.sleep(GRACE_S)
+        exit_now(message, code)
+
+    threading.Thread(target=leave, name="leave-after-grace", daemon=True).start()
+
+
+def on_interrupt(signum: int, frame: object) -> None:
+    leave_after_grace("interrupted", 130)
+    raise KeyboardInterrupt
+
+
+def on_terminate(signum: int, frame: object) -> None:
+    leave_after_grace("terminated", 143)
+    raise Terminated
+
+
+def exit_on_signals() -> None:
+    """Ctrl-C and SIGTERM unwind like exceptions, so temp files, the lock and the server go, within seconds."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # a background job keeps ignoring Ctrl-C
+        signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_terminate)
+
+
+def exit_now(message: str, code: int) -> None:
+    """Leave at once, without waiting for task-runner threads still computing a shard (the interpreter
+    would join them at exit, for minutes): the lock and the server were released while unwinding, and a
+    shard interrupted midway only leaves a temporary folder that the next run removes."""
+    print(message, file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(code)
 
 
 def run_stage(flow: Callable[..., object]) -> None:
@@ -131,7 +171,7 @@ def run_stage(flow: Callable[..., object]) -> None:
     die_with_parent()
     if os.getppid() == 1:  # the parent died before the request took effect
         sys.exit(f"error: {stage}: the process that started this stage has exited; not running")
-    exit_on_sigterm()
+    exit_on_signals()
     try:
         run_dir = Path(load_params(args.params).paths.run)
     except UserError as err:
@@ -151,7 +191,9 @@ def run_stage(flow: Callable[..., object]) -> None:
                 LOG_FILE_ONLY.handle(record)
             sys.exit(f"error: {err}")
         except KeyboardInterrupt:
-            sys.exit(f"{stage}: interrupted")
+            exit_now(f"{stage}: interrupted", 130)
+        except Terminated:
+            exit_now(f"{stage}: terminated (its parent process ended, or it was killed)", 143)
         except Exception:
             held = list(hold.held)  # a bug: show what Prefect said about it (emit: past the filter that held it)
             for record in held:
