@@ -140,6 +140,17 @@ def training_rows(manifest: pa.Table, prepared_dir: Path) -> list[dict]:
     return train
 
 
+def image_path(row: dict) -> str:
+    """The image a caption describes: the copy at the generative model's resolution when prepare wrote one
+    (BLIP-2 then sees the source resized once, not an upsampled working image), else the working image."""
+    return row.get("model_path") or row["path"]
+
+
+def image_key(row: dict) -> str:
+    """The content hash of that image: the caption cache's key."""
+    return row.get("model_sha256") or row["sha256"]
+
+
 def caption_bodies(rows: Sequence[dict], prepared_dir: Path, captioner: Captioner, batch_size: int) -> list[str]:
     """One caption body (no prefix) per row's image, in batches of batch_size."""
     bodies: list[str] = []
@@ -147,7 +158,7 @@ def caption_bodies(rows: Sequence[dict], prepared_dir: Path, captioner: Captione
     for start in tqdm(range(0, len(rows), batch), desc=f"caption ({captioner.id})", unit="batch",
                       disable=len(rows) <= batch):
         chunk = rows[start : start + batch]
-        images = [_load_rgb(prepared_dir / row["path"]) for row in chunk]
+        images = [_load_rgb(prepared_dir / image_path(row)) for row in chunk]
         described = captioner.describe(images, [row["source"] for row in chunk])
         if len(described) != len(chunk):
             raise CaptionError(f"captioner {captioner.id} returned {len(described)} captions for {len(chunk)} images")
@@ -200,8 +211,8 @@ def uncached_rows(rows: Sequence[dict], known: dict[str, str]) -> list[dict]:
     """Rows whose image content has no cached body, one per distinct content hash."""
     todo: dict[str, dict] = {}
     for row in rows:
-        if row["sha256"] not in known:
-            todo.setdefault(row["sha256"], row)
+        if image_key(row) not in known:
+            todo.setdefault(image_key(row), row)
     return list(todo.values())
 
 

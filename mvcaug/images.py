@@ -100,7 +100,11 @@ def load_images(folder: str | Path, rows: list[dict], channels: int, id_key: str
     return ImageSet([r[id_key] for r in rows], [r["label"] for r in rows], [r.get("sha256", "") for r in rows], pixels)
 
 
-def load_split(prepared_dir: str | Path, split: str, channels: int) -> ImageSet:
-    """Every image of one split, in manifest order."""
+def load_split(prepared_dir: str | Path, split: str, channels: int, model_resolution: bool = False) -> ImageSet:
+    """Every image of one split, in manifest order; with model_resolution, the copies prepare wrote at the
+    generative model's resolution when it wrote them (prepare.model_resolution), else the working images."""
     manifest = read_manifest(prepared_dir)
-    return load_images(prepared_dir, manifest.filter(pc.equal(manifest["split"], split)).to_pylist(), channels)
+    rows = manifest.filter(pc.equal(manifest["split"], split)).to_pylist()
+    if model_resolution and "model_path" in manifest.column_names:
+        rows = [{**row, "path": row["model_path"], "sha256": row["model_sha256"]} for row in rows]
+    return load_images(prepared_dir, rows, channels)

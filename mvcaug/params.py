@@ -96,6 +96,9 @@ class PrepareParams:
     """Seed of the stratified split."""
     reference_per_class: int = 0
     """Held-out real images per class (split `reference`), used only by the reference cells; 0 = none."""
+    model_resolution: int = 0
+    """The generative model's resolution (e.g. 256 for Stable Diffusion): the training images are also written
+    at it, resized once from the source, for captioning, fine-tuning and conditioning; 0 = the working images."""
 
 
 @dataclass(frozen=True)
@@ -447,6 +450,10 @@ def _check_values(params: Params, source: str) -> None:
         if getattr(params, section).seed < 0:
             raise ParamsError(f"{source}: '{section}.seed' must be >= 0")
     _check_budgets(params, source)
+    model = params.prepare.model_resolution
+    if model < 0 or (model and params.finetune.resolution and params.finetune.resolution != model):
+        raise ParamsError(f"{source}: 'prepare.model_resolution' ({model}) must be >= 0 and, when set, equal to "
+                          f"'finetune.resolution' ({params.finetune.resolution}) or leave that 0")
     if not 0.0 < params.generate.strength <= 1.0:
         raise ParamsError(f"{source}: 'generate.strength' must be in (0, 1] (1.0 = start from pure noise)")
     positive = [

@@ -34,6 +34,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "val", "reference", "test")
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "source", "sha256", "width", "height")
+MODEL_COLUMNS = ("model_path", "model_sha256")
+"""With prepare.model_resolution: each training image at the model's resolution ("" for the other splits)."""
 
 
 class DatasetError(UserError, ValueError):
@@ -255,17 +257,25 @@ def plan_dataset(params: PrepareParams) -> DatasetPlan:
               for item in tqdm(items, desc="prepare", unit="img")]
     # 2. No image twice: a label conflict stops, a copy within a class is kept once.
     items, pngs = without_duplicates(items, [png_bytes(image) for image in images])
-    # 3. Split and list.
+    # 3. Split and list; with a model resolution, the training images once more at it, from the source.
     splits = stratified_split([item.id for item in items], [item.label for item in items], params)
-    files, rows = [], {k: [] for k in MANIFEST_COLUMNS}
+    columns = MANIFEST_COLUMNS + (MODEL_COLUMNS if params.model_resolution else ())
+    files, rows = [], {k: [] for k in columns}
     for item, data, split in zip(items, pngs, splits):
         if not split:
             continue
         rel = f"images/{split}/{item.label}/{item.id}.png"
         files.append((rel, data))
         width, height = Image.open(io.BytesIO(data)).size
-        for key, value in (("id", item.id), ("path", rel), ("label", item.label), ("split", split),
-                           ("source", item.source), ("sha256", hashlib.sha256(data).hexdigest()),
-                           ("width", width), ("height", height)):
+        values = [("id", item.id), ("path", rel), ("label", item.label), ("split", split), ("source", item.source),
+                  ("sha256", hashlib.sha256(data).hexdigest()), ("width", width), ("height", height)]
+        if params.model_resolution:
+            model_rel, model_hash = "", ""
+            if split == "train":
+                model_data = png_bytes(to_working_image(item.image, params.model_resolution, params.channels))
+                model_rel, model_hash = f"images_model/train/{item.label}/{item.id}.png", hashlib.sha256(model_data).hexdigest()
+                files.append((model_rel, model_data))
+            values += [("model_path", model_rel), ("model_sha256", model_hash)]
+        for key, value in values:
             rows[key].append(value)
     return DatasetPlan(files, pa.table(rows))

@@ -17,8 +17,8 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_parquet
 from mvcaug.caption import (
-    Captioner, build_captioner, cache_namespace, caption_bodies, caption_table, captioner_config, shard_rows,
-    training_rows, uncached_rows,
+    Captioner, build_captioner, cache_namespace, caption_bodies, caption_table, captioner_config, image_key,
+    shard_rows, training_rows, uncached_rows,
 )
 from mvcaug.content_cache import ContentCache, open_cache, store_quietly
 from mvcaug.images import read_manifest
@@ -56,7 +56,7 @@ def plan_captions(params: Params) -> CaptionPlan:
     if cache is None:
         return CaptionPlan(rows, {}, shard_rows(rows, c.shard_size), config["id"] if config else "", str(prepared))
     namespace = cache_namespace(config)
-    known = {k: v.decode() for k, v in cache.get_many(namespace, [r["sha256"] for r in rows]).items()}
+    known = {k: v.decode() for k, v in cache.get_many(namespace, [image_key(r) for r in rows]).items()}
     todo = uncached_rows(rows, known)
     return CaptionPlan(rows, known, shard_rows(todo, c.shard_size), config["id"], str(prepared), str(cache.path),
                        namespace)
@@ -68,7 +68,7 @@ def caption_shard(rows: list[dict], index: int, params: CaptionParams, prepare: 
     """(captioner id, {content hash: body}) for one shard; the bodies go into the cache before returning."""
     captioner = worker_captioner(params, prepare)
     bodies = caption_bodies(rows, Path(prepared_dir), captioner, params.batch_size)
-    by_hash = {row["sha256"]: body for row, body in zip(rows, bodies)}
+    by_hash = {image_key(row): body for row, body in zip(rows, bodies)}
     if cache_file:
         store_quietly(ContentCache(cache_file), namespace, {key: body.encode() for key, body in by_hash.items()})
     return captioner.id, by_hash
@@ -81,7 +81,7 @@ def write_captions(plan: CaptionPlan, results: list[tuple[str, dict[str, str]]],
     for _, by_hash in results:
         bodies.update(by_hash)
     captioner_id = results[0][0] if results else plan.captioner_id
-    ordered = [bodies[row["sha256"]] for row in plan.rows]
+    ordered = [bodies[image_key(row)] for row in plan.rows]
     write_parquet(params.paths.captions, caption_table(plan.rows, ordered, captioner_id, params.caption.prefix))
     captioned = sum(len(shard) for shard in plan.shards)
     summary = {"images": len(plan.rows), "captioned": captioned, "reused": len(plan.rows) - captioned,

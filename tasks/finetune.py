@@ -33,7 +33,7 @@ def data_digests(params: Params) -> dict[str, str]:
 def load_inputs(params: Params) -> tuple[ImageSet, ConditionSampler, np.ndarray]:
     """(training images, the sampler over their classes, the null text embedding)."""
     paths, p = params.paths, params.finetune
-    images = load_split(paths.prepared, "train", params.prepare.channels)
+    images = load_split(paths.prepared, "train", params.prepare.channels, model_resolution=True)
     captions, caption_emb, _ = read_embeddings(Path(paths.embeddings) / "embeddings.parquet")
     _, null, _ = read_embeddings(Path(paths.embeddings) / "null.parquet")
     mixed, mixed_emb, _ = read_embeddings(paths.mixed)
@@ -57,7 +57,7 @@ def finetune(params: Params) -> dict:
     model_dir, p, prepare = Path(params.paths.model), params.finetune, params.prepare
     images, sampler, null = load_inputs(params)
     state = PartialState(cpu=not torch.cuda.is_available())  # this process's device under `accelerate launch`
-    resolution = p.resolution or prepare.resolution
+    resolution = p.resolution or prepare.model_resolution or prepare.resolution
     denoiser = build_denoiser(p, prepare.channels, resolution, null.shape[-1], state.device)
     live = Live(str(model_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None) if state.is_main_process else None
 

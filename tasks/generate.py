@@ -85,7 +85,7 @@ def load_inputs(root: str, params_file: str, set_name: str) -> GenerationInputs:
     return GenerationInputs(
         denoiser=denoiser,
         model_digest=digest,
-        cond_images=load_split(Path(root) / paths.prepared, "train", params.prepare.channels),
+        cond_images=load_split(Path(root) / paths.prepared, "train", params.prepare.channels, model_resolution=True),
         mixed_ids={label: ids[labels == label].tolist() for label in sorted(set(labels))},
         mixed={label: mixed_emb[labels == label].astype(np.float32) for label in sorted(set(labels))},
         null_text=null[0].astype(np.float32),

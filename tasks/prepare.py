@@ -23,7 +23,8 @@ def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
     presence means the images are complete."""
     out_dir = Path(out_dir)
     plan = plan_dataset(params)
-    shutil.rmtree(out_dir / "images", ignore_errors=True)
+    for folder in ("images", "images_model"):
+        shutil.rmtree(out_dir / folder, ignore_errors=True)
     for rel, data in plan.files:
         write_bytes(out_dir / rel, data)
     write_parquet(out_dir / "manifest.parquet", plan.manifest)

@@ -347,3 +347,29 @@ def test_a_decompression_bomb_names_the_file(tmp_path, make_imagefolder, monkeyp
         load_imagefolder_source(source)
     message = str(info.value)
     assert "huge.png" in message and "decompression bombs" in message and "downscale" in message
+
+
+def test_model_resolution_copies_come_from_the_source_resized_once(tmp_path, make_imagefolder):
+    from mvcaug.caption import image_key, image_path
+    from mvcaug.images import load_split
+    from mvcaug.prepare import png_bytes, to_working_image
+
+    source = make_imagefolder(tmp_path / "src", {"cat": 5, "dog": 5}, size=(48, 48))
+    params = folder_params(source, resolution=16, model_resolution=32, channels=3)
+    manifest = prepare_dataset(params, tmp_path / "out").to_pylist()
+    train = [r for r in manifest if r["split"] == "train"]
+    assert all(r["model_path"].startswith("images_model/train/") for r in train)
+    assert all(r["model_path"] == "" for r in manifest if r["split"] != "train")
+    row = train[0]
+    with Image.open(source / row["source"]) as original:
+        once = png_bytes(to_working_image(original, 32, 3))
+    written = (tmp_path / "out" / row["model_path"]).read_bytes()
+    assert written == once  # the source resized once to 32 px ...
+    with Image.open(tmp_path / "out" / row["path"]) as working:
+        upsampled = png_bytes(working.resize((32, 32), Image.Resampling.BICUBIC))
+    assert written != upsampled  # ... not the 16 px working image upsampled
+    assert image_path(row) == row["model_path"] and image_key(row) == hashlib.sha256(written).hexdigest()
+    models = load_split(tmp_path / "out", "train", 3, model_resolution=True)
+    assert models.pixels.shape[-1] == 32 and load_split(tmp_path / "out", "train", 3).pixels.shape[-1] == 16
+    plain = prepare_dataset(folder_params(source, resolution=16, channels=3), tmp_path / "plain")
+    assert "model_path" not in plain.column_names  # off: the manifest is as before
