@@ -168,7 +168,7 @@ def budget_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
         for kind in ("synthetic", "real"):
             for k, mean, low, high in curves.get(kind, []):
                 rows.append([model, kind, str(k), f"{100 * mean:.2f}", f"[{100 * low:.2f}, {100 * high:.2f}]"])
-    return ["model", "images added", "per class", "test accuracy (%)", "95% CI"], rows
+    return ["model", "added images", "added per class", "test accuracy (%)", "95% CI"], rows
 
 
 def quality_per_class(quality: dict | None, filter_metrics: dict | None) -> tuple[list[str], list[list[str]]]:
