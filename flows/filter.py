@@ -4,17 +4,17 @@ from prefect import flow
 
 from flows.cli import run_stage
 from mvcaug.params import load_params
-from mvcaug.synthetic_sets import MVC, NO_MVC
+from mvcaug.synthetic_sets import SET_NAMES
 from tasks.filter import filter_set, train_real_classifier, write_filter_metrics
 
 
 @flow(name="filter")
 def filter_flow(params_file: str = "params.yaml") -> dict:
-    """Train the real-only classifier, then score and decide each synthetic set on it (an empty set, such
-    as the ablation's when generate.ablation is off, gets an empty decisions table)."""
+    """Train the real-only classifier, then score and decide each synthetic set on it (a set switched off
+    gets an empty decisions table)."""
     params = load_params(params_file)
     classifier = train_real_classifier(params)
-    by_set = {name: filter_set(params, name) for name in (MVC, NO_MVC)}
+    by_set = {name: filter_set(params, name) for name in SET_NAMES}
     return write_filter_metrics(params, classifier, by_set)
 
 

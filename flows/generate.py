@@ -8,7 +8,7 @@ from prefect import flow, unmapped
 from flows.cli import run_stage
 from flows.runners import shard_runner
 from mvcaug.params import load_params
-from mvcaug.synthetic_sets import MVC, NO_MVC, synthetic_sets
+from mvcaug.synthetic_sets import SET_NAMES, synthetic_sets
 from tasks.generate import clear_set, generate, plan_set, write_manifest
 
 log = logging.getLogger("mvcaug.generate")
@@ -16,12 +16,12 @@ log = logging.getLogger("mvcaug.generate")
 
 @flow(name="generate")
 def generate_shards(root: str, params_file: str) -> dict:
-    """Every set this configuration generates (MVC's; with generate.ablation, the P = Q = 0 one too);
-    a set switched off is emptied, so the train stage finds no stale images."""
+    """Every set this configuration generates (MVC's; the P = Q = 0 one with generate.ablation; the pretrained
+    model's with generate.compare_pretrained); a set switched off is emptied, so no stage finds stale images."""
     params = load_params(Path(root) / params_file)
     wanted = {s.name for s in synthetic_sets(params.paths, params.generate)}
     summary = {}
-    for name in (MVC, NO_MVC):
+    for name in SET_NAMES:
         if name not in wanted:
             summary[name] = {"removed": clear_set(root, params_file, name), "images": 0}
             continue

@@ -60,6 +60,8 @@ class PathsParams:
     """Generated shards and manifest.parquet."""
     synthetic_ablation: str = "data/06_synthetic_ablation"
     """The same shards generated from the P = Q = 0 embeddings (empty when generate.ablation is off)."""
+    synthetic_pretrained: str = "data/06_synthetic_pretrained"
+    """The same shards from the pretrained model alone, text-to-image (empty unless generate.compare_pretrained)."""
     train: str = "data/07_train"
     """Classifier runs (dvclive) and results.json."""
     report: str = "data/08_report"
@@ -250,6 +252,9 @@ class GenerateParams:
     """Workers of that LocalCluster (one GPU each on a GPU machine)."""
     ablation: bool = True
     """The MVC ablation: also generate from P = Q = 0 embeddings and train combined cells on them."""
+    compare_pretrained: bool = False
+    """The paper's Table 4: also generate with finetune.pretrained alone (text-to-image, same mixes and seeds)
+    and train combined cells on that set, beside the fine-tuned model's."""
 
 
 @dataclass(frozen=True)
@@ -450,6 +455,9 @@ def _check_values(params: Params, source: str) -> None:
         if getattr(params, section).seed < 0:
             raise ParamsError(f"{source}: '{section}.seed' must be >= 0")
     _check_budgets(params, source)
+    if params.generate.compare_pretrained and (params.generate.mode != "finetuned" or not params.finetune.pretrained):
+        raise ParamsError(f"{source}: 'generate.compare_pretrained' compares the fine-tuned model with "
+                          "'finetune.pretrained' alone: it needs generate.mode: finetuned and finetune.pretrained set")
     model = params.prepare.model_resolution
     if model < 0 or (model and params.finetune.resolution and params.finetune.resolution != model):
         raise ParamsError(f"{source}: 'prepare.model_resolution' ({model}) must be >= 0 and, when set, equal to "

@@ -27,7 +27,7 @@ from mvcaug.stats import format_gain
 from mvcaug.summary import (
     SHORT, STRATEGY_SUFFIX, Headline, column_name, columns, gain_over_baseline, result_column,
 )
-from mvcaug.synthetic_sets import NO_MVC
+from mvcaug.synthetic_sets import NO_MVC, PRETRAINED
 
 PAPER_COLUMNS = ("baseline", "aa", "ra", "ta", "syn", "aa_syn", "ra_syn", "ta_syn")
 PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn": "Syn",
@@ -35,6 +35,8 @@ PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn
 GRID_STRATEGIES = ("real", "combined", "rsp", "two_phase")
 ABLATION_NOTE = ("Real + synthetic images generated from unmixed caption embeddings (P = Q = 0) vs from the MVC "
                  "mixes: same fine-tuned model, seeds, conditioning images and classifier settings.")
+PRETRAINED_NOTE = ("Real + synthetic images from the pretrained model alone (text-to-image from the MVC mixes, no "
+                   "conditioning image) vs from the fine-tuned model: same mixes, seeds and classifier settings.")
 GAIN_NOTE = ("Gains are paired by seed against real only with the same augmentation: mean difference in percentage "
              "points, 95% t-interval, paired t-test.")
 
@@ -159,6 +161,19 @@ def ablation_table(metrics: dict, mix_steps: tuple[int, int] | None = None) -> t
             if names[1] in metrics[model]:
                 rows.append([model, baseline] + [_gain_cell(metrics[model].get(c)) for c in names])
     return ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", mvc_title], rows
+
+
+def pretrained_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """The paper's Table 4: real only vs combined with the pretrained model's images (text-to-image, the same
+    mixes and seeds) vs with the fine-tuned model's, with paired gains."""
+    rows = []
+    for model in sorted(metrics):
+        for baseline in SHORT:
+            names = (column_name(baseline, "real"), f"{column_name(baseline, 'combined')}_{PRETRAINED}",
+                     column_name(baseline, "combined"))
+            if names[1] in metrics[model]:
+                rows.append([model, baseline] + [_gain_cell(metrics[model].get(c)) for c in names])
+    return ["model", "augmentation", "Baseline (real only)", "Syn, pretrained (text-to-image)", "Syn, fine-tuned"], rows
 
 
 def budget_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
@@ -339,6 +354,8 @@ def render_html(data: ReportData) -> str:
                  _html_table(*paper_table(data.metrics))),
         _section("MVC ablation: P = Q = 0 vs MVC", _html_table(*ablation_table(data.metrics, data.mix_steps)),
                  ABLATION_NOTE),
+        _section("Pretrained vs fine-tuned generator (the paper's Table 4)", _html_table(*pretrained_table(data.metrics)),
+                 PRETRAINED_NOTE),
         _section("Quality of the synthetic images, per class", _html_table(*quality_per_class(data.quality,
                                                                                           data.filter_metrics)),
                  "Label fidelity: share the real-only classifier assigns to the intended class. Near copies: within "
@@ -377,6 +394,7 @@ def render_markdown(data: ReportData) -> str:
         ("Training strategies", (GAIN_NOTE + "\n\n" if data.metrics else "") + _markdown_table(*strategy_table(data.metrics))),
         ("Test accuracy (%) as in the paper", _markdown_table(*paper_table(data.metrics))),
         ("MVC ablation: P = Q = 0 vs MVC", _markdown_table(*ablation_table(data.metrics, data.mix_steps))),
+        ("Pretrained vs fine-tuned generator (the paper's Table 4)", _markdown_table(*pretrained_table(data.metrics))),
         ("Quality of the synthetic images, per class",
          _markdown_table(*quality_per_class(data.quality, data.filter_metrics))),
         ("Quality summary", _markdown_table(*quality_summary(data.quality))),

@@ -29,7 +29,6 @@ from mvcaug.digests import code_digest, json_digest
 from mvcaug.images import ImageSet, resize
 from mvcaug.params import ModelSettings, TrainParams
 from mvcaug.strategies import Phase, epoch_batches, two_phase_plan
-from mvcaug.synthetic_sets import NO_MVC
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +73,18 @@ def budget_counts(fractions: Sequence[float], images_per_class: int) -> list[int
     return sorted({max(1, round(f * images_per_class)) for f in fractions})
 
 
-def plan_cells(params: TrainParams, ablation: bool = False, budgets: Sequence[int] = (),
+def plan_cells(params: TrainParams, twin_sets: Sequence[str] = (), budgets: Sequence[int] = (),
                images_per_class: int = 0, reference: Sequence[int] = ()) -> list[Cell]:
-    """The grid (full_grid: every baseline and strategy), then the ablation's no_mvc twins of the first
-    baseline's combined cells, then the budget curve of the first baseline: combined cells at each
-    budget below images_per_class (the full budget is the grid's combined cell) and reference cells
-    at each count in `reference`."""
+    """The grid (full_grid: every baseline and strategy), then twins of the first baseline's combined cells
+    on each other synthetic set in `twin_sets` (no_mvc: the MVC ablation; pretrained: Table 4), then the
+    budget curve of the first baseline: combined cells at each budget below images_per_class (the full
+    budget is the grid's combined cell) and reference cells at each count in `reference`."""
     baselines = BASELINES if params.full_grid else params.baselines
     strategies = STRATEGIES if params.full_grid else params.strategies
     grid = [Cell(m, b, s, seed) for m in params.models for b in baselines for s in strategies for seed in params.seeds]
     cells = list(grid)
     first = [c for c in grid if c.baseline == baselines[0] and c.strategy == "combined"]
-    if ablation:
-        cells += [replace(c, synthetic_set=NO_MVC) for c in first]
+    cells += [replace(c, synthetic_set=name) for name in twin_sets for c in first]
     cells += [replace(c, per_class=k) for k in budgets if k < images_per_class for c in first]
     cells += [Cell(m, baselines[0], REFERENCE, seed, per_class=k)
               for k in reference for m in params.models for seed in params.seeds]

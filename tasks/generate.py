@@ -59,18 +59,19 @@ def worker_device() -> torch.device:
 
 
 @functools.lru_cache(maxsize=2)
-def load_model(root: str, params_file: str) -> tuple[Denoiser, str]:
-    """(the model, fine-tuned or the pretrained one alone; its digest), once per process for every set."""
+def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
+    """(the model: the fine-tuned one, or the pretrained one alone for mode "pretrained"; its digest), once
+    per process and mode for every set."""
     params = load_params(Path(root) / params_file)
     g = params.generate
     device = worker_device()
     dtype = resolve_dtype(g.dtype, device)
-    if g.mode == "pretrained":
+    if mode == "pretrained":
         pretrained = params.finetune.pretrained
-        return load_text_to_image(pretrained, device, dtype), f"{g.mode}:{pretrained}:{dtype}"
+        return load_text_to_image(pretrained, device, dtype), f"{mode}:{pretrained}:{dtype}"
     model_dir = Path(root) / params.paths.model
     files = sorted(p for p in model_dir.glob("*/*") if p.is_file()) + [model_dir / "codec.json"]
-    return load_denoiser(model_dir, device, dtype), f"{g.mode}:{digest_files(files)}:{dtype}"
+    return load_denoiser(model_dir, device, dtype), f"{mode}:{digest_files(files)}:{dtype}"
 
 
 @functools.lru_cache(maxsize=4)
@@ -78,8 +79,9 @@ def load_inputs(root: str, params_file: str, set_name: str) -> GenerationInputs:
     """The model, real training images, null text, and the set's mixes."""
     params = load_params(Path(root) / params_file)
     paths = params.paths
-    denoiser, digest = load_model(root, params_file)
-    mixed, mixed_emb, _ = read_embeddings(Path(root) / SyntheticSet.named(set_name, paths).mixed)
+    synthetic_set = SyntheticSet.named(set_name, paths)
+    denoiser, digest = load_model(root, params_file, "pretrained" if synthetic_set.pretrained_only else params.generate.mode)
+    mixed, mixed_emb, _ = read_embeddings(Path(root) / synthetic_set.mixed)
     _, null, _ = read_embeddings(Path(root) / paths.embeddings / "null.parquet")
     labels, ids = np.array(mixed["label"].to_pylist()), np.array(mixed["id"].to_pylist())
     return GenerationInputs(

@@ -18,7 +18,7 @@ from mvcaug.errors import UserError
 from mvcaug.images import load_images, read_manifest
 from mvcaug.params import Params, TrainParams
 from mvcaug.stored import read_json
-from mvcaug.synthetic_sets import SyntheticSet, kept_rows
+from mvcaug.synthetic_sets import MVC, SyntheticSet, kept_rows, synthetic_sets
 from mvcaug.cells import Cell, RunResult
 from mvcaug.train import (
     TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, stored_result,
@@ -43,7 +43,8 @@ def reference_counts(params: Params) -> list[int]:
 def plan(params: Params) -> list[Cell]:
     """Every cell of the stage: the grid, the MVC ablation's cells, the budget curve and the reference cells."""
     t, g = params.train, params.generate
-    return plan_cells(t, ablation=g.ablation, budgets=budget_counts(t.synthetic_budgets, g.images_per_class),
+    twins = [s.name for s in synthetic_sets(params.paths, g) if s.name != MVC]
+    return plan_cells(t, twin_sets=twins, budgets=budget_counts(t.synthetic_budgets, g.images_per_class),
                       images_per_class=g.images_per_class, reference=reference_counts(params))
 
 

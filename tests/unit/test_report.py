@@ -11,7 +11,8 @@ from PIL import Image
 
 from mvcaug.cells import Cell, RunResult
 from mvcaug.report import (
-    DroppedImage, ReportData, SampleRow, ablation_table, mean_validation_curves, quality_per_class, render_html,
+    DroppedImage, ReportData, SampleRow, ablation_table, mean_validation_curves, pretrained_table, quality_per_class,
+    render_html,
     render_markdown, strategy_table, time_table,
 )
 from mvcaug.summary import budget_curves, headline, summarise
@@ -87,6 +88,16 @@ def test_quality_per_class_and_the_summary_are_readable_tables():
     assert "<td>FID (Inception-v3 features)</td><td>not computed: no weights</td>" in page
     assert "pixel RMSE when only the text changes (MVC mix)</td><td>0.050</td>" in page
     assert "diversity.real.zero" not in page  # no raw metric names in the tables
+
+
+def test_table_4_compares_the_pretrained_and_the_fine_tuned_generator():
+    rs = results() + [run("combined", s, acc, 0.6, synthetic_set="pretrained") for s, acc in enumerate((0.7, 0.72, 0.74))]
+    header, rows = pretrained_table(summarise(rs, 4))
+    assert header[2:] == ["Baseline (real only)", "Syn, pretrained (text-to-image)", "Syn, fine-tuned"]
+    assert rows[0][3].startswith("72.00 ± 2.00; -10.00 pp") and rows[0][4].startswith("85.33 ± 2.52; +3.33 pp")
+    assert "Table 4" in render_html(data(metrics=summarise(rs, 4), results=rs))
+    assert pretrained_table(summarise(results(), 4))[1] == []  # without the pretrained set: no table
+    assert "Table 4" not in render_html(data())
 
 
 def test_where_the_time_went_and_what_the_filter_dropped():

@@ -101,7 +101,7 @@ def test_grid_cells_and_fingerprints():
 
 def test_ablation_cells_only_with_the_switch_and_on_their_own_synthetic_set():
     grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined", "rsp"), baselines=("default", "autoaugment"))
-    plain, with_ablation = plan_cells(grid), plan_cells(grid, ablation=True)
+    plain, with_ablation = plan_cells(grid), plan_cells(grid, twin_sets=["no_mvc"])
     assert all(c.synthetic_set == "mvc" for c in plain)
     assert with_ablation[: len(plain)] == plain  # the grid's cells, unchanged, then the ablation's
     extra = with_ablation[len(plain):]
@@ -109,8 +109,8 @@ def test_ablation_cells_only_with_the_switch_and_on_their_own_synthetic_set():
     assert plain[0].name == "small_cnn-default-real-seed0"  # MVC cells keep their names
     # only combined cells of the first baseline get a twin; no combined cells, no ablation
     no_combined = replace(grid, strategies=("real", "rsp"))
-    assert plan_cells(no_combined, ablation=True) == plan_cells(no_combined)
-    full = plan_cells(replace(grid, full_grid=True), ablation=True)
+    assert plan_cells(no_combined, twin_sets=["no_mvc"]) == plan_cells(no_combined)
+    full = plan_cells(replace(grid, full_grid=True), twin_sets=["no_mvc"])
     assert {(c.baseline, c.strategy) for c in full if c.synthetic_set == "no_mvc"} == {("default", "combined")}
     # a no_mvc cell hashes the ablation set's digest, not the MVC set's; an MVC cell the reverse
     mvc, no_mvc = Cell("small_cnn", "default", "combined", 0), extra[0]
@@ -145,6 +145,15 @@ def test_predict_gives_labels_for_a_confusion_matrix(splits):
     truth, predicted = predict(model, test, list(DIGIT_NAMES))
     assert truth == test.labels and len(predicted) == len(truth) and set(predicted) <= set(DIGIT_NAMES)
     assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
+
+
+def test_pretrained_twins_for_table_4_come_after_the_ablations():
+    grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined"))
+    cells = plan_cells(grid, twin_sets=["no_mvc", "pretrained"])
+    twins = cells[len(plan_cells(grid)):]
+    assert [c.name for c in twins] == ["small_cnn-default-combined-no_mvc-seed0", "small_cnn-default-combined-no_mvc-seed1",
+                                       "small_cnn-default-combined-pretrained-seed0",
+                                       "small_cnn-default-combined-pretrained-seed1"]
 
 
 def test_budget_and_reference_cells_pair_with_the_grid_by_seed():
