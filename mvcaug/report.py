@@ -150,30 +150,30 @@ def paper_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
                                                             for m in models]
 
 
-def ablation_table(metrics: dict, mix_steps: tuple[int, int] | None = None) -> tuple[list[str], list[list[str]]]:
-    """The MVC ablation: real only vs combined with P = Q = 0 mixes vs with MVC's, with paired gains."""
-    mvc_title = "Syn, MVC" if mix_steps is None else f"Syn, P = {mix_steps[0]}, Q = {mix_steps[1]}"
+def set_comparison_table(metrics: dict, other_set: str, other_title: str,
+                         mvc_title: str) -> tuple[list[str], list[list[str]]]:
+    """Real only vs combined on another synthetic set vs combined on the MVC set, with paired gains, for each
+    model and augmentation that has runs on the other set."""
     rows = []
     for model in sorted(metrics):
         for baseline in SHORT:
-            names = (column_name(baseline, "real"), f"{column_name(baseline, 'combined')}_{NO_MVC}",
+            names = (column_name(baseline, "real"), f"{column_name(baseline, 'combined')}_{other_set}",
                      column_name(baseline, "combined"))
             if names[1] in metrics[model]:
                 rows.append([model, baseline] + [_gain_cell(metrics[model].get(c)) for c in names])
-    return ["model", "augmentation", "Baseline (real only)", "Syn, P = Q = 0", mvc_title], rows
+    return ["model", "augmentation", "Baseline (real only)", other_title, mvc_title], rows
+
+
+def ablation_table(metrics: dict, mix_steps: tuple[int, int] | None = None) -> tuple[list[str], list[list[str]]]:
+    """The MVC ablation: real only vs combined with P = Q = 0 mixes vs with MVC's."""
+    mvc_title = "Syn, MVC" if mix_steps is None else f"Syn, P = {mix_steps[0]}, Q = {mix_steps[1]}"
+    return set_comparison_table(metrics, NO_MVC, "Syn, P = Q = 0", mvc_title)
 
 
 def pretrained_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """The paper's Table 4: real only vs combined with the pretrained model's images (text-to-image, the same
-    mixes and seeds) vs with the fine-tuned model's, with paired gains."""
-    rows = []
-    for model in sorted(metrics):
-        for baseline in SHORT:
-            names = (column_name(baseline, "real"), f"{column_name(baseline, 'combined')}_{PRETRAINED}",
-                     column_name(baseline, "combined"))
-            if names[1] in metrics[model]:
-                rows.append([model, baseline] + [_gain_cell(metrics[model].get(c)) for c in names])
-    return ["model", "augmentation", "Baseline (real only)", "Syn, pretrained (text-to-image)", "Syn, fine-tuned"], rows
+    mixes and seeds) vs with the fine-tuned model's."""
+    return set_comparison_table(metrics, PRETRAINED, "Syn, pretrained (text-to-image)", "Syn, fine-tuned")
 
 
 def budget_table(data: ReportData) -> tuple[list[str], list[list[str]]]:

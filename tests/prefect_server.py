@@ -7,20 +7,13 @@ temporary server of its own (about 10 s on 2 cores), as a user's flows do withou
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from flows.api_server import free_port, stop_server, wait_healthy
 
 
 @contextmanager
@@ -39,17 +32,10 @@ def prefect_server(home: Path, startup_s: float = 120) -> Iterator[str]:
     server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError(f"prefect server exited; see {home / 'server.log'}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"prefect server did not start in {startup_s:.0f} s; see {home / 'server.log'}") from None
-                time.sleep(1)
+        try:
+            wait_healthy(api, server, startup_s)
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}; see {home / 'server.log'}") from None
         yield api
     finally:
         stop(server)
@@ -58,8 +44,4 @@ def prefect_server(home: Path, startup_s: float = 120) -> Iterator[str]:
 
 def stop(process: subprocess.Popen, grace_s: float = 20) -> None:
     """Terminate a child process; kill it when it has not exited after grace_s."""
-    process.terminate()
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_server(process, grace_s)

@@ -84,3 +84,4 @@ def provenance():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+

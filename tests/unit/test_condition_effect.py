@@ -10,19 +10,17 @@ import pytest
 import torch
 
 from mvcaug.condition_effect import condition_effect, probe_specs
-from mvcaug.finetune import build_denoiser
 from mvcaug.generate import GenerationInputs
 from mvcaug.images import ImageSet
-from mvcaug.params import FinetuneParams, GenerateParams
+from mvcaug.params import GenerateParams
+from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 
-RES, M, TEXT_DIM = 8, 4, 16
+RES, M, TEXT_DIM = TINY_RES, TINY_TOKENS, TINY_TEXT_DIM
 
 
 @pytest.fixture(scope="module")
 def inputs() -> GenerationInputs:
-    torch.manual_seed(0)
-    denoiser = build_denoiser(FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4), channels=1,
-                              resolution=RES, text_dim=TEXT_DIM, device=torch.device("cpu"))
+    denoiser = tiny_denoiser()
     with torch.no_grad():  # a denoiser that uses both conditions (a fresh one could ignore either)
         for parameter in denoiser.unet.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.2)
@@ -32,8 +30,7 @@ def inputs() -> GenerationInputs:
     cond = ImageSet(ids, labels, [""] * 5, torch.rand(5, 1, RES, RES, generator=generator) * 2 - 1)
     rng = np.random.default_rng(0)
     mixed = {label: rng.normal(size=(3, M, TEXT_DIM)).astype(np.float32) * 3 for label in "ab"}
-    return GenerationInputs(denoiser.__class__(denoiser.unet.eval(), denoiser.noise_scheduler, denoiser.codec),
-                            "tiny", cond, {label: [f"{label}-mix{k}" for k in range(3)] for label in "ab"}, mixed,
+    return GenerationInputs(denoiser, "tiny", cond, {label: [f"{label}-mix{k}" for k in range(3)] for label in "ab"}, mixed,
                             np.zeros((M, TEXT_DIM), np.float32), RES,
                             GenerateParams(steps=3, guidance_scale=2.0, batch_size=8))
 

@@ -11,24 +11,20 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.finetune import build_denoiser
 from mvcaug.generate import (
     SHARD_RECORD, GenerationInputs, Shard, image_specs, plan_shards, shard_fingerprint, synthetic_manifest,
 )
 from mvcaug.images import ImageSet
-from mvcaug.params import FinetuneParams, GenerateParams
+from mvcaug.params import GenerateParams
 from tasks.generate import remove_stale_shards, store_shard as generate_shard
+from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 
-RES, M, TEXT_DIM = 8, 4, 16
+RES, M, TEXT_DIM = TINY_RES, TINY_TOKENS, TINY_TEXT_DIM
 
 
 @pytest.fixture(scope="module")
 def denoiser():
-    torch.manual_seed(0)
-    den = build_denoiser(FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4), channels=1,
-                         resolution=RES, text_dim=TEXT_DIM, device=torch.device("cpu"))
-    den.unet.eval()
-    return den
+    return tiny_denoiser()
 
 
 @pytest.fixture

@@ -5,19 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvcaug.finetune import build_denoiser
-from mvcaug.params import FinetuneParams
 from mvcaug.sampling import sample
+from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 
-RES, M, TEXT_DIM = 8, 4, 16
+RES, M, TEXT_DIM = TINY_RES, TINY_TOKENS, TINY_TEXT_DIM
 
 
 @pytest.fixture(scope="module")
 def denoiser():
-    torch.manual_seed(0)
-    den = build_denoiser(FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4), channels=1,
-                         resolution=RES, text_dim=TEXT_DIM, device=torch.device("cpu"))
-    return den.__class__(den.unet.eval(), den.noise_scheduler, den.codec)
+    return tiny_denoiser()
 
 
 def inputs(seed: int = 0):
