@@ -46,11 +46,15 @@ def regenerate(root: str = ".", branch_prefix: str = "regen") -> dict:
             return {"status": "unchanged"}
         previous = head(root)
         ran: list[str] = []
+        updated: list[str] = []
         if stale:
             logger.info("stale: %s; reproducing the pipeline", ", ".join(stale))
-            ran = [stage for stage, did_run in pipeline_flow(root).items() if did_run]
+            reproduced = [name for name, did_run in pipeline_flow(root).items() if did_run]
+            ran = [name for name in reproduced if not name.endswith(".dvc")]  # stages; .dvc files are data
+            updated = [name for name in reproduced if name.endswith(".dvc")]
         push(root)
-        message = f"Regenerate: {', '.join(ran) or 'no stage ran'}\n\nStale before the run: {', '.join(stale) or 'none'}\n"
+        message = (f"Regenerate: {', '.join(ran) or 'no stage ran'}\n\n"
+                   f"Data updated: {', '.join(updated) or 'none'}\nStale before the run: {', '.join(stale) or 'none'}\n")
         branch = commit_branch(root, branch_prefix, message)
         diff = metrics_diff(root, previous)
         create_markdown_artifact(

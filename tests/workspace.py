@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny but real: every stage does its job on the bundled digits in seconds.
 TINY_PARAMS = {
-    "prepare": {"train_per_class": 4, "val_per_class": 3, "test_per_class": 5, "reference_per_class": 4},
+    "prepare": {"train_per_class": 4, "val_per_class": 3, "test_per_class": 5, "reference_per_class": 6},
     "embed": {"max_length": 16},
     "mix": {"per_class": 4},
     "finetune": {"steps": 8, "batch_size": 8, "block_out_channels": [16, 32], "lr_warmup_steps": 2},

@@ -230,8 +230,8 @@ EXP_COLUMNS = ["--drop", ".*", "--keep", r"Experiment|small_cnn\.(baseline|syn)\
 def test_the_dvc_experiment_workflow(workspace: Path) -> None:
     result = run(["dvc", "exp", "run", "-n", "no-fine-steps", "-S", "mix.fine_steps=0"], workspace)
     assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed"}
-    # persisted outputs carry over: the real-only cells do not depend on the mixes
-    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS
+    # persisted outputs carry over: the real-only and reference cells do not depend on the mixes
+    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + REFERENCE
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
     experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])
                    for exp in [exp["revs"][0]]}
