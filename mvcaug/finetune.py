@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from PIL import Image
 from tqdm import tqdm
 
@@ -95,6 +96,7 @@ def build_denoiser(
     # Generation reads the model's resolution from sample_size: make it the one we fine-tune at.
     unet.register_to_config(sample_size=resolution // codec.downscale)
     scheduler = load_pretrained_scheduler(params.pretrained)
+    check_prediction_type(scheduler, params.pretrained)
     log.info("fine-tuning %s (%d parameters)", params.pretrained, sum(p.numel() for p in unet.parameters()))
     return Denoiser(unet.to(device), scheduler, codec)
 
@@ -102,13 +104,14 @@ def build_denoiser(
 def dropout_masks(
     size: int, params: FinetuneParams, generator: torch.Generator, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keep_text, keep_image) per sample: both dropped, text only, image only, as InstructPix2Pix."""
+    """(keep_text, keep_image) per sample from one uniform draw, laid out as diffusers'
+    train_instruct_pix2pix.py does: [0, text) text only, [text, text + both) both, then image only. With
+    the three probabilities equal to its conditioning_dropout_prob, the same draw drops the same conditions."""
     r = torch.rand(size, generator=generator, device=device)
-    both = r < params.both_dropout
-    text = (r >= params.both_dropout) & (r < params.both_dropout + params.text_dropout)
-    upper = params.both_dropout + params.text_dropout + params.image_dropout
-    image = (r >= params.both_dropout + params.text_dropout) & (r < upper)
-    return ~(both | text), ~(both | image)
+    text_end = params.text_dropout + params.both_dropout
+    keep_text = r >= text_end
+    keep_image = ~((r >= params.text_dropout) & (r < text_end + params.image_dropout))
+    return keep_text, keep_image
 
 
 def diffusion_loss(
@@ -137,7 +140,33 @@ def diffusion_loss(
     zt = denoiser.noise_scheduler.add_noise(z0, noise, t)
     unet_input = torch.cat([zt, cond.to(zt.dtype)], dim=1)
     prediction = unet(unet_input, t, encoder_hidden_states=text.to(zt.dtype)).sample
-    return F.mse_loss(prediction.float(), noise.float())
+    target = training_target(denoiser.noise_scheduler, z0, noise, t)
+    return F.mse_loss(prediction.float(), target.float())
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+"""What a U-Net may be trained to predict here; the samplers read the same field from the saved scheduler."""
+
+
+def training_target(scheduler: DDPMScheduler, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The regression target the checkpoint's scheduler expects: the noise (epsilon) or the velocity
+    (v_prediction, e.g. SD 2.x at 768 px). Training a v-prediction model on epsilon would leave it
+    sampled as v: wrong images with no error."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(z0, noise, t)
+    raise ParamsError(f"scheduler prediction_type '{kind}' is not supported; use a checkpoint whose scheduler "
+                      f"predicts one of {', '.join(PREDICTION_TYPES)}")
+
+
+def check_prediction_type(scheduler: DDPMScheduler, source: str) -> None:
+    """Refuse an unsupported prediction type before any training step, naming the checkpoint."""
+    kind = scheduler.config.prediction_type
+    if kind not in PREDICTION_TYPES:
+        raise ParamsError(f"'finetune.pretrained' {source!r}: its scheduler's prediction_type is '{kind}'; "
+                          f"fine-tuning supports {' and '.join(PREDICTION_TYPES)}: choose another checkpoint")
 
 
 @dataclass

@@ -77,14 +77,21 @@ def write_vae(folder: Path) -> None:
     ).save_pretrained(folder, safe_serialization=True)
 
 
-def write_scheduler(folder: Path) -> None:
-    """Stable Diffusion v1's training schedule."""
-    from diffusers import DDPMScheduler
+SD15_SCHEDULER = {
+    "_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+    "clip_sample": False,
+}
+"""stable-diffusion-v1-5's scheduler/scheduler_config.json, key for key (no prediction_type: epsilon)."""
 
-    DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, prediction_type="epsilon", steps_offset=1,
-    ).save_pretrained(folder)
+
+def write_scheduler(folder: Path, prediction_type: str = "epsilon") -> None:
+    """Stable Diffusion v1.5's scheduler config as the checkpoint ships it; another prediction_type
+    (v_prediction, as SD 2.x at 768 px) is written the way those checkpoints write it."""
+    config = dict(SD15_SCHEDULER, **({} if prediction_type == "epsilon" else {"prediction_type": prediction_type}))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler_config.json").write_text(json.dumps(config, indent=2))
 
 
 def build_tiny_sd(folder: Path, cross_attention_dim: int = 32) -> Path:
