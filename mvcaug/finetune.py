@@ -224,7 +224,9 @@ def start_run(
         generator.manual_seed(int(streams.generate_state(1)[0]))
     if params.gradient_checkpointing:
         denoiser.unet.enable_gradient_checkpointing()
-    optimizer = torch.optim.AdamW(denoiser.unet.parameters(), lr=params.learning_rate, weight_decay=1e-2)
+    if device.type == "cuda":
+        check_memory(denoiser, params, null_text.shape, device)
+    optimizer = make_optimizer(denoiser.unet.parameters(), params)
     # Accelerate steps a prepared schedule once per process per optimiser step.
     n = accelerator.num_processes
     lr_schedule = get_scheduler(
@@ -237,9 +239,38 @@ def start_run(
                        model_cls=type(denoiser.unet), model_config=denoiser.unet.config)
     unet, optimizer, lr_schedule = accelerator.prepare(denoiser.unet, optimizer, lr_schedule)
     if ema is not None:
-        ema.to(accelerator.device)
+        ema.to(ema_device(params, accelerator.device))
     null = torch.from_numpy(np.asarray(null_text, np.float32)).to(accelerator.device)[None]
-    return TrainingRun(accelerator, unet, optimizer, lr_schedule, ema, generator, images.to(accelerator.device), null)
+    # The training images stay in CPU memory (pinned for fast copies) and go to the device per batch.
+    host_images = images.cpu().pin_memory() if accelerator.device.type == "cuda" else images.cpu()
+    return TrainingRun(accelerator, unet, optimizer, lr_schedule, ema, generator, host_images, null)
+
+
+def make_optimizer(parameters, params: FinetuneParams) -> torch.optim.Optimizer:
+    """AdamW, or transformers' Adafactor at a fixed learning rate (the LR schedule drives it like AdamW)."""
+    if params.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(parameters, lr=params.learning_rate, weight_decay=1e-2, scale_parameter=False,
+                         relative_step=False, warmup_init=False)
+    return torch.optim.AdamW(parameters, lr=params.learning_rate, weight_decay=1e-2)
+
+
+def ema_device(params: FinetuneParams, device: torch.device) -> torch.device:
+    return torch.device("cpu") if params.ema_device == "cpu" else device
+
+
+def check_memory(denoiser: Denoiser, params: FinetuneParams, text_shape: tuple[int, ...], device: torch.device) -> None:
+    """Log the estimated peak GPU memory of this run; stop with the knobs named when it cannot fit."""
+    from mvcaug.gpu_memory import check_fits, estimate_peak_memory
+
+    latent = denoiser.unet.config.sample_size
+    frozen = [denoiser.codec.vae] if hasattr(denoiser.codec, "vae") else []
+    estimate = estimate_peak_memory(denoiser.unet, frozen, params,
+                                    (denoiser.unet.config.in_channels, latent, latent), tuple(text_shape[-2:]))
+    capacity = torch.cuda.get_device_properties(device).total_memory
+    log.info("estimated peak GPU memory: %s of %.1f GiB", estimate.describe(), capacity / 1024**3)
+    check_fits(estimate, capacity, torch.cuda.get_device_name(device))
 
 
 def optimizer_step(
@@ -251,8 +282,10 @@ def optimizer_step(
         targets, conds, texts = sampler.batch(params.batch_size)
         text = torch.from_numpy(texts.astype(np.float32)).to(run.accelerator.device)
         with run.accelerator.accumulate(run.unet):
+            device = run.accelerator.device
             loss = diffusion_loss(
-                denoiser, run.unet, run.images[targets], run.images[conds], text, run.null, params, run.generator
+                denoiser, run.unet, run.images[targets].to(device, non_blocking=True),
+                run.images[conds].to(device, non_blocking=True), text, run.null, params, run.generator,
             )
             run.accelerator.backward(loss)
             if run.accelerator.sync_gradients:
@@ -262,7 +295,10 @@ def optimizer_step(
             run.optimizer.zero_grad(set_to_none=True)
         total += loss.detach()
     if run.ema is not None:
-        run.ema.step(run.module.parameters())
+        parameters = list(run.module.parameters())
+        if params.ema_device == "cpu":  # EMAModel updates in place: give it the weights where its copy lives
+            parameters = [p.detach().to("cpu") for p in parameters]
+        run.ema.step(parameters)
     mean = run.accelerator.reduce(total / params.gradient_accumulation_steps, reduction="mean")
     return float(mean)
 
@@ -305,8 +341,8 @@ def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, fingerpr
     if run.ema is not None:
         shadow = checkpoint.tensors("ema")
         run.ema.load_state_dict(checkpoint.meta["ema"])
-        device = run.accelerator.device
-        run.ema.shadow_params = [shadow[name].to(device) for name, _ in run.module.named_parameters()]
+        where = run.ema.shadow_params[0].device  # the accelerator, or the CPU (finetune.ema_device)
+        run.ema.shadow_params = [shadow[name].to(where) for name, _ in run.module.named_parameters()]
     # 2. This process's streams, so the rest of the run draws what an uninterrupted one would.
     rng = checkpoint.meta["rng"][run.accelerator.process_index]
     sampler.rng.bit_generator.state = rng["sampler"]
@@ -336,10 +372,12 @@ def validation_images(
     generator: the training streams stay untouched, so validating does not change the result."""
     from mvcaug.sampling import sample
 
+    device = run.accelerator.device
     cond, text = validation_conditions(sampler, run.images, params.validation_images)
+    cond, text = cond.to(device), text.to(device)
     size = run.images.shape[-1] // denoiser.codec.downscale
     shape = (len(cond), denoiser.codec.latent_channels, size, size)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(params.seed)).to(run.images.device)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(params.seed)).to(device)
     module = run.module
     if run.ema is not None:
         run.ema.store(module.parameters())

@@ -32,6 +32,8 @@ CodecName = Literal["pixel", "vae"]
 TextCondition = Literal["fresh", "table"]
 LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
+EmaDevice = Literal["accelerator", "cpu"]
+Optimizer = Literal["adamw", "adafactor"]
 SchedulerName = Literal["ddim", "dpmsolver++", "unipc"]
 GenerateMode = Literal["finetuned", "pretrained"]
 GenerateDtype = Literal["auto", "float32", "float16", "bfloat16"]
@@ -207,6 +209,12 @@ class FinetuneParams:
     """Keep an exponential moving average of the U-Net weights and save it instead of the raw weights."""
     ema_decay: float = 0.9999
     """Upper bound of the EMA decay; diffusers' EMAModel warms up towards it."""
+    ema_device: EmaDevice = "accelerator"
+    """Where the EMA copy lives: on the training device, or in CPU memory (4 bytes per weight less on the
+    GPU, at the cost of copying the weights to the CPU after each optimiser step)."""
+    optimizer: Optimizer = "adamw"
+    """adamw (torch; two fp32 moments per weight) or adafactor (transformers; factored second moments, no
+    first moment: a fraction of AdamW's state memory)."""
     checkpoint_every: int = 0
     """Optimiser steps between resumable checkpoints under <paths.model>/checkpoints; 0 = off."""
     validation_every: int = 500
