@@ -8,6 +8,7 @@ InstructPix2Pix-style), and the latent codec (see codecs.py).
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
 from mvcaug.codecs import Codec, load_codec, save_codec_config
+from mvcaug.lora import is_lora, load_lora_weights, save_lora, saved_lora
 from mvcaug.model_sources import ModelError, load_from_source
 from mvcaug.params import FinetuneParams
 
@@ -120,10 +122,15 @@ def check_compatible(unet: UNet2DConditionModel, codec: Codec, text_dim: int, re
         raise ModelError(f"prepare.resolution {resolution} is not a multiple of the VAE's downscale {codec.downscale}")
 
 
-def save_denoiser(denoiser: Denoiser, folder: str | Path) -> None:
-    """unet/ (safetensors + config.json), scheduler/ and codec.json: all a generator needs."""
+def save_denoiser(denoiser: Denoiser, folder: str | Path, base: str = "") -> None:
+    """unet/ (safetensors + config.json; for a LoRA U-Net the adapters and conv_in with lora.json naming
+    `base`, the pretrained checkpoint), scheduler/ and codec.json: all a generator needs."""
     folder = Path(folder)
-    denoiser.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    if is_lora(denoiser.unet):
+        shutil.rmtree(folder / "unet", ignore_errors=True)
+        save_lora(denoiser.unet, folder / "unet", base)
+    else:
+        denoiser.unet.save_pretrained(folder / "unet", safe_serialization=True)
     denoiser.noise_scheduler.save_pretrained(folder / "scheduler")
     save_codec_config(denoiser.codec, folder / "codec.json")
 
@@ -131,9 +138,16 @@ def save_denoiser(denoiser: Denoiser, folder: str | Path) -> None:
 def load_denoiser(folder: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> Denoiser:
     """Load what save_denoiser wrote."""
     folder = Path(folder)
-    if not (folder / "unet" / "config.json").is_file():
+    lora = saved_lora(folder / "unet")
+    if lora is not None:
+        unet = load_pretrained_unet(lora["base"])
+        unet = expand_conv_in(unet, lora["in_channels"] - unet.config.in_channels)
+        unet.register_to_config(sample_size=lora["sample_size"])
+        unet = load_lora_weights(unet, folder / "unet", lora).to(dtype)
+    elif (folder / "unet" / "config.json").is_file():
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
+    else:
         raise ModelError(f"{folder}: no fine-tuned model (unet/config.json); run the finetune stage first")
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
     scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
     codec = load_codec(folder / "codec.json", device, dtype)
     return Denoiser(unet.to(device).eval(), scheduler, codec)

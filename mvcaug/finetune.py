@@ -27,6 +27,7 @@ from mvcaug.denoiser import (
     load_pretrained_unet, scratch_noise_scheduler,
 )
 from mvcaug.images import to_image
+from mvcaug.lora import add_lora
 from mvcaug.mix import apply_plan, draw_plan
 from mvcaug.params import FinetuneParams, MixParams, ParamsError
 
@@ -97,6 +98,8 @@ def build_denoiser(
     unet.register_to_config(sample_size=resolution // codec.downscale)
     scheduler = load_pretrained_scheduler(params.pretrained)
     check_prediction_type(scheduler, params.pretrained)
+    if params.method == "lora":
+        add_lora(unet, params)
     log.info("fine-tuning %s (%d parameters)", params.pretrained, sum(p.numel() for p in unet.parameters()))
     return Denoiser(unet.to(device), scheduler, codec)
 
@@ -226,7 +229,7 @@ def start_run(
         denoiser.unet.enable_gradient_checkpointing()
     if device.type == "cuda":
         check_memory(denoiser, params, null_text.shape, device)
-    optimizer = make_optimizer(denoiser.unet.parameters(), params)
+    optimizer = make_optimizer(trained(denoiser.unet), params)
     # Accelerate steps a prepared schedule once per process per optimiser step.
     n = accelerator.num_processes
     lr_schedule = get_scheduler(
@@ -235,8 +238,7 @@ def start_run(
     )
     ema = None
     if params.ema:
-        ema = EMAModel(denoiser.unet.parameters(), decay=params.ema_decay,
-                       model_cls=type(denoiser.unet), model_config=denoiser.unet.config)
+        ema = EMAModel(trained(denoiser.unet), decay=params.ema_decay)
     unet, optimizer, lr_schedule = accelerator.prepare(denoiser.unet, optimizer, lr_schedule)
     if ema is not None:
         ema.to(ema_device(params, accelerator.device))
@@ -244,6 +246,11 @@ def start_run(
     # The training images stay in CPU memory (pinned for fast copies) and go to the device per batch.
     host_images = images.cpu().pin_memory() if accelerator.device.type == "cuda" else images.cpu()
     return TrainingRun(accelerator, unet, optimizer, lr_schedule, ema, generator, host_images, null)
+
+
+def trained(unet: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights that train (all of them, or LoRA's adapters and conv_in): what the optimizer and EMA see."""
+    return [p for p in unet.parameters() if p.requires_grad]
 
 
 def make_optimizer(parameters, params: FinetuneParams) -> torch.optim.Optimizer:
@@ -295,7 +302,7 @@ def optimizer_step(
             run.optimizer.zero_grad(set_to_none=True)
         total += loss.detach()
     if run.ema is not None:
-        parameters = list(run.module.parameters())
+        parameters = trained(run.module)
         if params.ema_device == "cpu":  # EMAModel updates in place: give it the weights where its copy lives
             parameters = [p.detach().to("cpu") for p in parameters]
         run.ema.step(parameters)
@@ -311,7 +318,7 @@ def save_run(
 
     rng = gather_object([{"sampler": sampler.rng.bit_generator.state, "torch": run.generator.get_state().tolist()}])
     if run.accelerator.is_main_process:
-        names = [name for name, _ in run.module.named_parameters()]
+        names = [name for name, p in run.module.named_parameters() if p.requires_grad]
         tensors = {"unet": run.module.state_dict()}
         meta: dict[str, Any] = {"fingerprint": fingerprint, "losses": losses, "rng": rng}
         if run.ema is not None:
@@ -342,7 +349,7 @@ def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, fingerpr
         shadow = checkpoint.tensors("ema")
         run.ema.load_state_dict(checkpoint.meta["ema"])
         where = run.ema.shadow_params[0].device  # the accelerator, or the CPU (finetune.ema_device)
-        run.ema.shadow_params = [shadow[name].to(where) for name, _ in run.module.named_parameters()]
+        run.ema.shadow_params = [shadow[name].to(where) for name, p in run.module.named_parameters() if p.requires_grad]
     # 2. This process's streams, so the rest of the run draws what an uninterrupted one would.
     rng = checkpoint.meta["rng"][run.accelerator.process_index]
     sampler.rng.bit_generator.state = rng["sampler"]
@@ -380,8 +387,8 @@ def validation_images(
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(params.seed)).to(device)
     module = run.module
     if run.ema is not None:
-        run.ema.store(module.parameters())
-        run.ema.copy_to(module.parameters())
+        run.ema.store(trained(module))
+        run.ema.copy_to(trained(module))
     module.eval()
     try:
         return sample(denoiser, cond, text, run.null, noise, "ddim", params.validation_steps,
@@ -389,7 +396,7 @@ def validation_images(
     finally:
         module.train()
         if run.ema is not None:
-            run.ema.restore(module.parameters())
+            run.ema.restore(trained(module))
 
 
 def train_denoiser(
@@ -433,7 +440,7 @@ def train_denoiser(
     accelerator.wait_for_everyone()
     module = accelerator.unwrap_model(run.unet, keep_fp32_wrapper=False)
     if run.ema is not None:
-        run.ema.copy_to(module.parameters())
+        run.ema.copy_to(trained(module))
     if params.gradient_checkpointing:
         module.disable_gradient_checkpointing()
     denoiser.unet = module.eval()

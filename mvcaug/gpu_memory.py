@@ -110,7 +110,7 @@ def estimate_peak_memory(
         weights=sum(p.numel() * p.element_size() for p in every),
         gradients=sum(4 * p.numel() for p in trainable),
         optimizer=optimizer_state_bytes(trainable, params.optimizer),
-        ema=4 * sum(p.numel() for p in every) if params.ema and params.ema_device == "accelerator" else 0,
+        ema=4 * sum(p.numel() for p in trainable) if params.ema and params.ema_device == "accelerator" else 0,
         frozen=sum(p.numel() * p.element_size() for module in frozen for p in module.parameters()),
         activations=params.batch_size * activation_bytes_per_sample(
             unet, latent_shape, text_shape, params.mixed_precision, params.gradient_checkpointing),

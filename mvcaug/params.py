@@ -34,6 +34,7 @@ LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "c
 MixedPrecision = Literal["no", "fp16", "bf16"]
 EmaDevice = Literal["accelerator", "cpu"]
 Optimizer = Literal["adamw", "adafactor"]
+FinetuneMethod = Literal["full", "lora"]
 SchedulerName = Literal["ddim", "dpmsolver++", "unipc"]
 GenerateMode = Literal["finetuned", "pretrained"]
 GenerateDtype = Literal["auto", "float32", "float16", "bfloat16"]
@@ -212,6 +213,15 @@ class FinetuneParams:
     ema_device: EmaDevice = "accelerator"
     """Where the EMA copy lives: on the training device, or in CPU memory (4 bytes per weight less on the
     GPU, at the cost of copying the weights to the CPU after each optimiser step)."""
+    method: FinetuneMethod = "full"
+    """full: every U-Net weight trains; lora: peft adapters on lora_targets, conv_in in full, the rest frozen
+    (needs init: pretrained; saves the adapters alone)."""
+    lora_rank: int = 8
+    """r of the LoRA adapters."""
+    lora_alpha: float = 8.0
+    """LoRA's scale numerator: the adapters' update is scaled by lora_alpha / lora_rank."""
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    """Module names that get adapters: the attention projections, as diffusers' LoRA training scripts."""
     optimizer: Optimizer = "adamw"
     """adamw (torch; two fp32 moments per weight) or adafactor (transformers; factored second moments, no
     first moment: a fraction of AdamW's state memory)."""
@@ -491,6 +501,9 @@ def _check_values(params: Params, source: str) -> None:
         raise ParamsError(
             f"{source}: 'finetune.text_dropout', 'image_dropout' and 'both_dropout' must be >= 0 and sum to <= 1"
         )
+    if f.method == "lora" and (f.init != "pretrained" or f.lora_rank < 1 or f.lora_alpha <= 0 or not f.lora_targets):
+        raise ParamsError(f"{source}: 'finetune.method: lora' adapts a pretrained U-Net: it needs finetune.init: "
+                          "pretrained, lora_rank >= 1, lora_alpha > 0 and at least one name in lora_targets")
     if params.prepare.channels not in (1, 3):
         raise ParamsError(f"{source}: 'prepare.channels' must be 1 or 3")
     if params.mix.coarse_steps < 0 or params.mix.fine_steps < 0:

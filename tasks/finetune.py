@@ -71,9 +71,10 @@ def finetune(params: Params) -> dict:
     tail = losses[-max(1, len(losses) // 10):]
     metrics = {"loss_first": round(statistics.fmean(losses[: len(tail)]), 5),
                "loss_last": round(statistics.fmean(tail), 5), "steps": len(losses),
-               "parameters": sum(t.numel() for t in denoiser.unet.parameters())}
+               "parameters": sum(t.numel() for t in denoiser.unet.parameters()),
+               "trained_parameters": sum(t.numel() for t in denoiser.unet.parameters() if t.requires_grad)}
     if state.is_main_process:
-        save_denoiser(denoiser, model_dir)
+        save_denoiser(denoiser, model_dir, base=p.pretrained)
         write_json(model_dir / "metrics.json", metrics)
         write_text(model_dir / "loss.csv", "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
         live.end()
