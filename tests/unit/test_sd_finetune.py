@@ -328,22 +328,43 @@ def test_finetune_task_logs_grids_and_removes_its_checkpoints(tmp_path, digits_p
 
 # Several processes (`accelerate launch` on several GPUs takes the same path): two CPU processes over gloo.
 
-def ddp_worker(out: Path) -> None:
-    """One rank: an uninterrupted run, an interrupted one and its resumption; writes what it saw."""
+def train_lora(folder: Path, tmp: Path, on_step=None, **changes):
+    """A tiny LoRA run on the tiny SD checkpoint; (losses, final state dict, steps seen by on_step)."""
+    params = sd_params(folder, method="lora", lora_rank=4, lora_alpha=4.0, batch_size=2, lr_warmup_steps=0,
+                       **changes)
+    images, classes = two_classes(3, 16, TEXT_DIM)
+    denoiser = build_denoiser(params, channels=3, resolution=16, text_dim=TEXT_DIM, device=CPU)
+    sampler = ConditionSampler(classes, MixParams(coarse_steps=1, fine_steps=2), "fresh", params.seed)
+    seen = []
+
+    def step_hook(step, loss):
+        seen.append(step)
+        if on_step is not None:
+            on_step(step, loss)
+
+    losses = train_denoiser(denoiser, images, sampler, np.zeros((M, TEXT_DIM), np.float32), params,
+                            on_step=step_hook, checkpoint_dir=tmp, data_digests=DIGESTS)
+    return losses, {k: v.clone() for k, v in denoiser.unet.state_dict().items()}, seen
+
+
+def ddp_worker(out: Path, checkpoint: Path) -> None:
+    """One rank: an uninterrupted run, an interrupted one and its resumption, full (scratch) and LoRA (the tiny
+    SD checkpoint); writes what it saw."""
     from accelerate import PartialState
 
     state = PartialState(cpu=True)
     changes = dict(steps=4, checkpoint_every=2, ema=True, ema_decay=0.9, gradient_accumulation_steps=2)
-    straight_losses, straight, _ = train_scratch(out / "straight", **changes)
-    try:
-        train_scratch(out / "resumed", on_step=interrupt_at(2), **changes)
-    except Interrupt:
-        pass
-    losses, resumed, seen = train_scratch(out / "resumed", **changes)
-    digest = float(sum(v.double().sum() for v in resumed.values()))
-    same = all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight)
-    result = {"seen": seen, "same_losses": losses == straight_losses, "same_weights": same, "digest": digest,
-              "processes": state.num_processes}
+    result = {"processes": state.num_processes}
+    for kind, train in (("full", train_scratch), ("lora", lambda *a, **k: train_lora(checkpoint, *a, **k))):
+        straight_losses, straight, _ = train(out / kind / "straight", **changes)
+        try:
+            train(out / kind / "resumed", on_step=interrupt_at(2), **changes)
+        except Interrupt:
+            pass
+        losses, resumed, seen = train(out / kind / "resumed", **changes)
+        result[kind] = {"seen": seen, "same_losses": losses == straight_losses,
+                        "same_weights": all(torch.allclose(straight[k], resumed[k], atol=1e-6) for k in straight),
+                        "digest": float(sum(v.double().sum() for v in resumed.values()))}
     (out / f"rank-{state.process_index}.json").write_text(json.dumps(result))
 
 
@@ -354,20 +375,24 @@ def test_two_processes_train_checkpoint_and_resume_together(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[2]
+    checkpoint = build_tiny_sd(tmp_path / "tiny-sd", cross_attention_dim=TEXT_DIM)
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "-m", "tests.unit.test_sd_finetune", str(tmp_path)]
+               "-m", "tests.unit.test_sd_finetune", str(tmp_path), str(checkpoint)]
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank-{i}.json").read_text()) for i in range(2)]
-    for rank in ranks:
-        assert rank["processes"] == 2 and rank["seen"] == [2, 3] and rank["same_losses"] and rank["same_weights"]
-    assert ranks[0]["digest"] == ranks[1]["digest"]  # DDP kept the replicas equal
-    assert [c.step for c in list_checkpoints(tmp_path / "resumed")] == [4]
-    assert len(json.loads((tmp_path / "resumed" / "step-000004" / "state.json").read_text())["rng"]) == 2
+    for kind in ("full", "lora"):
+        for rank in ranks:
+            seen = rank[kind]
+            assert rank["processes"] == 2 and seen["seen"] == [2, 3] and seen["same_losses"] and seen["same_weights"]
+        assert ranks[0][kind]["digest"] == ranks[1][kind]["digest"]  # DDP kept the replicas equal
+        assert [c.step for c in list_checkpoints(tmp_path / kind / "resumed")] == [4]
+        state = json.loads((tmp_path / kind / "resumed" / "step-000004" / "state.json").read_text())
+        assert len(state["rng"]) == 2
 
 
 if __name__ == "__main__":  # a rank of the test above
     import sys
 
-    ddp_worker(Path(sys.argv[1]))
+    ddp_worker(Path(sys.argv[1]), Path(sys.argv[2]))
