@@ -55,11 +55,11 @@ def two_classes(channels: int, size: int, text_dim: int) -> tuple[torch.Tensor, 
     }
 
 
-def train_scratch(tmp: Path | None, on_step=None, on_validation=None, digests=DIGESTS, **changes):
-    """A tiny pixel-space run on 8x8 images; (losses, final state dict, steps seen by on_step)."""
-    params = dataclasses.replace(SCRATCH, **changes)
-    images, classes = two_classes(1, 8, 16)
-    denoiser = build_denoiser(params, channels=1, resolution=8, text_dim=16, device=CPU)
+def run_training(params: FinetuneParams, channels: int, size: int, text_dim: int, tmp: Path | None, on_step=None,
+                 on_validation=None, digests=DIGESTS):
+    """Train on the two bar classes; (losses, final state dict, steps seen by on_step)."""
+    images, classes = two_classes(channels, size, text_dim)
+    denoiser = build_denoiser(params, channels=channels, resolution=size, text_dim=text_dim, device=CPU)
     sampler = ConditionSampler(classes, MixParams(coarse_steps=1, fine_steps=2), "fresh", params.seed)
     seen = []
 
@@ -68,9 +68,14 @@ def train_scratch(tmp: Path | None, on_step=None, on_validation=None, digests=DI
         if on_step is not None:
             on_step(step, loss)
 
-    losses = train_denoiser(denoiser, images, sampler, np.zeros((M, 16), np.float32), params, on_step=step_hook,
-                            on_validation=on_validation, checkpoint_dir=tmp, data_digests=digests)
+    losses = train_denoiser(denoiser, images, sampler, np.zeros((M, text_dim), np.float32), params,
+                            on_step=step_hook, on_validation=on_validation, checkpoint_dir=tmp, data_digests=digests)
     return losses, {k: v.clone() for k, v in denoiser.unet.state_dict().items()}, seen
+
+
+def train_scratch(tmp: Path | None, on_step=None, on_validation=None, digests=DIGESTS, **changes):
+    """A tiny pixel-space run on 8x8 images."""
+    return run_training(dataclasses.replace(SCRATCH, **changes), 1, 8, 16, tmp, on_step, on_validation, digests)
 
 
 def interrupt_at(index: int):
@@ -329,22 +334,10 @@ def test_finetune_task_logs_grids_and_removes_its_checkpoints(tmp_path, digits_p
 # Several processes (`accelerate launch` on several GPUs takes the same path): two CPU processes over gloo.
 
 def train_lora(folder: Path, tmp: Path, on_step=None, **changes):
-    """A tiny LoRA run on the tiny SD checkpoint; (losses, final state dict, steps seen by on_step)."""
+    """A tiny LoRA run on the tiny SD checkpoint (RGB, 16 px)."""
     params = sd_params(folder, method="lora", lora_rank=4, lora_alpha=4.0, batch_size=2, lr_warmup_steps=0,
                        **changes)
-    images, classes = two_classes(3, 16, TEXT_DIM)
-    denoiser = build_denoiser(params, channels=3, resolution=16, text_dim=TEXT_DIM, device=CPU)
-    sampler = ConditionSampler(classes, MixParams(coarse_steps=1, fine_steps=2), "fresh", params.seed)
-    seen = []
-
-    def step_hook(step, loss):
-        seen.append(step)
-        if on_step is not None:
-            on_step(step, loss)
-
-    losses = train_denoiser(denoiser, images, sampler, np.zeros((M, TEXT_DIM), np.float32), params,
-                            on_step=step_hook, checkpoint_dir=tmp, data_digests=DIGESTS)
-    return losses, {k: v.clone() for k, v in denoiser.unet.state_dict().items()}, seen
+    return run_training(params, 3, 16, TEXT_DIM, tmp, on_step)
 
 
 def ddp_worker(out: Path, checkpoint: Path) -> None:
