@@ -3,6 +3,9 @@ chosen setting on the test split once.
 
     .venv/bin/python sweeps/diversity.py [--keep DIR] [--only NAME ...]
 
+With --keep, a second call on the same folder resumes the sweep: earlier experiments stay in the ranking
+and only the named settings (or all) run.
+
 It copies the project into a throw-away git + DVC workspace (the params as committed), runs one
 `dvc exp run` per setting (one at a time, each from the committed params, so persisted shards and cells
 carry over when their inputs match), reads the results with `dvc exp show --json`, ranks the settings by
@@ -40,6 +43,7 @@ SETTINGS: dict[str, list[str]] = {
     "strength 0.5": ["generate.strength=0.5"],
     "image guidance 0.5": ["generate.image_guidance_scale=0.5"],
     "image dropout 0.2": ["finetune.image_dropout=0.2"],
+    "fine-tuning steps 200": ["finetune.steps=200"],
     "EMA": ["finetune.ema=true", "finetune.ema_decay=0.995"],
     "near-copy quantile 0": ["filter.near_copy_quantile=0.0"],
     "filter off": ["filter.enabled=false"],
@@ -65,6 +69,10 @@ def slug(name: str) -> str:
     return name.replace(" ", "-").replace(".", "")
 
 
+def _seconds(seconds: dict[str, float], name: str) -> str:
+    return f"{seconds[name]:.0f}" if name in seconds else "–"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", help="workspace folder to keep (default: a temporary one)")
@@ -73,25 +81,29 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mvcaug-sweep-"))
     folder.mkdir(parents=True, exist_ok=True)
-    workspace = make_workspace(folder, params={})
-    names = args.only or list(SETTINGS)
-    seconds, failed = {}, {}
-    for name in names:
+    # A kept workspace is resumed: its experiments stay and join the ranking, only the named settings run.
+    workspace = folder if (folder / ".git").is_dir() else make_workspace(folder, params={})
+    record = workspace.with_name(workspace.name + ".sweep.json")  # times and failures so far, beside it
+    done = json.loads(record.read_text()) if record.is_file() else {"seconds": {}, "failed": {}}
+    seconds, failed = done["seconds"], done["failed"]
+    for name in args.only or list(SETTINGS):
         run(["git", "checkout", "--", "params.yaml"], workspace)  # every setting starts from the defaults
         overrides = [arg for value in SWEEP_ONLY + SETTINGS[name] for arg in ("-S", value)]
         start = time.perf_counter()
         result = run(["dvc", "exp", "run", "-n", slug(name), *overrides], workspace, check=False)
         seconds[name] = time.perf_counter() - start
+        failed.pop(name, None)
         if result.returncode != 0:  # e.g. the filter kept no image: the setting gives no synthetic set to train on
             errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
             failed[name] = errors[-1] if errors else result.stderr.strip().splitlines()[-1]
+        record.write_text(json.dumps({"seconds": seconds, "failed": failed}))
         log.info("%s: %.0f s%s", name, seconds[name], f" ({failed[name]})" if name in failed else "")
     metrics = experiment_metrics(workspace)
-    names = [n for n in names if n not in failed]
+    names = [n for n in SETTINGS if n not in failed and slug(n) in metrics]
     ranked = sorted(names, key=lambda n: metrics[slug(n)]["syn"]["val_acc_mean"], reverse=True)
     chosen = ranked[0]
     log.info("workspace: %s", workspace)
-    log.info("| setting | overrides | val acc, combined (%%) | val acc, real only (%%) | test acc, combined (%%) | "
+    log.info("| setting | overrides | val acc, combined (%) | val acc, real only (%) | test acc, combined (%) | "
              "test gain, paired (pp) | time (s) |")
     log.info("| --- | --- | --- | --- | --- | --- | --- |")
     for name in ranked:
@@ -99,10 +111,11 @@ def main() -> None:
         test = f"{100 * syn['acc_mean']:.2f}" if name == chosen else "not scored"
         gain = (f"{100 * syn['gain']:+.2f} [{100 * syn['gain_ci_low']:+.2f}, {100 * syn['gain_ci_high']:+.2f}]"
                 if name == chosen else "not scored")
-        log.info("| %s | %s | %.2f | %.2f | %s | %s | %.0f |", name, ", ".join(SETTINGS[name]) or "(params.yaml)",
-                 100 * syn["val_acc_mean"], 100 * real["val_acc_mean"], test, gain, seconds[name])
+        log.info("| %s | %s | %.2f | %.2f | %s | %s | %s |", name, ", ".join(SETTINGS[name]) or "(params.yaml)",
+                 100 * syn["val_acc_mean"], 100 * real["val_acc_mean"], test, gain, _seconds(seconds, name))
     for name, error in failed.items():
-        log.info("| %s | %s | no result: %s | | | | %.0f |", name, ", ".join(SETTINGS[name]), error, seconds[name])
+        log.info("| %s | %s | no result: %s | | | | %s |", name, ", ".join(SETTINGS[name]), error,
+                 _seconds(seconds, name))
     log.info("chosen on validation: %s", chosen)
 
 
