@@ -20,6 +20,7 @@ numbers and decisions out.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -250,11 +251,23 @@ def calibrate_thresholds(scorer: LabelScorer, train_pixels: torch.Tensor, val_pi
 def decide(labels: Sequence[str], confidence: np.ndarray, nearest_real_distance: np.ndarray,
            nearest_real_index: np.ndarray, vectors: torch.Tensor, thresholds: Thresholds,
            enabled: bool = True) -> list[FilterRecord]:
-    """Keep, or drop with the first failed test of REASONS; disabled, keep all (still measuring duplicates).
+    """Keep, or drop with the first failed test of REASONS. Disabled, every image is kept and `reason` says
+    what the filter would have dropped it for (so a user sees what switching it on would do); the
+    nearest kept sibling is then measured among all images, since all are kept.
 
     Duplicates are greedy in index order within each class: an image is compared with the images of its
     class kept before it, so of identical images the first stays, and one dropped for an earlier reason
     is no reference for later ones."""
+    if not enabled:
+        flagged = decide(labels, confidence, nearest_real_distance, nearest_real_index, vectors, thresholds)
+        kept_all = _decide(labels, confidence, nearest_real_distance, nearest_real_index, vectors, thresholds, False)
+        return [dataclasses.replace(record, reason=would.reason) for record, would in zip(kept_all, flagged)]
+    return _decide(labels, confidence, nearest_real_distance, nearest_real_index, vectors, thresholds, True)
+
+
+def _decide(labels: Sequence[str], confidence: np.ndarray, nearest_real_distance: np.ndarray,
+            nearest_real_index: np.ndarray, vectors: torch.Tensor, thresholds: Thresholds,
+            enabled: bool) -> list[FilterRecord]:
     # 1. the tests that do not depend on other synthetic images
     reasons = [""] * len(labels)
     if enabled:
@@ -333,11 +346,15 @@ def filter_synthetic(
 
 
 def count_decisions(records: Sequence[FilterRecord]) -> dict[str, dict[str, int]]:
-    """Per class (sorted) and "_all": {"kept", "low_confidence", "near_copy", "near_duplicate", "total"}."""
+    """Per class (sorted) and "_all": {"kept", "low_confidence", "near_copy", "near_duplicate", "total"}.
+    A reason counts the images it dropped, or, with the filter off, the kept images it flags."""
     per_class: dict[str, Counter] = {label: Counter() for label in sorted({r.label for r in records})}
     for record in records:
-        per_class[record.label][KEPT if record.kept else record.reason] += 1
+        counts = per_class[record.label]
+        counts["total"] += 1
+        counts[KEPT] += record.kept
+        if record.reason:
+            counts[record.reason] += 1
     per_class["_all"] = sum(per_class.values(), Counter())
-    keys = (KEPT, *REASONS)
-    return {label: {**{key: counts[key] for key in keys}, "total": sum(counts[key] for key in keys)}
-            for label, counts in per_class.items()}
+    keys = (KEPT, *REASONS, "total")
+    return {label: {key: counts[key] for key in keys} for label, counts in per_class.items()}

@@ -116,7 +116,11 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     if data.filter_metrics and "mvc" in data.filter_metrics:
         counts = data.filter_metrics["mvc"]["counts"].get("_all", {})
         if counts:
-            rows.append(["synthetic images kept by the filter", f"{counts['kept']} of {counts['total']}"])
+            if filter_is_on(data.filter_metrics):
+                rows.append(["synthetic images kept by the filter", f"{counts['kept']} of {counts['total']}"])
+            else:
+                flagged = sum(counts.get(reason, 0) for reason in ("low_confidence", "near_copy", "near_duplicate"))
+                rows.append(["synthetic images the filter flags (off: all kept)", f"{flagged} of {counts['total']}"])
     return ["", h.model], rows
 
 
@@ -235,7 +239,20 @@ def filter_table(filter_metrics: dict | None) -> tuple[list[str], list[list[str]
     rows = [[label, str(c["kept"])] + [str(c[r]) for r in reasons] + [str(c["total"])]
             for label, c in sorted(counts.items(), key=lambda item: (item[0] == "_all", item[0]))]
     rows = [["all" if row[0] == "_all" else row[0]] + row[1:] for row in rows]
-    return ["class", "kept"] + [r.replace("_", " ") for r in reasons] + ["generated"], rows
+    flagged = "" if filter_is_on(filter_metrics) else " (flagged, kept)"
+    return ["class", "kept"] + [r.replace("_", " ") + flagged for r in reasons] + ["generated"], rows
+
+
+def filter_is_on(filter_metrics: dict | None) -> bool:
+    return bool((filter_metrics or {}).get("enabled", True))
+
+
+def filter_titles(filter_metrics: dict | None) -> tuple[str, str]:
+    """(table title, image grid title): with filter.enabled false nothing is dropped, images are flagged."""
+    if filter_is_on(filter_metrics):
+        return "What the filter kept and dropped", "Dropped by the filter"
+    return ("What the filter flags (filter.enabled is false: every image is kept)",
+            "Flagged by the filter (kept, as filter.enabled is false)")
 
 
 def time_table(stage_times: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
@@ -361,11 +378,11 @@ def render_html(data: ReportData) -> str:
                  "Label fidelity: share the real-only classifier assigns to the intended class. Near copies: within "
                  "pixel RMSE 0.1 of a training image. Diversity: mean pairwise feature distance within the class."),
         _section("Quality summary", _html_table(*quality_summary(data.quality))),
-        _section("What the filter kept and dropped", _html_table(*filter_table(data.filter_metrics))),
+        _section(filter_titles(data.filter_metrics)[0], _html_table(*filter_table(data.filter_metrics))),
         _section("Where the time went", _html_table(*time_table(data.stage_times)),
                  "Wall time of each stage's last run; the report's own time is not in it yet."),
         _section("Real vs synthetic, per class", sample_grid(data.samples)),
-        _section("Dropped by the filter", dropped_grid(data.dropped)),
+        _section(filter_titles(data.filter_metrics)[1], dropped_grid(data.dropped)),
         _section("Classifier validation accuracy per epoch (mean over seeds)", validation_charts(data.curves)),
         _section("Denoiser fine-tuning loss", loss_chart(data.losses)),
         _section("Runs", _html_table(*runs_table(data.results))),
@@ -398,7 +415,7 @@ def render_markdown(data: ReportData) -> str:
         ("Quality of the synthetic images, per class",
          _markdown_table(*quality_per_class(data.quality, data.filter_metrics))),
         ("Quality summary", _markdown_table(*quality_summary(data.quality))),
-        ("What the filter kept and dropped", _markdown_table(*filter_table(data.filter_metrics))),
+        (filter_titles(data.filter_metrics)[0], _markdown_table(*filter_table(data.filter_metrics))),
         ("Where the time went", _markdown_table(*time_table(data.stage_times))),
     ]
     text = f"# {data.title}\n\n**{verdict}**\n\n"

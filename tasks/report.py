@@ -65,9 +65,10 @@ def sample_rows(params: Params, decisions: list[dict]) -> list[SampleRow]:
 
 
 def dropped_images(params: Params, decisions: list[dict]) -> list[DroppedImage]:
-    """The first dropped images, spread over the reasons, with their class and reason."""
+    """The first dropped images (flagged ones, with the filter off), spread over the reasons, with their
+    class and reason."""
     folder = Path(SyntheticSet.named(MVC, params.paths).folder)
-    dropped = [row for row in decisions if not row["kept"]]
+    dropped = [row for row in decisions if row["reason"]]
     by_reason: dict[str, list[dict]] = {}
     for row in dropped:
         by_reason.setdefault(row["reason"], []).append(row)

@@ -173,7 +173,10 @@ def test_disabled_filter_keeps_everything_and_still_scores(scorer, data):
     on = run_filter(scorer, data, pixels, labels)
     off = run_filter(scorer, data, pixels, labels, enabled=False)
     assert [r.reason for r in on.records] == ["near_copy", "near_copy", "", "near_duplicate", "low_confidence"]
-    assert all(r.kept and r.reason == "" for r in off.records)
+    assert all(r.kept for r in off.records)
+    assert [r.reason for r in off.records] == [r.reason for r in on.records]  # what switching it on would drop
+    assert count_decisions(off.records)["_all"] == {"kept": 5, "low_confidence": 1, "near_copy": 2,
+                                                    "near_duplicate": 1, "total": 5}
     assert off.thresholds == on.thresholds
     same = ("confidence", "nearest_real_distance", "nearest_real_index")
     assert [[getattr(r, k) for k in same] for r in off.records] == [[getattr(r, k) for k in same] for r in on.records]

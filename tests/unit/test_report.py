@@ -109,6 +109,15 @@ def test_where_the_time_went_and_what_the_filter_dropped():
     assert "<figcaption>zero<br>near copy</figcaption>" in page
 
 
+def test_a_switched_off_filter_is_reported_as_flagging_not_dropping():
+    counts = {"kept": 8, "low_confidence": 1, "near_copy": 2, "near_duplicate": 0, "total": 8}
+    off = {"mvc": {"counts": {"zero": counts, "_all": counts}}, "enabled": False}
+    page = render_html(data(filter_metrics=off))
+    assert "<h2>What the filter flags (filter.enabled is false: every image is kept)</h2>" in page
+    assert "<th>near copy (flagged, kept)</th>" in page and "Dropped by the filter" not in page
+    assert "<td>synthetic images the filter flags (off: all kept)</td><td>3 of 8</td>" in page
+
+
 def test_images_are_inline_escaped_and_the_page_works_offline():
     page = render_html(data())
     assert "<title>tiny &amp; test</title>" in page and "&lt;one&gt;" in page and "<one>" not in page
