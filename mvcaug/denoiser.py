@@ -126,8 +126,8 @@ def save_denoiser(denoiser: Denoiser, folder: str | Path, base: str = "") -> Non
     """unet/ (safetensors + config.json; for a LoRA U-Net the adapters and conv_in with lora.json naming
     `base`, the pretrained checkpoint), scheduler/ and codec.json: all a generator needs."""
     folder = Path(folder)
+    shutil.rmtree(folder / "unet", ignore_errors=True)  # no file of an earlier full or LoRA save stays
     if is_lora(denoiser.unet):
-        shutil.rmtree(folder / "unet", ignore_errors=True)
         save_lora(denoiser.unet, folder / "unet", base)
     else:
         denoiser.unet.save_pretrained(folder / "unet", safe_serialization=True)

@@ -160,8 +160,7 @@ def training_target(scheduler: DDPMScheduler, z0: torch.Tensor, noise: torch.Ten
         return noise
     if kind == "v_prediction":
         return scheduler.get_velocity(z0, noise, t)
-    raise ParamsError(f"scheduler prediction_type '{kind}' is not supported; use a checkpoint whose scheduler "
-                      f"predicts one of {', '.join(PREDICTION_TYPES)}")
+    raise ValueError(f"prediction_type {kind!r}: build_denoiser refuses it before training (check_prediction_type)")
 
 
 def check_prediction_type(scheduler: DDPMScheduler, source: str) -> None:
