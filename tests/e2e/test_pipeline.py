@@ -263,8 +263,8 @@ def test_the_report_reads_at_a_glance_in_a_browser(base: Path, browser) -> None:
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
     assert headings[:3] == ["How many images: synthetic vs real", "Training strategies: real only, combined, RSP, "
                             "two-phase", "Test accuracy (%) as in the paper (gain over the matching baseline)"]
-    assert {"Quality of the synthetic images, per class", "What the filter kept and dropped",
-            "Where the time went", "Real vs synthetic, per class"} <= set(headings)
+    assert {"Quality of the synthetic images, per class", "What the filter flags (filter.enabled is false: every "
+            "image is kept)", "Where the time went", "Real vs synthetic, per class"} <= set(headings)
     charts = browser.find_elements(By.TAG_NAME, "svg")
     assert charts and all(chart.size["width"] > 100 for chart in charts)
     images = browser.find_elements(By.TAG_NAME, "img")
