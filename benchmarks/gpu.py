@@ -37,10 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mvcaug.checkpoints import list_checkpoints  # noqa: E402
-from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser  # noqa: E402
-from mvcaug.gpu_memory import GIB, estimate_peak_memory  # noqa: E402
+from mvcaug.finetune import (  # noqa: E402
+    ClassConditions, ConditionSampler, build_denoiser, memory_estimate, train_denoiser,
+)
+from mvcaug.gpu_memory import GIB  # noqa: E402
 from mvcaug.params import FinetuneParams, MixParams  # noqa: E402
 from mvcaug.sampling import sample  # noqa: E402
+from tests.sd_checkpoint import build_tiny_sd, instruct_pix2pix_pipeline  # noqa: E402
 
 log = logging.getLogger("benchmarks.gpu")
 CONFIGS = ROOT / "benchmarks" / "configs" / "sd15"
@@ -69,8 +72,6 @@ class Interrupt(Exception):
 def build_checkpoint(folder: Path, tiny: bool, device: torch.device) -> Path:
     """A Stable Diffusion folder (unet/, vae/, text_encoder/, scheduler/) with random weights."""
     if tiny:
-        from tests.sd_checkpoint import build_tiny_sd
-
         return build_tiny_sd(folder, cross_attention_dim=TINY.text[1])
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -110,9 +111,7 @@ def finetune_case(folder: Path, scale: Scale, device: torch.device, name: str, *
     params = FinetuneParams(**{**settings, **changes})
     images, sampler, null = training_inputs(scale)
     denoiser = build_denoiser(params, 3, scale.size, scale.text[1], device)
-    latent = denoiser.unet.config.sample_size
-    estimate = estimate_peak_memory(denoiser.unet, [denoiser.codec.vae], params,
-                                    (denoiser.unet.config.in_channels, latent, latent), scale.text)
+    estimate = memory_estimate(denoiser, params, scale.text)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -139,9 +138,6 @@ def finetune_case(folder: Path, scale: Scale, device: torch.device, name: str, *
 def generation(folder: Path, scale: Scale, device: torch.device) -> dict:
     """Images/s of our sampler and of the stock InstructPix2Pix pipeline on the same inputs; their largest
     difference; our sampler with a channels_last U-Net."""
-    from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     params = FinetuneParams(init="pretrained", codec="vae", pretrained=str(folder))
     denoiser = build_denoiser(params, 3, scale.size, scale.text[1], device)
@@ -156,12 +152,7 @@ def generation(folder: Path, scale: Scale, device: torch.device) -> dict:
     null = torch.randn(1, *scale.text, generator=g).to(device, dtype)
     latent = scale.size // denoiser.codec.downscale
     noise = torch.randn(scale.batch, 4, latent, latent, generator=g).to(device, dtype)
-    pipeline = StableDiffusionInstructPix2PixPipeline(
-        vae=denoiser.codec.vae, text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer") if (folder / "tokenizer").is_dir() else None,
-        unet=denoiser.unet, scheduler=DDIMScheduler.from_config(denoiser.noise_scheduler.config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    pipeline = instruct_pix2pix_pipeline(folder, denoiser)
     pipeline.set_progress_bar_config(disable=True)
 
     def ours() -> torch.Tensor:
@@ -198,10 +189,10 @@ def finite_outputs(folder: Path, scale: Scale, device: torch.device) -> dict:
 
     results = {}
     dtypes = (torch.bfloat16, torch.float16) if device.type == "cuda" else (torch.bfloat16,)
-    latent = scale.size // 8 if scale is FULL else scale.size // 2
     for dtype in dtypes:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype).to(device)
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype).to(device)
+        latent = scale.size // 2 ** (len(vae.config.block_out_channels) - 1)  # the VAE's downscale
         g = torch.Generator().manual_seed(3)
         z = torch.randn(2, 4, latent, latent, generator=g).to(device, dtype)
         text = torch.randn(2, *scale.text, generator=g).to(device, dtype)

@@ -266,14 +266,21 @@ def ema_device(params: FinetuneParams, device: torch.device) -> torch.device:
     return torch.device("cpu") if params.ema_device == "cpu" else device
 
 
-def check_memory(denoiser: Denoiser, params: FinetuneParams, text_shape: tuple[int, ...], device: torch.device) -> None:
-    """Log the estimated peak GPU memory of this run; stop with the knobs named when it cannot fit."""
-    from mvcaug.gpu_memory import check_fits, estimate_peak_memory
+def memory_estimate(denoiser: Denoiser, params: FinetuneParams, text_shape: tuple[int, ...]):
+    """The estimated peak memory of fine-tuning this denoiser with `params` (mvcaug.gpu_memory)."""
+    from mvcaug.gpu_memory import estimate_peak_memory
 
     latent = denoiser.unet.config.sample_size
     frozen = [denoiser.codec.vae] if hasattr(denoiser.codec, "vae") else []
-    estimate = estimate_peak_memory(denoiser.unet, frozen, params,
-                                    (denoiser.unet.config.in_channels, latent, latent), tuple(text_shape[-2:]))
+    return estimate_peak_memory(denoiser.unet, frozen, params, (denoiser.unet.config.in_channels, latent, latent),
+                                tuple(text_shape[-2:]))
+
+
+def check_memory(denoiser: Denoiser, params: FinetuneParams, text_shape: tuple[int, ...], device: torch.device) -> None:
+    """Log the estimated peak GPU memory of this run; stop with the knobs named when it cannot fit."""
+    from mvcaug.gpu_memory import check_fits
+
+    estimate = memory_estimate(denoiser, params, text_shape)
     capacity = torch.cuda.get_device_properties(device).total_memory
     log.info("estimated peak GPU memory: %s of %.1f GiB", estimate.describe(), capacity / 1024**3)
     check_fits(estimate, capacity, torch.cuda.get_device_name(device))

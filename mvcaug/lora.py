@@ -23,13 +23,17 @@ FULLY_TRAINED = ("conv_in.",)
 """Modules trained in full beside the adapters: the widened input convolution."""
 
 
-def add_lora(unet: torch.nn.Module, params: FinetuneParams) -> None:
-    """Freeze the U-Net, add adapters to `finetune.lora_targets` and unfreeze conv_in (in place)."""
+def _adapter(unet: torch.nn.Module, rank: int, alpha: float, targets: list[str]) -> None:
+    """Add peft LoRA adapters (diffusers' add_adapter), initialised as diffusers' LoRA training scripts do."""
     from peft import LoraConfig
 
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
+
+
+def add_lora(unet: torch.nn.Module, params: FinetuneParams) -> None:
+    """Freeze the U-Net, add adapters to `finetune.lora_targets` and unfreeze conv_in (in place)."""
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=params.lora_rank, lora_alpha=params.lora_alpha, init_lora_weights="gaussian",
-                                target_modules=list(params.lora_targets)))
+    _adapter(unet, params.lora_rank, params.lora_alpha, list(params.lora_targets))
     unet.conv_in.requires_grad_(True)
 
 
@@ -62,10 +66,7 @@ def saved_lora(folder: Path) -> dict | None:
 def load_lora_weights(unet: torch.nn.Module, folder: Path, config: dict) -> torch.nn.Module:
     """Add the saved adapters to a widened base U-Net, load them and conv_in, and merge them into the
     base weights (generation then costs what the full model costs)."""
-    from peft import LoraConfig
-
-    unet.add_adapter(LoraConfig(r=config["rank"], lora_alpha=config["alpha"], init_lora_weights="gaussian",
-                                target_modules=config["targets"]))
+    _adapter(unet, config["rank"], config["alpha"], config["targets"])
     state = load_file(str(folder / WEIGHTS))
     missing = set(state) - set(unet.state_dict())
     if missing:

@@ -119,7 +119,7 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             if filter_is_on(data.filter_metrics):
                 rows.append(["synthetic images kept by the filter", f"{counts['kept']} of {counts['total']}"])
             else:
-                flagged = sum(counts.get(reason, 0) for reason in ("low_confidence", "near_copy", "near_duplicate"))
+                flagged = sum(n for key, n in counts.items() if key not in ("kept", "total"))
                 rows.append(["synthetic images the filter flags (off: all kept)", f"{flagged} of {counts['total']}"])
     return ["", h.model], rows
 

@@ -13,7 +13,9 @@ from mvcaug.atomic import write_json, write_text
 from mvcaug.digests import digest_files
 from mvcaug.denoiser import save_denoiser
 from mvcaug.embedding_table import read_embeddings
-from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser, validation_grid
+from mvcaug.finetune import (
+    ClassConditions, ConditionSampler, build_denoiser, train_denoiser, trained, validation_grid,
+)
 from mvcaug.images import ImageSet, load_split, resize
 from mvcaug.params import Params
 
@@ -72,7 +74,7 @@ def finetune(params: Params) -> dict:
     metrics = {"loss_first": round(statistics.fmean(losses[: len(tail)]), 5),
                "loss_last": round(statistics.fmean(tail), 5), "steps": len(losses),
                "parameters": sum(t.numel() for t in denoiser.unet.parameters()),
-               "trained_parameters": sum(t.numel() for t in denoiser.unet.parameters() if t.requires_grad)}
+               "trained_parameters": sum(t.numel() for t in trained(denoiser.unet))}
     if state.is_main_process:
         save_denoiser(denoiser, model_dir, base=p.pretrained)
         write_json(model_dir / "metrics.json", metrics)

@@ -77,13 +77,10 @@ def write_vae(folder: Path) -> None:
     ).save_pretrained(folder, safe_serialization=True)
 
 
-SD15_SCHEDULER = {
-    "_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
-    "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
-    "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
-    "clip_sample": False,
-}
-"""stable-diffusion-v1-5's scheduler/scheduler_config.json, key for key (no prediction_type: epsilon)."""
+SD15_SCHEDULER = json.loads(
+    (Path(__file__).resolve().parents[1] / "benchmarks/configs/sd15/scheduler/scheduler_config.json").read_text())
+"""stable-diffusion-v1-5's scheduler/scheduler_config.json, key for key (no prediction_type: epsilon), as
+benchmarks/gpu.py uses it too."""
 
 
 def write_scheduler(folder: Path, prediction_type: str = "epsilon") -> None:
@@ -113,3 +110,17 @@ def build_tiny_sd(folder: Path, cross_attention_dim: int = 32) -> Path:
     }
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return folder
+
+
+def instruct_pix2pix_pipeline(folder: Path, denoiser):
+    """diffusers' stock StableDiffusionInstructPix2PixPipeline around our denoiser's U-Net, VAE and schedule
+    (DDIM), with the checkpoint's text encoder: the reference our sampler is compared with."""
+    from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return StableDiffusionInstructPix2PixPipeline(
+        vae=denoiser.codec.vae, text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer") if (folder / "tokenizer").is_dir() else None,
+        unet=denoiser.unet, scheduler=DDIMScheduler.from_config(denoiser.noise_scheduler.config),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )

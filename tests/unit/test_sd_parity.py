@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
-from transformers import CLIPTextModel, CLIPTokenizer
+from diffusers import DDIMScheduler
 
 from mvcaug.denoiser import Denoiser
 from mvcaug.embed import encode_texts, load_text_encoder
 from mvcaug.finetune import build_denoiser, diffusion_loss
 from mvcaug.params import EmbedParams, FinetuneParams, ParamsError
 from mvcaug.sampling import sample
-from tests.sd_checkpoint import build_tiny_sd, write_scheduler
+from tests.sd_checkpoint import build_tiny_sd, instruct_pix2pix_pipeline, write_scheduler
 
 CPU = torch.device("cpu")
 TEXT_DIM, M, SIZE = 32, 77, 16
@@ -54,15 +53,6 @@ def denoiser_for(folder: Path, **changes) -> Denoiser:
     return denoiser
 
 
-def pipeline_for(folder: Path, denoiser: Denoiser) -> StableDiffusionInstructPix2PixPipeline:
-    return StableDiffusionInstructPix2PixPipeline(
-        vae=denoiser.codec.vae, text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"), unet=denoiser.unet,
-        scheduler=DDIMScheduler.from_config(denoiser.noise_scheduler.config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-
-
 def inputs(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(conditioning images in [-1, 1], text embeddings, null embedding, initial latent noise)."""
     g = torch.Generator().manual_seed(11)
@@ -79,7 +69,7 @@ def test_our_sampler_equals_the_instruct_pix2pix_pipeline(tiny_sd: Path, guidanc
     denoiser = denoiser_for(tiny_sd)
     cond, text, null, noise = inputs()
     ours = sample(denoiser, cond, text, null, noise, "ddim", 4, guidance, image_guidance)
-    theirs = pipeline_for(tiny_sd, denoiser)(
+    theirs = instruct_pix2pix_pipeline(tiny_sd, denoiser)(
         image=cond * 0.5 + 0.5, prompt_embeds=text, negative_prompt_embeds=null.expand_as(text), latents=noise.clone(),
         num_inference_steps=4, guidance_scale=guidance, image_guidance_scale=image_guidance, output_type="pt",
     ).images
@@ -96,7 +86,7 @@ def test_our_text_encoding_equals_the_pipelines_prompt_encoding(tiny_sd: Path, m
     params = EmbedParams(encoder=str(tiny_sd), subfolder="text_encoder", tokenizer_subfolder="tokenizer",
                          max_length=M, device="cpu")
     ours = encode_texts(load_text_encoder(params), prompts, batch_size=2)
-    pipeline = pipeline_for(tiny_sd, denoiser_for(tiny_sd))
+    pipeline = instruct_pix2pix_pipeline(tiny_sd, denoiser_for(tiny_sd))
     with torch.no_grad():
         theirs = pipeline._encode_prompt(prompts, CPU, 1, False)
     assert ours.shape == (2, M, TEXT_DIM)
