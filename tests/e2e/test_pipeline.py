@@ -219,10 +219,13 @@ def test_every_stage_is_a_completed_flow_run_in_prefect(base: Path, prefect_serv
     runs = api_post(prefect_server, "flow_runs/filter", {"limit": 200})
     completed = {flows[r["flow_id"]] for r in runs if r["state_type"] == "COMPLETED"}
     assert ALL_STAGES <= completed
-    artifacts = {a["key"]: a for a in api_post(prefect_server, "artifacts/filter", {}) if a.get("key")}
-    assert {"mvcaug-metrics", "mvcaug-report"} <= set(artifacts)
+    artifacts = [a for a in api_post(prefect_server, "artifacts/filter", {}) if a.get("key")]
+    assert {"mvcaug-metrics", "mvcaug-report"} <= {a["key"] for a in artifacts}
+    # The server is shared by the whole session: other workspaces (copies with other params, other test
+    # modules) post their own versions of the same keys, so look for this workspace's verdict among them.
     verdict = (base / "data/08_report/report.md").read_text().splitlines()[2].strip("*")
-    assert artifacts["mvcaug-metrics"]["description"] == verdict  # the verdict opens the artifact too
+    metrics_descriptions = [a["description"] for a in artifacts if a["key"] == "mvcaug-metrics"]
+    assert verdict in metrics_descriptions  # the verdict opens the artifact too
 
 
 EXP_COLUMNS = ["--drop", ".*", "--keep", r"Experiment|small_cnn\.(baseline|syn)\.(acc_mean|gain.*)|mix\.fine_steps"]
