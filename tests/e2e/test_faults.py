@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -40,10 +41,34 @@ def own_server_env() -> dict[str, str]:
     return {k: v for k, v in env().items() if k != "PREFECT_API_URL"}
 
 
-def stage(args: list[str], cwd: Path, environment: dict[str, str] | None = None) -> subprocess.Popen:
-    """A stage command in its own process group (as a terminal runs it), output to files."""
-    return subprocess.Popen(args, cwd=cwd, env=environment or env(), start_new_session=True,
-                            stdout=(cwd / "stage.out").open("w"), stderr=(cwd / "stage.err").open("w"), text=True)
+def as_in_a_terminal() -> None:
+    """Ctrl-C's default action, as a shell gives a foreground command. A suite started as a background job
+    (`make test &`, nohup) hands its children SIGINT ignored, and a stage rightly keeps ignoring it then."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+Launcher = Callable[..., subprocess.Popen]
+
+
+@pytest.fixture
+def stage() -> Iterator[Launcher]:
+    """Starts a stage command in its own process group (as a terminal runs it), output to files; whatever
+    is still running at the end of the test is killed, so a failed test leaves no stage busy on the CPUs."""
+    started_groups: list[int] = []
+
+    def start(args: list[str], cwd: Path, environment: dict[str, str] | None = None) -> subprocess.Popen:
+        process = subprocess.Popen(args, cwd=cwd, env=environment or env(), start_new_session=True,
+                                   preexec_fn=as_in_a_terminal, stdout=(cwd / "stage.out").open("w"),
+                                   stderr=(cwd / "stage.err").open("w"), text=True)
+        started_groups.append(process.pid)
+        return process
+
+    yield start
+    for group in started_groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -129,7 +154,7 @@ def test_a_missing_local_encoder_is_named_and_never_sent_to_the_hub(workspace: P
 
 
 @pytest.mark.parametrize("what", ["finetune", "generate"])
-def test_ctrl_c_ends_a_stage_within_seconds(workspace: Path, what: str) -> None:
+def test_ctrl_c_ends_a_stage_within_seconds(workspace: Path, what: str, stage: Launcher) -> None:
     if what == "generate":
         run(["dvc", "repro", "finetune"], workspace)
         update_params(workspace, {"generate": {"steps": 1000}})  # minutes of sampling
@@ -154,7 +179,7 @@ def children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def test_a_killed_stage_leaves_no_server_behind(workspace: Path) -> None:
+def test_a_killed_stage_leaves_no_server_behind(workspace: Path, stage: Launcher) -> None:
     update_params(workspace, {"finetune": {"steps": 100000}})
     process = stage(["python", "-m", "flows.finetune"], workspace, own_server_env())
     wait_for(lambda: started(workspace, "finetune"), 120, "finetune to start")
@@ -166,7 +191,7 @@ def test_a_killed_stage_leaves_no_server_behind(workspace: Path) -> None:
              "the server to stop after its stage was killed")
 
 
-def test_a_killed_dvc_repro_takes_its_stage_along_and_two_writers_never_meet(workspace: Path) -> None:
+def test_a_killed_dvc_repro_takes_its_stage_along_and_two_writers_never_meet(workspace: Path, stage: Launcher) -> None:
     update_params(workspace, {"finetune": {"steps": 100000}})
     dvc = stage(["dvc", "repro", "finetune"], workspace)
     wait_for(lambda: started(workspace, "finetune"), 120, "finetune to start under dvc repro")
