@@ -382,6 +382,8 @@ def test_the_manifest_names_every_prepared_file_with_its_sha256(tmp_path, make_i
     named in it with the sha256 of its bytes."""
     import yaml
 
+    from mvcaug.digests import PROJECT_ROOT
+
     source = make_imagefolder(tmp_path / "src", {"cat": 5, "dog": 5}, size=(48, 48))
     out = tmp_path / "out"
     manifest = prepare_dataset(folder_params(source, resolution=16, model_resolution=32, channels=3), out)
@@ -390,7 +392,7 @@ def test_the_manifest_names_every_prepared_file_with_its_sha256(tmp_path, make_i
     on_disk = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                for p in out.rglob("*") if p.is_file() and p.name != "manifest.parquet"}
     assert on_disk == listed
-    stages = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     readers = {name for name, stage in stages.items() if "${paths.prepared}/manifest.parquet" in stage["deps"]}
     assert "${paths.prepared}" in stages["prepare"]["outs"]
     assert not [name for name, stage in stages.items() if "${paths.prepared}" in stage["deps"]]
