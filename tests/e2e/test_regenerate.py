@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -176,10 +177,18 @@ def test_served_deployment_has_the_schedule_and_runs_on_the_data_event(
             assert wait_for(lambda: [a for a in client.read_automations() if "regenerate-on-new-data" in a.name],
                             60, "the trigger's automation", server, served_log)
 
-            def triggered_runs() -> list:
+            def deployment_runs() -> list:
                 return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
 
-            assert triggered_runs() == []  # the cron's next run is hours away
+            def triggered_runs() -> list:
+                """The runs something started: the server's scheduler service also creates the cron's next
+                runs ahead of time (auto_scheduled, Scheduled for a later time) whenever its loop comes round."""
+                return [r for r in deployment_runs() if not r.auto_scheduled]
+
+            assert triggered_runs() == []
+            now = datetime.now(timezone.utc)
+            assert all(r.state.is_scheduled() and r.expected_start_time > now  # the cron's runs wait their time
+                       for r in deployment_runs() if r.auto_scheduled)
             finished = None
             for _attempt in range(6):  # the server's trigger service loads new automations every few seconds
                 announce_arrival(str(workspace / DATASET), {"blue": 1})
