@@ -386,9 +386,9 @@ def test_the_manifest_names_every_prepared_file_with_its_sha256(tmp_path, make_i
 
     source = make_imagefolder(tmp_path / "src", {"cat": 5, "dog": 5}, size=(48, 48))
     out = tmp_path / "out"
-    manifest = prepare_dataset(folder_params(source, resolution=16, model_resolution=32, channels=3), out)
-    listed = {row["path"]: row["sha256"] for row in manifest.to_pylist()}
-    listed |= {row["model_path"]: row["model_sha256"] for row in manifest.to_pylist() if row["model_path"]}
+    rows = prepare_dataset(folder_params(source, resolution=16, model_resolution=32, channels=3), out).to_pylist()
+    listed = {row["path"]: row["sha256"] for row in rows}
+    listed |= {row["model_path"]: row["model_sha256"] for row in rows if row["model_path"]}
     on_disk = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                for p in out.rglob("*") if p.is_file() and p.name != "manifest.parquet"}
     assert on_disk == listed
