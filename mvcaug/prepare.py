@@ -4,29 +4,40 @@ Sources: scikit-learn's bundled digits (offline, the default) and an image folde
 per class (the torchvision / Hugging Face convention: images in nested subfolders of a class belong to
 it; hidden files such as AppleDouble `._x.png` are skipped). The decisions are made here and refused
 with the file named when they would give a silently wrong result: a single class, the same image under
-two labels (a label conflict), an image over PIL's decompression-bomb limit. The same image twice in one
-class is kept once (a warning names the copies), so it can never sit in train and test at once.
-High-bit-depth and float images are scaled to 8 bits by their own range, not clipped. The prepare task
-(tasks/prepare.py) writes the files.
+two labels (a label conflict), two files that would get one image id, an image over PIL's
+decompression-bomb limit, a file name that is not UTF-8. The same image twice in one class is kept once
+(a warning names the copies), so it can never sit in train and test at once.
+
+Pixels: EXIF orientation is applied; high-bit-depth and float images are scaled to 8 bits by their own
+range, not clipped (NaN and infinite pixels are left out of the range, see `eight_bit`); transparency is
+composited on white (`ALPHA_BACKGROUND`); a non-square source becomes square by `prepare.resize`; a source
+much smaller than the size it is written at is warned about.
+
+A source is listed first (ids, labels, no pixels), then converted one image at a time: the caller
+(tasks/prepare.py) writes each working PNG as it comes and only its hash stays in memory, so the memory
+`prepare` needs does not grow with the number of images.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
+import os
 import warnings
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from mvcaug.errors import UserError
-from mvcaug.params import PrepareParams
+from mvcaug.params import PrepareParams, ResizeMode
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +47,18 @@ SPLITS = ("train", "val", "reference", "test")
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "source", "sha256", "width", "height")
 MODEL_COLUMNS = ("model_path", "model_sha256")
 """With prepare.model_resolution: each training image at the model's resolution ("" for the other splits)."""
+RESIZE_COLUMN = "resize"
+"""For an image folder: the prepare.resize that made each image square. (The digits are all 8 x 8 squares,
+which every mode treats alike, so their manifest stays as it was.)"""
+ALPHA_BACKGROUND = (255, 255, 255)
+"""Transparent pixels show white, as on a page: the colour a file keeps under them is hidden, often
+arbitrary (black, or left over from an edit), and must not become the image's background."""
+PAD_FILL = "black"
+"""The borders of prepare.resize: pad (torchvision's Pad default)."""
+TINY_PIXELS = 8
+TINY_FRACTION = 4
+"""A source whose short side is under TINY_PIXELS, or under 1/TINY_FRACTION of the size it is written at,
+is warned about: upscaled that far it is a blur, which a person should know before generating from it."""
 
 
 class DatasetError(UserError, ValueError):
@@ -44,12 +67,18 @@ class DatasetError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class SourceImage:
-    """One image of a source, before splitting."""
+    """One image of a source, before splitting: listed by id, decoded only when read."""
 
     id: str
     label: str
     source: str  # where it came from: "digits:<index>" or the path relative to the image folder
-    image: Image.Image
+    read: Callable[[], Image.Image]
+    """Decodes the image (a folder's file is opened then); each call gives a fresh image."""
+
+    @property
+    def image(self) -> Image.Image:
+        """The decoded image (read once more on every access)."""
+        return self.read()
 
 
 def load_digits_source() -> list[SourceImage]:
@@ -60,9 +89,8 @@ def load_digits_source() -> list[SourceImage]:
     items = []
     for index, (pixels, target) in enumerate(zip(digits.images, digits.target)):
         array = np.clip(pixels * (255.0 / 16.0), 0, 255).astype(np.uint8)
-        items.append(SourceImage(
-            f"digits-{index:04d}", DIGIT_NAMES[int(target)], f"digits:{index}", Image.fromarray(array)
-        ))
+        items.append(SourceImage(f"digits-{index:04d}", DIGIT_NAMES[int(target)], f"digits:{index}",
+                                 functools.partial(Image.fromarray, array)))
     return items
 
 
@@ -71,25 +99,69 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def printable(path: str | Path) -> str:
+    """A path as text that any terminal and log file can hold: bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _unreadable(err: OSError) -> DatasetError:
+    where = printable(err.filename) if err.filename else "a folder"
+    return DatasetError(f"{where}: cannot be read ({err.strerror or err}); give the user running prepare read "
+                        "access to it (chmod -R u+rX) or move it out of the image folder")
+
+
+def _raise_unreadable(err: OSError) -> None:
+    raise _unreadable(err) from err
+
+
 def class_images(class_dir: Path) -> list[Path]:
     """The images of a class folder, in its nested subfolders too (as torchvision's ImageFolder reads
-    them), hidden files and folders left out, in sorted order."""
-    return sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_file(p)
-                  and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
+    them), hidden files and folders left out, in sorted order. A subfolder that cannot be read stops with
+    its path named (it is not silently empty); symlinked folders are not followed, as before."""
+    files = []
+    for folder, subfolders, names in os.walk(class_dir, onerror=_raise_unreadable):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        files += [Path(folder, name) for name in names
+                  if is_image_file(Path(name)) and Path(folder, name).is_file()]
+    return sorted(files)
 
 
-def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
-    """Every image under folder/<class>/; corrupt files and empty classes stop with their path named."""
+def _check_utf8(path: Path, root: Path) -> None:
+    """The manifest (parquet), captions and logs hold text: a name that is not UTF-8 cannot go in them."""
+    try:
+        str(path.relative_to(root)).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DatasetError(f"{printable(path)}: the name is not valid UTF-8 (the manifest stores names as text); "
+                           "rename it, e.g. with `convmv -f latin1 -t utf8 --notest -r <folder>`") from err
+
+
+def class_folders(folder: str | Path) -> list[Path]:
+    """The class subfolders of an image folder (hidden ones left out), in sorted order."""
     root = Path(folder)
-    if not str(folder) or not root.is_dir():
+    if not str(folder) or not root.exists():
         raise DatasetError(
             f"image folder '{folder}' does not exist; set prepare.image_folder to a folder of class subfolders"
         )
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not root.is_dir():
+        raise DatasetError(f"image folder '{printable(root)}' is a file, not a folder; set prepare.image_folder "
+                           "to a folder that holds one subfolder per class")
+    try:
+        entries = list(root.iterdir())
+    except OSError as err:
+        raise _unreadable(err) from err
+    return sorted(p for p in entries if p.is_dir() and not p.name.startswith("."))
+
+
+def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
+    """Every image under folder/<class>/, listed (decoded later, one at a time, by `SourceImage.read`);
+    missing, unreadable or empty folders, names that are not UTF-8 and clashing ids stop with the path named."""
+    root = Path(folder)
+    class_dirs = class_folders(folder)
     if not class_dirs:
         raise DatasetError(f"{root}: no class subfolders; put each class's images in {root}/<class>/")
     items = []
     for class_dir in class_dirs:
+        _check_utf8(class_dir, root)
         files = class_images(class_dir)
         if not files:
             raise DatasetError(
@@ -97,19 +169,37 @@ def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
                 "add images or remove the folder"
             )
         for file in files:
-            items.append(SourceImage(
-                image_id(class_dir.name, file.relative_to(class_dir)), class_dir.name,
-                file.relative_to(root).as_posix(), open_image(file),
-            ))
+            _check_utf8(file, root)
+            items.append(SourceImage(image_id(class_dir.name, file.relative_to(class_dir)), class_dir.name,
+                                     file.relative_to(root).as_posix(), functools.partial(read_folder_image, file)))
+    check_unique_ids(items, root)
     return items
 
 
 def image_id(label: str, file: Path) -> str:
     """<class>-<stem>, plus the suffix when it is not .png, so a.png and a.jpg stay distinct; a file in a
-    nested folder gets the folders too (<class>-<sub>_<stem>), so files directly in the class keep their id."""
+    nested folder gets the folders too (<class>-<sub>_<stem>), so files directly in the class keep their id.
+    These readable ids can clash (x.png / x.PNG, sub/y.png / sub_y.png, class a's b-c.png / class a-b's
+    c.png): `check_unique_ids` refuses that rather than let one file overwrite another."""
     suffix = file.suffix.lower()
     stem = "_".join([*file.parent.parts, file.stem]) if file.parent != Path(".") and file.parent.parts else file.stem
     return f"{label}-{stem}" if suffix == ".png" else f"{label}-{stem}{suffix.replace('.', '_')}"
+
+
+def check_unique_ids(items: list[SourceImage], root: Path) -> None:
+    """Refuse two files that would get one id: one would overwrite the other's PNG (its sha256 in the
+    manifest then names other bytes), and generate, which looks conditioning images up by id, could condition
+    one class on another's image. Ids that differ only in letter case are refused too: on a case-insensitive
+    file system (macOS, Windows) they are one file. (Renaming ids to make them unique would move images
+    between splits in every existing dataset; a clash is rare and one rename fixes it.)"""
+    seen: dict[str, SourceImage] = {}
+    for item in items:
+        other = seen.setdefault(item.id.casefold(), item)
+        if other is not item:
+            raise DatasetError(
+                f"{root}: {other.source} (class '{other.label}') and {item.source} (class '{item.label}') get "
+                f"the same image id '{other.id}' (ids join the class, sub-folders and name with - and _, and "
+                "ignore case); rename one of the two files")
 
 
 def open_image(path: Path) -> Image.Image:
@@ -131,13 +221,28 @@ def open_image(path: Path) -> Image.Image:
         raise DatasetError(f"{path}: corrupt or unreadable image ({err}); replace or delete it") from err
 
 
+def read_folder_image(path: Path) -> Image.Image:
+    """A folder's image decoded; one with no finite pixel at all (every pixel NaN or infinite) is refused:
+    there is nothing to scale, and every such file would be the same black square."""
+    image = open_image(path)
+    if image.mode == "F" and not np.isfinite(np.asarray(image)).any():
+        raise DatasetError(f"{path}: every pixel is NaN or infinite (no image data); replace or delete the file")
+    return image
+
+
 def load_source(params: PrepareParams) -> list[SourceImage]:
-    """Dispatch on prepare.source."""
+    """Dispatch on prepare.source; a source with fewer than two classes is refused."""
     if params.source == "digits":
-        return load_digits_source()
-    if params.source == "imagefolder":
-        return load_imagefolder_source(params.image_folder)
-    raise DatasetError(f"unknown dataset source '{params.source}'; set prepare.source to digits or imagefolder")
+        items = load_digits_source()
+    elif params.source == "imagefolder":
+        items = load_imagefolder_source(params.image_folder)
+    else:
+        raise DatasetError(f"unknown dataset source '{params.source}'; set prepare.source to digits or imagefolder")
+    classes = sorted({item.label for item in items})
+    if len(classes) < 2:
+        raise DatasetError(f"{params.image_folder if params.source == 'imagefolder' else params.source}: one class "
+                           f"only ({', '.join(classes) or 'none'}); a classifier needs at least two class folders")
+    return items
 
 
 def split_rank(image_id: str, seed: int) -> str:
@@ -183,11 +288,16 @@ def stratified_split(ids: list[str], labels: list[str], params: PrepareParams) -
 def eight_bit(image: Image.Image) -> Image.Image:
     """An 8-bit image of the same content: 16-bit integers divided by 257; 32-bit integers as 8 or 16 bit
     when they fit, else scaled from their own range; floats in [0, 1] times 255, others scaled from their own
-    range. (PIL's convert would clip all of these to 255, or floats in [0, 1] to black.)"""
+    range. (PIL's convert would clip all of these to 255, or floats in [0, 1] to black.)
+
+    Float pixels that are NaN or infinite are left out of the range (one NaN would make it NaN and the whole
+    image black) and then drawn as NaN and -inf black (0), +inf white (255)."""
     if image.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return image
     array = np.asarray(image, dtype=np.float64)
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    finite = np.isfinite(array)
+    values = array[finite] if image.mode == "F" else array
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and 255 < high <= 65535):
         scaled = array / 257.0
     elif image.mode == "I" and low >= 0 and high <= 255:
@@ -196,16 +306,50 @@ def eight_bit(image: Image.Image) -> Image.Image:
         scaled = array * 255.0
     else:
         scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+    if not finite.all():
+        scaled = np.where(finite, scaled, np.where(np.isposinf(array), 255.0, 0.0))
     return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8), "L")
 
 
-def to_working_image(image: Image.Image, resolution: int, channels: int) -> Image.Image:
-    """Convert to the working mode and size (bicubic), so every later stage sees one format."""
+def upright(image: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: a camera's EXIF orientation tag applied (phones store most
+    portrait photos sideways with the tag); an image without one is returned as it is, not copied."""
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in (1, None):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def on_background(image: Image.Image) -> Image.Image:
+    """An image with transparency composited on ALPHA_BACKGROUND (RGB); any other image as it is."""
+    if not has_transparency(image):
+        return image
+    background = Image.new("RGBA", image.size, (*ALPHA_BACKGROUND, 255))
+    return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+
+
+def to_square(image: Image.Image, size: int, resize: ResizeMode) -> Image.Image:
+    """The image at size x size (bicubic): a square source is resized as it is, whatever the mode; a
+    non-square one is cut to its middle (center_crop), bordered (pad, PAD_FILL) or stretched (squash)."""
+    if image.size == (size, size):
+        return image
+    if image.width == image.height or resize == "squash":
+        return image.resize((size, size), Image.Resampling.BICUBIC)
+    if resize == "pad":
+        return ImageOps.pad(image, (size, size), Image.Resampling.BICUBIC, color=PAD_FILL)
+    return ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
+
+
+def to_working_image(image: Image.Image, resolution: int, channels: int,
+                     resize: ResizeMode = "center_crop") -> Image.Image:
+    """Convert to the working mode and size, so every later stage sees one format: upright, 8 bits,
+    transparency on white, then square by `resize`."""
     mode = "L" if channels == 1 else "RGB"
-    converted = eight_bit(image).convert(mode)
-    if converted.size != (resolution, resolution):
-        converted = converted.resize((resolution, resolution), Image.Resampling.BICUBIC)
-    return converted
+    converted = on_background(eight_bit(upright(image))).convert(mode)
+    return to_square(converted, resolution, resize)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -215,67 +359,116 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 @dataclass(frozen=True)
-class DatasetPlan:
-    """What the prepare task writes: (path relative to the output folder, PNG bytes) and the manifest."""
+class WorkingImage:
+    """A source image once converted: its working PNG was handed to the writer; only its hash stays."""
 
-    files: list[tuple[str, bytes]]
-    manifest: pa.Table
+    item: SourceImage
+    sha256: str
+    width: int
+    height: int
 
 
-def without_duplicates(items: list[SourceImage], pngs: list[bytes]) -> tuple[list[SourceImage], list[bytes]]:
-    """The items with each image content (its working PNG) once; the same content under two labels is a
+@dataclass(frozen=True)
+class PlannedImage:
+    """A working image with its split and where it goes under the output folder."""
+
+    image: WorkingImage
+    split: str
+    path: str
+    model_path: str  # "" unless prepare.model_resolution and the image is in train
+
+
+def tiny_limit(params: PrepareParams) -> float:
+    """The short side under which a source is warned about (see TINY_PIXELS)."""
+    return max(TINY_PIXELS, max(params.resolution, params.model_resolution) / TINY_FRACTION)
+
+
+def _warn_small(small: list[tuple[SourceImage, tuple[int, int]]], params: PrepareParams) -> None:
+    if not small:
+        return
+    size = max(params.resolution, params.model_resolution)
+    examples = ", ".join(f"{item.source} ({w}x{h})" for item, (w, h) in small[:5])
+    log.warning("%d source image(s) are under %g px on their short side, e.g. %s: upscaled to %d px they will be "
+                "blurred; use larger images or a lower prepare.resolution", len(small), tiny_limit(params), examples,
+                size)
+
+
+def _non_finite(image: Image.Image) -> int:
+    return int(np.count_nonzero(~np.isfinite(np.asarray(image)))) if image.mode == "F" else 0
+
+
+def working_images(items: list[SourceImage], params: PrepareParams,
+                   write: Callable[[SourceImage, bytes], None]) -> list[WorkingImage]:
+    """Convert the items one at a time, hand each new content's working PNG to `write` as it comes and keep
+    only its hash, so memory does not grow with the number of images. The same content under two labels is a
     label conflict (an error naming both), twice in one class a copy (the first kept, a warning)."""
-    first: dict[str, SourceImage] = {}
-    kept_items, kept_pngs, copies = [], [], defaultdict(list)
-    for item, data in zip(items, pngs):
+    first: dict[str, WorkingImage] = {}
+    kept: list[WorkingImage] = []
+    copies: dict[str, list[str]] = defaultdict(list)
+    small: list[tuple[SourceImage, tuple[int, int]]] = []
+    for item in tqdm(items, desc="prepare", unit="img"):
+        source = upright(item.read())
+        if bad := _non_finite(source):
+            log.warning("%s: %d NaN or infinite pixel(s), drawn black (+inf white) and left out of the "
+                        "8-bit scaling", item.source, bad)
+        image = to_working_image(source, params.resolution, params.channels, params.resize)
+        if min(source.size) < tiny_limit(params):
+            small.append((item, source.size))
+        del source
+        data = png_bytes(image)
         digest = hashlib.sha256(data).hexdigest()
         if digest in first:
-            if first[digest].label != item.label:
+            other = first[digest].item
+            if other.label != item.label:
                 raise DatasetError(
-                    f"{item.source} (class '{item.label}') is the same image as {first[digest].source} (class "
-                    f"'{first[digest].label}'): one image cannot have two labels; delete or move one of them")
-            copies[first[digest].source].append(item.source)
+                    f"{item.source} (class '{item.label}') is the same image as {other.source} (class "
+                    f"'{other.label}'): one image cannot have two labels; delete or move one of them")
+            copies[other.source].append(item.source)
             continue
-        first[digest] = item
-        kept_items.append(item)
-        kept_pngs.append(data)
+        write(item, data)
+        first[digest] = WorkingImage(item, digest, *image.size)
+        kept.append(first[digest])
     for source, same in copies.items():
         log.warning("%s appears %d more time(s) in its class (%s): kept once, so no copy lands in another split",
                     source, len(same), ", ".join(same))
-    return kept_items, kept_pngs
+    _warn_small(small, params)
+    return kept
 
 
-def plan_dataset(params: PrepareParams) -> DatasetPlan:
-    """Read, check, convert and split the source: the files to write and the manifest."""
-    # 1. Read the source, in the working format.
-    items = load_source(params)
-    classes = sorted({item.label for item in items})
-    if len(classes) < 2:
-        raise DatasetError(f"{params.image_folder if params.source == 'imagefolder' else params.source}: one class "
-                           f"only ({', '.join(classes) or 'none'}); a classifier needs at least two class folders")
-    images = [to_working_image(item.image, params.resolution, params.channels)
-              for item in tqdm(items, desc="prepare", unit="img")]
-    # 2. No image twice: a label conflict stops, a copy within a class is kept once.
-    items, pngs = without_duplicates(items, [png_bytes(image) for image in images])
-    # 3. Split and list; with a model resolution, the training images once more at it, from the source.
-    splits = stratified_split([item.id for item in items], [item.label for item in items], params)
-    columns = MANIFEST_COLUMNS + (MODEL_COLUMNS if params.model_resolution else ())
-    files, rows = [], {k: [] for k in columns}
-    for item, data, split in zip(items, pngs, splits):
+def plan_splits(kept: list[WorkingImage], params: PrepareParams) -> list[PlannedImage]:
+    """The split of each kept image and its paths; images the split leaves out (test_per_class) are dropped."""
+    splits = stratified_split([k.item.id for k in kept], [k.item.label for k in kept], params)
+    planned = []
+    for image, split in zip(kept, splits):
         if not split:
             continue
-        rel = f"images/{split}/{item.label}/{item.id}.png"
-        files.append((rel, data))
-        width, height = Image.open(io.BytesIO(data)).size
-        values = [("id", item.id), ("path", rel), ("label", item.label), ("split", split), ("source", item.source),
-                  ("sha256", hashlib.sha256(data).hexdigest()), ("width", width), ("height", height)]
+        label, image_id = image.item.label, image.item.id
+        model_path = (f"images_model/train/{label}/{image_id}.png"
+                      if params.model_resolution and split == "train" else "")
+        planned.append(PlannedImage(image, split, f"images/{split}/{label}/{image_id}.png", model_path))
+    return planned
+
+
+def model_png(item: SourceImage, params: PrepareParams) -> bytes:
+    """A training image at the model's resolution, resized once from the source (not from the working image)."""
+    return png_bytes(to_working_image(item.read(), params.model_resolution, params.channels, params.resize))
+
+
+def manifest_table(planned: list[PlannedImage], params: PrepareParams, model_sha256: Mapping[str, str]) -> pa.Table:
+    """One row per planned image (MANIFEST_COLUMNS; MODEL_COLUMNS with a model resolution, the model copy's
+    hash from `model_sha256` by id; RESIZE_COLUMN for an image folder)."""
+    rows: dict[str, list] = defaultdict(list)
+    for row in planned:
+        item = row.image.item
+        values = [("id", item.id), ("path", row.path), ("label", item.label), ("split", row.split),
+                  ("source", item.source), ("sha256", row.image.sha256), ("width", row.image.width),
+                  ("height", row.image.height)]
         if params.model_resolution:
-            model_rel, model_hash = "", ""
-            if split == "train":
-                model_data = png_bytes(to_working_image(item.image, params.model_resolution, params.channels))
-                model_rel, model_hash = f"images_model/train/{item.label}/{item.id}.png", hashlib.sha256(model_data).hexdigest()
-                files.append((model_rel, model_data))
-            values += [("model_path", model_rel), ("model_sha256", model_hash)]
+            values += [("model_path", row.model_path), ("model_sha256", model_sha256.get(item.id, ""))]
+        if params.source == "imagefolder":
+            values.append((RESIZE_COLUMN, params.resize))
         for key, value in values:
             rows[key].append(value)
-    return DatasetPlan(files, pa.table(rows))
+    columns = (MANIFEST_COLUMNS + (MODEL_COLUMNS if params.model_resolution else ())
+               + ((RESIZE_COLUMN,) if params.source == "imagefolder" else ()))
+    return pa.table({key: rows[key] for key in columns})

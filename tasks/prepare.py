@@ -1,8 +1,10 @@
-"""Task of the prepare stage: write the planned dataset (images first, the manifest last)."""
+"""Task of the prepare stage: write the dataset image by image, beside the last good output, then swap it in."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -10,27 +12,57 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_bytes, write_parquet
+from mvcaug.atomic import fsync_path, replacing_folder, write_bytes, write_parquet
 from mvcaug.params import PrepareParams
-from mvcaug.prepare import SPLITS, plan_dataset
+from mvcaug.prepare import SPLITS, load_source, manifest_table, model_png, plan_splits, working_images
 
 log = logging.getLogger("mvcaug.prepare")
 
+STAGING = "staging"
+"""Inside the folder being built: each working PNG as it is converted, before its split is known."""
+
 
 def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
-    """Write images/<split>/<label>/<id>.png and manifest.parquet under out_dir; return the manifest.
-    The images folder is written fresh (it is this stage's output alone); the manifest comes last, so its
-    presence means the images are complete."""
-    out_dir = Path(out_dir)
-    plan = plan_dataset(params)
-    for folder in ("images", "images_model"):
-        shutil.rmtree(out_dir / folder, ignore_errors=True)
-    for rel, data in plan.files:
-        write_bytes(out_dir / rel, data)
-    write_parquet(out_dir / "manifest.parquet", plan.manifest)
-    splits = plan.manifest["split"].to_pylist()
-    log.info("prepared %d images: %s", plan.manifest.num_rows, {s: splits.count(s) for s in SPLITS})
-    return plan.manifest
+    """Write images/<split>/<label>/<id>.png (and images_model/ with a model resolution) and
+    manifest.parquet as out_dir; return the manifest.
+
+    The whole folder is built beside out_dir and swapped in when complete (mvcaug.atomic.replacing_folder):
+    a failed or interrupted run leaves the last good output whole, never a manifest naming deleted files.
+    Each image is converted and written as it is read, so memory does not grow with the number of images:
+    its working PNG waits under staging/ until every image is known (the split and the copies need them
+    all), then is moved into its split; the training images are read once more for the model copies."""
+    items = load_source(params)  # listing errors (folders, names, ids) before anything is built
+    with replacing_folder(out_dir) as build:
+        staging = build / STAGING
+        staging.mkdir()
+        # Not flushed here: most are moved into place (and flushed there) or dropped by the split, and an
+        # interrupted build is thrown away whole.
+        kept = working_images(items, params, lambda item, data: (staging / f"{item.id}.png").write_bytes(data))
+        planned = plan_splits(kept, params)
+        model_sha256 = {}
+        for row in planned:
+            target = build / row.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / f"{row.image.item.id}.png", target)
+            fsync_path(target)
+            if row.model_path:
+                data = model_png(row.image.item, params)
+                write_bytes(build / row.model_path, data)
+                model_sha256[row.image.item.id] = hashlib.sha256(data).hexdigest()
+        shutil.rmtree(staging)
+        fsync_folders(build)
+        manifest = manifest_table(planned, params, model_sha256)
+        write_parquet(build / "manifest.parquet", manifest)
+    splits = manifest["split"].to_pylist()
+    log.info("prepared %d images: %s", manifest.num_rows, {s: splits.count(s) for s in SPLITS})
+    return manifest
+
+
+def fsync_folders(root: Path) -> None:
+    """Flush every folder's entries under root (the renames out of staging), so the swapped-in output
+    survives a power cut whole."""
+    for folder, _, _ in os.walk(root):
+        fsync_path(folder)
 
 
 @task(cache_policy=NO_CACHE)

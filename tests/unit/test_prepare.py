@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import importlib.util
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from mvcaug.prepare import (
 )
 
 SMALL = dict(train_per_class=5, val_per_class=3, test_per_class=2)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def split_counts(manifest) -> collections.Counter:
@@ -194,10 +198,14 @@ def test_imagefolder_keeps_pixels_at_same_resolution(tmp_path, make_imagefolder)
         assert np.array_equal(written, original)
 
 
-def _expect_dataset_error(folder: Path, named: str) -> None:
+def _expect_dataset_error(folder: Path, named: str) -> str:
+    """prepare on folder stops with a DatasetError naming `named`, and writes no output; returns the message."""
+    out = folder.parent / "refused-out"
     with pytest.raises(DatasetError) as info:
-        load_imagefolder_source(folder)
-    assert named in str(info.value)
+        prepare_dataset(folder_params(folder), out)
+    assert named in str(info.value) and "\n" not in str(info.value)
+    assert not out.exists()
+    return str(info.value)
 
 
 def test_corrupt_image_names_the_file(imagefolder):
@@ -216,9 +224,7 @@ def test_truncated_png_names_the_file(imagefolder):
 def test_zero_byte_image_names_the_file(imagefolder):
     bad = imagefolder / "dog" / "empty.png"
     bad.write_bytes(b"")
-    with pytest.raises(DatasetError, match="0 bytes") as info:
-        load_imagefolder_source(imagefolder)
-    assert str(bad) in str(info.value)
+    assert "0 bytes" in _expect_dataset_error(imagefolder, str(bad))
 
 
 def test_empty_class_folder_names_the_folder(imagefolder):
@@ -343,10 +349,8 @@ def test_a_decompression_bomb_names_the_file(tmp_path, make_imagefolder, monkeyp
     source = make_imagefolder(tmp_path / "src", {"cat": 4, "dog": 4})
     Image.new("L", (64, 64)).save(source / "dog" / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4096 pixels is then a bomb
-    with pytest.raises(DatasetError) as info:
-        load_imagefolder_source(source)
-    message = str(info.value)
-    assert "huge.png" in message and "decompression bombs" in message and "downscale" in message
+    message = _expect_dataset_error(source, "huge.png")
+    assert "decompression bombs" in message and "downscale" in message
 
 
 def test_model_resolution_copies_come_from_the_source_resized_once(tmp_path, make_imagefolder):
@@ -397,3 +401,230 @@ def test_the_manifest_names_every_prepared_file_with_its_sha256(tmp_path, make_i
     assert "${paths.prepared}" in stages["prepare"]["outs"]
     assert not [name for name, stage in stages.items() if "${paths.prepared}" in stage["deps"]]
     assert readers == {"caption", "finetune", "generate", "filter", "quality", "train", "report"}
+
+
+# --- ids, failures, names, pixels, geometry and memory of an image folder ------------------------------------
+
+
+@pytest.mark.parametrize("first, second", [
+    ("cat/x.png", "cat/x.PNG"),  # the suffix's case is ignored
+    ("cat/sub/y.png", "cat/sub_y.png"),  # sub-folders are joined with _
+    ("cat-b/c.png", "cat/b-c.png"),  # the class is joined to the name with -
+    ("cat/Z.png", "cat/z.png"),  # one file on a case-insensitive file system
+])
+def test_two_files_with_one_image_id_are_refused_naming_both(tmp_path, make_imagefolder, first, second):
+    """One would overwrite the other's PNG (the manifest's sha256 then names other bytes), and generate,
+    which looks conditioning images up by id, could condition one class on another class's image."""
+    source = make_imagefolder(tmp_path / "src", {"cat": 5, "dog": 5, "cat-b": 5})
+    for k, name in enumerate((first, second)):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (10, 14), (40 * k, 200, 90)).save(source / name, format="PNG")
+    message = _expect_dataset_error(source, first)
+    assert second in message and "same image id" in message and "rename one" in message
+
+
+def test_a_failed_rerun_leaves_the_last_good_output_whole(tmp_path, make_imagefolder, monkeypatch):
+    """The folder is built beside the last good one and swapped in at the end: a run that fails while
+    writing (here a full disk at the manifest, the last write) or stops at a corrupt image midway leaves the
+    old manifest naming exactly the files on disk, with their hashes, and no half-built folder."""
+    import tasks.prepare
+    from mvcaug.errors import DiskFullError
+
+    source = make_imagefolder(tmp_path / "src", {"cat": 6, "dog": 6})
+    out = tmp_path / "out"
+    prepare_dataset(folder_params(source), out)
+    good = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def disk_full(target, table):
+        raise DiskFullError(f"{target}: no space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks.prepare, "write_parquet", disk_full)
+        with pytest.raises(DiskFullError):
+            prepare_dataset(folder_params(source, seed=5), out)  # another split: other paths
+    (source / "dog" / "zz-corrupt.png").write_bytes(b"\x89PNG not really an image")
+    with pytest.raises(DatasetError, match="zz-corrupt.png"):
+        prepare_dataset(folder_params(source, seed=6), out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # nothing half-built beside it
+
+
+def test_a_name_that_is_not_utf8_is_refused_in_one_line(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"cat": 6, "dog": 6})
+    Image.new("RGB", (10, 14), "red").save(os.fsdecode(bytes(source / "cat") + b"/caf\xe9.png"), format="PNG")
+    message = _expect_dataset_error(source, "caf\\xe9.png")
+    assert "not valid UTF-8" in message and "rename" in message
+    message.encode("utf-8")  # printable as it is
+    shutil.rmtree(source / "cat")
+    make_imagefolder(Path(os.fsdecode(bytes(source) + b"/\xff-class")), {"x": 6})  # a class folder too
+    assert "not valid UTF-8" in _expect_dataset_error(source, "\\xff-class")
+
+
+def test_an_image_folder_that_is_a_file_is_named_as_a_file(tmp_path):
+    (tmp_path / "images.zip").write_bytes(b"PK\x03\x04")
+    message = _expect_dataset_error(tmp_path / "images.zip", "images.zip")
+    assert "is a file, not a folder" in message and "does not exist" not in message
+
+
+def test_an_unreadable_class_folder_is_named_as_unreadable_not_empty(tmp_path, make_imagefolder, monkeypatch):
+    source = make_imagefolder(tmp_path / "src", {"cat": 6, "dog": 6})
+    locked = source / "dog"
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root reads it anyway: give it the refusal the kernel gives any other user
+        real_scandir = os.scandir
+
+        def scandir(path="."):
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        message = _expect_dataset_error(source, str(locked))
+    finally:
+        locked.chmod(0o755)
+    assert "cannot be read" in message and "empty" not in message and "chmod" in message
+
+
+def test_nan_and_infinite_pixels_are_left_out_of_the_range(tmp_path, make_imagefolder, caplog):
+    """One NaN made the 8-bit range NaN and the whole image black; two such images were then one content,
+    and one was dropped as the other's copy."""
+    ramp = np.linspace(0, 10, 64, dtype=np.float32).reshape(8, 8)
+    odd = ramp.copy()
+    odd[3, 3], odd[3, 4], odd[3, 5] = np.nan, np.inf, -np.inf  # neither the lowest nor the highest
+    scaled = np.asarray(eight_bit(Image.fromarray(odd, "F")))
+    assert scaled[3, 3] == 0 and scaled[3, 4] == 255 and scaled[3, 5] == 0  # as documented
+    finite = np.isfinite(odd)
+    assert np.array_equal(scaled[finite], np.asarray(eight_bit(Image.fromarray(ramp, "F")))[finite])
+    assert scaled.max() == 255 and scaled[finite].min() == 0  # the range of the finite pixels
+    source = make_imagefolder(tmp_path / "src", {"a": 5, "b": 5})
+    for k in range(2):
+        pixels = (ramp if k else ramp.T).copy()
+        pixels[3, 3] = np.nan
+        Image.fromarray(pixels, "F").save(source / "a" / f"float{k}.tif")
+    manifest = prepare_dataset(folder_params(source, resolution=8, test_per_class=0), tmp_path / "out").to_pylist()
+    floats = [row for row in manifest if row["source"].startswith("a/float")]
+    assert len(floats) == 2  # both kept: neither is a black "copy" of the other
+    for row in floats:
+        pixels = np.asarray(Image.open(tmp_path / "out" / row["path"]).convert("L"))
+        assert pixels.max() == 255 and pixels[3, 3] == 0
+    assert "a/float0.tif: 1 NaN or infinite pixel(s)" in caplog.text
+    Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), "F").save(source / "b" / "blank.tif")
+    assert "every pixel is NaN" in _expect_dataset_error(source, str(source / "b" / "blank.tif"))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_transparent_pixels_are_composited_on_white(tmp_path, channels):
+    """The colour a file keeps under transparent pixels (here red) is hidden: it must not become the
+    background. RGBA, LA and a palette image with a transparent entry alike."""
+    from mvcaug.prepare import to_working_image
+
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 255  # red everywhere, ...
+    rgba[2:6, 2:6] = (0, 0, 255, 255)  # ... opaque only in a blue square
+    la = Image.fromarray(rgba[..., [2, 3]], "LA")  # the blue square as white ink, its surround transparent
+    palette = Image.fromarray(rgba[..., :3]).convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    for name, image in (("rgba", Image.fromarray(rgba, "RGBA")), ("la", la), ("p", palette)):
+        image.save(tmp_path / f"{name}.png")
+        with Image.open(tmp_path / f"{name}.png") as reread:
+            out = to_working_image(reread, 8, channels).convert("RGB")
+        assert out.getpixel((0, 0)) == (255, 255, 255), name  # white, as README states (ALPHA_BACKGROUND)
+        assert out.getpixel((4, 4)) != (255, 255, 255) or name == "la", name
+
+
+def test_tiny_sources_are_warned_about(tmp_path, make_imagefolder, caplog):
+    source = make_imagefolder(tmp_path / "src", {"a": 5, "b": 5}, size=(5, 4))
+    prepare_dataset(folder_params(source, resolution=16), tmp_path / "out")
+    assert "10 source image(s) are under 8 px on their short side, e.g. a/img00.png (5x4)" in caplog.text
+    caplog.clear()
+    prepare_dataset(folder_params(source, resolution=16, model_resolution=64), tmp_path / "out2")
+    assert "under 16 px" in caplog.text and "upscaled to 64 px" in caplog.text
+    caplog.clear()
+    big = make_imagefolder(tmp_path / "big", {"a": 5, "b": 5}, size=(8, 8))
+    prepare_dataset(folder_params(big, resolution=32), tmp_path / "out3")
+    assert "source image(s) are under" not in caplog.text  # 8 px is a quarter of 32
+
+
+def write_bars(path: Path, exif_orientation: int = 1, white: int = 255) -> None:
+    """A 40 x 20 white image with 8 px blue bars at its left and right ends."""
+    pixels = np.full((20, 40, 3), white, dtype=np.uint8)
+    pixels[:, :8] = pixels[:, -8:] = (0, 0, 255)
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    exif[0x0112] = exif_orientation  # Orientation
+    image.save(path, format="PNG", exif=exif)
+
+
+def test_non_square_sources_follow_prepare_resize(tmp_path, make_imagefolder):
+    """center_crop (the default) keeps the middle, pad scales the whole into the square with black borders,
+    squash stretches it (the old behaviour, shapes distorted); the model-resolution copies alike, and an image
+    folder's manifest records the mode."""
+    source = make_imagefolder(tmp_path / "src", {"b": 5})
+    (source / "a").mkdir()
+    for k in range(5):  # class a: bars on five shades of white (all differ in the middle)
+        write_bars(source / "a" / f"bars{k}.png", white=255 - 2 * k)
+    seen = {}
+    for mode in ("center_crop", "pad", "squash"):
+        out = tmp_path / mode
+        params = folder_params(source, resolution=20, model_resolution=40, channels=3, resize=mode)
+        rows = prepare_dataset(params, out).to_pylist()
+        bars = [row for row in rows if row["label"] == "a"]
+        train = next(row for row in bars if row["split"] == "train")
+        seen[mode] = np.asarray(Image.open(out / train["path"]))
+        written = [(np.asarray(Image.open(out / row["path"])), 20) for row in bars]
+        for pixels, size in written + [(np.asarray(Image.open(out / train["model_path"])), 40)]:
+            blue = (pixels[..., 2] > 200) & (pixels[..., 0] < 60)
+            black = pixels.max(axis=2) < 30
+            assert pixels.shape == (size, size, 3)
+            if mode == "center_crop":
+                assert not blue.any() and not black.any()  # the middle 20 x 20 of 40 x 20: all white
+            elif mode == "pad":
+                assert black[0].all() and black[-1].all() and blue[size // 2, 0] and not black[size // 2].any()
+            else:
+                assert blue[:, 0].all() and blue[:, -1].all() and not black.any()
+        assert {row["resize"] for row in rows} == {mode}
+    assert len({data.tobytes() for data in seen.values()}) == 3
+
+
+def test_exif_orientation_is_applied(tmp_path, make_imagefolder):
+    """Phones store most portrait photos sideways with an EXIF Orientation tag: 6 means turn 90 degrees
+    clockwise to view. The stored 40 x 20 bars (blue at the left and right) are then a 20 x 40 portrait with
+    blue at the top and bottom."""
+    source = make_imagefolder(tmp_path / "src", {"a": 5, "b": 5})
+    write_bars(tmp_path / "plain.png")
+    write_bars(source / "a" / "tagged.png", exif_orientation=6)
+    params = folder_params(source, resolution=20, channels=3, test_per_class=0, resize="squash")
+    rows = {row["source"]: row for row in prepare_dataset(params, tmp_path / "out").to_pylist()}
+    written = np.asarray(Image.open(tmp_path / "out" / rows["a/tagged.png"]["path"]))
+    with Image.open(tmp_path / "plain.png") as plain:
+        assert Image.open(source / "a" / "tagged.png").size == (40, 20)  # as stored
+        expected = plain.transpose(Image.Transpose.ROTATE_270).resize((20, 20), Image.Resampling.BICUBIC)
+    assert np.array_equal(written, np.asarray(expected))
+    assert written[0, :, 2].min() > 200 and written[0, :, 0].max() < 60  # blue along the top
+
+
+def test_square_sources_are_the_same_in_every_resize_mode():
+    """The bundled digits are 8 x 8 squares: each mode gives the very bytes the default pipeline wrote."""
+    from mvcaug.prepare import load_digits_source, png_bytes, to_working_image
+
+    for item in load_digits_source()[:20]:
+        image = item.image
+        expected = png_bytes(image.resize((16, 16), Image.Resampling.BICUBIC))
+        assert {png_bytes(to_working_image(image, 16, 1, mode)) for mode in ("center_crop", "pad", "squash")} == {
+            expected}
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
+    """Each image is converted and written as it is read: 32 photos peak at about the memory of 8, where
+    holding every decoded photo until all are converted grew by about one decoded photo per photo."""
+    spec = importlib.util.spec_from_file_location("prepare_memory", ROOT / "benchmarks" / "prepare_memory.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    size = (1600, 1200)
+    peaks = {}
+    for count in (8, 32):
+        folder = bench.write_photos(tmp_path / f"photos-{count}", count, size)
+        peaks[count] = bench.peak_rss_of_prepare(folder, tmp_path / f"out-{count}")
+    decoded = size[0] * size[1] * 3
+    assert peaks[32] - peaks[8] < 24 * decoded / 4, peaks  # held, they would add 24 decoded photos or more
