@@ -3,7 +3,8 @@
 What a person at the terminal gets, whatever the stage:
 - a user error (bad input, params or models) prints one line, `error: <what and how to fix it>`, and
   exits 1; Prefect's failure records and the traceback go to `<paths.run>/logs/<stage>.log` (and to
-  the Prefect UI), or to the terminal with --debug or MVCAUG_DEBUG=1. Any other exception is a bug and
+  the Prefect UI), or to the terminal with --debug or MVCAUG_DEBUG=1. A file missing among another stage's
+  outputs (dvc.yaml) is a user error too, naming the stage to run first. Any other exception is a bug and
   is shown in full;
 - Ctrl-C exits within seconds (the Prefect server lives in its own session: flows/api_server.py);
 - a stage refuses to start while another process runs the same stage (same outputs) in this project;
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flows.api_server import die_with_parent, prefect_api
-from mvcaug.errors import UserError
+from mvcaug.errors import MissingInputError, UserError
 from mvcaug.locks import exclusive_lock, lock_holder
 from mvcaug.params import load_params
 
@@ -186,20 +187,71 @@ def run_stage(flow: Callable[..., object]) -> None:
                 with prefect_api(), recorded_time(run_dir / "stage-times.json", stage):
                     flow(params_file=args.params)
         except UserError as err:
-            LOG_FILE_ONLY.error("user error:\n%s", "".join(traceback.format_exception(err)))
-            for record in hold.held:
-                LOG_FILE_ONLY.handle(record)
-            sys.exit(f"error: {err}")
+            exit_with_one_line(err, err, hold)
+        except FileNotFoundError as err:
+            missing = missing_input(err)
+            if missing is None:  # not a file a stage writes: a bug
+                show_held(hold)
+                raise
+            exit_with_one_line(missing, err, hold)
         except KeyboardInterrupt:
             exit_now(f"{stage}: interrupted", 130)
         except Terminated:
             exit_now(f"{stage}: terminated (its parent process ended, or it was killed)", 143)
         except Exception:
-            held = list(hold.held)  # a bug: show what Prefect said about it (emit: past the filter that held it)
-            for record in held:
-                for handler in console_handlers():
-                    handler.emit(record)
+            show_held(hold)
             raise
+
+
+def exit_with_one_line(err: UserError, cause: BaseException, hold: HoldRunFailures) -> None:
+    """A user error: its traceback (of `cause`) and Prefect's failure records to the log file, one line to the
+    terminal, exit 1."""
+    LOG_FILE_ONLY.error("user error:\n%s", "".join(traceback.format_exception(cause)))
+    for record in hold.held:
+        LOG_FILE_ONLY.handle(record)
+    sys.exit(f"error: {err}")
+
+
+def show_held(hold: HoldRunFailures) -> None:
+    """A bug: show what Prefect said about it (emit: past the filter that held it)."""
+    for record in list(hold.held):
+        for handler in console_handlers():
+            handler.emit(record)
+
+
+def missing_input(err: FileNotFoundError) -> MissingInputError | None:
+    """A stage read a file that an earlier stage writes and it is not there (the stage was started before that
+    one ran, or its output was deleted): the error naming the file and the stage to run first. None when the
+    file belongs to no stage's outputs (a bug, which keeps its traceback).
+
+    Every reader raising its own MissingInputError would leave any reader it forgot (pyarrow, PIL, open) to
+    show a traceback; the missing path and dvc.yaml say the same, for every stage."""
+    named = err.filename or (err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else None)
+    if not named:
+        return None
+    stage = writer_stage(Path(named))
+    if stage is None:
+        return None
+    return MissingInputError(f"{named}: not found; the '{stage}' stage writes it: run that stage first "
+                             f"(dvc repro {stage})")
+
+
+def writer_stage(path: Path) -> str | None:
+    """The dvc.yaml stage among whose outputs `path` is (the output itself or a file inside it), else None."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    path = path.resolve()
+    try:
+        with Repo() as repo:
+            for stage in repo.index.stages:
+                for out in stage.outs:
+                    output = Path(out.fs_path).resolve()
+                    if path == output or output in path.parents:
+                        return stage.addressing
+    except DvcException as err:  # no DVC project here, or its dvc.yaml does not load
+        log.debug("cannot read the stage outputs from dvc.yaml: %s", err)
+    return None
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ reuses cached bodies across runs and captions only images it has not seen.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -67,43 +68,100 @@ class FileCaptioner:
         return [self.by_file[s] for s in sources]
 
 
+CAPTION_COLUMNS = "'file_name' (the image's path in the image folder) and 'text' (or 'caption')"
+"""What every row of a caption file holds."""
+CAPTION_FILES = ("metadata.jsonl", "captions.csv")
+"""The caption files looked for in a folder, in this order."""
+
+
 def read_caption_file(path: Path) -> dict[str, str]:
-    """file_name -> caption from metadata.jsonl (keys file_name + text/caption) or a CSV alike."""
+    """file_name -> caption from metadata.jsonl (one JSON object per line) or a CSV with a header row.
+
+    A file in another encoding or a row of the wrong shape is a CaptionError naming the file, the line
+    and the fix, not a traceback from deep inside the JSON or CSV reader."""
     if not path.is_file():
         raise CaptionError(f"{path}: captions file not found; write metadata.jsonl or captions.csv there")
-    rows: list[dict[str, str]]
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise CaptionError(f"{path}:{number}: not valid JSON ({err})") from err
-    else:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    captions = {}
-    for row in rows:
-        text = row.get("text", row.get("caption"))
-        if "file_name" not in row or text is None:
-            raise CaptionError(f"{path}: each row needs 'file_name' and 'text' (or 'caption'): {row}")
-        captions[Path(row["file_name"]).as_posix()] = str(text).strip()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is not part of the header
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise CaptionError(f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x}); "
+                           "save the file as UTF-8 and rerun") from err
+    rows = _jsonl_rows(path, text) if path.suffix == ".jsonl" else _csv_rows(path, text)
+    captions: dict[str, str] = {}
+    for line, row in rows:
+        name, body = row.get("file_name"), row.get("text", row.get("caption"))
+        if not isinstance(name, str) or not name.strip() or not isinstance(body, str):
+            raise CaptionError(f"{path}:{line}: each row needs {CAPTION_COLUMNS} as text; got {_shown(row)}")
+        captions[Path(name).as_posix()] = body.strip()
     return captions
 
 
+def _shown(row: object, limit: int = 120) -> str:
+    """A row as the message shows it: repr, cut to `limit` characters."""
+    shown = repr(row)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CaptionError(f"{path}:{number}: not valid JSON ({err}); write one object per line with "
+                               f"{CAPTION_COLUMNS}") from err
+        if not isinstance(row, dict):
+            raise CaptionError(f"{path}:{number}: expected an object with {CAPTION_COLUMNS}; got {_shown(row)}")
+        rows.append((number, row))
+    return rows
+
+
+def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    """(line number, row) for each record of a CSV file whose header names the columns; a record with
+    more or fewer fields than the header is an error, not a row shifted into the wrong columns."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if header is None or "file_name" not in header or not {"text", "caption"} & set(header):
+            raise CaptionError(f"{path}:1: the header row must name the columns {CAPTION_COLUMNS}; "
+                               f"got {_shown(header or [])}")
+        rows = []
+        for record in reader:
+            if not any(field.strip() for field in record):
+                continue
+            if len(record) != len(header):
+                raise CaptionError(f"{path}:{reader.line_num}: {len(record)} fields where the header has "
+                                   f"{len(header)} ({', '.join(header)}); quote fields that contain commas")
+            rows.append((reader.line_num, dict(zip(header, record, strict=True))))
+    except csv.Error as err:
+        raise CaptionError(f"{path}:{reader.line_num}: not valid CSV ({err})") from err
+    return rows
+
+
 def find_caption_file(params: CaptionParams, prepare: PrepareParams) -> Path:
-    """The explicit caption.captions_file, else metadata.jsonl or captions.csv in the image folder."""
-    if params.captions_file:
-        return Path(params.captions_file)
-    folder = Path(prepare.image_folder)
-    for name in ("metadata.jsonl", "captions.csv"):
-        if (folder / name).is_file():
-            return folder / name
-    raise CaptionError(
-        f"{folder}: no metadata.jsonl or captions.csv for caption.backend=file; "
-        "add one or set caption.captions_file"
-    )
+    """caption.captions_file, or the metadata.jsonl or captions.csv in it when it names a folder.
+
+    The path is a DVC dep of the caption stage (dvc.yaml), so editing the caption file reruns it; DVC
+    cannot depend on an empty path, hence a folder (the image folder by default) rather than "look there"."""
+    if not params.captions_file:
+        raise CaptionError("caption.captions_file is empty; set it to your metadata.jsonl or captions.csv, or the "
+                           f"folder that holds it (e.g. prepare.image_folder: {prepare.image_folder})")
+    path = Path(params.captions_file)
+    if not path.is_dir():
+        return path
+    for name in CAPTION_FILES:
+        if (path / name).is_file():
+            return path / name
+    beside = [Path(prepare.image_folder) / name for name in CAPTION_FILES]
+    found = [candidate for candidate in beside if candidate.is_file()]
+    hint = f"set caption.captions_file: {found[0]}" if found else \
+        "add one, or set caption.captions_file to your caption file (or the folder that holds it)"
+    raise CaptionError(f"{path}: no metadata.jsonl or captions.csv for caption.backend=file; {hint}")
 
 
 def build_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner:

@@ -6,6 +6,7 @@ array without copying per row, and the metadata lets any reader check the shape 
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ def read_embeddings(path: str | Path) -> tuple[pa.Table, np.ndarray, dict[str, A
     """(the other columns, the (n, m, d) array in its stored dtype, the metadata)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: embeddings not found; run the stage that writes it (dvc repro)")
+        # errno and filename: the stage's command line names the stage that writes it (flows/cli.py)
+        raise FileNotFoundError(errno.ENOENT, "embeddings not found", str(path))
     table = pq.read_table(path)
     info = embedding_info(table)
     m, d = info["shape"]

@@ -16,3 +16,7 @@ class MissingInputError(UserError, FileNotFoundError):
 
 class DiskFullError(UserError, OSError):
     """The disk filled up while writing: the message names the file; finished work is kept."""
+
+
+class OutputNotWritableError(UserError, PermissionError):
+    """An output folder may not be written to (read-only): the message names it and the fix."""

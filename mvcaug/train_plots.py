@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from mvcaug.atomic import write_json
+from mvcaug.atomic import replacing_folder, write_json
 from mvcaug.cells import Cell
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,15 @@ def write_train_plots(cells: Sequence[Cell], cells_dir: str | Path, plots_dir: s
 
     A cell without a log (trained before it was written) is skipped with a warning. Returns the
     number of curve files and of confusion matrices written."""
-    cells_dir, plots_dir = Path(cells_dir), Path(plots_dir)
-    # 1. Start empty: a cell dropped from the grid leaves no plot behind.
-    shutil.rmtree(plots_dir, ignore_errors=True)
-    # 2. Curves, one folder per cell.
+    # Built beside and swapped in: a cell dropped from the grid leaves no plot behind, and a failure midway
+    # leaves the last complete plots, not a half-emptied folder.
+    with replacing_folder(plots_dir) as building:
+        return _build_train_plots(cells, Path(cells_dir), building)
+
+
+def _build_train_plots(cells: Sequence[Cell], cells_dir: Path, plots_dir: Path) -> dict[str, int]:
+    """write_train_plots' work, into the empty folder plots_dir."""
+    # 1. Curves, one folder per cell.
     curves = 0
     for cell in cells:
         for tsv in sorted((cells_dir / cell.name / DVCLIVE_CURVES).glob("*.tsv")):
@@ -57,7 +62,7 @@ def write_train_plots(cells: Sequence[Cell], cells_dir: str | Path, plots_dir: s
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tsv, target)
             curves += 1
-    # 3. Confusion matrices, the seeds of a column pooled in grid order.
+    # 2. Confusion matrices, the seeds of a column pooled in grid order.
     pooled: dict[str, list[dict]] = {}
     for cell in cells:
         source = cells_dir / cell.name / DVCLIVE_CONFUSION

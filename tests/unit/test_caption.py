@@ -88,7 +88,7 @@ def test_file_backend_metadata_jsonl(prepared_folder):
     image_folder, out, manifest, prepare = prepared_folder
     lines = [json.dumps({"file_name": s, "text": f"  picture {s}  "}) for s in all_sources(image_folder)]
     (image_folder / "metadata.jsonl").write_text("\n".join(lines) + "\n\n")
-    params = CaptionParams(backend="file")
+    params = CaptionParams(backend="file", captions_file=str(image_folder))
     captioner = build_captioner(params, prepare)
     assert isinstance(captioner, FileCaptioner) and captioner.id == "file:metadata.jsonl"
     table = caption_manifest(manifest, out, captioner, params)
@@ -116,7 +116,7 @@ def test_file_backend_captions_csv_explicit_path(tmp_path, prepared_folder):
 def test_file_backend_finds_captions_csv_in_image_folder(prepared_folder):
     image_folder, _, _, prepare = prepared_folder
     (image_folder / "captions.csv").write_text("file_name,text\ncat/img00.png,hello\n")
-    captioner = build_captioner(CaptionParams(backend="file"), prepare)
+    captioner = build_captioner(CaptionParams(backend="file", captions_file=str(image_folder)), prepare)
     assert captioner.describe([Image.new("RGB", (2, 2))], ["cat/img00.png"]) == ["hello"]
 
 
@@ -128,7 +128,7 @@ def test_missing_caption_row_names_the_file(prepared_folder):
     lines = [json.dumps({"file_name": s, "text": "x"}) for s in sources if s != dropped]
     path = image_folder / "metadata.jsonl"
     path.write_text("\n".join(lines))
-    params = CaptionParams(backend="file")
+    params = CaptionParams(backend="file", captions_file=str(path))
     with pytest.raises(CaptionError) as info:
         caption_manifest(manifest, out, build_captioner(params, prepare), params)
     assert str(path) in str(info.value)
@@ -136,9 +136,15 @@ def test_missing_caption_row_names_the_file(prepared_folder):
 
 
 def test_caption_file_errors(tmp_path, prepared_folder):
-    _, _, _, prepare = prepared_folder
-    with pytest.raises(CaptionError, match="no metadata.jsonl or captions.csv"):
-        build_captioner(CaptionParams(backend="file"), prepare)
+    image_folder, _, _, prepare = prepared_folder
+    elsewhere = tmp_path / "no captions here"
+    elsewhere.mkdir()
+    with pytest.raises(CaptionError, match="no metadata.jsonl or captions.csv") as info:
+        build_captioner(CaptionParams(backend="file", captions_file=str(elsewhere)), prepare)
+    assert str(info.value).startswith(str(elsewhere))
+    (image_folder / "metadata.jsonl").write_text("")
+    with pytest.raises(CaptionError, match=f"set caption.captions_file: {image_folder / 'metadata.jsonl'}"):
+        build_captioner(CaptionParams(backend="file", captions_file=str(elsewhere)), prepare)
     missing = tmp_path / "missing.jsonl"
     with pytest.raises(CaptionError, match="not found") as info:
         build_captioner(CaptionParams(backend="file", captions_file=str(missing)), prepare)
@@ -184,3 +190,65 @@ def test_caption_module_works_on_its_own(tmp_path):
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("1")
+
+
+def test_a_caption_file_in_another_encoding_is_one_line_naming_the_file_and_line(tmp_path):
+    latin1 = tmp_path / "metadata.jsonl"
+    latin1.write_bytes('{"file_name": "a.png", "text": "ok"}\n{"file_name": "b.png", "text": "café"}\n'
+                       .encode("latin-1"))
+    with pytest.raises(CaptionError) as info:
+        read_caption_file(latin1)
+    assert str(info.value).startswith(f"{latin1}:2: not UTF-8 text") and "save the file as UTF-8" in str(info.value)
+    utf16 = tmp_path / "captions.csv"
+    utf16.write_text("file_name,text\na.png,ok\n", encoding="utf-16")
+    with pytest.raises(CaptionError, match=f"{utf16}:1: not UTF-8 text"):
+        read_caption_file(utf16)
+    bom = tmp_path / "bom.csv"  # what Excel writes as "CSV UTF-8": read, the BOM is not part of the header
+    bom.write_text("file_name,text\na.png,caf\u00e9\n", encoding="utf-8-sig")
+    assert read_caption_file(bom) == {"a.png": "caf\u00e9"}
+
+
+@pytest.mark.parametrize(("name", "content", "line", "says"), [
+    ("metadata.jsonl", '{"file_name": "a.png", "text": "ok"}\n["b.png", "a list"]\n', 2, "expected an object"),
+    ("metadata.jsonl", '{"file_name": "a.png", "text": "ok"}\n\n{"file_name": 3, "text": "x"}\n', 3, "as text"),
+    ("metadata.jsonl", '{"file_name": "a.png", "label": "cat"}\n', 1, "'text' (or 'caption')"),
+    ("captions.csv", "file_name,text\na.png,ok\nb.png,red, round\n", 3, "3 fields where the header has 2"),
+    ("captions.csv", "file_name,text\na.png,ok\nb.png\n", 3, "1 fields where the header has 2"),
+    ("captions.csv", "name,text\na.png,ok\n", 1, "header row must name the columns"),
+])
+def test_a_caption_row_of_the_wrong_shape_is_one_line_naming_the_row_and_the_columns(tmp_path, name, content, line,
+                                                                                     says):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(CaptionError) as info:
+        read_caption_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: ") and says in message and "\n" not in message
+
+
+def test_editing_the_caption_file_makes_dvc_rerun_the_caption_stage(tmp_path):
+    """Real `dvc status` on this project's dvc.yaml: the caption file (in the image folder, the default, or an
+    explicit one elsewhere) is a dependency of the caption stage."""
+    from tests.workspace import make_workspace, run, update_params
+
+    workspace = make_workspace(tmp_path / "ws", {"caption": {"backend": "file"}})
+    (workspace / "data/01_prepared").mkdir(parents=True)
+    (workspace / "data/01_prepared/manifest.parquet").write_bytes(b"stands in for the prepared manifest")
+    (workspace / "data/02_captions/captions.parquet").write_bytes(b"stands in for the captions")
+    beside = workspace / "data/00_source/metadata.jsonl"
+    elsewhere = workspace / "captions/mine.csv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("file_name,text\na.png,a round shape\n")
+
+    def caption_status() -> dict:
+        return json.loads(run(["dvc", "status", "caption", "--json"], workspace).stdout)
+
+    for captions_file, path, edited in [("data/00_source", beside, "a square shape"),
+                                        ("captions/mine.csv", elsewhere, "a square shape")]:
+        update_params(workspace, {"caption": {"captions_file": captions_file}})
+        beside.write_text(json.dumps({"file_name": "a.png", "text": "a round shape"}) + "\n")
+        run(["dvc", "commit", "--force", "caption"], workspace)  # records the stage as run, inputs as they are
+        assert caption_status() == {}
+        path.write_text(path.read_text().replace("a round shape", edited))
+        changed = caption_status()["caption"][0]["changed deps"]
+        assert changed == {captions_file: "modified"}
