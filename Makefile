@@ -28,6 +28,16 @@ run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.api_server -- $(BIN)/dvc repro
 	@echo "report: data/08_report/report.html   metrics: metrics.json"
 
+## run-profile: the same with a profile, e.g. `make run-profile PROFILE=profiles/sd15.yaml`: flows.profile checks
+## it (and the model folders and weights files it names), writes it as params.yaml (the previous one is kept in
+## .mvcaug-run/params-before-profile.yaml and in git), then dvc repro runs
+PROFILE ?= profiles/sd15.yaml
+.PHONY: run-profile
+run-profile: setup
+	$(BIN)/python -m flows.profile $(PROFILE)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.api_server -- $(BIN)/dvc repro
+	@echo "report: data/08_report/report.html   metrics: metrics.json"
+
 ## pipeline: the same through the whole-pipeline Prefect flow (one flow run with a task per stage)
 pipeline: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.pipeline

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/gpu.py [--out gpu.json]      # SD 1.5-shaped models, 256 px, on CUDA
     .venv/bin/python benchmarks/gpu.py --tiny                 # the same checks on a tiny checkpoint (CPU)
+    .venv/bin/python benchmarks/gpu.py --tiny --dtype bf16    # ... with generation in half precision (CPU: bf16)
 
 It builds a U-Net, VAE and CLIP text encoder shaped exactly like Stable Diffusion 1.5 from the configs in
 benchmarks/configs/sd15/ (random weights; speed and memory do not depend on the values), saves them as a
@@ -11,8 +12,9 @@ checkpoint folder and goes through the product's own loaders. Then it measures a
    and LoRA fine-tuning, EMA on the GPU, on the CPU and off, beside the pre-training memory estimate
    (mvcaug/gpu_memory.py) to show how close it is;
 2. generation images/s of our sampler against diffusers' StableDiffusionInstructPix2PixPipeline at the
-   same settings (fp16, DDIM, 25 steps, guidance 7.5 / 1.5), as a ratio from one run, with their largest
-   pixel difference, and our sampler again with the U-Net in channels_last;
+   same settings (--dtype: fp16 on CUDA by default, DDIM, 25 steps, guidance 7.5 / 1.5), as a ratio from
+   one run, with their largest pixel difference, and our sampler again with the U-Net in channels_last;
+   every model of the pipeline (text encoder included) in that one dtype;
 3. no NaN or inf in the U-Net's output and the VAE's decode in bf16 and fp16 (bf16 only on CPU);
 4. an interrupted and resumed fine-tuning run ends with the weights of an uninterrupted one.
 
@@ -135,10 +137,22 @@ def finetune_case(folder: Path, scale: Scale, device: torch.device, name: str, *
     return result
 
 
-def generation(folder: Path, scale: Scale, device: torch.device) -> dict:
-    """Images/s of our sampler and of the stock InstructPix2Pix pipeline on the same inputs; their largest
-    difference; our sampler with a channels_last U-Net."""
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def generation_dtype(name: str, device: torch.device) -> torch.dtype:
+    """--dtype: auto is fp16 on CUDA (what generate uses there) and fp32 on the CPU; bf16 runs on both,
+    so the half-precision path is checked on a CPU too."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name == "fp16" and device.type != "cuda":
+        raise SystemExit("--dtype fp16 needs CUDA: the CPU runs bf16 (--dtype bf16)")
+    return DTYPES[name]
+
+
+def generation(folder: Path, scale: Scale, device: torch.device, dtype: torch.dtype) -> dict:
+    """Images/s of our sampler and of the stock InstructPix2Pix pipeline on the same inputs, all in `dtype`;
+    their largest difference; our sampler with a channels_last U-Net."""
     params = FinetuneParams(init="pretrained", codec="vae", pretrained=str(folder))
     denoiser = build_denoiser(params, 3, scale.size, scale.text[1], device)
     with torch.no_grad():  # the condition channels start at zero: give them weights so the image matters
@@ -176,7 +190,8 @@ def generation(folder: Path, scale: Scale, device: torch.device) -> dict:
     denoiser.unet.to(memory_format=torch.channels_last)
     last_rate, last_images = timed(ours)
     return {
-        "ours_images_per_s": our_rate, "pipeline_images_per_s": their_rate, "ratio": our_rate / their_rate,
+        "dtype": str(dtype).removeprefix("torch."), "ours_images_per_s": our_rate, "pipeline_images_per_s": their_rate,
+        "ratio": our_rate / their_rate,
         "max_abs_difference": (our_images.float() - their_images.float()).abs().max().item(),
         "channels_last_images_per_s": last_rate,
         "channels_last_max_abs_difference": (last_images.float() - our_images.float()).abs().max().item(),
@@ -245,23 +260,27 @@ CASES = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny checkpoint on the CPU: checks the script itself")
+    parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
+                        help="generation's dtype, for our sampler and the whole reference pipeline alike "
+                             "(auto: fp16 on CUDA, fp32 on the CPU; bf16 runs on the CPU too)")
     parser.add_argument("--out", help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     scale = TINY if args.tiny else FULL
     if device.type == "cpu" and not args.tiny:
         raise SystemExit("no CUDA device: run with --tiny to check the script on the CPU")
+    dtype = generation_dtype(args.dtype, device)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mvcaug-gpu-") as tmp:
         folder = build_checkpoint(Path(tmp) / "sd", args.tiny, device)
         results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                          "scale": dataclasses.asdict(scale), "torch": torch.__version__}
         results["finetune"] = [finetune_case(folder, scale, device, name, **changes) for name, changes in CASES.items()]
-        results["generation"] = generation(folder, scale, device)
+        results["generation"] = generation(folder, scale, device, dtype)
         results["finite"] = finite_outputs(folder, scale, device)
         results["resume"] = resume_matches(folder, scale, device, Path(tmp))
     results["seconds"] = time.perf_counter() - started
@@ -273,9 +292,9 @@ def main() -> None:
         log.info("| %s | %.2f | %s | %.3f | %d |", case["case"], case["samples_per_s"], peak, case["estimate_gib"],
                  case["trained_parameters"])
     gen = results["generation"]
-    log.info("generation: ours %.2f images/s, InstructPix2Pix pipeline %.2f images/s, ratio %.2f, max |diff| %.2g; "
-             "channels_last %.2f images/s", gen["ours_images_per_s"], gen["pipeline_images_per_s"], gen["ratio"],
-             gen["max_abs_difference"], gen["channels_last_images_per_s"])
+    log.info("generation (%s): ours %.2f images/s, InstructPix2Pix pipeline %.2f images/s, ratio %.2f, "
+             "max |diff| %.2g; channels_last %.2f images/s", gen["dtype"], gen["ours_images_per_s"],
+             gen["pipeline_images_per_s"], gen["ratio"], gen["max_abs_difference"], gen["channels_last_images_per_s"])
     log.info("finite outputs: %s; resume equals a straight run: %s (max |diff| %.2g); %.0f s in all",
              results["finite"], results["resume"]["equal"], results["resume"]["max_abs_difference"], results["seconds"])
     if args.out:

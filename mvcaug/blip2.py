@@ -1,4 +1,4 @@
-"""BLIP-2 captions (the paper's captioner), loaded from a hub id or a local folder.
+"""BLIP-2 captions (the paper's captioner), loaded from a hub id or a local folder (mvcaug.model_sources).
 
 Greedy decoding of a small language model sometimes loops ("a a a a") or says nothing useful
 ("a photo of"); clean_caption catches those so a bad body degrades to the bare label prefix
@@ -16,14 +16,14 @@ import torch
 from PIL import Image
 
 from mvcaug.devices import auto_dtype, resolve_device
-from mvcaug.errors import UserError
+from mvcaug.model_sources import load_from_source
 from mvcaug.params import CaptionParams
 
 log = logging.getLogger(__name__)
 
+BLIP2_FOLDER = ("a local folder with the BLIP-2 processor (tokenizer and image processor) and safetensors weights "
+                "(`save_pretrained` layout), or a hub id such as Salesforce/blip2-opt-2.7b")
 
-class Blip2Error(UserError, RuntimeError):
-    """The BLIP-2 model cannot be loaded; the message names caption.model and how to provide it."""
 
 # Longest phrase whose immediate repetition is collapsed ("on a mat on a mat" -> "on a mat").
 MAX_REPEAT_NGRAM = 4
@@ -101,18 +101,11 @@ class Blip2Captioner:
         self.degenerate_count = 0
         self.device = resolve_device(params.device)
         self.dtype = auto_dtype(self.device)
-        try:
-            self.processor = Blip2Processor.from_pretrained(params.model)
-            self.model = Blip2ForConditionalGeneration.from_pretrained(
-                params.model, dtype=self.dtype, use_safetensors=True
-            )
-        except (OSError, ValueError) as err:
-            raise Blip2Error(
-                f"cannot load BLIP-2 model '{params.model}' for caption.backend=blip2: {err}. "
-                "Offline, point caption.model at a local folder holding the processor (tokenizer and "
-                "image processor) and safetensors weights, or download it once with network access "
-                f"(`hf download {params.model}`)."
-            ) from err
+        # The same resolution and one-line ModelError as embed.encoder and finetune.pretrained: a mistyped
+        # local path is named as such, never sent to the hub as a repo id.
+        self.processor = load_from_source(Blip2Processor.from_pretrained, params.model, "caption.model", BLIP2_FOLDER)
+        self.model = load_from_source(Blip2ForConditionalGeneration.from_pretrained, params.model, "caption.model",
+                                      BLIP2_FOLDER, dtype=self.dtype, use_safetensors=True)
         self.model.eval().to(self.device)
         log.info("loaded BLIP-2 '%s' on %s (%s)", params.model, self.device, self.dtype)
 

@@ -9,7 +9,13 @@ A checkpoint is a folder `<root>/step-XXXXXX/`:
 
 It is written into a hidden temporary folder and renamed into place, so a crash never leaves a
 half-written checkpoint that a rerun would resume from. The fingerprint (a hash of every input that
-changes the trained weights) decides which checkpoints a rerun may resume from.
+changes the trained weights) decides which checkpoints a rerun may resume from; state.json also keeps
+those inputs part by part, so a rerun can say what differs.
+
+A checkpoint is never deleted for being another run's: a run that differs only in its process count
+(a 4-GPU `accelerate launch` resumed by a plain `dvc repro`) resumes it, with a warning that the data
+stream changes; any other is moved aside into `<root>-not-resumed/` with one line saying why it is not
+resumed and how to remove it (a Stable Diffusion checkpoint is hours of training).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from mvcaug.digests import code_digest, json_digest
+from mvcaug.digests import code_digest, json_digest, library_versions
 from mvcaug.params import FinetuneParams, MixParams
 
 log = logging.getLogger(__name__)
@@ -48,18 +54,75 @@ CODE_LIBRARIES = ("torch", "diffusers", "accelerate")
 """Libraries whose version changes the trained weights."""
 
 
-def run_fingerprint(
+NOT_RESUMED = "-not-resumed"
+"""Suffix of the sibling folder (`<root>-not-resumed/`) that holds the checkpoints of runs with other inputs."""
+PART_NAMES = {"finetune": "finetune params", "mix": "mix params", "data": "input data",
+              "code": "code (mvcaug.finetune and its imports)", "libraries": "library versions"}
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What determines the trained weights, part by part (params, data digests, code digest, library
+    versions), and the process count (each process draws its own stream): kept apart so that a rerun can
+    resume when only the process count differs and say which part differs otherwise."""
+
+    parts: dict[str, Any]
+    processes: int
+
+    @property
+    def fingerprint(self) -> str:
+        return json_digest({**self.parts, "processes": self.processes})
+
+    def meta(self) -> dict[str, Any]:
+        """What state.json records of the run's inputs."""
+        return {"fingerprint": self.fingerprint, "inputs": self.parts, "processes": self.processes}
+
+    def differences(self, meta: Mapping[str, Any]) -> list[str]:
+        """The parts (and "processes") in which a checkpoint's state.json differs from these inputs."""
+        if meta.get("fingerprint") == self.fingerprint:
+            return []
+        theirs = meta.get("inputs")
+        if not isinstance(theirs, dict):
+            return ["inputs"]  # written before inputs were recorded part by part
+        keys = sorted(set(theirs) | set(self.parts))
+        differ = [key for key in keys if theirs.get(key) != self.parts.get(key)]
+        return differ + (["processes"] if meta.get("processes") != self.processes else [])
+
+    def describe(self, meta: Mapping[str, Any]) -> str:
+        """The differences in words: 'finetune params (learning_rate, steps), process count (4, now 1)'."""
+        words = []
+        theirs = meta.get("inputs") if isinstance(meta.get("inputs"), dict) else {}
+        for key in self.differences(meta):
+            if key == "processes":
+                words.append(f"process count ({meta.get('processes')}, now {self.processes})")
+            elif key == "inputs":
+                words.append("inputs not recorded (an older mvcaug)")
+            else:
+                changed = _changed_keys(theirs.get(key), self.parts.get(key))
+                words.append(PART_NAMES.get(key, key) + (f" ({', '.join(changed)})" if changed else ""))
+        return ", ".join(words)
+
+
+def _changed_keys(old: Any, new: Any) -> list[str]:
+    """The keys whose values differ, when both are dicts (params, data digests, library versions)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return []
+    return sorted(key for key in {*old, *new} if old.get(key) != new.get(key))
+
+
+def run_inputs(
     params: FinetuneParams, mix: MixParams, data_digests: Mapping[str, str], processes: int = 1
-) -> str:
-    """A hash of what determines the trained weights: params, data, code, library versions and the
-    process count (each process draws its own stream)."""
-    return json_digest({
+) -> RunInputs:
+    """The run's inputs: params (without RUN_ONLY_FIELDS), data digests, code digest, library versions
+    and the process count, normalised as JSON stores them so they compare equal to a state.json's."""
+    parts = {
         "finetune": {k: v for k, v in dataclasses.asdict(params).items() if k not in RUN_ONLY_FIELDS},
         "mix": dataclasses.asdict(mix),
         "data": dict(sorted(data_digests.items())),
-        "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES),
-        "processes": processes,
-    })
+        "code": code_digest(CODE_ENTRIES),
+        "libraries": library_versions(CODE_LIBRARIES),
+    }
+    return RunInputs(json.loads(json.dumps(parts, sort_keys=True, default=str)), processes)
 
 
 def flatten_state(state: Any) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -189,18 +252,46 @@ def list_checkpoints(root: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
-def find_resumable(root: Path, fingerprint: str) -> Checkpoint | None:
-    """The newest checkpoint written by a run with the same fingerprint."""
-    matching = [c for c in list_checkpoints(root) if c.meta.get("fingerprint") == fingerprint]
-    return matching[-1] if matching else None
+def find_resumable(root: Path, inputs: RunInputs) -> Checkpoint | None:
+    """The newest checkpoint of a run with the same inputs; else the newest of a run that differs only in
+    its process count (its weights, optimiser and schedule carry over; the data stream changes)."""
+    checkpoints = list_checkpoints(root)
+    same = [c for c in checkpoints if c.meta.get("fingerprint") == inputs.fingerprint]
+    if same:
+        return same[-1]
+    processes_only = [c for c in checkpoints if inputs.differences(c.meta) == ["processes"]]
+    return processes_only[-1] if processes_only else None
 
 
-def remove_stale(root: Path, fingerprint: str) -> None:
-    """Remove leftover temporary folders and checkpoints of runs with other inputs."""
+def set_aside_others(root: Path, inputs: RunInputs) -> list[Path]:
+    """Clear `root` for this run without deleting another run's work: leftovers of an interrupted save or
+    removal (.tmp-*, .trash-*) are removed; a checkpoint that this run may not resume (inputs other than
+    the process count differ, or unreadable) is moved into `<root>-not-resumed/`, with one warning line
+    each saying why and how to remove it. Returns the new places of those moved."""
     if not root.is_dir():
-        return
-    keep = {c.path for c in list_checkpoints(root) if c.meta.get("fingerprint") == fingerprint}
-    for path in root.iterdir():
-        if path.is_dir() and path not in keep:
-            log.info("removing stale checkpoint %s", path)
-            shutil.rmtree(path, ignore_errors=True)
+        return []
+    readable = {c.path: c for c in list_checkpoints(root)}
+    ours = {path for path, c in readable.items() if set(inputs.differences(c.meta)) <= {"processes"}}
+    moved = []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith((".tmp-", ".trash-")) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)  # never complete: a save or removal cut short
+        elif path.name.startswith(PREFIX) and path not in ours:
+            checkpoint = readable.get(path)
+            why = inputs.describe(checkpoint.meta) if checkpoint else "no readable state.json of this format"
+            moved.append(_set_aside(root, path, checkpoint, why))
+    return moved
+
+
+def _set_aside(root: Path, path: Path, checkpoint: Checkpoint | None, why: str) -> Path:
+    """Move one checkpoint into `<root>-not-resumed/` (a rename: instant, whatever its size) and say so."""
+    folder = root.with_name(root.name + NOT_RESUMED)
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = str(checkpoint.meta.get("fingerprint", "unknown"))[:12] if checkpoint else "unreadable"
+    target = folder / f"{path.name}-{tag}"
+    if target.exists():
+        target = folder / f"{path.name}-{tag}-{os.getpid()}"
+    os.rename(path, target)
+    log.warning("checkpoint %s is not resumed: its run differs in %s; kept as %s (remove it with `rm -r %s` "
+                "when it is not needed)", path, why, target, folder)
+    return target

@@ -9,7 +9,7 @@ so ImageNet-style backbones can be fine-tuned on a small dataset.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +86,24 @@ def create_classifier(
     return model
 
 
-def _checked_weights_path(pretrained_path: str) -> Path:
+def check_pretrained_files(models: Sequence[str], model_settings: Mapping[str, Any]) -> None:
+    """Every `train.model_settings.<model>.pretrained` of a model in train.models names a .safetensors
+    file that exists: checked before any cell trains, so a missing file stops the stage at once, naming
+    the key, rather than after hours of other cells."""
+    for model in models:
+        if model_settings[model].pretrained:
+            _checked_weights_path(model_settings[model].pretrained, f"train.model_settings.{model}.pretrained")
+
+
+def _checked_weights_path(pretrained_path: str, key: str = "train.model_settings.<model>.pretrained") -> Path:
     """Only safetensors: other formats would go through pickle (torch.load)."""
     path = Path(pretrained_path)
     if path.suffix != ".safetensors":
-        raise ClassifierError(f"{path}: classifier weights (train.model_settings.<model>.pretrained) must be a "
-                              ".safetensors file: other formats would need pickle")
+        raise ClassifierError(f"{path}: classifier weights ({key}) must be a .safetensors file: other formats "
+                              "would need pickle")
     if not path.is_file():
-        raise MissingInputError(f"{path}: no such classifier weights file; fix train.model_settings.<model>.pretrained "
-                                "or leave it empty to train from scratch")
+        raise MissingInputError(f"{path}: no such classifier weights file; fix {key} (README: pretrained classifiers "
+                                "shows how to make it) or set it to \"\" to train from scratch")
     return path
 
 

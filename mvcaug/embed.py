@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from mvcaug.content_cache import fingerprint, folder_fingerprint
 from mvcaug.digests import code_digest
 from mvcaug.devices import resolve_device
 from mvcaug.model_sources import load_from_source
-from mvcaug.params import EmbedParams
+from mvcaug.params import EmbedParams, ParamsError
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,62 @@ def resolve_encoder_path(name: str) -> str:
     return name
 
 
+UNSET_LIMIT = 1_000_000
+"""A tokenizer's model_max_length at or above this is transformers' "not set" sentinel (int(1e30))."""
+
+
+def load_tokenizer(params: EmbedParams) -> Any:
+    """The encoder's tokenizer alone (small files, no weights), checked against embed.max_length."""
+    from transformers import AutoTokenizer
+
+    tokenizer = load_from_source(AutoTokenizer.from_pretrained, resolve_encoder_path(params.encoder), "embed.encoder",
+                                 ENCODER_FOLDER, subfolder=params.tokenizer_subfolder)
+    check_max_length(params, tokenizer)
+    return tokenizer
+
+
+def token_limit(params: EmbedParams, tokenizer: Any) -> int | None:
+    """The most tokens the encoder takes: its tokenizer's model_max_length (77 for CLIP), else its config's
+    max_position_embeddings; None when neither says."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < UNSET_LIMIT:
+        return limit
+    from transformers import AutoConfig
+
+    config = load_from_source(AutoConfig.from_pretrained, resolve_encoder_path(params.encoder), "embed.encoder",
+                              ENCODER_FOLDER, subfolder=params.subfolder)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def check_max_length(params: EmbedParams, tokenizer: Any) -> None:
+    """A longer m than the encoder has positions for would fail deep in the model (or, for CLIP, pad
+    embeddings that Stable Diffusion never saw): refuse it in one line before any weights load."""
+    limit = token_limit(params, tokenizer)
+    if limit is not None and params.max_length > limit:
+        raise ParamsError(f"embed.max_length is {params.max_length} but the text encoder '{params.encoder}' takes at "
+                          f"most {limit} tokens; set embed.max_length to {limit} or less")
+
+
+def token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Tokens of each text, special tokens included, before any truncation."""
+    return [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]] if texts else []
+
+
+def truncation_summary(tokenizer: Any, texts: list[str], max_length: int) -> dict[str, int]:
+    """How many texts m tokens cut short (their last words never reach the encoder), and the longest."""
+    counts = token_counts(tokenizer, texts)
+    return {"max_length": max_length, "truncated": sum(n > max_length for n in counts),
+            "texts": len(counts), "longest_tokens": max(counts, default=0)}
+
+
 def load_text_encoder(params: EmbedParams) -> TextEncoder:
-    """Load with transformers' Auto classes, safetensors only, no remote code."""
-    from transformers import AutoModel, AutoTokenizer
+    """Load with transformers' Auto classes, safetensors only, no remote code; embed.max_length is
+    checked against the encoder's limit before the weights load."""
+    from transformers import AutoModel
 
     path = resolve_encoder_path(params.encoder)
     device = resolve_device(params.device)
-    tokenizer = load_from_source(AutoTokenizer.from_pretrained, path, "embed.encoder", ENCODER_FOLDER,
-                                 subfolder=params.tokenizer_subfolder)
+    tokenizer = load_tokenizer(params)
     model = load_from_source(AutoModel.from_pretrained, path, "embed.encoder", ENCODER_FOLDER,
                              subfolder=params.subfolder, use_safetensors=True)
     model.eval().to(device)

@@ -2,7 +2,9 @@
 
 Texts embedded before (same text, encoder configuration and code) are read back from paths.cache; the
 encoder is loaded only when some text is new, and new embeddings are stored batch by batch, so a late
-failure loses only the batch it happened in. The result equals a from-scratch run because each text is
+failure loses only the batch it happened in. The tokenizer alone always loads first: it refuses an
+embed.max_length above the encoder's limit and counts the captions m tokens truncate (logged, and kept
+in embeddings.parquet's metadata under "truncation"). The result equals a from-scratch run because each text is
 padded to m tokens alone, whatever else shares its batch.
 """
 
@@ -18,7 +20,8 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.content_cache import ContentCache, open_cache, store_quietly, text_key
 from mvcaug.embed import (
-    cache_namespace, encode_texts, encoder_info, from_bytes, load_text_encoder, null_text, storage_dtype, to_bytes,
+    cache_namespace, encode_texts, encoder_info, from_bytes, load_text_encoder, load_tokenizer, null_text,
+    storage_dtype, to_bytes, truncation_summary,
 )
 from mvcaug.embedding_table import write_embeddings
 from mvcaug.params import EmbedParams
@@ -50,13 +53,19 @@ def embed(params: EmbedParams, captions_file: str, out_dir: str, cache_dir: str 
     """Write embeddings.parquet (one m x d matrix per caption) and null.parquet; returns counts."""
     captions = pq.read_table(captions_file)
     texts = captions["caption"].to_pylist()
+    truncation = truncation_summary(load_tokenizer(params), texts, params.max_length)
+    if truncation["truncated"]:
+        log.warning("embed: %d of %d captions are longer than embed.max_length=%d tokens (the longest has %d) and "
+                    "are truncated: their last words never reach the encoder", truncation["truncated"],
+                    truncation["texts"], params.max_length, truncation["longest_tokens"])
     embeddings, encoded = embed_texts(texts + [null_text()], params, open_cache(cache_dir))
     dtype = storage_dtype(params.dtype)
     array, null = embeddings[:-1].astype(dtype), embeddings[-1:].astype(dtype)
     info = encoder_info(params)
     columns = {name: captions[name].to_pylist() for name in ("id", "label", "caption")}
-    write_embeddings(Path(out_dir) / "embeddings.parquet", columns, array, info)
+    write_embeddings(Path(out_dir) / "embeddings.parquet", columns, array, {**info, "truncation": truncation})
     write_embeddings(Path(out_dir) / "null.parquet", {"caption": [null_text()]}, null, info)
-    summary = {"captions": len(texts), "encoded": encoded, "shape": list(array.shape)}
+    summary = {"captions": len(texts), "encoded": encoded, "shape": list(array.shape),
+               "truncated": truncation["truncated"]}
     log.info("embed: %s", summary)
     return summary

@@ -114,12 +114,17 @@ def build_tiny_sd(folder: Path, cross_attention_dim: int = 32) -> Path:
 
 def instruct_pix2pix_pipeline(folder: Path, denoiser):
     """diffusers' stock StableDiffusionInstructPix2PixPipeline around our denoiser's U-Net, VAE and schedule
-    (DDIM), with the checkpoint's text encoder: the reference our sampler is compared with."""
+    (DDIM), with the checkpoint's text encoder: the reference our sampler is compared with.
+
+    The text encoder takes the U-Net's device and dtype: the pipeline casts prompt embeddings to the text
+    encoder's dtype and encodes the image in that dtype, so an fp32 encoder beside an fp16 VAE fails."""
     from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    unet = denoiser.unet
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=unet.dtype).to(unet.device)
     return StableDiffusionInstructPix2PixPipeline(
-        vae=denoiser.codec.vae, text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        vae=denoiser.codec.vae, text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer") if (folder / "tokenizer").is_dir() else None,
         unet=denoiser.unet, scheduler=DDIMScheduler.from_config(denoiser.noise_scheduler.config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.blip2 import Blip2Captioner, Blip2Error, clean_caption
+from mvcaug.blip2 import Blip2Captioner, clean_caption
+from mvcaug.model_sources import ModelError
 from mvcaug.params import CaptionParams
 from tests.captions import caption_manifest
 
@@ -179,7 +180,26 @@ def test_clean_caption_keeps_and_tidies_real_text(text, body):
 def test_missing_model_names_it_and_the_offline_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     missing = tmp_path / "no_such_blip2"
-    with pytest.raises(Blip2Error) as info:
+    with pytest.raises(ModelError) as info:
         Blip2Captioner(CaptionParams(backend="blip2", model=str(missing), device="cpu"))
-    assert str(missing) in str(info.value)
-    assert "hf download" in str(info.value)
+    assert str(info.value).startswith(f"caption.model '{missing}' is not a folder; set it to a local folder")
+    assert "HF_HUB_OFFLINE is set" in str(info.value)
+
+
+def test_a_mistyped_local_path_is_named_and_never_sent_to_the_hub(monkeypatch):
+    """A relative path of several parts is a local folder that is not there, as for embed.encoder and
+    finetune.pretrained: one line naming caption.model, not the hub client's "Repo id must be ..."."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(ModelError) as info:
+        Blip2Captioner(CaptionParams(backend="blip2", model="models/blip2/opt-2.7b", device="cpu"))
+    message = str(info.value)
+    assert message.startswith("caption.model 'models/blip2/opt-2.7b' is not a folder") and "\n" not in message
+    assert "Repo id" not in message and "hf download" in message and "HF_HUB_OFFLINE" not in message
+
+
+def test_a_folder_without_a_model_is_one_line_naming_the_param(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as info:
+        Blip2Captioner(CaptionParams(backend="blip2", model=str(tmp_path), device="cpu"))
+    message = str(info.value)
+    assert message.startswith(f"caption.model: cannot load '{tmp_path}'") and "\n" not in message

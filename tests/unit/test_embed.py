@@ -1,15 +1,22 @@
-"""The packaged MiniLM text encoder: shapes, determinism, and a clear error for a missing model."""
+"""The packaged MiniLM text encoder: shapes, determinism, a clear error for a missing model, embed.max_length
+against the encoder's limit, and the truncated captions the embed stage records."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from mvcaug.embed import (
     PACKAGED_ENCODER, encode_texts, load_text_encoder, storage_dtype,
 )
+from mvcaug.embedding_table import read_embeddings
 from mvcaug.model_sources import ModelError
-from mvcaug.params import EmbedParams
+from mvcaug.params import EmbedParams, ParamsError
 
 CAPTIONS = [
     "This is an image of zero. A thin, upright, small narrow grey shape.",
@@ -90,3 +97,53 @@ def test_empty_local_folder_names_the_model(tmp_path, monkeypatch):
 def test_storage_dtype():
     assert storage_dtype("float16") == np.float16
     assert storage_dtype("float32") == np.float32
+
+
+def test_a_max_length_above_the_encoders_limit_is_refused_in_one_line(tmp_path, monkeypatch):
+    """CLIP takes 77 tokens, MiniLM 512: a larger m is refused, naming the key, before any weights load."""
+    from tests.sd_checkpoint import build_tiny_sd
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sd = build_tiny_sd(tmp_path / "tiny-sd")
+    clip = EmbedParams(encoder=str(sd), subfolder="text_encoder", tokenizer_subfolder="tokenizer", device="cpu")
+    with pytest.raises(ParamsError) as info:
+        load_text_encoder(dataclasses.replace(clip, max_length=78))
+    assert str(info.value) == (f"embed.max_length is 78 but the text encoder '{sd}' takes at most 77 tokens; "
+                               "set embed.max_length to 77 or less")
+    assert load_text_encoder(dataclasses.replace(clip, max_length=77)).max_length == 77
+    with pytest.raises(ParamsError, match="takes at most 512 tokens"):
+        load_text_encoder(EmbedParams(max_length=513, device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def digits_captions(digits_prepared, tmp_path_factory) -> Path:
+    """The digits' training captions as the caption stage writes them (the attribute captioner)."""
+    from mvcaug.caption import build_captioner
+    from mvcaug.params import CaptionParams, PrepareParams
+    from tests.captions import caption_manifest
+
+    folder, manifest = digits_prepared
+    params = CaptionParams()
+    table = caption_manifest(manifest, folder, build_captioner(params, PrepareParams()), params)
+    path = tmp_path_factory.mktemp("captions") / "captions.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def test_the_embed_stage_records_and_logs_how_many_captions_max_length_truncates(digits_captions, tmp_path, caplog):
+    """On the digits default (m = 24) every caption is longer: the stroke and position words are cut off."""
+    from tasks.embed import embed
+
+    captions = pq.read_table(digits_captions)["caption"].to_pylist()
+    with caplog.at_level(logging.WARNING, logger="mvcaug.embed"):
+        summary = embed.fn(EmbedParams(device="cpu"), str(digits_captions), str(tmp_path / "default"))
+    truncation = read_embeddings(tmp_path / "default" / "embeddings.parquet")[2]["truncation"]
+    assert truncation["truncated"] == truncation["texts"] == len(captions) == summary["truncated"] > 0
+    assert truncation["max_length"] == 24 and truncation["longest_tokens"] > 24
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith(f"embed: {len(captions)} of {len(captions)} captions are longer than embed.max_length=24")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mvcaug.embed"):
+        embed.fn(EmbedParams(device="cpu", max_length=64), str(digits_captions), str(tmp_path / "long"))
+    truncation = read_embeddings(tmp_path / "long" / "embeddings.parquet")[2]["truncation"]
+    assert truncation["truncated"] == 0 and not caplog.records

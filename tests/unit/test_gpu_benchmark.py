@@ -1,4 +1,5 @@
-"""benchmarks/gpu.py, the GPU check, runs end to end: on a tiny checkpoint on the CPU (--tiny)."""
+"""benchmarks/gpu.py, the GPU check, runs end to end: on a tiny checkpoint on the CPU (--tiny), in fp32 and
+in half precision (bf16, which the CPU runs), so a dtype mismatch shows here and not on a user's GPU."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_benchmark(*args: str) -> subprocess.CompletedProcess:
+    """benchmarks/gpu.py in its own process, as a user runs it (Accelerate's precision is process-wide)."""
+    return subprocess.run([sys.executable, "benchmarks/gpu.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
 @pytest.mark.slow
 def test_the_gpu_benchmark_runs_every_check_on_a_tiny_checkpoint(tmp_path):
     out = tmp_path / "gpu.json"
-    result = subprocess.run([sys.executable, "benchmarks/gpu.py", "--tiny", "--out", str(out)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = run_benchmark("--tiny", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     cases = {case["case"]: case for case in figures["finetune"]}
@@ -28,4 +34,20 @@ def test_the_gpu_benchmark_runs_every_check_on_a_tiny_checkpoint(tmp_path):
     assert generation["max_abs_difference"] < 1e-5 and math.isfinite(generation["ratio"])
     assert figures["finite"] == {"bfloat16": True}
     assert figures["resume"]["equal"] and figures["resume"]["resumed_from_step"] == 3
-    assert "| fine-tuning case" in result.stderr and "generation: ours" in result.stderr
+    assert "| fine-tuning case" in result.stderr and "generation (float32): ours" in result.stderr
+
+
+def test_the_half_precision_configuration_runs_on_the_cpu_in_bf16(tmp_path):
+    """--dtype bf16: our sampler and the stock pipeline (its text encoder too) in one dtype. With the
+    pipeline's text encoder left in fp32, it casts the prompt embeddings to fp32 and feeds fp32 image
+    latents to the bf16 VAE, which fails as fp16 does on CUDA."""
+    out = tmp_path / "gpu.json"
+    result = run_benchmark("--tiny", "--dtype", "bf16", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    generation = json.loads(out.read_text())["generation"]
+    assert generation["dtype"] == "bfloat16" and math.isfinite(generation["ratio"])
+    assert generation["max_abs_difference"] < 0.05  # the same maths in bf16 on both sides
+    assert "generation (bfloat16): ours" in result.stderr
+    refused = run_benchmark("--tiny", "--dtype", "fp16")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "--dtype fp16 needs CUDA: the CPU runs bf16 (--dtype bf16)"
