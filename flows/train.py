@@ -1,33 +1,54 @@
-"""Flow of the train stage: the evaluation grid, cell by cell; cells with unchanged inputs are kept."""
+"""Flow of the train stage: the evaluation grid, one task per cell; cells with unchanged inputs are kept.
+
+train.task_runner: local trains the cells one after another in this process; dask maps them on a Dask
+cluster (flows/runners.py: one single-threaded worker per GPU), each worker reading the data once. Each
+cell's result.json is stored as the cell finishes, so an interrupted grid resumes where it stopped.
+"""
 
 import logging
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, unmapped
 
 from flows.cli import run_stage
+from flows.runners import shard_runner
+from mvcaug.classifiers import check_pretrained_files
 from mvcaug.params import load_params
 from mvcaug.train_plots import PLOTS
-from tasks.train import load_training_data, plan, remove_stale_cells, train_cell, train_plots, write_results
+from tasks.train import (
+    StoredData, load_training_data, plan, remove_stale_cells, train_cell, train_plots, write_results,
+)
 
 log = logging.getLogger("mvcaug.train")
 
 
 @flow(name="train")
-def train_flow(params_file: str = "params.yaml") -> dict:
+def train_grid(root: str, params_file: str) -> dict:
     """Train every cell whose inputs changed; write results.json for all of them and the plots folders."""
-    params = load_params(params_file)
-    root = Path(params.paths.train)
+    params = load_params(Path(root) / params_file)
+    train_dir = Path(root) / params.paths.train
+    cells_dir = str(train_dir / "cells")
     cells = plan(params)
     data, digests = load_training_data(params, cells)
-    removed = remove_stale_cells(str(root / "cells"), cells)
-    outcomes = [train_cell(cell, data, params.train, digests, str(root / "cells")) for cell in cells]
-    write_results(str(root / "results.json"), [result for result, _ in outcomes])
-    train_plots(cells, str(root / "cells"), str(root / PLOTS))
+    removed = remove_stale_cells(cells_dir, cells)
+    # Dask workers read the data themselves (once each) rather than receive it with every cell.
+    source = data if params.train.task_runner == "local" else StoredData(root, params_file)
+    outcomes = train_cell.map(cells, data=unmapped(source), params=unmapped(params.train),
+                              digests=unmapped(digests), cells_dir=unmapped(cells_dir)).result()
+    write_results(str(train_dir / "results.json"), [result for result, _ in outcomes])
+    train_plots(cells, cells_dir, str(train_dir / PLOTS))
     trained = sum(now for _, now in outcomes)
     summary = {"cells": len(cells), "trained": trained, "kept": len(cells) - trained, "removed": len(removed)}
     log.info("train: %s", summary)
     return summary
+
+
+def train_flow(params_file: str = "params.yaml") -> dict:
+    """Run train_grid with the task runner that params.yaml asks for (train.task_runner)."""
+    t = load_params(params_file).train
+    check_pretrained_files(t.models, t.model_settings)  # before any cell or worker starts
+    runner = shard_runner(t.task_runner, t.dask_address, t.dask_workers)
+    return train_grid.with_options(task_runner=runner)(str(Path.cwd()), params_file)
 
 
 if __name__ == "__main__":
