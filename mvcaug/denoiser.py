@@ -8,7 +8,6 @@ InstructPix2Pix-style), and the latent codec (see codecs.py).
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,9 @@ from typing import TypeVar
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
+from mvcaug.atomic import replacing_folder
 from mvcaug.codecs import Codec, load_codec, save_codec_config
-from mvcaug.lora import is_lora, load_lora_weights, save_lora, saved_lora
+from mvcaug.lora import has_lora, is_lora, merge_lora, save_lora
 from mvcaug.model_sources import ModelError, load_from_source
 from mvcaug.params import FinetuneParams
 
@@ -122,32 +122,35 @@ def check_compatible(unet: UNet2DConditionModel, codec: Codec, text_dim: int, re
         raise ModelError(f"prepare.resolution {resolution} is not a multiple of the VAE's downscale {codec.downscale}")
 
 
-def save_denoiser(denoiser: Denoiser, folder: str | Path, base: str = "") -> None:
-    """unet/ (safetensors + config.json; for a LoRA U-Net the adapters and conv_in with lora.json naming
-    `base`, the pretrained checkpoint), scheduler/ and codec.json: all a generator needs."""
+def save_denoiser(denoiser: Denoiser, folder: str | Path) -> None:
+    """unet/ (safetensors + config.json; for a LoRA U-Net the U-Net without adapters, conv_in as trained,
+    and the adapters in diffusers' LoRA file beside it: mvcaug.lora), scheduler/ and codec.json: all a
+    generator needs. unet/ and scheduler/ are what diffusers' from_pretrained reads, so with the parts of
+    the pretrained checkpoint beside them (mvcaug.pretrained.save_pipeline_parts) the folder loads in
+    StableDiffusionInstructPix2PixPipeline."""
     folder = Path(folder)
-    shutil.rmtree(folder / "unet", ignore_errors=True)  # no file of an earlier full or LoRA save stays
-    if is_lora(denoiser.unet):
-        save_lora(denoiser.unet, folder / "unet", base)
-    else:
-        denoiser.unet.save_pretrained(folder / "unet", safe_serialization=True)
-    denoiser.noise_scheduler.save_pretrained(folder / "scheduler")
+    with replacing_folder(folder / "unet") as unet_folder:  # no file of an earlier full or LoRA save stays
+        if is_lora(denoiser.unet):
+            save_lora(denoiser.unet, unet_folder)
+        else:
+            denoiser.unet.save_pretrained(unet_folder, safe_serialization=True)
+    with replacing_folder(folder / "scheduler") as scheduler_folder:
+        denoiser.noise_scheduler.save_pretrained(scheduler_folder)
     save_codec_config(denoiser.codec, folder / "codec.json")
 
 
 def load_denoiser(folder: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> Denoiser:
-    """Load what save_denoiser wrote."""
+    """Load what save_denoiser wrote; LoRA adapters are loaded as diffusers' load_lora_weights loads them and
+    merged in float32 before the U-Net takes `dtype`."""
     folder = Path(folder)
-    lora = saved_lora(folder / "unet")
-    if lora is not None:
-        unet = load_pretrained_unet(lora["base"])
-        unet = expand_conv_in(unet, lora["in_channels"] - unet.config.in_channels)
-        unet.register_to_config(sample_size=lora["sample_size"])
-        unet = load_lora_weights(unet, folder / "unet", lora).to(dtype)
-    elif (folder / "unet" / "config.json").is_file():
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
-    else:
+    if not (folder / "unet" / "config.json").is_file():
         raise ModelError(f"{folder}: no fine-tuned model (unet/config.json); run the finetune stage first")
+    if has_lora(folder / "unet"):
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
+        unet = merge_lora(unet, folder / "unet")
+        unet = unet if dtype == unet.dtype else unet.to(dtype)
+    else:
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
     scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
     codec = load_codec(folder / "codec.json", device, dtype)
     return Denoiser(unet.to(device).eval(), scheduler, codec)

@@ -1,5 +1,6 @@
 """Task of the finetune stage."""
 
+import dataclasses
 import shutil
 import statistics
 from pathlib import Path
@@ -11,13 +12,16 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
 from mvcaug.digests import digest_files
-from mvcaug.denoiser import save_denoiser
+from mvcaug.denoiser import Denoiser, save_denoiser
 from mvcaug.embedding_table import read_embeddings
 from mvcaug.finetune import (
     ClassConditions, ConditionSampler, build_denoiser, train_denoiser, trained, validation_grid,
 )
 from mvcaug.images import ImageSet, load_split, resize
+from mvcaug.lora import is_lora
+from mvcaug.model_card import CARD, CardFacts, model_card
 from mvcaug.params import Params
+from mvcaug.pretrained import loads_as_pipeline, remove_pipeline_parts, save_pipeline_parts
 
 
 def data_digests(params: Params) -> dict[str, str]:
@@ -49,9 +53,33 @@ def load_inputs(params: Params) -> tuple[ImageSet, ConditionSampler, np.ndarray]
     return images, ConditionSampler(classes, params.mix, p.text_condition, p.seed), null[0].astype(np.float32)
 
 
+def card_facts(params: Params, denoiser: Denoiser, resolution: int, steps: int, digests: dict[str, str]) -> CardFacts:
+    """What the model card states: the base, the data digests, the steps and the settings the model was made with."""
+    p = params.finetune
+    return CardFacts(
+        base=p.pretrained if p.init == "pretrained" else "", pipeline=loads_as_pipeline(p), lora=is_lora(denoiser.unet),
+        steps=steps, data=digests,
+        params={"finetune": dataclasses.asdict(p), "resolution": resolution, "channels": params.prepare.channels,
+                "mix": {"coarse_steps": params.mix.coarse_steps, "fine_steps": params.mix.fine_steps},
+                "embed": {"encoder": params.embed.encoder}},
+    )
+
+
+def save_model(params: Params, denoiser: Denoiser, model_dir: Path, facts: CardFacts) -> None:
+    """unet/, scheduler/, codec.json; with a Stable Diffusion base also the pipeline's other parts, so the
+    folder loads in diffusers' StableDiffusionInstructPix2PixPipeline; and the model card, which says
+    whether it does."""
+    remove_pipeline_parts(model_dir)  # an interrupted save never leaves an index beside parts of another model
+    save_denoiser(denoiser, model_dir)
+    if facts.pipeline and not save_pipeline_parts(model_dir, denoiser, params.finetune.pretrained):
+        facts = dataclasses.replace(facts, pipeline=False)
+    write_text(model_dir / CARD, model_card(facts))
+
+
 @task(cache_policy=NO_CACHE)
 def finetune(params: Params) -> dict:
-    """Train the denoiser and save unet/, scheduler/, codec.json, metrics.json, loss.csv and live/.
+    """Train the denoiser and save unet/, scheduler/, codec.json, README.md (the model card), metrics.json,
+    loss.csv and live/ (and, from a Stable Diffusion base, model_index.json, vae/, text_encoder/, tokenizer/).
     Under `accelerate launch` every process trains; only the main one writes."""
     from accelerate import PartialState
     from dvclive import Live
@@ -66,9 +94,10 @@ def finetune(params: Params) -> dict:
     def log_grid(step: int, grid: torch.Tensor) -> None:
         live.log_image(f"validation/{step:06d}.png", validation_grid(grid))
 
+    digests = data_digests(params)
     losses = train_denoiser(
         denoiser, resize(images.pixels, resolution), sampler, null, p, on_validation=log_grid if live else None,
-        checkpoint_dir=model_dir / "checkpoints", data_digests=data_digests(params),
+        checkpoint_dir=model_dir / "checkpoints", data_digests=digests,
     )
     tail = losses[-max(1, len(losses) // 10):]
     metrics = {"loss_first": round(statistics.fmean(losses[: len(tail)]), 5),
@@ -76,7 +105,7 @@ def finetune(params: Params) -> dict:
                "parameters": sum(t.numel() for t in denoiser.unet.parameters()),
                "trained_parameters": sum(t.numel() for t in trained(denoiser.unet))}
     if state.is_main_process:
-        save_denoiser(denoiser, model_dir, base=p.pretrained)
+        save_model(params, denoiser, model_dir, card_facts(params, denoiser, resolution, len(losses), digests))
         write_json(model_dir / "metrics.json", metrics)
         write_text(model_dir / "loss.csv", "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
         live.end()

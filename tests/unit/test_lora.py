@@ -12,7 +12,7 @@ import torch
 from mvcaug.checkpoints import list_checkpoints
 from mvcaug.denoiser import load_denoiser, save_denoiser
 from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser
-from mvcaug.lora import CONFIG, WEIGHTS
+from mvcaug.lora import UNET_WEIGHTS, WEIGHTS
 from mvcaug.params import FinetuneParams, MixParams, ParamsError, load_params
 from mvcaug.sampling import sample
 from tests.sd_checkpoint import build_tiny_sd
@@ -72,14 +72,17 @@ def test_only_the_adapters_and_conv_in_train_and_the_loss_drops(tiny_sd):
 
 def test_saved_adapters_load_back_to_identical_images(tiny_sd, tmp_path):
     denoiser, _, _ = train(lora_params(tiny_sd))
-    save_denoiser(denoiser, tmp_path / "model", base=str(tiny_sd))
+    save_denoiser(denoiser, tmp_path / "model")
     unet_folder = tmp_path / "model" / "unet"
-    assert sorted(p.name for p in unet_folder.iterdir()) == sorted([WEIGHTS, CONFIG])  # no full U-Net copy
-    full = tmp_path / "full"
-    denoiser.unet.save_pretrained(full, safe_serialization=True)  # what a full save would weigh
-    assert (unet_folder / WEIGHTS).stat().st_size < 0.5 * (full / "diffusion_pytorch_model.safetensors").stat().st_size
-
-    loaded = load_denoiser(tmp_path / "model", CPU)
+    # diffusers' layout: the U-Net without adapters (conv_in as trained) and the adapters in their LoRA file
+    assert sorted(p.name for p in unet_folder.iterdir()) == sorted(["config.json", UNET_WEIGHTS, WEIGHTS])
+    assert (unet_folder / WEIGHTS).stat().st_size < 0.5 * (unet_folder / UNET_WEIGHTS).stat().st_size
+    (tiny_sd / "unet").rename(tiny_sd / "unet.moved")  # the U-Net is loaded from the model folder, not the base
+    try:
+        loaded = load_denoiser(tmp_path / "model", CPU)
+    finally:
+        (tiny_sd / "unet.moved").rename(tiny_sd / "unet")
+    assert not any("lora_" in name for name in loaded.unet.state_dict())  # merged into the weights
     g = torch.Generator().manual_seed(4)
     cond = torch.rand(2, 3, SIZE, SIZE, generator=g) * 2 - 1
     text, null = torch.randn(2, M, TEXT_DIM, generator=g), torch.zeros(1, M, TEXT_DIM)
