@@ -1,4 +1,5 @@
-"""Flow of the generate stage: each synthetic set's shards mapped as tasks; complete shards are kept."""
+"""Flow of the generate stage: the shards of every set grouped into work units mapped as tasks; complete
+shards are kept."""
 
 import logging
 from pathlib import Path
@@ -9,7 +10,7 @@ from flows.cli import run_stage
 from flows.runners import shard_runner
 from mvcaug.params import load_params
 from mvcaug.synthetic_sets import SET_NAMES, synthetic_sets
-from tasks.generate import clear_set, generate, plan_set, write_manifest
+from tasks.generate import clear_set, generate, plan_set, plan_tasks, remove_stale, write_manifest
 
 log = logging.getLogger("mvcaug.generate")
 
@@ -17,22 +18,28 @@ log = logging.getLogger("mvcaug.generate")
 @flow(name="generate")
 def generate_shards(root: str, params_file: str) -> dict:
     """Every set this configuration generates (MVC's; the P = Q = 0 one with generate.ablation; the pretrained
-    model's with generate.compare_pretrained); a set switched off is emptied, so no stage finds stale images."""
+    model's with generate.compare_pretrained); a set switched off is emptied, so no stage finds stale images.
+    A task holds whole shards of every set one model makes, so the MVC set and its twin share batches."""
     params = load_params(Path(root) / params_file)
     wanted = {s.name for s in synthetic_sets(params.paths, params.generate)}
-    summary = {}
+    summary, plans = {}, {}
     for name in SET_NAMES:
-        if name not in wanted:
+        if name in wanted:
+            plans[name] = plan_set(root, params_file, name)
+        else:
             summary[name] = {"removed": clear_set(root, params_file, name), "images": 0}
-            continue
-        shards, removed = plan_set(root, params_file, name)
-        results = generate.map(shards, root=unmapped(root), params_file=unmapped(params_file),
-                               set_name=unmapped(name)).result()
-        made = sum(generated for _, generated in results)
-        images = write_manifest(root, params_file, name, [row for rows, _ in results for row in rows])
+    work = plan_tasks(root, params_file, plans)
+    results = generate.map(work, root=unmapped(root), params_file=unmapped(params_file)).result()
+    done = [entry for unit in results for entry in unit]
+    for name, shards in plans.items():
+        mine = [(rows, generated) for set_name, rows, generated in done if set_name == name]
+        made = sum(generated for _, generated in mine)
+        images = write_manifest(root, params_file, name, [row for rows, _ in mine for row in rows])
+        removed = remove_stale(root, params_file, name, shards)  # only once the new manifest names none of them
         summary[name] = {"shards": len(shards), "generated": made, "kept": len(shards) - made,
                          "removed": len(removed), "images": images}
         log.info("generate %s: %s", name, summary[name])
+    log.info("generate: %d shards in %d tasks", sum(len(s) for s in plans.values()), len(work))
     return summary
 
 

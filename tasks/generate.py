@@ -1,37 +1,36 @@
 """Tasks of the generate stage: plan a set's shards, generate (or keep) each shard, write the manifest.
 
-A shard task receives only the shard, the project root and the set's name: each worker process (a
-thread here, a Dask worker elsewhere) loads the model and embeddings once and keeps them, so nothing
-large is shipped between processes. A shard is written into a hidden temporary folder that one rename
+A task receives only a WorkUnit (whole shards, with their sets' names) and the project root: each worker
+process (a thread here, a Dask worker elsewhere) loads the model and embeddings once and keeps them, so
+nothing large is shipped between processes. The unit's pending shards are denoised together, in full
+batches across shards, classes and sets, and each is stored as soon as its images are done. A shard is written into a hidden temporary folder that one rename
 makes visible, with shard.json (its fingerprint and rows) inside: a shard folder is complete or absent,
 and an interrupted shard leaves only a temporary folder, removed by the next run.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import logging
 import os
 import shutil
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import fsync_path, write_json, write_parquet, write_png
 from mvcaug.denoiser import Denoiser, load_denoiser
-from mvcaug.devices import resolve_device, resolve_dtype
+from mvcaug.devices import load_once, resolve_dtype, worker_device
 from mvcaug.digests import digest_files
 from mvcaug.embedding_table import read_embeddings
 from mvcaug.errors import MissingInputError
 from mvcaug.generate import (
-    SHARD_RECORD, GenerationInputs, Shard, image_specs, plan_shards, render_shard, shard_fingerprint,
-    synthetic_manifest,
+    SHARD_RECORD, GenerationInputs, Shard, ShardJob, WorkUnit, image_specs, plan_shards, plan_work, render_shards,
+    shard_fingerprint, synthetic_manifest, tune_denoiser,
 )
 from mvcaug.images import load_split
 from mvcaug.params import load_params
@@ -43,25 +42,10 @@ log = logging.getLogger("mvcaug.generate")
 TEMPORARY = ".tmp-"
 
 
-def worker_device() -> torch.device:
-    """One GPU per Dask worker: worker k of a cluster takes GPU k mod the GPUs it sees."""
-    device = resolve_device("auto")
-    if device.type != "cuda" or torch.cuda.device_count() < 2:
-        return device
-    try:
-        from distributed import get_worker
-
-        name = str(get_worker().name)
-    except (ImportError, ValueError):
-        return device
-    index = int(name) if name.isdigit() else zlib.crc32(name.encode())
-    return torch.device("cuda", index % torch.cuda.device_count())
-
-
-@functools.lru_cache(maxsize=2)
+@load_once
 def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
     """(the model: the fine-tuned one, or the pretrained one alone for mode "pretrained"; its digest), once
-    per process and mode for every set."""
+    per process and mode for every set, on this worker's own device (mvcaug.devices.worker_device)."""
     params = load_params(Path(root) / params_file)
     g = params.generate
     device = worker_device()
@@ -74,7 +58,7 @@ def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
     return load_denoiser(model_dir, device, dtype), f"{mode}:{digest_files(files)}:{dtype}"
 
 
-@functools.lru_cache(maxsize=4)
+@load_once
 def load_inputs(root: str, params_file: str, set_name: str) -> GenerationInputs:
     """The model, real training images, null text, and the set's mixes."""
     params = load_params(Path(root) / params_file)
@@ -108,16 +92,39 @@ def completed_rows(shard_dir: Path, fingerprint: str) -> list[dict] | None:
 def store_shard(shard: Shard, inputs: GenerationInputs, out_dir: str | Path) -> tuple[list[dict], bool]:
     """Keep the stored shard when its fingerprint matches, else generate it into a temporary folder and
     rename that into place; returns (manifest rows, whether it was generated now)."""
-    out_dir = Path(out_dir)
+    return store_shards([(shard, inputs, Path(out_dir))])[0]
+
+
+def store_shards(entries: list[tuple[Shard, GenerationInputs, Path]]) -> list[tuple[list[dict], bool]]:
+    """(shard, its set's inputs, its set's folder) each: keep every stored shard whose fingerprint matches;
+    generate the others together (their images share batches) and store each as soon as its images are
+    done, so an interruption loses only unfinished shards. Returns (manifest rows, whether generated now)
+    per entry, in order."""
+    results: list[tuple[list[dict], bool] | None] = [None] * len(entries)
+    pending: list[ShardJob] = []
+    target: dict[int, tuple[int, str, Path]] = {}
+    for i, (shard, inputs, out_dir) in enumerate(entries):
+        specs = image_specs(shard, inputs)
+        fingerprint = shard_fingerprint(shard, specs, inputs)
+        done = completed_rows(Path(out_dir) / shard.name, fingerprint)
+        if done is not None:
+            results[i] = (done, False)
+            continue
+        job = ShardJob(shard, specs, inputs)
+        pending.append(job)
+        target[id(job)] = (i, fingerprint, Path(out_dir))
+    if pending:
+        for job, rendered in render_shards(pending):
+            i, fingerprint, out_dir = target[id(job)]
+            results[i] = (write_shard(job.shard, rendered, fingerprint, out_dir), True)
+    return results  # type: ignore[return-value]
+
+
+def write_shard(shard: Shard, rendered: list, fingerprint: str, out_dir: Path) -> list[dict]:
+    """The shard's images and shard.json into a temporary folder, renamed into place; returns its rows."""
     shard_dir = out_dir / shard.name
-    specs = image_specs(shard, inputs)
-    fingerprint = shard_fingerprint(shard, specs, inputs)
-    done = completed_rows(shard_dir, fingerprint)
-    if done is not None:
-        return done, False
     tmp = out_dir / f"{TEMPORARY}{shard.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    rendered = render_shard(shard, specs, inputs)
     for row, image in rendered:
         write_png(tmp / Path(row["path"]).name, image)
     rows = [row for row, _ in rendered]
@@ -125,7 +132,7 @@ def store_shard(shard: Shard, inputs: GenerationInputs, out_dir: str | Path) -> 
     shutil.rmtree(shard_dir, ignore_errors=True)
     os.replace(tmp, shard_dir)
     fsync_path(out_dir)
-    return rows, True
+    return rows
 
 
 def remove_stale_shards(out_dir: str | Path, shards: list[Shard]) -> list[str]:
@@ -147,22 +154,58 @@ def set_folder(root: str, params_file: str, set_name: str) -> Path:
 
 
 @task(cache_policy=NO_CACHE)
-def plan_set(root: str, params_file: str, set_name: str) -> tuple[list[Shard], list[str]]:
-    """(the set's shards, the stale shard folders removed); the classes come from its mixes table,
-    so planning loads no model."""
+def plan_set(root: str, params_file: str, set_name: str) -> list[Shard]:
+    """The set's shards; the classes come from its mixes table, so planning loads no model. Shard folders
+    the plan no longer has stay until the new manifest is written (remove_stale): a run that fails before
+    then leaves the last manifest naming files that all exist."""
     params = load_params(Path(root) / params_file)
     mixed_file = Path(root) / SyntheticSet.named(set_name, params.paths).mixed
     if not mixed_file.is_file():
         raise MissingInputError(f"{mixed_file}: no mixes to generate from; run the mix stage first (dvc repro mix)")
     labels = pc.unique(pq.read_table(mixed_file, columns=["label"])["label"]).to_pylist()
-    shards = plan_shards(labels, params.generate)
-    return shards, remove_stale_shards(set_folder(root, params_file, set_name), shards)
+    return plan_shards(labels, params.generate)
 
 
-@task(cache_policy=NO_CACHE, task_run_name="{set_name}-{shard.name}")
-def generate(shard: Shard, root: str, params_file: str, set_name: str) -> tuple[list[dict], bool]:
-    """Generate one shard of a set, or keep it when its fingerprint matches."""
-    return store_shard(shard, load_inputs(root, params_file, set_name), set_folder(root, params_file, set_name))
+@task(cache_policy=NO_CACHE)
+def remove_stale(root: str, params_file: str, set_name: str, shards: list[Shard]) -> list[str]:
+    """After the set's new manifest: delete the shard folders it no longer names, and temporary folders of
+    interrupted runs; returns the removed shard names."""
+    return remove_stale_shards(set_folder(root, params_file, set_name), shards)
+
+
+def set_model(set_name: str, root: str, params_file: str) -> str:
+    """The model a set is generated with: "pretrained" for the pretrained-only set, else generate.mode."""
+    params = load_params(Path(root) / params_file)
+    return "pretrained" if SyntheticSet.named(set_name, params.paths).pretrained_only else params.generate.mode
+
+
+@load_once
+def tuned_model(root: str, params_file: str, mode: str) -> Denoiser:
+    """load_model's denoiser with generate.compile / channels_last / fuse_qkv applied, once per process and
+    mode, so every set made by that model shares one (compiled) U-Net."""
+    return tune_denoiser(load_model(root, params_file, mode)[0], load_params(Path(root) / params_file).generate)
+
+
+def generation_inputs(root: str, params_file: str, set_name: str) -> GenerationInputs:
+    """load_inputs with the tuned model: what the generate task denoises with."""
+    denoiser = tuned_model(root, params_file, set_model(set_name, root, params_file))
+    return dataclasses.replace(load_inputs(root, params_file, set_name), denoiser=denoiser)
+
+
+@task(cache_policy=NO_CACHE)
+def plan_tasks(root: str, params_file: str, shards: dict[str, list[Shard]]) -> list[WorkUnit]:
+    """The planned shards of every set (set name -> shards) grouped into work units (mvcaug.generate.plan_work)."""
+    params = load_params(Path(root) / params_file)
+    return plan_work(shards, {name: set_model(name, root, params_file) for name in shards}, params.generate)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="{work.name}")
+def generate(work: WorkUnit, root: str, params_file: str) -> list[tuple[str, list[dict], bool]]:
+    """Generate the shards of a work unit, their images in shared batches, keeping each whose fingerprint
+    matches; (set name, manifest rows, whether generated now) per shard."""
+    entries = [(shard, generation_inputs(root, params_file, name), set_folder(root, params_file, name))
+               for name, shard in work.items]
+    return [(name, rows, made) for (name, _), (rows, made) in zip(work.items, store_shards(entries))]
 
 
 @task(cache_policy=NO_CACHE)
@@ -174,7 +217,7 @@ def write_manifest(root: str, params_file: str, set_name: str, rows: list[dict])
 
 @task(cache_policy=NO_CACHE)
 def clear_set(root: str, params_file: str, set_name: str) -> int:
-    """Empty a set that is switched off (its shards removed, an empty manifest), so no stale image remains."""
-    removed = remove_stale_shards(set_folder(root, params_file, set_name), [])
+    """Empty a set that is switched off (an empty manifest, then its shards removed), so no stale image remains
+    and no manifest ever names a removed one."""
     write_parquet(set_folder(root, params_file, set_name) / "manifest.parquet", synthetic_manifest([]))
-    return len(removed)
+    return len(remove_stale_shards(set_folder(root, params_file, set_name), []))

@@ -1,9 +1,11 @@
-"""Sharded generation: the plan, per-image specs, fingerprints, resume without duplicates, stale shards."""
+"""Sharded generation: the plan, per-image specs, fingerprints, resume without duplicates, stale shards, and
+batches filled across shards, classes and sets (byte-identical to one shard at a time)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,13 @@ import torch
 from PIL import Image
 
 from mvcaug.generate import (
-    SHARD_RECORD, GenerationInputs, Shard, image_specs, plan_shards, shard_fingerprint, synthetic_manifest,
+    SHARD_RECORD, GenerationInputs, Shard, ShardJob, WorkUnit, denoise_items, image_specs, plan_shards, plan_work,
+    shard_fingerprint, synthetic_manifest, tune_denoiser,
 )
 from mvcaug.images import ImageSet
 from mvcaug.params import GenerateParams
-from tasks.generate import remove_stale_shards, store_shard as generate_shard
+from mvcaug.sampling import sample
+from tasks.generate import remove_stale_shards, store_shard as generate_shard, store_shards
 from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 
 RES, M, TEXT_DIM = TINY_RES, TINY_TOKENS, TINY_TEXT_DIM
@@ -108,6 +112,9 @@ def test_fingerprint_follows_every_input(inputs):
         with_params(inputs, steps=3),
         with_params(inputs, scheduler="unipc"),
         with_params(inputs, image_guidance_scale=1.5),
+        with_params(inputs, compile=True),
+        with_params(inputs, channels_last=True),
+        with_params(inputs, fuse_qkv=True),
         dataclasses.replace(inputs, model_digest="model-2"),
         dataclasses.replace(inputs, null_text=inputs.null_text + 1),
         dataclasses.replace(inputs, mixed={**inputs.mixed, "a": inputs.mixed["a"] * 2}),
@@ -117,7 +124,7 @@ def test_fingerprint_follows_every_input(inputs):
     for other in changed:
         assert shard_fingerprint(shard, image_specs(shard, other), other) != base
     # the batch size and the other class's embeddings do not change what a shard holds
-    same = [with_params(inputs, batch_size=7),
+    same = [with_params(inputs, batch_size=7), with_params(inputs, task_batches=3),
             dataclasses.replace(inputs, mixed={**inputs.mixed, "b": inputs.mixed["b"] + 1})]
     for other in same:
         assert shard_fingerprint(shard, image_specs(shard, other), other) == base
@@ -219,3 +226,152 @@ def test_remove_stale_shards(tmp_path, inputs):
         "manifest.parquet", "other", "shard-a-0000", "shard-a-0001", "shard-file"]
     assert (tmp_path / "shard-a-0000" / "x.png").is_file()
     assert remove_stale_shards(tmp_path, plan) == []
+
+
+def test_plan_work_groups_whole_shards_of_one_model_with_their_twins():
+    params = GenerateParams(images_per_class=20, shard_size=6, batch_size=8, task_batches=2)  # 16 images a task
+    shards = plan_shards(["a", "b"], params)  # 6, 6, 6, 2 images per class
+    sets = {"mvc": shards, "no_mvc": shards, "pretrained": shards}
+    units = plan_work(sets, {"mvc": "finetuned", "no_mvc": "finetuned", "pretrained": "pretrained"}, params)
+    items = [item for unit in units for item in unit.items]
+    assert sorted(items, key=str) == sorted(((name, s) for name in sets for s in shards), key=str)  # each once
+    for unit in units:
+        assert len({name == "pretrained" for name, _ in unit.items}) == 1  # one model per task
+        assert unit.images <= 16 or len(unit.items) == 1
+    finetuned = [item for unit in units for item in unit.items if item[0] != "pretrained"]
+    assert finetuned[:4] == [("mvc", shards[0]), ("no_mvc", shards[0]), ("mvc", shards[1]), ("no_mvc", shards[1])]
+    assert units[0].name == "mvc-shard-a-0000+1" and units[0].images == 12
+    assert WorkUnit((("mvc", shards[3]),)).name == "mvc-shard-a-0003"
+    # twins that fit a task are never split across tasks (greedy filling would split the second pair here)
+    params = GenerateParams(images_per_class=20, shard_size=10, batch_size=8, task_batches=4)  # 32 a task
+    shards = plan_shards(["a", "b"], params)
+    units = plan_work({"mvc": shards, "no_mvc": shards}, {"mvc": "finetuned", "no_mvc": "finetuned"}, params)
+    assert [unit.images for unit in units] == [20] * 4
+    for unit in units:
+        assert {shard for _, shard in unit.items} == {shard for name, shard in unit.items if name == "no_mvc"}
+
+
+class BatchSizes:
+    """Records the batch size of every U-Net call (a forward hook on the real U-Net)."""
+
+    def __init__(self, unet):
+        self.sizes: list[int] = []
+        self.handle = unet.register_forward_hook(lambda module, args, out: self.sizes.append(args[0].shape[0]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def twin_sets(inputs: GenerationInputs, **params) -> dict[str, GenerationInputs]:
+    """The MVC set and a P = Q = 0 twin: same model, seeds and conditioning images, other text embeddings."""
+    mvc = with_params(inputs, **params)
+    twin = dataclasses.replace(mvc, mixed={label: -emb[::-1].copy() for label, emb in mvc.mixed.items()})
+    return {"mvc": mvc, "no_mvc": twin}
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_batches_across_shards_classes_and_sets_are_full_and_byte_identical_to_one_shard_at_a_time(tmp_path, inputs):
+    sets = twin_sets(inputs, images_per_class=24, shard_size=8, steps=2)
+    shards = plan_shards(["a", "b"], sets["mvc"].params)  # 3 shards of 8 images per class, 96 images in all
+    # today's path: each shard alone, in one batch of its 8 images
+    for name, set_inputs in sets.items():
+        for shard in shards:
+            generate_shard(shard, with_params(set_inputs, batch_size=8), tmp_path / "alone" / name)
+    # one task: batches of 20 across classes and both sets (the last one, 16 images, padded)
+    packed = {name: with_params(set_inputs, batch_size=20) for name, set_inputs in sets.items()}
+    unit = plan_work({name: shards for name in packed}, {name: "finetuned" for name in packed}, packed["mvc"].params)
+    assert len(unit) == 1 and unit[0].images == 96
+    entries = [(shard, packed[name], tmp_path / "packed" / name) for name, shard in unit[0].items]
+    with BatchSizes(inputs.denoiser.unet) as calls:
+        results = store_shards(entries)
+    assert all(generated for _, generated in results)
+    assert calls.sizes == [2 * 20] * (2 * 5)  # 2 steps x 5 batches, each holding 20 images (x 2 guidance branches)
+    assert folder_bytes(tmp_path / "packed") == folder_bytes(tmp_path / "alone")  # PNGs and shard.json alike
+    assert not np.array_equal(pngs(tmp_path / "packed" / "mvc" / shards[0].name)["a-00000.png"],
+                              pngs(tmp_path / "packed" / "no_mvc" / shards[0].name)["a-00000.png"])
+
+
+def test_a_task_regenerates_only_its_missing_shards_in_full_batches(tmp_path, inputs):
+    sets = twin_sets(inputs, images_per_class=11, shard_size=8, batch_size=16, steps=2)  # shards of 8 and 3
+    shards = plan_shards(["a", "b"], sets["mvc"].params)
+    entries = [(shard, sets[name], tmp_path / name) for name in sets for shard in shards]
+    store_shards(entries)
+    before = folder_bytes(tmp_path)
+    shutil.rmtree(tmp_path / "mvc" / "shard-a-0001")
+    (tmp_path / "no_mvc" / "shard-b-0000" / SHARD_RECORD).unlink()
+    with BatchSizes(inputs.denoiser.unet) as calls:
+        results = store_shards(entries)
+    generated = [f"{out.name}/{shard.name}" for (shard, _, out), (_, made) in zip(entries, results) if made]
+    assert generated == ["mvc/shard-a-0001", "no_mvc/shard-b-0000"]
+    assert calls.sizes == [2 * 16] * 2  # the 3 + 8 images in one batch of 16 per step
+    assert folder_bytes(tmp_path) == before
+
+
+def test_an_image_does_not_depend_on_what_shares_its_batch(inputs):
+    """Batches are padded to batch_size: on the CPU some kernels switch at small batch sizes, which moves the
+    last bits of an image denoised with few others (e.g. a shard regenerated alone)."""
+    params = dataclasses.replace(inputs.params, steps=2)
+    sets = twin_sets(inputs, steps=2)
+    jobs = [ShardJob(shard, image_specs(shard, sets[name]), sets[name])
+            for name in sets for shard in plan_shards(["a", "b"], params)]
+    items = [(job, spec) for job in jobs for spec in job.specs]  # 20 images
+    alone = denoise_items(items[:3], 16)
+    together = denoise_items(items[5:18] + items[:3], 16)
+    assert alone.shape[0] == 3 and torch.equal(alone, together[13:])
+
+
+def tuned_sample(denoiser, **options) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    cond = torch.rand(4, 1, RES, RES, generator=g) * 2 - 1
+    text = torch.randn(4, M, TEXT_DIM, generator=g)
+    noise = torch.randn(4, 1, RES, RES, generator=g)
+    return sample(tune_denoiser(denoiser, GenerateParams(**options)), cond, text, torch.zeros(1, M, TEXT_DIM), noise,
+                  "ddim", 3, 2.0)
+
+
+def test_fused_qkv_and_channels_last_keep_the_images():
+    reference = tuned_sample(tiny_denoiser())
+    fused = tiny_denoiser()
+    assert torch.allclose(tuned_sample(fused, fuse_qkv=True), reference, atol=1e-4)
+    assert any(type(p).__name__ == "FusedAttnProcessor2_0" for p in fused.unet.attn_processors.values())
+    last = tiny_denoiser()
+    assert torch.allclose(tuned_sample(last, channels_last=True), reference, atol=1e-4)
+    assert last.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.slow  # a cold compile cache (CI's) takes minutes on 2 cores; make test still runs it
+def test_compiled_unet_keeps_the_images():
+    """torch.compile on the CPU (inductor, C++ codegen): about 100 s the first time on a cold compile cache."""
+    reference = tuned_sample(tiny_denoiser())
+    denoiser = tiny_denoiser()
+    compiled = tune_denoiser(denoiser, GenerateParams(compile=True))
+    assert isinstance(compiled.unet, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.unet.config.sample_size == RES  # the wrapper keeps the config generation reads
+    assert torch.allclose(tuned_sample(denoiser, compile=True), reference, atol=1e-4)
+
+
+def test_stale_shards_outlive_planning_until_the_new_manifest_is_written(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import yaml
+
+    from tasks.generate import plan_set, remove_stale, write_manifest
+
+    pq.write_table(pa.table({"label": ["a", "a"]}), tmp_path / "mixed.parquet")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "paths": {"mixed": "mixed.parquet", "synthetic": "synthetic"},
+        "generate": {"images_per_class": 3, "shard_size": 3}}))
+    stale = tmp_path / "synthetic" / "shard-a-0001"  # from a run with more images per class
+    stale.mkdir(parents=True)
+    (stale / "a-00003.png").write_bytes(b"named by the last manifest")
+    shards = plan_set.fn(str(tmp_path), "params.yaml", "mvc")
+    assert [s.name for s in shards] == ["shard-a-0000"]
+    assert stale.is_dir()  # a run that fails from here on leaves the last manifest's files in place
+    write_manifest.fn(str(tmp_path), "params.yaml", "mvc", [])
+    assert remove_stale.fn(str(tmp_path), "params.yaml", "mvc", shards) == ["shard-a-0001"] and not stale.exists()
