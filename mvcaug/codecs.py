@@ -82,6 +82,13 @@ class VaeCodec:
         return self.vae.encode(self._to_vae(images)).latent_dist.mode()
 
     @torch.no_grad()
+    def encode_distribution(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the latent distribution: what encode_target samples from and encode_condition
+        takes the mode (the mean) of, so a training set encoded once serves every step (LatentCache)."""
+        dist = self.vae.encode(self._to_vae(images)).latent_dist
+        return dist.mean, dist.std
+
+    @torch.no_grad()
     def encode_start(self, images: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(self._to_vae(images)).latent_dist.mode() * self.scaling
 
@@ -122,3 +129,44 @@ def load_codec(path: Path, device: torch.device, dtype: torch.dtype = torch.floa
     if config["kind"] == "pixel":
         return PixelCodec(int(config["channels"]))
     return load_vae_codec(config["source"], device, dtype, int(config.get("channels", 3)))
+
+
+class LatentCache:
+    """Every training image's latent distribution, encoded through the VAE once before fine-tuning.
+
+    Encoding each batch's targets and conditions anew would run the frozen VAE encoder twice per sample
+    per step, for the same few hundred images; sampling z0 from the cached (mean, std) with the run's
+    generator draws exactly what the VAE's own DiagonalGaussianDistribution.sample would. With the pixel
+    codec the images are the latents. Kept in CPU memory (pinned on CUDA) and moved per batch.
+    """
+
+    def __init__(self, codec: Codec, images: torch.Tensor, batch_size: int = 32):
+        self.codec = codec
+        self.images = images
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        if isinstance(codec, VaeCodec):
+            parts = [codec.encode_distribution(images[start : start + batch_size])
+                     for start in range(0, len(images), batch_size)]
+            pin = images.is_pinned()
+            self.mean = torch.cat([m.cpu() for m, _ in parts])
+            self.std = torch.cat([s.cpu() for _, s in parts])
+            if pin:
+                self.mean, self.std = self.mean.pin_memory(), self.std.pin_memory()
+
+    def targets(self, indices, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z0 of these training images: a sample of their latent distributions (scaled), or the pixels."""
+        if self.mean is None or self.std is None:
+            return self.images[indices].to(device, non_blocking=True)
+        from diffusers.utils.torch_utils import randn_tensor
+
+        mean = self.mean[indices].to(device, non_blocking=True)
+        std = self.std[indices].to(device, non_blocking=True)
+        noise = randn_tensor(mean.shape, generator=generator, device=device, dtype=mean.dtype)
+        return (mean + std * noise) * self.codec.scaling  # type: ignore[union-attr]
+
+    def conditions(self, indices, device: torch.device) -> torch.Tensor:
+        """The conditioning latents of these training images: the distributions' modes, or the pixels."""
+        if self.mean is None:
+            return self.images[indices].to(device, non_blocking=True)
+        return self.mean[indices].to(device, non_blocking=True)

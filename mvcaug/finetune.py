@@ -20,8 +20,8 @@ from diffusers import DDPMScheduler
 from PIL import Image
 from tqdm import tqdm
 
-from mvcaug.checkpoints import find_resumable, remove_stale, run_fingerprint, save_checkpoint
-from mvcaug.codecs import PixelCodec, load_vae_codec
+from mvcaug.checkpoints import Checkpoint, RunInputs, find_resumable, run_inputs, save_checkpoint, set_aside_others
+from mvcaug.codecs import LatentCache, PixelCodec, load_vae_codec
 from mvcaug.denoiser import (
     Denoiser, build_scratch_unet, check_compatible, expand_conv_in, load_pretrained_scheduler,
     load_pretrained_unet, scratch_noise_scheduler,
@@ -128,10 +128,24 @@ def diffusion_loss(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Eq. 4 with conditioning dropout, on one batch; `unet` may be Accelerate's wrapped denoiser.unet."""
-    device = target_images.device
     # 1. Latents: z0 from x, the condition from x'.
     z0 = denoiser.codec.encode_target(target_images, generator)
     cond = denoiser.codec.encode_condition(cond_images)
+    return latent_diffusion_loss(denoiser, unet, z0, cond, text, null_text, params, generator)
+
+
+def latent_diffusion_loss(
+    denoiser: Denoiser,
+    unet: torch.nn.Module,
+    z0: torch.Tensor,
+    cond: torch.Tensor,
+    text: torch.Tensor,
+    null_text: torch.Tensor,
+    params: FinetuneParams,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """diffusion_loss from the latents on: z0 of x and the conditioning latent of x' (LatentCache's)."""
+    device = z0.device
     # 2. Drop conditions so the unconditional branches are learned.
     keep_text, keep_image = dropout_masks(len(z0), params, generator, device)
     text = torch.where(keep_text[:, None, None], text, null_text.expand_as(text))
@@ -183,6 +197,8 @@ class TrainingRun:
     generator: torch.Generator  # noise, timesteps, dropout, VAE sampling
     images: torch.Tensor
     null: torch.Tensor
+    latents: LatentCache
+    """The training images' latents, encoded once (the images themselves with the pixel codec)."""
 
     @property
     def module(self) -> torch.nn.Module:
@@ -228,7 +244,7 @@ def start_run(
         denoiser.unet.enable_gradient_checkpointing()
     if device.type == "cuda":
         check_memory(denoiser, params, null_text.shape, device)
-    optimizer = make_optimizer(trained(denoiser.unet), params)
+    optimizer = make_optimizer(trained(denoiser.unet), params, device)
     # Accelerate steps a prepared schedule once per process per optimiser step.
     n = accelerator.num_processes
     lr_schedule = get_scheduler(
@@ -244,7 +260,8 @@ def start_run(
     null = torch.from_numpy(np.asarray(null_text, np.float32)).to(accelerator.device)[None]
     # The training images stay in CPU memory (pinned for fast copies) and go to the device per batch.
     host_images = images.cpu().pin_memory() if accelerator.device.type == "cuda" else images.cpu()
-    return TrainingRun(accelerator, unet, optimizer, lr_schedule, ema, generator, host_images, null)
+    latents = LatentCache(denoiser.codec, host_images, params.batch_size)
+    return TrainingRun(accelerator, unet, optimizer, lr_schedule, ema, generator, host_images, null, latents)
 
 
 def trained(unet: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -252,14 +269,21 @@ def trained(unet: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in unet.parameters() if p.requires_grad]
 
 
-def make_optimizer(parameters, params: FinetuneParams) -> torch.optim.Optimizer:
-    """AdamW, or transformers' Adafactor at a fixed learning rate (the LR schedule drives it like AdamW)."""
+def make_optimizer(parameters, params: FinetuneParams, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """AdamW, or transformers' Adafactor at a fixed learning rate (the LR schedule drives it like AdamW).
+    On CUDA, AdamW is torch's fused kernel: one launch per step instead of a dozen per parameter group, and
+    no list of intermediate tensors as large as the weights (gpu_memory counts that for the foreach one)."""
     if params.optimizer == "adafactor":
         from transformers.optimization import Adafactor
 
         return Adafactor(parameters, lr=params.learning_rate, weight_decay=1e-2, scale_parameter=False,
                          relative_step=False, warmup_init=False)
-    return torch.optim.AdamW(parameters, lr=params.learning_rate, weight_decay=1e-2)
+    return torch.optim.AdamW(parameters, lr=params.learning_rate, weight_decay=1e-2, **adamw_kernel(device))
+
+
+def adamw_kernel(device: torch.device | None) -> dict[str, bool]:
+    """fused=True on CUDA; on the CPU torch's default (foreach), so CPU results stay as they were."""
+    return {"fused": True} if device is not None and device.type == "cuda" else {}
 
 
 def ema_device(params: FinetuneParams, device: torch.device) -> torch.device:
@@ -284,6 +308,15 @@ def check_memory(denoiser: Denoiser, params: FinetuneParams, text_shape: tuple[i
     capacity = torch.cuda.get_device_properties(device).total_memory
     log.info("estimated peak GPU memory: %s of %.1f GiB", estimate.describe(), capacity / 1024**3)
     check_fits(estimate, capacity, torch.cuda.get_device_name(device))
+    torch.cuda.reset_peak_memory_stats(device)
+
+
+def log_measured_memory(run: TrainingRun) -> None:
+    """After the first step on CUDA: the peak the allocator saw, beside the estimate logged before it."""
+    device = run.accelerator.device
+    if device.type == "cuda":
+        log.info("measured peak GPU memory after the first step: %.2f GiB (torch.cuda.max_memory_allocated)",
+                 torch.cuda.max_memory_allocated(device) / 1024**3)
 
 
 def optimizer_step(
@@ -296,10 +329,9 @@ def optimizer_step(
         text = torch.from_numpy(texts.astype(np.float32)).to(run.accelerator.device)
         with run.accelerator.accumulate(run.unet):
             device = run.accelerator.device
-            loss = diffusion_loss(
-                denoiser, run.unet, run.images[targets].to(device, non_blocking=True),
-                run.images[conds].to(device, non_blocking=True), text, run.null, params, run.generator,
-            )
+            z0 = run.latents.targets(targets, device, run.generator)
+            cond = run.latents.conditions(conds, device)
+            loss = latent_diffusion_loss(denoiser, run.unet, z0, cond, text, run.null, params, run.generator)
             run.accelerator.backward(loss)
             if run.accelerator.sync_gradients:
                 run.accelerator.clip_grad_norm_(run.unet.parameters(), 1.0)
@@ -317,7 +349,7 @@ def optimizer_step(
 
 
 def save_run(
-    run: TrainingRun, sampler: ConditionSampler, root: Path, fingerprint: str, losses: list[float]
+    run: TrainingRun, sampler: ConditionSampler, root: Path, inputs: RunInputs, losses: list[float]
 ) -> None:
     """A checkpoint of the run after len(losses) steps; every process sends its RNG state, the main one writes."""
     from accelerate.utils import gather_object
@@ -326,7 +358,7 @@ def save_run(
     if run.accelerator.is_main_process:
         names = [name for name, p in run.module.named_parameters() if p.requires_grad]
         tensors = {"unet": run.module.state_dict()}
-        meta: dict[str, Any] = {"fingerprint": fingerprint, "losses": losses, "rng": rng}
+        meta: dict[str, Any] = {**inputs.meta(), "losses": losses, "rng": rng}
         if run.ema is not None:
             tensors["ema"] = dict(zip(names, run.ema.shadow_params))
             meta["ema"] = {k: v for k, v in run.ema.state_dict().items() if k != "shadow_params"}
@@ -337,18 +369,20 @@ def save_run(
     run.accelerator.wait_for_everyone()
 
 
-def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, fingerprint: str) -> list[float]:
-    """Restore the newest checkpoint with this fingerprint (removing the others); its loss history."""
-    checkpoint = find_resumable(root, fingerprint)
-    run.accelerator.wait_for_everyone()  # everyone has chosen before the main process removes anything
+def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, inputs: RunInputs) -> list[float]:
+    """Restore the newest checkpoint of these inputs, or of a run that differed only in its process count
+    (checkpoints of other inputs are moved aside, never deleted); its loss history."""
+    checkpoint = find_resumable(root, inputs)
+    run.accelerator.wait_for_everyone()  # everyone has chosen before the main process moves anything
     if run.accelerator.is_main_process:
-        remove_stale(root, fingerprint)
+        set_aside_others(root, inputs)
     if checkpoint is None:
         return []
+    same_processes = checkpoint.meta.get("processes", run.accelerator.num_processes) == run.accelerator.num_processes
     # 1. Weights (and EMA weights), optimiser and schedule.
     run.module.load_state_dict(checkpoint.tensors("unet"))
     run.optimizer.load_state_dict(checkpoint.state("optimizer"))
-    run.lr_schedule.load_state_dict(checkpoint.state("scheduler"))
+    run.lr_schedule.load_state_dict(schedule_state(checkpoint, run.accelerator.num_processes))
     if run.accelerator.scaler is not None:
         run.accelerator.scaler.load_state_dict(checkpoint.state("scaler"))
     if run.ema is not None:
@@ -357,11 +391,36 @@ def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, fingerpr
         where = run.ema.shadow_params[0].device  # the accelerator, or the CPU (finetune.ema_device)
         run.ema.shadow_params = [shadow[name].to(where) for name, p in run.module.named_parameters() if p.requires_grad]
     # 2. This process's streams, so the rest of the run draws what an uninterrupted one would.
-    rng = checkpoint.meta["rng"][run.accelerator.process_index]
-    sampler.rng.bit_generator.state = rng["sampler"]
-    run.generator.set_state(torch.tensor(rng["torch"], dtype=torch.uint8))
-    log.info("resuming from %s at step %d", checkpoint.path, checkpoint.step)
+    if same_processes:
+        rng = checkpoint.meta["rng"][run.accelerator.process_index]
+        sampler.rng.bit_generator.state = rng["sampler"]
+        run.generator.set_state(torch.tensor(rng["torch"], dtype=torch.uint8))
+        log.info("resuming from %s at step %d", checkpoint.path, checkpoint.step)
+    else:
+        new_streams(run, sampler, checkpoint.step)
+        log.warning("resuming from %s at step %d, written by %s process(es), with %d: the weights, optimiser and "
+                    "schedule carry over, but each process draws its own data stream, so from here on the batches "
+                    "differ from an uninterrupted %s-process run", checkpoint.path, checkpoint.step,
+                    checkpoint.meta.get("processes"), run.accelerator.num_processes, checkpoint.meta.get("processes"))
     return [float(v) for v in checkpoint.meta["losses"]]
+
+
+def schedule_state(checkpoint: Checkpoint, processes: int) -> dict[str, Any]:
+    """The LR schedule's state for `processes`: Accelerate steps it once per process per optimiser step
+    (start_run scales it to match), so its position is the checkpoint's step times the process count."""
+    state = checkpoint.state("scheduler")
+    if checkpoint.meta.get("processes", processes) != processes:
+        state["last_epoch"] = checkpoint.step * processes
+        state["_step_count"] = state["last_epoch"] + 1
+    return state
+
+
+def new_streams(run: TrainingRun, sampler: ConditionSampler, step: int) -> None:
+    """Fresh per-process streams after a change of process count: seeded by the run's seed (through the
+    streams start_run made), the process and the step, so they repeat none of the first steps' draws."""
+    streams = np.random.SeedSequence([int(sampler.rng.integers(2**32)), run.accelerator.process_index, step])
+    sampler.rng = np.random.default_rng(streams)
+    run.generator.manual_seed(int(streams.generate_state(1)[0]))
 
 
 def validation_conditions(
@@ -419,25 +478,28 @@ def train_denoiser(
     """Optimise the U-Net with Accelerate; returns the loss of every step of the run (resumed ones too).
 
     With `checkpoint_dir`, a checkpoint is written every finetune.checkpoint_every steps and the run
-    resumes from the newest one whose fingerprint (params, `data_digests`, code) matches. `on_step`
-    (every process) and `on_validation` (main process, every finetune.validation_every steps and at
-    the end) are called after each step. On return denoiser.unet holds the final (EMA) weights.
+    resumes from the newest one whose inputs (params, `data_digests`, code) match, the process count
+    aside. `on_step` (every process) and `on_validation` (main process, every finetune.validation_every
+    steps and at the end) are called after each step. On return denoiser.unet holds the final (EMA) weights.
     """
     # 1. Accelerate, optimiser, schedule, EMA.
     run = start_run(denoiser, images, sampler, null_text, params)
     accelerator = run.accelerator
     # 2. Resume from the newest checkpoint of the same inputs.
-    fingerprint = run_fingerprint(params, sampler.mix, data_digests or {}, accelerator.num_processes)
-    losses = resume_run(run, sampler, Path(checkpoint_dir), fingerprint) if checkpoint_dir else []
+    inputs = run_inputs(params, sampler.mix, data_digests or {}, accelerator.num_processes)
+    losses = resume_run(run, sampler, Path(checkpoint_dir), inputs) if checkpoint_dir else []
     # 3. Optimise, checkpointing and validating on the way.
     run.unet.train()
+    first_step = len(losses)
     progress = tqdm(range(len(losses), params.steps), desc="finetune", unit="step", mininterval=5,
                     disable=not accelerator.is_local_main_process)
     for step in progress:
         losses.append(optimizer_step(run, denoiser, sampler, params))
         done = step + 1
+        if step == first_step:  # this process's first step (a resumed run's too): the peak is reached by now
+            log_measured_memory(run)
         if checkpoint_dir and is_due(done, params.checkpoint_every, params.steps):
-            save_run(run, sampler, Path(checkpoint_dir), fingerprint, losses)
+            save_run(run, sampler, Path(checkpoint_dir), inputs, losses)
         if on_validation and accelerator.is_main_process and is_due(done, params.validation_every, params.steps):
             on_validation(done, validation_images(run, denoiser, sampler, params))
         if on_step is not None:

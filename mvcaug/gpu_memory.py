@@ -35,6 +35,10 @@ class MemoryEstimate:
     weights: int
     gradients: int
     optimizer: int
+    optimizer_step: int
+    """Temporaries of the optimiser's step, beside its state: foreach AdamW builds a list of intermediate
+    tensors as large as the weights it updates; fused AdamW none to speak of; Adafactor works a weight at a
+    time, a few fp32 copies of the largest one."""
     ema: int
     frozen: int
     activations: int
@@ -61,6 +65,15 @@ def optimizer_state_bytes(parameters: list[torch.nn.Parameter], optimizer: str) 
         else:
             total += 4 * p.numel()
     return total
+
+
+def optimizer_step_bytes(parameters: list[torch.nn.Parameter], optimizer: str, fused: bool) -> int:
+    """Peak temporaries of one optimiser step (see MemoryEstimate.optimizer_step)."""
+    if not parameters:
+        return 0
+    if optimizer == "adamw":
+        return 0 if fused else sum(4 * p.numel() for p in parameters)
+    return 3 * 4 * max(p.numel() for p in parameters)
 
 
 def activation_bytes_per_sample(
@@ -100,16 +113,18 @@ def activation_bytes_per_sample(
 
 def estimate_peak_memory(
     unet: torch.nn.Module, frozen: list[torch.nn.Module], params: FinetuneParams,
-    latent_shape: tuple[int, int, int], text_shape: tuple[int, int],
+    latent_shape: tuple[int, int, int], text_shape: tuple[int, int], fused_adamw: bool = True,
 ) -> MemoryEstimate:
     """The run's peak on its device, for `params` (batch size, optimizer, EMA device, precision,
-    checkpointing). `frozen`: modules that sit on the device without training (the VAE)."""
+    checkpointing). `frozen`: modules that sit on the device without training (the VAE). `fused_adamw`:
+    whether AdamW runs fused, as fine-tuning does on CUDA (mvcaug.finetune.adamw_kernel)."""
     trainable = [p for p in unet.parameters() if p.requires_grad]
     every = list(unet.parameters())
     return MemoryEstimate(
         weights=sum(p.numel() * p.element_size() for p in every),
         gradients=sum(4 * p.numel() for p in trainable),
         optimizer=optimizer_state_bytes(trainable, params.optimizer),
+        optimizer_step=optimizer_step_bytes(trainable, params.optimizer, fused_adamw),
         ema=4 * sum(p.numel() for p in trainable) if params.ema and params.ema_device == "accelerator" else 0,
         frozen=sum(p.numel() * p.element_size() for module in frozen for p in module.parameters()),
         activations=params.batch_size * activation_bytes_per_sample(

@@ -95,3 +95,15 @@ def test_the_memory_saving_options_train(changes):
     losses = train_denoiser(denoiser, images, sampler, null, params)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert any(not torch.equal(before[k], v) for k, v in denoiser.unet.state_dict().items())
+
+
+def test_the_optimizer_steps_temporaries_are_counted_beside_its_state():
+    from mvcaug.finetune import adamw_kernel
+    from mvcaug.gpu_memory import optimizer_step_bytes
+
+    parameters = [torch.nn.Parameter(torch.zeros(6, 5)), torch.nn.Parameter(torch.zeros(7))]
+    assert optimizer_step_bytes(parameters, "adamw", fused=False) == 4 * 37  # foreach: one list as large as the weights
+    assert optimizer_step_bytes(parameters, "adamw", fused=True) == 0
+    assert optimizer_step_bytes(parameters, "adafactor", fused=True) == 3 * 4 * 30  # a weight at a time
+    # fine-tuning runs AdamW fused where the estimate is made (CUDA), foreach on the CPU
+    assert adamw_kernel(torch.device("cuda", 0)) == {"fused": True} and adamw_kernel(torch.device("cpu")) == {}

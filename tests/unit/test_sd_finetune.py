@@ -389,3 +389,27 @@ if __name__ == "__main__":  # a rank of the test above
     import sys
 
     ddp_worker(Path(sys.argv[1]), Path(sys.argv[2]))
+
+
+def test_training_images_go_through_the_vae_once_and_draw_what_the_vae_would(tiny_sd):
+    from mvcaug.codecs import LatentCache
+
+    params = sd_params(tiny_sd, steps=3, batch_size=4)
+    denoiser = build_denoiser(params, channels=3, resolution=32, text_dim=TEXT_DIM, device=CPU)
+    images, classes = two_classes(3, 32, TEXT_DIM)
+    calls = []
+    handle = denoiser.codec.vae.encoder.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    try:
+        cache = LatentCache(denoiser.codec, images, batch_size=4)
+        assert calls == [4, 4]  # every training image once, in batches
+        indices = np.array([5, 0, 5, 2])
+        z0 = cache.targets(indices, CPU, torch.Generator().manual_seed(3))
+        expected = denoiser.codec.encode_target(images[indices], torch.Generator().manual_seed(3))
+        assert torch.allclose(z0, expected, atol=1e-5)  # the same noise draw from the same distribution
+        assert torch.allclose(cache.conditions(indices, CPU), denoiser.codec.encode_condition(images[indices]), atol=1e-5)
+        calls.clear()
+        sampler = ConditionSampler(classes, MixParams(coarse_steps=1, fine_steps=2), "fresh", params.seed)
+        train_denoiser(denoiser, images, sampler, np.zeros((M, TEXT_DIM), np.float32), params)
+        assert calls == [4, 4]  # 3 steps of 4 targets and 4 conditions: the encoder ran for the cache alone
+    finally:
+        handle.remove()
