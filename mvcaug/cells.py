@@ -15,6 +15,14 @@ from mvcaug.synthetic_sets import MVC
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 REFERENCE = "reference"
 """The strategy of reference cells: real images only, k held-out real images per class added."""
+REAL_TWO_PHASE = "real_two_phase"
+"""The strategy of two-phase's control cells: real images only, on two-phase's schedule (its epochs and its
+learning-rate drop), so that two-phase's gain is not the longer schedule's."""
+PREDICTIONS_FILE = "predictions.parquet"
+"""In a cell's folder: its kept classifier's prediction for every test image (id, truth, predicted), for the
+report's bootstrap over test images. Written before result.json, which marks a cell complete."""
+CONTROL_OF = {"two_phase": REAL_TWO_PHASE}
+"""The real-only control of a synthetic strategy, where it is not plain `real`."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ class Cell:
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.strategy not in ("real", REFERENCE)
+        return self.strategy not in ("real", REFERENCE, REAL_TWO_PHASE)
 
 
 @dataclass(frozen=True)

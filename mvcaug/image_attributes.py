@@ -188,6 +188,16 @@ def is_drawing(attributes: ImageAttributes) -> bool:
     return plain_ground and a.coverage <= 0.8 and a.contrast >= 0.3 and a.pieces <= 2
 
 
+STROKE_CUTS: dict[str, tuple[float, float]] = {
+    "thickness": (0.3633, 0.4023), "slant": (-0.0952, 0.009), "extent": (0.625, 0.6875), "aspect": (0.625, 0.6875),
+    "centre_x": (0.4945, 0.5267), "centre_y": (0.4762, 0.5155), "contrast": (0.6973, 0.7346),
+}
+"""The cut points of the stroke words: the tertiles (to 4 decimals) of each attribute over the digits of the
+default split that are not test images (train, validation and reference: 450 digits at 16 px), so that captions
+differ within a class there and no test image shaped a caption (tests/unit/test_image_attributes.py recomputes
+them). They stay fixed numbers, so a caption never depends on the other images of a run."""
+
+
 def _bucket(value: float, cuts: tuple[float, float], words: tuple[str, str, str]) -> str:
     return words[0] if value < cuts[0] else words[1] if value < cuts[1] else words[2]
 
@@ -199,16 +209,14 @@ def describe(attributes: ImageAttributes) -> str:
 
 def describe_strokes(attributes: ImageAttributes) -> str:
     """E.g. 'A thick, right-leaning, large shape, centred ... drawn in bold strokes.'"""
-    a = attributes
-    # Cut points sit near the tertiles measured on the bundled digits at 16 px, so that captions
-    # differ within a class there; they stay fixed numbers so a caption never depends on other images.
-    stroke = _bucket(a.thickness, (0.355, 0.395), ("thin", "medium", "thick"))
-    lean = _bucket(a.slant, (-0.08, 0.04), ("left-leaning", "upright", "right-leaning"))
-    size = _bucket(a.extent, (0.5, 0.75), ("small", "medium-sized", "large"))
-    shape = _bucket(a.aspect, (0.62, 0.69), ("narrow", "compact", "wide"))
-    horizontal = _bucket(a.centre_x, (0.485, 0.525), ("left of centre", "centred", "right of centre"))
-    vertical = _bucket(a.centre_y, (0.47, 0.515), ("high", "at mid-height", "low"))
-    tone = _bucket(a.contrast, (0.69, 0.74), ("faint", "clear", "bold"))
+    a, cuts = attributes, STROKE_CUTS
+    stroke = _bucket(a.thickness, cuts["thickness"], ("thin", "medium", "thick"))
+    lean = _bucket(a.slant, cuts["slant"], ("left-leaning", "upright", "right-leaning"))
+    size = _bucket(a.extent, cuts["extent"], ("small", "medium-sized", "large"))
+    shape = _bucket(a.aspect, cuts["aspect"], ("narrow", "compact", "wide"))
+    horizontal = _bucket(a.centre_x, cuts["centre_x"], ("left of centre", "centred", "right of centre"))
+    vertical = _bucket(a.centre_y, cuts["centre_y"], ("high", "at mid-height", "low"))
+    tone = _bucket(a.contrast, cuts["contrast"], ("faint", "clear", "bold"))
     colour = "grey" if a.hue is None else _hue_name(a.hue)
     return (
         f"A {stroke}, {lean}, {size} {shape} {colour} shape, {horizontal} and {vertical}, "

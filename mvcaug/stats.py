@@ -44,18 +44,19 @@ class PairedGain:
 
     @property
     def has_interval(self) -> bool:
-        """Whether there were enough pairs (two or more) for an interval and a p-value."""
-        return self.pairs >= 2
+        """Whether the pairs gave a spread to estimate an interval and a p-value from: two or more pairs
+        whose differences are not all the same."""
+        return self.pairs >= 2 and math.isfinite(self.ci_low) and math.isfinite(self.ci_high)
 
 
 def paired_gain(treatment: Mapping[int, float], control: Mapping[int, float], confidence: float = 0.95) -> PairedGain:
     """The gain of `treatment` over `control`, paired by seed (the mappings' keys).
 
     Only seeds present in both count; a seed in one mapping only is ignored. When every pair differs by
-    the same amount (zero variance), the interval collapses to that amount and p is 0.0 for a non-zero
-    mean (the limit of the t-test as the spread goes to zero: every seed moved the same way by the same
-    amount) and 1.0 for a zero mean (nothing changed on any seed); scipy gives the same limits, with
-    warnings, or NaN for a zero mean.
+    the same amount (zero variance), there is no spread to estimate: the interval and p-value are NaN
+    (has_interval is False), as for a single pair. A zero-width interval with p = 0 (the t-test's limit,
+    what scipy returns with a warning) would claim certainty that a handful of seeds cannot give: five
+    seeds that happen to agree to the test image say "too few seeds", not "proven".
 
     Raises:
         ValueError: no seed in common, a confidence outside (0, 1), or a non-finite accuracy.
@@ -74,8 +75,8 @@ def paired_gain(treatment: Mapping[int, float], control: Mapping[int, float], co
     if len(seeds) == 1:
         return PairedGain(mean, math.nan, math.nan, math.nan, 1, confidence)
     if np.ptp(differences) <= SAME_DIFFERENCE_TOLERANCE:
-        p_value = 1.0 if abs(mean) <= SAME_DIFFERENCE_TOLERANCE else 0.0
-        return PairedGain(mean, mean, mean, p_value, len(seeds), confidence)
+        return PairedGain(0.0 if abs(mean) <= SAME_DIFFERENCE_TOLERANCE else mean, math.nan, math.nan, math.nan,
+                          len(seeds), confidence)
     test = stats.ttest_rel(treated, controlled)
     interval = test.confidence_interval(confidence_level=confidence)
     return PairedGain(mean, float(interval.low), float(interval.high), float(test.pvalue), len(seeds), confidence)
@@ -90,10 +91,14 @@ def exchange_rate(reference: Sequence[tuple[float, float]], gain: float) -> floa
         gain: the accuracy gain to convert (e.g. the synthetic set's mean paired gain).
 
     Returns:
-        0.0 when gain <= 0; otherwise k at the first crossing of `gain`, walking the curve in increasing k
+        0.0 when gain == 0; otherwise k at the first crossing of `gain`, walking the curve in increasing k
         and interpolating linearly between neighbouring points. A curve that is not monotone (a noisy
         mean can dip) is read at its first crossing: the fewest real images seen to reach the gain.
         None when the curve never reaches the gain (the caller says "more than" the largest k).
+        A harmful set (gain < 0) gets a negative rate: the curve's first segment, from the origin to the
+        first point that gained anything, extended below zero (as many real images per class as would
+        have to be taken away at that slope). Reporting 0 would put a harmful set level with a useless
+        one. None when no point of the curve gained anything (no slope to read it by).
 
     Raises:
         ValueError: a non-finite gain or point, a k <= 0, or the same k twice.
@@ -106,8 +111,11 @@ def exchange_rate(reference: Sequence[tuple[float, float]], gain: float) -> floa
         raise ValueError(f"reference points must be finite, got {points}")
     if any(k <= 0 for k in ks) or len(set(ks)) != len(ks):
         raise ValueError(f"reference k must be positive and distinct ((0, 0) is implied), got {ks}")
-    if gain <= 0:
+    if gain == 0:
         return 0.0
+    if gain < 0:
+        first = next(((k, g) for k, g in points if g > 0), None)
+        return None if first is None else gain / first[1] * first[0]
     previous_k, previous_gain = 0.0, 0.0
     for k, reached in points:
         # previous_gain < gain here: the walk stops at the first point that reaches it.
@@ -117,13 +125,35 @@ def exchange_rate(reference: Sequence[tuple[float, float]], gain: float) -> floa
     return None
 
 
-def gap_closed(synthetic_gain: float, reference_gain: float) -> float | None:
+GAP_FLOOR = 0.005
+"""The smallest real-image gain (0.5 pp) that a share of it is computed for. Below it the ratio is noise
+divided by almost nothing: a synthetic gain of +0.3 pp over a reference gain of +0.1 pp is not "300% of
+the gap closed"; the report says there is no gap to close."""
+
+
+def gap_closed(synthetic_gain: float, reference_gain: float, floor: float = GAP_FLOOR) -> float | None:
     """synthetic_gain / reference_gain: the fraction of the gain of extra real images that the synthetic
-    set matches. None when reference_gain <= 0 (real images opened no gap). Negative when the synthetic
-    set lowers accuracy, above 1 when it beats the real images."""
-    if reference_gain <= 0:
+    set matches. None when reference_gain < floor (real images opened no gap worth a share). Negative when
+    the synthetic set lowers accuracy, above 1 when it beats the real images."""
+    if not reference_gain >= floor:
         return None
     return synthetic_gain / reference_gain
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values tested together (same order in and out; NaN stays NaN).
+
+    The headline strategy is the best of several on validation; its test p-value, read alone, would
+    ignore that the others were tried too. Holm's adjustment bounds the chance that any of the strategies
+    is called an effect when none has one, whichever is then shown first.
+    """
+    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def _pp(fraction: float, decimals: int) -> str:
@@ -139,10 +169,12 @@ def _interval_text(gain: PairedGain) -> str:
 
 
 def verdict(gain: PairedGain, reference_gain: float | None = None, reference_per_class: int | None = None,
-            what: str = "Synthetic images") -> str:
+            what: str = "Synthetic images", adjusted_p: float | None = None, tried: int = 1) -> str:
     """One sentence on whether `what` changed test accuracy.
 
-    "raised" / "lowered" only when the interval excludes zero; otherwise "No measurable effect". With a
+    "raised" / "lowered" only when the interval excludes zero and, when `what` is the best of `tried`
+    strategies, their Holm-adjusted p-value (`adjusted_p`) is below 1 - confidence too; otherwise "No
+    measurable effect" (saying so when only the adjustment for the strategies tried takes it away). With a
     reference (the mean gain of `reference_per_class` extra real images per class, same seeds), a raise
     adds the share of that gain it matches; when the real images did not raise accuracy either, it says
     so. A single pair has no interval: the sentence gives the difference and says there are too few seeds.
@@ -152,10 +184,18 @@ def verdict(gain: PairedGain, reference_gain: float | None = None, reference_per
     """
     if (reference_gain is None) != (reference_per_class is None):
         raise ValueError("verdict needs reference_gain and reference_per_class together, or neither")
-    if not gain.has_interval:
+    if gain.pairs == 1:
         return (f"{what} changed test accuracy by {_pp(gain.mean, 1)} pp on a single paired seed: "
                 f"too few seeds for a confidence interval (at least 2 needed).")
+    if not gain.has_interval:
+        return (f"{what} changed test accuracy by {_pp(gain.mean, 1)} pp on each of {gain.pairs} paired seeds "
+                f"alike: too few seeds to estimate its spread, so no confidence interval.")
     interval = _interval_text(gain)
+    if tried > 1 and adjusted_p is not None:
+        interval += f"; Holm-adjusted p = {adjusted_p:.3f} over the {tried} strategies tried"
+        if (gain.ci_low > 0 or gain.ci_high < 0) and not adjusted_p < 1 - gain.confidence:
+            return (f"No measurable effect once the {tried} strategies tried are accounted for: {_pp(gain.mean, 1)} pp "
+                    f"({interval}).")
     if gain.ci_low > 0:
         sentence = f"{what} raised test accuracy by {_pp(gain.mean, 1)} pp ({interval})"
     elif gain.ci_high < 0:
@@ -179,6 +219,56 @@ def format_gain(gain: PairedGain) -> str:
     """A table cell: "+1.90 pp [+0.80, +3.00], p = 0.004" (the interval at gain.confidence); a single pair
     gives "+1.90 pp (1 seed, no CI)"."""
     if not gain.has_interval:
-        return f"{_pp(gain.mean, 2)} pp (1 seed, no CI)"
+        seeds = "1 seed" if gain.pairs == 1 else f"{gain.pairs} seeds alike"
+        return f"{_pp(gain.mean, 2)} pp ({seeds}, no CI)"
     p_value = "p < 0.001" if gain.p_value < 0.001 else f"p = {gain.p_value:.3f}"
     return f"{_pp(gain.mean, 2)} pp [{_pp(gain.ci_low, 2)}, {_pp(gain.ci_high, 2)}], {p_value}"
+
+
+@dataclass(frozen=True)
+class RankedSetting:
+    """One setting of a sweep, ranked by its mean score, with how far it stands from the top one."""
+
+    name: str
+    mean: float
+    difference: float
+    """mean - the top setting's mean (0 for the top)."""
+    ci_low: float
+    """Lower end of the Welch t-interval of that difference (NaN for the top, or without spread)."""
+    ci_high: float
+    tied: bool
+    """The interval holds 0: the data cannot tell this setting from the top one."""
+
+
+def rank_with_ties(scores: Mapping[str, tuple[float, float, int]], confidence: float = 0.95) -> list[RankedSetting]:
+    """Settings ranked by mean score, each compared with the top one.
+
+    Args:
+        scores: {setting: (mean, standard deviation over seeds, seeds)}, e.g. validation accuracies.
+
+    Returns:
+        Best first. A setting whose difference from the top has a Welch t-interval holding zero is `tied`:
+        a sweep whose settings differ by less than one validation image per seed ranks noise, and says so
+        instead of crowning a winner. The top is tied with itself.
+    """
+    ranked = sorted(scores.items(), key=lambda item: item[1][0], reverse=True)
+    if not ranked:
+        return []
+    _, (top_mean, top_std, top_n) = ranked[0]
+    out = []
+    for name, (mean, std, n) in ranked:
+        difference = mean - top_mean
+        if name == ranked[0][0]:
+            out.append(RankedSetting(name, mean, 0.0, math.nan, math.nan, True))
+            continue
+        variance = (std**2 / n if n else math.inf) + (top_std**2 / top_n if top_n else math.inf)
+        if variance == 0:
+            tied = abs(difference) <= SAME_DIFFERENCE_TOLERANCE
+            out.append(RankedSetting(name, mean, difference, math.nan, math.nan, tied))
+            continue
+        terms = [(v, k) for v, k in ((std**2 / n, n), (top_std**2 / top_n, top_n)) if v > 0 and k > 1]
+        dof = variance**2 / sum(v**2 / (k - 1) for v, k in terms) if terms else 1.0
+        half = float(stats.t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(variance)
+        low, high = difference - half, difference + half
+        out.append(RankedSetting(name, mean, difference, low, high, low <= 0 <= high))
+    return out

@@ -4,15 +4,15 @@ The training set is the real images (indices 0 .. n_real - 1) followed by the sy
 (n_real .. n_real + n_synthetic - 1), so every strategy is a way to draw indices into it:
 
 - combined: each epoch sees every real image once plus a fresh random subset of synthetic images;
-- RSP (random selection with probability): each batch slot is synthetic with probability p, which
-  fixes the real/synthetic mix of every batch regardless of how many synthetic images exist;
+- RSP (random selection with probability, the paper's reading): each batch of real images is joined by
+  synthetic images from the pool, one candidate per real image, each included with probability p, so
+  synthetic images never outnumber real ones, however many there are;
 - two-phase: train on the combined set, then fine-tune on real images only, for fewer epochs at a
   lower learning rate, so the classifier ends calibrated to the real distribution.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,35 +48,40 @@ def combined_epoch(
     return indices[torch.randperm(len(indices), generator=generator)]
 
 
-def rsp_batches(
+def rsp_epoch(
     n_real: int,
     n_synthetic: int,
     batch_size: int,
-    steps: int,
     p: float = 0.8,
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """`steps` batches of indices; each slot is independently a random synthetic image with
-    probability p, else a random real image (both drawn uniformly, with replacement).
+    """One epoch of the paper's RSP: the real images in shuffled batches of `batch_size`, each batch joined
+    by synthetic images drawn from the pool, one candidate per real image, each included with probability p.
+
+    The paper "randomly select[s] synthetic images with a specified probability (e.g. 80%) from a pool of
+    synthetic datasets and integrat[es] them with batches from the real dataset" to keep the synthetic
+    images from dominating: here a batch holds at most as many synthetic images as real ones (p of them
+    on average), however large the pool. (Drawing every batch slot from the synthetic pool with
+    probability p, as an earlier version did, lets a 4x pool outweigh the real images 4 to 1: nearly the
+    combined strategy sampled with replacement.)
 
     Raises:
-        ValueError: For p outside [0, 1], a non-positive batch size, negative steps, or when a source
-            that p can draw from is empty.
+        ValueError: For p outside [0, 1], a non-positive batch size, no real images, or no synthetic images
+            when p > 0.
     """
     _check_counts(n_real, n_synthetic)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"RSP probability p must be in [0, 1], got {p}")
-    if batch_size < 1 or steps < 0:
-        raise ValueError(f"need batch_size >= 1 and steps >= 0, got {batch_size} and {steps}")
+    if batch_size < 1:
+        raise ValueError(f"need batch_size >= 1, got {batch_size}")
+    if n_real == 0:
+        raise ValueError("RSP joins synthetic images to batches of real ones: it needs real images, got none")
     if p > 0 and n_synthetic == 0:
         raise ValueError(f"RSP with p={p} needs synthetic images, got none")
-    if p < 1 and n_real == 0:
-        raise ValueError(f"RSP with p={p} needs real images, got none")
-    for _ in range(steps):
-        synthetic = torch.rand(batch_size, generator=generator) < p
-        real_pick = torch.randint(max(n_real, 1), (batch_size,), generator=generator)
-        synthetic_pick = n_real + torch.randint(max(n_synthetic, 1), (batch_size,), generator=generator)
-        yield torch.where(synthetic, synthetic_pick, real_pick)
+    for real in torch.randperm(n_real, generator=generator).split(batch_size):
+        candidates = n_real + torch.randint(max(n_synthetic, 1), (len(real),), generator=generator)
+        included = torch.rand(len(real), generator=generator) < p
+        yield torch.cat([real, candidates[included]])
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,9 @@ def epoch_batches(
 ) -> Iterator[torch.Tensor]:
     """Index batches into [real; synthetic] for one epoch of a phase: RSP draws batches slot by slot,
     combined takes every real image and a synthetic subset (`synthetic_ratio`, None = all), a phase
-    without synthetic images shuffles the real ones. An RSP epoch has as many batches as a combined one."""
+    without synthetic images shuffles the real ones. An RSP epoch has as many batches as the real images fill."""
     if strategy == "rsp" and phase.use_synthetic:
-        steps = math.ceil((n_real + n_synthetic) / batch_size)
-        yield from rsp_batches(n_real, n_synthetic, batch_size, steps, rsp_p, generator)
+        yield from rsp_epoch(n_real, n_synthetic, batch_size, rsp_p, generator)
         return
     if phase.use_synthetic:
         order = combined_epoch(n_real, n_synthetic, synthetic_ratio, generator)

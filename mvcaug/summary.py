@@ -7,24 +7,29 @@ augmentation, seed by seed (mvcaug.stats.paired_gain). The reference columns (re
 held-out real images per class) give the yardstick: what the same number of real images gains
 (`ref_n<k>`), the share of that gain a synthetic set matches (`gap_closed`) and how many real images per
 class its gain is worth (`exchange_rate`, read off the reference curve). The headline strategy, the one
-the verdict speaks of, is chosen by validation accuracy, never by test accuracy.
+the verdict speaks of, is chosen by validation accuracy, never by test accuracy; since the validation score
+of the winner shares its seeds' luck with its test score, the verdict claims an effect only when the
+p-value stays below 0.05 after Holm's adjustment over every strategy it was chosen from.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats as scipy_stats
 
-from mvcaug.cells import REFERENCE, RunResult
-from mvcaug.stats import PairedGain, exchange_rate, gap_closed, paired_gain, verdict
+from mvcaug.bootstrap import Resamples, draw_resamples, percentile_interval, resampled_gains
+from mvcaug.cells import CONTROL_OF, REAL_TWO_PHASE, REFERENCE, RunResult
+from mvcaug.stats import PairedGain, exchange_rate, gap_closed, holm, paired_gain, verdict
 from mvcaug.synthetic_sets import MVC
 
 SHORT = {"default": "baseline", "autoaugment": "aa", "randaugment": "ra", "trivialaugment": "ta"}
-STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase", REFERENCE: "ref"}
+STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase", REFERENCE: "ref",
+                   REAL_TWO_PHASE: "real_two_phase"}
 SYNTHETIC_STRATEGIES = ("combined", "rsp", "two_phase")
 STRATEGY_TITLES = {"combined": "combined", "rsp": "RSP", "two_phase": "two-phase"}
 CONFIDENCE = 0.95
@@ -36,6 +41,12 @@ def column_name(baseline: str, strategy: str) -> str:
     if not suffix:
         return short
     return suffix if short == "baseline" else f"{short}_{suffix}"
+
+
+def control_name(column: Column) -> str:
+    """The column a column's gain is paired against: real only with the same augmentation, or the strategy's
+    own real-only control (two-phase: real only on the two-phase schedule) when the grid has it."""
+    return column_name(column.baseline, CONTROL_OF.get(column.strategy, "real"))
 
 
 def result_column(result: RunResult) -> str:
@@ -76,9 +87,12 @@ def columns(results: Sequence[RunResult]) -> dict[tuple[str, str], Column]:
 
 
 def gain_over_baseline(column: Column, table: dict[tuple[str, str], Column]) -> PairedGain | None:
-    """The paired gain of a column over the real-only column of its model and augmentation (None for that
-    column itself, or when it is missing)."""
-    control = table.get((column.model, column_name(column.baseline, "real")))
+    """The paired gain of a column over its real-only control (control_name: real only with the same
+    augmentation, or the strategy's own control); None for the real-only column itself, or when the control
+    is missing."""
+    control = table.get((column.model, control_name(column)))
+    if control is None and column.strategy in CONTROL_OF:  # results from before the control existed
+        control = table.get((column.model, column_name(column.baseline, "real")))
     if control is None or control.name == column.name or not set(control.test) & set(column.test):
         return None
     return paired_gain(column.test, control.test, CONFIDENCE)
@@ -95,6 +109,26 @@ def reference_curve(model: str, table: dict[tuple[str, str], Column]) -> list[tu
     return sorted(points)
 
 
+def headline_family(model: str, table: dict[tuple[str, str], Column]) -> dict[str, PairedGain]:
+    """{column name: paired gain} of the strategies the headline is chosen from: the model's synthetic
+    strategies on its first augmentation, MVC set, every image, each with a gain over real only. They are
+    tested together, so their p-values are Holm-adjusted together."""
+    first = next((c.baseline for c in table.values() if c.model == model), None)
+    names = {column_name(first, s) for s in SYNTHETIC_STRATEGIES} if first else set()
+    family = {}
+    for column in table.values():
+        if column.model == model and column.baseline == first and not column.per_class and column.name in names:
+            gain = gain_over_baseline(column, table)
+            if gain is not None:
+                family[column.name] = gain
+    return family
+
+
+def holm_adjusted(family: dict[str, PairedGain]) -> dict[str, float]:
+    """{column name: Holm-adjusted p-value} over the family (NaN where a gain has no p-value)."""
+    return dict(zip(family, holm([gain.p_value for gain in family.values()])))
+
+
 def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
@@ -102,8 +136,9 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
 def summarise(results: Sequence[RunResult], images_per_class: int = 0) -> dict:
     """{model: {column: {acc_mean, acc_std, val_acc_mean, runs[, gain, gain_ci_low, gain_ci_high, gain_p]
     [, gap_closed, exchange_rate]}}}: `dvc metrics diff` shows flat keys such as small_cnn.syn.gain_ci_low.
-    gap_closed and exchange_rate (real images per class, -1 when beyond the reference curve) are given to
-    the synthetic columns when reference columns exist; the gap is to ref_n<images_per_class>."""
+    gap_closed and exchange_rate (real images per class; negative for a harmful set; the curve's largest k
+    with exchange_rate_beyond when the gain lies beyond the curve) are given to the synthetic columns when
+    reference columns exist; the gap is to ref_n<images_per_class> (none below stats.GAP_FLOOR)."""
     table = columns(results)
     metrics: dict = {}
     for (model, name), column in sorted(table.items()):
@@ -112,6 +147,7 @@ def summarise(results: Sequence[RunResult], images_per_class: int = 0) -> dict:
             "acc_mean": round(statistics.fmean(accs), 4),
             "acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
             "val_acc_mean": round(statistics.fmean(column.val.values()), 4),
+            "val_acc_std": round(statistics.stdev(column.val.values()), 4) if len(column.val) > 1 else 0.0,
             "runs": len(accs),
         }
         gain = gain_over_baseline(column, table)
@@ -121,6 +157,9 @@ def summarise(results: Sequence[RunResult], images_per_class: int = 0) -> dict:
                 ("gain_ci_high", _rounded(gain.ci_high)), ("gain_p", _rounded(gain.p_value))) if value is not None})
         metrics.setdefault(model, {})[name] = entry
     for model in metrics:
+        for name, adjusted in holm_adjusted(headline_family(model, table)).items():
+            if math.isfinite(adjusted):
+                metrics[model][name]["gain_p_holm"] = round(adjusted, 4)
         curve = reference_curve(model, table)
         target = dict(curve).get(images_per_class)
         for name, entry in metrics[model].items():
@@ -129,7 +168,11 @@ def summarise(results: Sequence[RunResult], images_per_class: int = 0) -> dict:
                 if target is not None and (closed := gap_closed(entry["gain"], target)) is not None:
                     entry["gap_closed"] = round(closed, 4)
                 rate = exchange_rate(curve, entry["gain"])
-                entry["exchange_rate"] = -1.0 if rate is None else round(rate, 2)
+                if rate is not None:
+                    entry["exchange_rate"] = round(rate, 2)
+                elif entry["gain"] > 0:  # beyond the curve: worth more than its largest k
+                    entry["exchange_rate"] = float(max(k for k, _ in curve))
+                    entry["exchange_rate_beyond"] = True
     return metrics
 
 
@@ -188,16 +231,111 @@ def headline(results: Sequence[RunResult], images_per_class: int) -> Headline | 
     if not table:
         return None
     model = next(iter(table.values())).model
-    first = next(c.baseline for c in table.values() if c.model == model)
-    candidates = [c for c in table.values() if c.model == model and c.baseline == first and not c.per_class
-                  and c.name in {column_name(first, s) for s in SYNTHETIC_STRATEGIES}]
-    candidates = [c for c in candidates if gain_over_baseline(c, table) is not None]
-    if not candidates:
+    family = headline_family(model, table)
+    if not family:
         return None
-    chosen = max(candidates, key=lambda c: statistics.fmean(c.val.values()))
-    gain = gain_over_baseline(chosen, table)
+    chosen = max((table[(model, name)] for name in family), key=lambda c: statistics.fmean(c.val.values()))
+    gain = family[chosen.name]
     reference = dict(reference_curve(model, table)).get(images_per_class)
     what = f"Synthetic images ({STRATEGY_TITLES[chosen.strategy]}, chosen on validation)"
-    sentence = verdict(gain, reference, images_per_class if reference is not None else None, what=what)
+    sentence = verdict(gain, reference, images_per_class if reference is not None else None, what=what,
+                       adjusted_p=holm_adjusted(family)[chosen.name], tried=len(family))
     return Headline(model, chosen.name, chosen.strategy, gain, reference,
                     images_per_class if reference is not None else None, sentence)
+
+
+BOOTSTRAP_DRAWS = 2000
+"""Replicates of the two-level bootstrap: the 2.5% and 97.5% quantiles move by about 0.05 pp between streams."""
+
+
+def bootstrap_intervals(results: Sequence[RunResult], correct: Mapping[str, np.ndarray], images_per_class: int,
+                        clusters: np.ndarray | None = None, draws: int = BOOTSTRAP_DRAWS,
+                        seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """{model: {column: {gain_boot_low, gain_boot_high[, gap_closed_ci_low/high, exchange_rate_ci_low/high]}}}.
+
+    The paired two-level bootstrap (mvcaug.bootstrap) of every gain over real only, resampling the seeds and
+    the test images (whole clusters of them when `clusters` gives one id per test image), with one set of
+    draws per model so that every column's replicates are paired with every other's: the reference
+    curve, the share of the gap closed and the exchange rate are recomputed in each replicate. Columns
+    whose cells lack per-image predictions (`correct`: {cell name: 1/0 per test image, test order}) or
+    whose seeds differ from real only's get none.
+    """
+    table = columns(results)
+    by_column: dict[tuple[str, str], dict[int, str]] = {}
+    for r in results:
+        by_column.setdefault((r.cell.model, result_column(r)), {})[r.cell.seed] = r.cell.name
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for model in dict.fromkeys(c.model for c in table.values()):
+        replicates = _replicate_gains(model, table, by_column, correct, clusters, draws, seed)
+        entries = {name: dict(zip(("gain_boot_low", "gain_boot_high"), _interval(gains)))
+                   for name, gains in replicates.items()}
+        _ratio_intervals(model, table, replicates, entries, images_per_class)
+        out[model] = {name: {k: v for k, v in entry.items() if math.isfinite(v)} for name, entry in entries.items()}
+    return out
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    """The percentile interval, rounded; none (NaN) when the replicates do not vary at all."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0 or np.ptp(finite) == 0:
+        return math.nan, math.nan
+    low, high = percentile_interval(values, CONFIDENCE)
+    return round(low, 4), round(high, 4)
+
+
+def _replicate_gains(model: str, table: dict[tuple[str, str], Column], by_column: dict[tuple[str, str], dict[int, str]],
+                     correct: Mapping[str, np.ndarray], clusters: np.ndarray | None, draws: int,
+                     seed: int) -> dict[str, np.ndarray]:
+    """{column: (draws,) replicate gains over its real-only column}, for the columns that can be paired."""
+    gains: dict[str, np.ndarray] = {}
+    resamples: dict[tuple[int, ...], Resamples] = {}
+    for (m, name), column in table.items():
+        control = table.get((m, control_name(column))) or table.get((m, column_name(column.baseline, "real")))
+        if m != model or control is None or control.name == name or set(control.test) != set(column.test):
+            continue
+        seeds = tuple(sorted(column.test))
+        cells = [by_column[(m, name)][s] for s in seeds] + [by_column[(m, control.name)][s] for s in seeds]
+        if not all(cell in correct for cell in cells):
+            continue
+        stacked = np.stack([np.asarray(correct[cell], np.float64) for cell in cells])
+        treatment, baseline = stacked[: len(seeds)], stacked[len(seeds):]
+        if seeds not in resamples:
+            resamples[seeds] = draw_resamples(len(seeds), treatment.shape[1], clusters, draws, seed)
+        gains[name] = resampled_gains(treatment, baseline, resamples[seeds])
+    return gains
+
+
+def _ratio_intervals(model: str, table: dict[tuple[str, str], Column], replicates: dict[str, np.ndarray],
+                     entries: dict[str, dict[str, float]], images_per_class: int) -> None:
+    """gap_closed and exchange_rate intervals of the synthetic columns, from the same replicates."""
+    reference = sorted((table[(model, name)].per_class, gains) for name, gains in replicates.items()
+                       if table[(model, name)].strategy == REFERENCE)
+    if not reference:
+        return
+    target = dict(reference).get(images_per_class)
+    largest = float(reference[-1][0])
+    for name, gains in replicates.items():
+        if table[(model, name)].strategy not in SYNTHETIC_STRATEGIES:
+            continue
+        if target is not None:
+            shares = [gap_closed(g, r) for g, r in zip(gains, target)]
+            entries[name].update(zip(("gap_closed_ci_low", "gap_closed_ci_high"),
+                                     _interval(np.array([math.nan if v is None else v for v in shares]))))
+        rates = []
+        for b, g in enumerate(gains):
+            rate = exchange_rate([(k, float(curve[b])) for k, curve in reference], float(g))
+            rates.append(largest if rate is None and g > 0 else math.nan if rate is None else rate)
+        entries[name].update(zip(("exchange_rate_ci_low", "exchange_rate_ci_high"), _interval(np.array(rates))))
+
+
+def interval_coverage(seeds: int, test_images: int | None, clustered: bool, generators: int = 1) -> str:
+    """One line under the verdict: which sources of variation its intervals cover, and which they hold fixed."""
+    text = f"What the intervals cover: the t-interval, the {seeds} classifier seeds (paired)"
+    if test_images:
+        unit = "clusters of test images" if clustered else "test images"
+        text += f"; the bootstrap interval, those seeds and the {test_images} test images ({unit} resampled)"
+    else:
+        text += "; the test images are held fixed (no per-image predictions for a bootstrap)"
+    if generators == 1:
+        return text + ". Both are for one generator: fine-tuning, mixing and generation were drawn once."
+    return text + f", over {generators} generators (fine-tuning, mixing and generation repeated)."

@@ -14,7 +14,6 @@ Besides the grid, cells answer three questions, all paired with the grid's cells
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from mvcaug.augment import BASELINES, BaselineAugmentation
-from mvcaug.cells import REFERENCE, STRATEGIES, Cell, RunResult
+from mvcaug.cells import CONTROL_OF, REAL_TWO_PHASE, REFERENCE, STRATEGIES, Cell, RunResult
 from mvcaug.classifiers import create_classifier
 from mvcaug.digests import code_digest, json_digest
 from mvcaug.images import ImageSet, resize
@@ -78,11 +77,13 @@ def plan_cells(params: TrainParams, twin_sets: Sequence[str] = (), budgets: Sequ
     """The grid (full_grid: every baseline and strategy), then twins of the first baseline's combined cells
     on each other synthetic set in `twin_sets` (no_mvc: the MVC ablation; pretrained: Table 4), then the
     budget curve of the first baseline: combined cells at each budget below images_per_class (the full
-    budget is the grid's combined cell) and reference cells at each count in `reference`."""
+    budget is the grid's combined cell) and reference cells at each count in `reference`. Each two_phase
+    cell gets a control right after the grid: real only on the same two-phase schedule (REAL_TWO_PHASE)."""
     baselines = BASELINES if params.full_grid else params.baselines
     strategies = STRATEGIES if params.full_grid else params.strategies
     grid = [Cell(m, b, s, seed) for m in params.models for b in baselines for s in strategies for seed in params.seeds]
     cells = list(grid)
+    cells += [replace(c, strategy=CONTROL_OF[c.strategy]) for c in grid if c.strategy in CONTROL_OF]
     first = [c for c in grid if c.baseline == baselines[0] and c.strategy == "combined"]
     cells += [replace(c, synthetic_set=name) for name in twin_sets for c in first]
     cells += [replace(c, per_class=k) for k in budgets if k < images_per_class for c in first]
@@ -98,6 +99,7 @@ def strategy_settings(cell: Cell, params: TrainParams) -> dict:
         "rsp": {"p": params.rsp_p},
         "two_phase": {"ratio": params.synthetic_ratio, "epochs": params.phase2_epochs,
                       "factor": params.phase2_lr_factor},
+        REAL_TWO_PHASE: {"epochs": params.phase2_epochs, "factor": params.phase2_lr_factor},
     }.get(cell.strategy, {})
 
 
@@ -114,8 +116,10 @@ def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, syntheti
 
 
 def phases(cell: Cell, settings: ModelSettings, params: TrainParams) -> list[Phase]:
-    if cell.strategy == "two_phase":
-        return two_phase_plan(settings.epochs, params.phase2_epochs, settings.learning_rate, params.phase2_lr_factor)
+    if cell.strategy in ("two_phase", REAL_TWO_PHASE):
+        plan = two_phase_plan(settings.epochs, params.phase2_epochs, settings.learning_rate, params.phase2_lr_factor)
+        # the control runs the same schedule on real images alone: its first phase sees no synthetic image
+        return plan if cell.uses_synthetic else [replace(plan[0], use_synthetic=False), plan[1]]
     return [Phase(cell.strategy, settings.epochs, settings.learning_rate, cell.uses_synthetic)]
 
 
@@ -130,11 +134,14 @@ def make_optimizer(model: torch.nn.Module, settings: ModelSettings, lr: float) -
 
 @torch.inference_mode()
 def predict_classes(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """Class indices predicted for (n, C, H, W) pixels, in eval mode."""
+    """Class indices (on the CPU) predicted for (n, C, H, W) pixels, in eval mode, on the model's device: the
+    pixels stay where they are and move there batch by batch."""
     model.eval()
     if not len(pixels):
         return torch.zeros(0, dtype=torch.int64)
-    return torch.cat([model(pixels[start : start + batch]).argmax(1) for start in range(0, len(pixels), batch)])
+    device = next(model.parameters()).device
+    return torch.cat([model(pixels[start : start + batch].to(device)).argmax(1).cpu()
+                      for start in range(0, len(pixels), batch)])
 
 
 def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor) -> float:
@@ -143,10 +150,16 @@ def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor
 
 
 def fit_cell(
-    cell: Cell, data: TrainingData, params: TrainParams, on_epoch: EpochCallback | None = None
+    cell: Cell, data: TrainingData, params: TrainParams, on_epoch: EpochCallback | None = None,
+    device: torch.device | None = None,
 ) -> tuple[RunResult, torch.nn.Module]:
     """Train one cell; keep the weights of the best validation epoch of its last phase; report their
-    test accuracy. Returns the result and the model with those weights (in eval mode)."""
+    test accuracy. Returns the result and the model with those weights (in eval mode).
+
+    The model trains on `device` (the CPU by default; a Dask worker's own GPU on a GPU machine): images stay
+    in CPU memory and move a batch at a time, so a large pool need not fit on the GPU. Batches, seeds and
+    augmentation draws are the same on every device."""
+    device = device or torch.device("cpu")
     # 1. Inputs at the model's size, labels as indices, one seeded stream for everything random.
     settings = params.model_settings[cell.model]
     size = settings.image_size or data.real.pixels.shape[-1]
@@ -167,12 +180,12 @@ def fit_cell(
     ratio = None if params.synthetic_ratio < 0 else params.synthetic_ratio
     # 2. The model and its augmentation.
     extra = {"width": settings.width} if cell.model == "small_cnn" else {}
-    model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained, **extra)
+    model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained, **extra).to(device)
     augment = BaselineAugmentation(cell.baseline, size, params.flip)
     # 3. Phases (one, or two for two_phase), each with its own one-cycle schedule. The kept weights are
     # the best validation epoch of the *last* phase: a two-phase classifier has always been through its
     # real-only phase (else selection could return a phase-1, i.e. combined, model).
-    best, epoch_number = (-1.0, 0, copy.deepcopy(model.state_dict())), 0
+    best, epoch_number = (-1.0, 0, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}), 0
     for phase in phases(cell, settings, params):
         best = (-1.0, epoch_number, best[2])
         steps = sum(1 for _ in epoch_batches(phase, cell.strategy, n_real, n_syn, settings.batch_size, params.rsp_p,
@@ -184,7 +197,8 @@ def fit_cell(
             total, seen = 0.0, 0
             for batch in epoch_batches(phase, cell.strategy, n_real, n_syn, settings.batch_size, params.rsp_p,
                                        ratio, gen):
-                loss = F.cross_entropy(model(augment(pool[batch])), y_pool[batch], label_smoothing=0.1)
+                images = augment(pool[batch]).to(device)
+                loss = F.cross_entropy(model(images), y_pool[batch].to(device), label_smoothing=0.1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -192,7 +206,7 @@ def fit_cell(
                 total, seen = total + loss.item() * len(batch), seen + len(batch)
             val_acc = accuracy(model, val_x, y_val)
             if val_acc > best[0]:
-                best = (val_acc, epoch_number, copy.deepcopy(model.state_dict()))
+                best = (val_acc, epoch_number, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
             if on_epoch is not None:
                 on_epoch(epoch_number, {"train_loss": total / max(1, seen), "val_acc": val_acc, "lr": phase.lr})
             epoch_number += 1

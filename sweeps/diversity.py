@@ -10,8 +10,11 @@ It copies the project into a throw-away git + DVC workspace (the params as commi
 `dvc exp run` per setting (one at a time, each from the committed params, so persisted shards and cells
 carry over when their inputs match), reads the results with `dvc exp show --json`, ranks the settings by
 the mean validation accuracy of the combined cells (`small_cnn.syn.val_acc_mean`, 5 seeds) and prints
-one table: every setting's validation accuracy, and the test accuracy and paired gain of the chosen one
-only. Test figures of the other settings are never printed, so nothing is picked by its test score.
+one table: every setting's validation accuracy, its difference from the top setting with a 95% Welch
+interval (mvcaug.stats.rank_with_ties), and the test accuracy and paired gain of the chosen one only. Test
+figures of the other settings are never printed, so nothing is picked by its test score. A tie is called a
+tie: when the defaults cannot be told from the top setting on validation, the defaults stay chosen (no
+change without evidence).
 
 While sweeping, the train stage trains only what the ranking needs (real and combined cells, the full
 synthetic set, no ablation); the chosen setting then becomes the default in params.yaml and the full
@@ -30,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mvcaug.stats import rank_with_ties  # noqa: E402
 from tests.workspace import make_workspace, run  # noqa: E402
 
 log = logging.getLogger("sweeps.diversity")
@@ -100,23 +104,32 @@ def main() -> None:
         log.info("%s: %.0f s%s", name, seconds[name], f" ({failed[name]})" if name in failed else "")
     metrics = experiment_metrics(workspace)
     names = [n for n in SETTINGS if n not in failed and slug(n) in metrics]
-    ranked = sorted(names, key=lambda n: metrics[slug(n)]["syn"]["val_acc_mean"], reverse=True)
-    chosen = ranked[0]
+    ranking = rank_with_ties({n: (metrics[slug(n)]["syn"]["val_acc_mean"], metrics[slug(n)]["syn"].get("val_acc_std", 0.0),
+                                  metrics[slug(n)]["syn"]["runs"]) for n in names})
+    tied = [r.name for r in ranking if r.tied]
+    chosen = "defaults" if "defaults" in tied else ranking[0].name
     log.info("workspace: %s", workspace)
-    log.info("| setting | overrides | val acc, combined (%) | val acc, real only (%) | test acc, combined (%) | "
-             "test gain, paired (pp) | time (s) |")
-    log.info("| --- | --- | --- | --- | --- | --- | --- |")
-    for name in ranked:
+    log.info("| setting | overrides | val acc, combined (%) | vs the top (pp) [95% CI] | val acc, real only (%) | "
+             "test acc, combined (%) | test gain, paired (pp) | time (s) |")
+    log.info("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for entry in ranking:
+        name = entry.name
         syn, real = metrics[slug(name)]["syn"], metrics[slug(name)]["baseline"]
         test = f"{100 * syn['acc_mean']:.2f}" if name == chosen else "not scored"
         gain = (f"{100 * syn['gain']:+.2f} [{100 * syn['gain_ci_low']:+.2f}, {100 * syn['gain_ci_high']:+.2f}]"
-                if name == chosen else "not scored")
-        log.info("| %s | %s | %.2f | %.2f | %s | %s | %s |", name, ", ".join(SETTINGS[name]) or "(params.yaml)",
-                 100 * syn["val_acc_mean"], 100 * real["val_acc_mean"], test, gain, _seconds(seconds, name))
+                if name == chosen and "gain_ci_low" in syn else "not scored")
+        versus = ("top" if entry is ranking[0] else
+                  f"{100 * entry.difference:+.2f} [{100 * entry.ci_low:+.2f}, {100 * entry.ci_high:+.2f}]"
+                  + (" tie" if entry.tied else ""))
+        log.info("| %s | %s | %.2f | %s | %.2f | %s | %s | %s |", name, ", ".join(SETTINGS[name]) or "(params.yaml)",
+                 100 * syn["val_acc_mean"], versus, 100 * real["val_acc_mean"], test, gain, _seconds(seconds, name))
     for name, error in failed.items():
         log.info("| %s | %s | no result: %s | | | | %s |", name, ", ".join(SETTINGS[name]), error,
                  _seconds(seconds, name))
-    log.info("chosen on validation: %s", chosen)
+    if len(tied) > 1:
+        log.info("tied with the top on validation (95%% Welch intervals of the difference hold 0): %s", ", ".join(tied))
+    log.info("chosen on validation: %s%s", chosen,
+             " (tied with the top: the defaults stay)" if chosen == "defaults" and ranking[0].name != "defaults" else "")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from mvcaug.atomic import write_json
 from mvcaug.classifiers import load_classifier
 from mvcaug.condition_effect import condition_effect
 from mvcaug.devices import resolve_device
-from mvcaug.images import load_images, load_split
+from mvcaug.images import ImageSet, load_images, load_split
 from mvcaug.inception import inception_feature_fn, load_inception
 from mvcaug.params import load_params
 from mvcaug.quality import classifier_feature_fns, quality_report
@@ -25,6 +25,16 @@ NOT_COMPUTED = "not computed: quality.inception_weights is empty"
 NOT_APPLICABLE = "not applicable: the generator takes no conditioning image (generate.mode: pretrained)"
 
 
+def fid_reference(prepared: str, channels: int) -> tuple[str, ImageSet]:
+    """(split name, images) that FID and KID compare the synthetic set with: the reference split, real images
+    that neither the generator nor any classifier saw or selected on; without one, the validation split.
+    Never the test split: it is scored once, for the accuracies, and nothing else is measured on it."""
+    reference = load_split(prepared, "reference", channels)
+    if reference.ids:
+        return "reference", reference
+    return "val", load_split(prepared, "val", channels)
+
+
 @task(cache_policy=NO_CACHE)
 def quality(root: str, params_file: str) -> dict:
     """Label fidelity, FID/KID and diversity in the feature space of the filter stage's real-only
@@ -34,20 +44,20 @@ def quality(root: str, params_file: str) -> dict:
     params = load_params(Path(root) / params_file)
     channels, paths, weights = params.prepare.channels, params.paths, params.quality.inception_weights
     inception_fn = inception_feature_fn(load_inception(weights).to(resolve_device())) if weights else None
-    real, test = (load_split(paths.prepared, split, channels) for split in ("train", "test"))
+    real = load_split(paths.prepared, "train", channels)
+    against, held_out = fid_reference(paths.prepared, channels)
     synthetic_set = SyntheticSet.named(MVC, paths)
     synthetic = load_images(synthetic_set.folder, manifest_rows(synthetic_set), channels, id_key="path")
     model, config = load_classifier(Path(paths.filter) / CLASSIFIER)
     feature_fn, predict_fn = classifier_feature_fns(model)
-    # FID/KID against the test split: real images that neither the generator nor this classifier saw
     report = quality_report(feature_fn, predict_fn, real.pixels, real.labels, synthetic.pixels, synthetic.labels,
-                            config["classes"], kid_subset_size=min(len(test.ids), len(synthetic.ids)),
-                            inception_fn=inception_fn, reference_pixels=test.pixels)
+                            config["classes"], kid_subset_size=min(len(held_out.ids), len(synthetic.ids)),
+                            inception_fn=inception_fn, reference_pixels=held_out.pixels)
     effect = condition_effect(load_inputs(root, params_file, MVC))
     report.update({f"condition.{key}": value for key, value in effect.items() if math.isfinite(value)})
     provenance = {"inception_weights": weights} if weights else {"fid_inception": NOT_COMPUTED}
     if not math.isfinite(effect["image_change"]):
         provenance["condition.image_change"] = NOT_APPLICABLE
     write_json(Path(paths.quality) / "metrics.json",
-               {"feature_model": config["model"], "fid_reference": "test", **provenance, **report})
+               {"feature_model": config["model"], "fid_reference": against, **provenance, **report})
     return report

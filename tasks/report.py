@@ -8,17 +8,20 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
-from mvcaug.cells import RunResult
+from mvcaug.cells import PREDICTIONS_FILE, RunResult
 from mvcaug.images import read_image, read_manifest
 from mvcaug.params import Params
 from mvcaug.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
 from mvcaug.stage_times import read_stage_times
 from mvcaug.stored import read_json
-from mvcaug.summary import budget_curves, headline, summarise
+from mvcaug.summary import bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
 from mvcaug.synthetic_sets import MVC, SyntheticSet, decision_rows
 from mvcaug.train_plots import DVCLIVE_CURVES
 
@@ -43,6 +46,19 @@ def validation_logs(params: Params, results: list[RunResult]) -> dict[str, list[
         if tsv.is_file():
             logs[result.cell.name] = read_column(tsv, "val_acc", delimiter="\t")
     return logs
+
+
+def test_correctness(params: Params, results: list[RunResult]) -> dict[str, np.ndarray]:
+    """{cell name: 1.0 / 0.0 per test image, in test-id order} for the cells that stored their predictions."""
+    cells = Path(params.paths.train) / "cells"
+    correct = {}
+    for result in results:
+        path = cells / result.cell.name / PREDICTIONS_FILE
+        if path.is_file():
+            table = pq.read_table(path).sort_by("id")
+            correct[result.cell.name] = np.equal(table["truth"].to_numpy(zero_copy_only=False),
+                                                 table["predicted"].to_numpy(zero_copy_only=False)).astype(np.float64)
+    return correct
 
 
 def sample_rows(params: Params, decisions: list[dict]) -> list[SampleRow]:
@@ -93,7 +109,13 @@ def report(params: Params) -> dict:
     paths, images_per_class = params.paths, params.generate.images_per_class
     results = [RunResult.from_json(r) for r in json.loads((Path(paths.train) / "results.json").read_text())]
     metrics = summarise(results, images_per_class)
+    correct = test_correctness(params, results)
+    for model, by_column in bootstrap_intervals(results, correct, images_per_class).items():
+        for column, intervals in by_column.items():
+            metrics[model][column].update(intervals)
     write_json(paths.metrics, metrics)
+    test_images = len(next(iter(correct.values()))) if correct else None
+    coverage = interval_coverage(len({r.cell.seed for r in results}), test_images, clustered=False)
     budget = budget_curves(results, images_per_class)
     write_budget_plots(Path(paths.report) / BUDGET, budget)
     decisions = decision_rows(SyntheticSet.named(MVC, paths), paths)
@@ -105,6 +127,7 @@ def report(params: Params) -> dict:
         losses=read_column(Path(paths.model) / "loss.csv", "loss"),
         curves=mean_validation_curves(results, validation_logs(params, results)),
         mix_steps=(params.mix.coarse_steps, params.mix.fine_steps), images_per_class=images_per_class,
+        coverage=coverage,
     )
     write_text(Path(paths.report) / "report.html", render_html(data))
     write_text(Path(paths.report) / "report.md", render_markdown(data))

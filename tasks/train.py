@@ -1,25 +1,34 @@
 """Tasks of the train stage: read the splits and synthetic sets, then one task per cell, which keeps a
-stored result whose fingerprint matches and otherwise trains the cell (dvclive logs, result.json)."""
+stored result whose fingerprint matches and otherwise trains the cell (dvclive logs, result.json).
+
+On the local runner a cell task receives the data in memory; on Dask it receives a StoredData (the project
+root and params file) and each worker process reads the data itself, once: shipping every split with each
+cell would send the whole dataset through the scheduler once per cell.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from dvclive import Live
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json
+from mvcaug.atomic import write_json, write_parquet
+from mvcaug.devices import load_once, worker_device
 from mvcaug.digests import digest_files
 from mvcaug.errors import UserError
 from mvcaug.images import load_images, read_manifest
-from mvcaug.params import Params, TrainParams
+from mvcaug.params import Params, PathsParams, TrainParams, load_params
 from mvcaug.stored import read_json
 from mvcaug.synthetic_sets import MVC, SyntheticSet, kept_rows, synthetic_sets
-from mvcaug.cells import Cell, RunResult
+from mvcaug.cells import PREDICTIONS_FILE, Cell, RunResult
 from mvcaug.train import (
     TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, stored_result,
 )
@@ -39,8 +48,15 @@ def reference_counts(params: Params) -> list[int]:
     return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
 
 
-@task(cache_policy=NO_CACHE)
-def plan(params: Params) -> list[Cell]:
+@dataclass(frozen=True)
+class StoredData:
+    """Where a worker reads the training data itself: the project root and the params file (under it)."""
+
+    root: str
+    params_file: str
+
+
+def plan_grid(params: Params) -> list[Cell]:
     """Every cell of the stage: the grid, the MVC ablation's cells, the budget curve and the reference cells."""
     t, g = params.train, params.generate
     twins = [s.name for s in synthetic_sets(params.paths, g) if s.name != MVC]
@@ -49,8 +65,19 @@ def plan(params: Params) -> list[Cell]:
 
 
 @task(cache_policy=NO_CACHE)
+def plan(params: Params) -> list[Cell]:
+    """Every cell of the stage (plan_grid)."""
+    return plan_grid(params)
+
+
+@task(cache_policy=NO_CACHE)
 def load_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData, dict[str, str]]:
     """(every split and the synthetic sets the cells train on, their digests: "data" and one per set)."""
+    return read_training_data(params, cells)
+
+
+def read_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData, dict[str, str]]:
+    """load_training_data's work, also done by each Dask worker for itself (stored_training_data)."""
     paths, channels = params.paths, params.prepare.channels
     manifest = read_manifest(paths.prepared)
 
@@ -74,6 +101,17 @@ def load_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData,
     return data, digests
 
 
+@load_once
+def stored_training_data(root: str, params_file: str) -> TrainingData:
+    """The data of every cell, read once per worker process: paths in the params are taken under root, since
+    a worker of an existing cluster may run elsewhere than the flow (it must see the same files)."""
+    params = load_params(Path(root) / params_file)
+    paths = {f.name: getattr(params.paths, f.name) for f in dataclasses.fields(PathsParams)}
+    under_root = {name: str(Path(root) / value) for name, value in paths.items() if isinstance(value, str) and value}
+    params = dataclasses.replace(params, paths=dataclasses.replace(params.paths, **under_root))
+    return read_training_data(params, plan_grid(params))[0]
+
+
 @task(cache_policy=NO_CACHE)
 def remove_stale_cells(cells_dir: str, cells: list[Cell]) -> list[str]:
     """Delete the folders of cells the grid no longer has; returns their names."""
@@ -85,16 +123,19 @@ def remove_stale_cells(cells_dir: str, cells: list[Cell]) -> list[str]:
 
 
 @task(cache_policy=NO_CACHE, task_run_name="{cell.name}")
-def train_cell(cell: Cell, data: TrainingData, params: TrainParams, digests: dict[str, str],
+def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams, digests: dict[str, str],
                cells_dir: str) -> tuple[RunResult, bool]:
     """(the cell's result, whether it was trained now): a stored result with the same fingerprint is kept;
     otherwise the cell is trained, its per-epoch loss and validation accuracy and the test confusion
-    matrix of its kept weights go to dvclive, and result.json stores the result with its fingerprint."""
+    matrix of its kept weights go to dvclive, and result.json stores the result with its fingerprint.
+    The data in memory, or a StoredData this worker reads once (stored_training_data)."""
     cell_dir = Path(cells_dir) / cell.name
     fingerprint = cell_fingerprint(cell, params, digests["data"], digests)
     kept = stored_result(read_json(cell_dir / "result.json"), fingerprint)
-    if kept is not None:
+    if kept is not None and (cell_dir / PREDICTIONS_FILE).is_file():
         return kept, False
+    if isinstance(data, StoredData):
+        data = stored_training_data(data.root, data.params_file)
     shutil.rmtree(cell_dir, ignore_errors=True)  # no stale dvclive steps from an older run
     with Live(str(cell_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         def log_epoch(epoch: int, values: dict[str, float]) -> None:
@@ -102,11 +143,13 @@ def train_cell(cell: Cell, data: TrainingData, params: TrainParams, digests: dic
                 live.log_metric(name, value)
             live.next_step()
 
-        result, model = fit_cell(cell, data, params, log_epoch)
+        device = worker_device()
+        result, model = fit_cell(cell, data, params, log_epoch, device=device)
         truth, predicted = predict(model, data.test, data.classes, params.model_settings[cell.model].image_size)
         live.log_sklearn_plot("confusion_matrix", truth, predicted, name=CONFUSION_FILE)
         live.summary.update({"test_acc": result.test_acc, "best_val_acc": result.val_acc})
-    write_json(cell_dir / "result.json", {"fingerprint": fingerprint, "result": result.to_json()})
+    write_parquet(cell_dir / PREDICTIONS_FILE, pa.table({"id": data.test.ids, "truth": truth, "predicted": predicted}))
+    write_json(cell_dir / "result.json", {"fingerprint": fingerprint, "result": result.to_json(), "device": str(device)})
     return result, True
 
 

@@ -21,7 +21,7 @@ def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path)
     cells = {(r["cell"]["baseline"], r["cell"]["strategy"], r["cell"]["synthetic_set"]) for r in results
              if not r["cell"]["per_class"]}
     baselines = ("default", "autoaugment", "randaugment", "trivialaugment")
-    strategies = ("real", "combined", "rsp", "two_phase")
+    strategies = ("real", "combined", "rsp", "two_phase", "real_two_phase")  # two-phase's control too
     assert cells == {(b, s, "mvc") for b in baselines for s in strategies} | {("default", "combined", "no_mvc")}
     metrics = json.loads((ws / "metrics.json").read_text())["small_cnn"]
     for short in ("", "aa_", "ra_", "ta_"):
@@ -31,4 +31,4 @@ def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path)
     report = (ws / "data/08_report/report.md").read_text()
     assert "| model | Baseline | AA | RA | TA | Syn | AA+Syn | RA+Syn | TA+Syn |" in report
     confusion = sorted(p.stem for p in (ws / "data/07_train/plots/confusion").glob("*.json"))
-    assert len(confusion) == 18  # one per grid column (seeds pooled), the ablation's and the reference's included
+    assert len(confusion) == 22  # one per grid column (seeds pooled, controls too), the ablation's and the reference's

@@ -29,7 +29,7 @@ ALL_STAGES = {"prepare", "caption", "embed", "mix", "finetune", "generate", "fil
 CLASSES = 10
 SEEDS = len(TINY_PARAMS["train"]["seeds"])
 PER_CLASS = TINY_PARAMS["generate"]["images_per_class"]  # 4: budgets 0.25, 0.5, 1.0 -> 1, 2 and the full 4
-GRID = 4 * SEEDS  # real, combined, rsp, two_phase
+GRID = 5 * SEEDS  # real, combined, rsp, two_phase and its control (real only on the two-phase schedule)
 ABLATION = SEEDS  # combined on the P = Q = 0 set
 BUDGET = 2 * SEEDS  # combined on 1 and 2 images per class
 REFERENCE = 3 * SEEDS  # real only plus 1, 2 and 4 held-out real images per class
@@ -110,9 +110,15 @@ def test_every_artifact(base: Path) -> None:
     assert names <= {p.name for p in (base / "data/07_train/cells").iterdir()}
 
     metrics = json.loads((base / "metrics.json").read_text())["small_cnn"]
-    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "syn_no_mvc", "syn_n1", "syn_n2",
-                            "ref_n1", "ref_n2", "ref_n4"}
-    assert {"gain", "gain_ci_low", "gain_ci_high", "gain_p", "exchange_rate"} <= set(metrics["syn"])
+    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "real_two_phase", "syn_no_mvc", "syn_n1",
+                            "syn_n2", "ref_n1", "ref_n2", "ref_n4"}
+    syn = metrics["syn"]
+    by_cell = {(r["cell"]["strategy"], r["cell"]["synthetic_set"], r["cell"]["per_class"], r["cell"]["seed"]): r["test_acc"]
+               for r in results}
+    differences = [by_cell[("combined", "mvc", 0, s)] - by_cell[("real", "mvc", 0, s)] for s in TINY_PARAMS["train"]["seeds"]]
+    spread = max(differences) - min(differences) > 1e-12  # seeds that all agree give no interval, by design
+    assert "gain" in syn and ({"gain_ci_low", "gain_ci_high", "gain_p"} <= set(syn)) == spread, (syn, differences)
+    assert "exchange_rate" in syn or syn["gain"] < 0  # a harmful set without a reference slope has no rate
     quality = json.loads((base / "data/09_quality/metrics.json").read_text())
     assert {"fid", "kid_mean", "fidelity._all", "memorisation.near_copies", "condition.text_change",
             "condition.image_change", "near_copy_fraction.zero"} <= set(quality)
@@ -157,8 +163,9 @@ def test_more_images_keep_finished_shards_and_cells(workspace: Path) -> None:
     assert logged(output, "generate mvc") == {"shards": 30, "generated": 10, "kept": 20, "removed": 0, "images": 60}
     assert logged(output, "generate no_mvc")["generated"] == 10
     # budgets 0.25, 0.5, 1.0 of 6: 2, 3 and 6; real-only cells and reference cells at 2 keep their results
-    # (they do not depend on synthetic images), the reference cells at 3 and 6 are new
-    assert logged(output, "train")["kept"] == SEEDS + SEEDS
+    # (they do not depend on synthetic images), as do two-phase's real-only controls; the reference cells at 3
+    # and 6 are new
+    assert logged(output, "train")["kept"] == SEEDS + SEEDS + SEEDS
 
 
 def edit(workspace: Path, module: str, old: str, new: str) -> None:
@@ -238,8 +245,9 @@ EXP_COLUMNS = ["--drop", ".*", "--keep", r"Experiment|small_cnn\.(baseline|syn)\
 def test_the_dvc_experiment_workflow(workspace: Path) -> None:
     result = run(["dvc", "exp", "run", "-n", "no-fine-steps", "-S", "mix.fine_steps=0"], workspace)
     assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed"}
-    # persisted outputs carry over: the real-only and reference cells do not depend on the mixes
-    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + REFERENCE
+    # persisted outputs carry over: the real-only cells (two-phase's controls too) and reference cells do not
+    # depend on the mixes
+    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + SEEDS + REFERENCE
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
     experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])
                    for exp in [exp["revs"][0]]}

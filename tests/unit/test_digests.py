@@ -60,8 +60,8 @@ def test_changing_the_sampler_recomputes_shards_and_checkpoints_only(project):
 
 def test_changing_the_trainer_recomputes_cells_only(project):
     before = digests(project)
-    edit(project, "mvcaug/strategies.py", "synthetic = torch.rand(batch_size, generator=generator) < p",
-         "synthetic = torch.rand(batch_size, generator=generator) <= p")
+    edit(project, "mvcaug/strategies.py", "included = torch.rand(len(real), generator=generator) < p",
+         "included = torch.rand(len(real), generator=generator) <= p")
     after = digests(project)
     assert {name for name in before if before[name] != after[name]} == {"train cell"}
 

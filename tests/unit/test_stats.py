@@ -8,7 +8,9 @@ import math
 import pytest
 from scipy import stats
 
-from mvcaug.stats import PairedGain, exchange_rate, format_gain, gap_closed, paired_gain, verdict
+from mvcaug.stats import (
+    PairedGain, exchange_rate, format_gain, gap_closed, holm, paired_gain, rank_with_ties, verdict,
+)
 
 # Per-seed differences of exactly 1, 2 and 3 pp, keys in different orders, one extra seed on each side.
 CONTROL = {3: 0.80, 1: 0.70, 2: 0.75, 7: 0.50}
@@ -68,18 +70,21 @@ def test_a_single_pair_has_a_mean_but_no_interval_or_p_value():
     assert format_gain(gain) == "+2.00 pp (1 seed, no CI)"
 
 
-def test_identical_differences_collapse_the_interval_and_give_p_zero():
+def test_identical_differences_give_no_zero_width_interval_and_no_p_zero():
     # 0.85 - 0.80 and 0.75 - 0.70 differ in the last bits of a float; they count as the same 5 pp.
     gain = paired_gain({1: 0.85, 2: 0.75, 3: 0.65}, {1: 0.80, 2: 0.70, 3: 0.60})
-    assert gain.mean == pytest.approx(0.05)
-    assert gain.ci_low == gain.ci_high == gain.mean
-    assert gain.p_value == 0.0
+    assert gain.mean == pytest.approx(0.05) and gain.pairs == 3
+    assert math.isnan(gain.ci_low) and math.isnan(gain.ci_high) and math.isnan(gain.p_value)
+    assert not gain.has_interval
+    assert verdict(gain) == ("Synthetic images changed test accuracy by +5.0 pp on each of 3 paired seeds alike: "
+                             "too few seeds to estimate its spread, so no confidence interval.")
+    assert format_gain(gain) == "+5.00 pp (3 seeds alike, no CI)"
 
 
-def test_no_change_on_any_seed_gives_p_one():
+def test_no_change_on_any_seed_is_no_interval_either():
     gain = paired_gain({1: 0.85, 2: 0.75}, {1: 0.85, 2: 0.75})
-    assert (gain.mean, gain.ci_low, gain.ci_high, gain.p_value) == (0.0, 0.0, 0.0, 1.0)
-    assert verdict(gain) == "No measurable effect: +0.0 pp (95% CI +0.0 to +0.0, 2 paired seeds)."
+    assert gain.mean == 0.0 and not gain.has_interval and math.isnan(gain.p_value)
+    assert "too few seeds" in verdict(gain)
 
 
 REFERENCE = [(10, 0.03), (5, 0.02), (20, 0.046)]  # unsorted on purpose
@@ -90,9 +95,15 @@ def test_exchange_rate_interpolates_a_monotone_curve_from_the_implied_origin(gai
     assert exchange_rate(REFERENCE, gain) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("gain", [0.0, -0.01])
-def test_exchange_rate_of_no_gain_is_zero_images(gain):
-    assert exchange_rate(REFERENCE, gain) == 0.0
+def test_exchange_rate_of_no_gain_is_zero_images():
+    assert exchange_rate(REFERENCE, 0.0) == 0.0
+
+
+def test_a_harmful_set_gets_a_negative_exchange_rate_not_zero():
+    # the first segment gains 2 pp for 5 images: -1 pp reads as -2.5 real images per class
+    assert exchange_rate(REFERENCE, -0.01) == pytest.approx(-2.5)
+    assert exchange_rate([(5, -0.01), (10, 0.02)], -0.01) == pytest.approx(-5.0)  # first point that gained
+    assert exchange_rate([(5, -0.01)], -0.01) is None  # real images gained nothing: no slope to read it by
 
 
 def test_exchange_rate_beyond_the_curve_is_none():
@@ -118,6 +129,18 @@ def test_gap_closed_is_a_signed_fraction_of_a_positive_reference():
     assert gap_closed(0.03, 0.02) == pytest.approx(1.5)
     assert gap_closed(0.01, 0.0) is None
     assert gap_closed(0.01, -0.02) is None
+
+
+def test_a_tiny_reference_gain_is_no_gap_to_close():
+    assert gap_closed(0.003, 0.001) is None  # not 300%: 0.1 pp is below the 0.5 pp floor
+    assert gap_closed(0.003, 0.005) == pytest.approx(0.6)
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, math.nan, 0.2]) == pytest.approx([0.5, math.nan, 0.4], nan_ok=True)
+    assert holm([0.45, 0.4]) == pytest.approx([0.8, 0.8])  # never below an earlier step
+    assert holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
 
 
 RAISED = PairedGain(0.019, 0.008, 0.030, 0.004, 5, 0.95)
@@ -174,3 +197,17 @@ def test_format_gain_gives_two_decimals_and_the_p_value():
     assert format_gain(RAISED) == "+1.90 pp [+0.80, +3.00], p = 0.004"
     assert format_gain(NO_EFFECT) == "-0.10 pp [-1.20, +1.00], p = 0.820"
     assert format_gain(PairedGain(0.05, 0.05, 0.05, 0.0, 3, 0.95)) == "+5.00 pp [+5.00, +5.00], p < 0.001"
+
+
+def test_a_sweep_ranking_calls_a_tie_a_tie():
+    scores = {"filter off": (0.951, 0.010, 5), "defaults": (0.947, 0.012, 5), "steps 200": (0.928, 0.004, 5)}
+    ranked = rank_with_ties(scores)
+    assert [r.name for r in ranked] == ["filter off", "defaults", "steps 200"]
+    assert ranked[0].tied and ranked[0].difference == 0.0
+    assert ranked[1].tied and ranked[1].ci_low < ranked[1].difference < 0 < ranked[1].ci_high  # 0.4 pp: noise
+    assert not ranked[2].tied and ranked[2].ci_high < 0  # 2.3 pp below, tightly measured: worse
+    # the interval is Welch's: at the interval's own level, scipy's Welch test from the same summary
+    # statistics puts the interval's end exactly at p = 0.05
+    end = ranked[1].ci_high
+    shifted = stats.ttest_ind_from_stats(0.947 - end, 0.012, 5, 0.951, 0.010, 5, equal_var=False)
+    assert shifted.pvalue == pytest.approx(0.05, abs=1e-9)

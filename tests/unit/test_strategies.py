@@ -5,35 +5,39 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvcaug.strategies import Phase, combined_epoch, epoch_batches, rsp_batches, two_phase_plan
+from mvcaug.strategies import Phase, combined_epoch, epoch_batches, rsp_epoch, two_phase_plan
 
 
 N_REAL, N_SYNTHETIC = 50, 200
 
 
-def test_rsp_synthetic_share_is_p():
+def test_rsp_joins_each_real_batch_with_synthetic_images_included_with_probability_p():
     generator = torch.Generator().manual_seed(0)
-    batches = list(rsp_batches(N_REAL, N_SYNTHETIC, batch_size=100, steps=200, p=0.8, generator=generator))
-    assert len(batches) == 200 and all(b.shape == (100,) for b in batches)
-    slots = torch.cat(batches)
-    assert slots.min() >= 0 and slots.max() < N_REAL + N_SYNTHETIC
-    assert (slots >= N_REAL).float().mean().item() == pytest.approx(0.8, abs=0.02)
-    # both sources are sampled across their whole range
-    assert len(slots[slots < N_REAL].unique()) == N_REAL
-    assert len(slots[slots >= N_REAL].unique()) == N_SYNTHETIC
+    epochs = [list(rsp_epoch(N_REAL, N_SYNTHETIC, batch_size=8, p=0.8, generator=generator)) for _ in range(200)]
+    for batches in epochs:
+        real = torch.cat([b[b < N_REAL] for b in batches])
+        assert torch.equal(real.sort().values, torch.arange(N_REAL))  # every real image once per epoch
+        assert all((b >= N_REAL).sum() <= (b < N_REAL).sum() for b in batches)  # never more synthetic than real
+    slots = torch.cat([b for batches in epochs for b in batches])
+    synthetic = slots[slots >= N_REAL]
+    # one candidate per real image, kept with p = 0.8: 0.8 synthetic per real image, not 4 (the pool's size)
+    assert len(synthetic) / (200 * N_REAL) == pytest.approx(0.8, abs=0.02)
+    assert synthetic.max() < N_REAL + N_SYNTHETIC and len(synthetic.unique()) == N_SYNTHETIC  # the whole pool
 
 
-@pytest.mark.parametrize(("p", "real_only"), [(0.0, True), (1.0, False)])
-def test_rsp_extremes(p, real_only):
-    slots = torch.cat(list(rsp_batches(N_REAL, N_SYNTHETIC, 32, 10, p=p)))
-    assert bool((slots < N_REAL).all()) is real_only and bool((slots >= N_REAL).all()) is not real_only
+@pytest.mark.parametrize(("p", "synthetic_per_real"), [(0.0, 0.0), (1.0, 1.0)])
+def test_rsp_extremes(p, synthetic_per_real):
+    slots = torch.cat(list(rsp_epoch(N_REAL, N_SYNTHETIC, 32, p=p)))
+    assert (slots >= N_REAL).sum().item() == synthetic_per_real * N_REAL
 
 
 def test_rsp_rejects_bad_arguments():
     with pytest.raises(ValueError, match="p must be"):
-        next(rsp_batches(N_REAL, N_SYNTHETIC, 8, 1, p=1.5))
+        next(rsp_epoch(N_REAL, N_SYNTHETIC, 8, p=1.5))
     with pytest.raises(ValueError, match="synthetic"):
-        next(rsp_batches(N_REAL, 0, 8, 1, p=0.8))
+        next(rsp_epoch(N_REAL, 0, 8, p=0.8))
+    with pytest.raises(ValueError, match="real images"):
+        next(rsp_epoch(0, N_SYNTHETIC, 8, p=0.8))
 
 
 @pytest.mark.parametrize(("ratio", "expected"), [(0.5, 25), (1.0, 50), (4.0, 200), (None, 200), (-1, 200),
@@ -67,14 +71,11 @@ def test_two_phase_plan_ends_on_real_images_at_a_lower_rate():
     assert (phase1 >= N_REAL).sum() == N_REAL  # phase 1: ratio 1.0, as many synthetic as real images
 
 
-def test_an_rsp_epoch_has_as_many_batches_as_a_combined_one():
+def test_an_rsp_epoch_has_as_many_batches_as_the_real_images_fill():
     generator = torch.Generator().manual_seed(0)
     phase = Phase("rsp", 3, 1e-3, True)
     rsp = list(epoch_batches(phase, "rsp", N_REAL, N_SYNTHETIC, 8, 0.8, None, generator))
-    combined = list(epoch_batches(Phase("combined", 3, 1e-3, True), "combined", N_REAL, N_SYNTHETIC, 8, 0.8, None,
-                                  generator))
-    assert len(rsp) == len(combined) == -(-(N_REAL + N_SYNTHETIC) // 8)
-    assert all(len(batch) == 8 for batch in rsp)  # RSP batches are full: slots are drawn with replacement
+    assert len(rsp) == -(-N_REAL // 8)  # the real images set the pace; the synthetic pool's size does not
 
 
 @pytest.mark.parametrize(("phase2_epochs", "factor"), [(30, 0.1), (40, 0.1), (0, 0.1), (5, 1.0), (5, 0.0)])

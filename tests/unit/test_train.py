@@ -15,7 +15,7 @@ from mvcaug.params import ModelSettings, TrainParams
 from mvcaug.prepare import DIGIT_NAMES
 from mvcaug.cells import Cell, RunResult
 from mvcaug.train import (
-    TrainError, TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict,
+    TrainError, TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, strategy_settings,
 )
 
 
@@ -76,6 +76,15 @@ def test_two_phase_ends_with_real_only_epochs_at_lower_lr(splits):
     result, _ = fit_cell(Cell("small_cnn", "default", "two_phase", 0), data, grid, lambda e, v: logs.append(v["lr"]))
     assert logs == [0.002, 0.002, 0.002 * 0.1]
     assert result.best_epoch == 2  # selected among phase 2's epochs only: the model has seen phase 2
+    control_logs = []
+    control, _ = fit_cell(Cell("small_cnn", "default", "real_two_phase", 0), data, grid,
+                          lambda e, v: control_logs.append(v["lr"]))
+    assert control_logs == logs and control.best_epoch == 2  # two-phase's schedule...
+    without_synthetic, _ = fit_cell(Cell("small_cnn", "default", "real_two_phase", 0),
+                                    TrainingData(train, val, test, list(DIGIT_NAMES)), grid)
+    assert without_synthetic == control  # ...on real images alone: the synthetic set is never read
+    control_settings = strategy_settings(Cell("small_cnn", "default", "real_two_phase", 0), grid)
+    assert control_settings == {"epochs": 1, "factor": 0.1}
     rsp, _ = fit_cell(Cell("small_cnn", "default", "rsp", 0), data, grid)
     assert 0.0 <= rsp.test_acc <= 1.0
     with pytest.raises(TrainError, match="combined-seed0 needs synthetic images"):
@@ -87,7 +96,10 @@ def test_grid_cells_and_fingerprints():
                      model_settings={"small_cnn": ModelSettings(), "wrn28_2": ModelSettings()}, models=("small_cnn", "wrn28_2"))
     cells = plan_cells(grid)
     assert len(cells) == 2 * 1 * 2 * 2 and len({c.name for c in cells}) == len(cells)
-    assert len(plan_cells(replace(grid, full_grid=True))) == 2 * 4 * 4 * 2
+    full = plan_cells(replace(grid, full_grid=True))
+    # every baseline x strategy, plus each two_phase cell's control: real only on the two-phase schedule
+    assert len(full) == 2 * 4 * 4 * 2 + 2 * 4 * 2
+    assert {c.strategy for c in full if not c.uses_synthetic} == {"real", "real_two_phase"}
     real, combined = Cell("small_cnn", "default", "real", 0), Cell("small_cnn", "default", "combined", 0)
     synthetic, other = {"mvc": "synthetic"}, {"mvc": "other synthetic"}
     base = cell_fingerprint(real, grid, "data", synthetic)

@@ -28,3 +28,20 @@ def test_a_filter_that_kept_nothing_is_one_clear_error(digits_prepared, tmp_path
     assert "filter.enabled: false" in message
     data, digests = load_training_data.fn(params, [Cell("small_cnn", "default", "real", 0)])  # real only: fine
     assert data.synthetic == {} and set(digests) == {"data"} and Path(folder).is_dir()
+
+
+def test_a_cell_stores_its_test_predictions_and_a_cell_without_them_is_trained_again(tmp_path):
+    from mvcaug.cells import PREDICTIONS_FILE
+    from tests.train_cells import GRID, digits_data
+    from tasks.train import train_cell
+
+    data, cell = digits_data(), Cell("small_cnn", "default", "real", 0)
+    cells = tmp_path / "cells"
+    result, trained = train_cell.fn(cell, data, GRID, {"data": "d"}, str(cells))
+    predictions = pq.read_table(cells / cell.name / PREDICTIONS_FILE).to_pylist()
+    assert trained and [row["id"] for row in predictions] == data.test.ids
+    right = sum(row["truth"] == row["predicted"] for row in predictions)
+    assert right / len(predictions) == result.test_acc  # the bootstrap's input agrees with the stored accuracy
+    assert train_cell.fn(cell, data, GRID, {"data": "d"}, str(cells)) == (result, False)  # complete: kept
+    (cells / cell.name / PREDICTIONS_FILE).unlink()  # a result stored before predictions were
+    assert train_cell.fn(cell, data, GRID, {"data": "d"}, str(cells)) == (result, True)

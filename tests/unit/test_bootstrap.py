@@ -1,0 +1,80 @@
+"""The two-level paired bootstrap against a brute-force enumeration of every resample."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mvcaug.bootstrap import bootstrap_gain, draw_resamples, percentile_interval, resampled_gains
+
+# 2 seeds x 3 test images; rows are seeds, columns images, 1 = classified right
+TREATMENT = np.array([[1, 1, 0], [1, 0, 1]])
+CONTROL = np.array([[0, 1, 0], [1, 0, 0]])
+
+
+def enumerated_gains(treatment: np.ndarray, control: np.ndarray, clusters: list[int] | None = None) -> np.ndarray:
+    """The statistic over every ordered draw of seeds and of clusters, each equally likely."""
+    seeds, images = treatment.shape
+    groups = sorted(set(clusters)) if clusters is not None else list(range(images))
+    members = {g: [i for i in range(images) if (clusters[i] if clusters is not None else i) == g] for g in groups}
+    gains = []
+    for drawn_seeds in itertools.product(range(seeds), repeat=seeds):
+        for drawn_groups in itertools.product(groups, repeat=len(groups)):
+            columns = [i for g in drawn_groups for i in members[g]]
+            rows = list(drawn_seeds)
+            gains.append((treatment[np.ix_(rows, columns)] - control[np.ix_(rows, columns)]).mean())
+    return np.array(gains)
+
+
+def test_replicates_follow_the_enumerated_distribution():
+    exact = enumerated_gains(TREATMENT, CONTROL)
+    replicates = resampled_gains(TREATMENT, CONTROL, draw_resamples(2, 3, draws=200_000, seed=1))
+    assert replicates.mean() == pytest.approx(exact.mean(), abs=2e-3)
+    assert replicates.std() == pytest.approx(exact.std(), abs=2e-3)
+    for value in np.unique(exact):  # every attainable value is drawn as often as it is enumerated
+        assert np.isclose(replicates, value).mean() == pytest.approx(np.isclose(exact, value).mean(), abs=5e-3)
+
+
+def test_clusters_are_drawn_whole_as_the_enumeration_does():
+    treatment = np.array([[1, 1, 0, 0], [1, 1, 1, 0]])
+    control = np.array([[0, 0, 0, 0], [1, 0, 0, 0]])
+    clusters = [7, 7, 3, 3]  # images 0-1 one writer, 2-3 another
+    exact = enumerated_gains(treatment, control, clusters)
+    replicates = resampled_gains(treatment, control, draw_resamples(2, 4, np.array(clusters), 200_000, seed=2))
+    for value in np.unique(exact):
+        assert np.isclose(replicates, value).mean() == pytest.approx(np.isclose(exact, value).mean(), abs=5e-3)
+
+
+def test_correlated_clusters_widen_the_interval():
+    rng = np.random.default_rng(0)
+    writers = np.repeat(np.arange(10), 40)  # 400 images, 10 writers; the treatment helps some writers only
+    helped = np.isin(writers, rng.choice(10, 5, replace=False))
+    control = (rng.random((5, 400)) < 0.8).astype(float)
+    treatment = np.where(helped, 1.0, control)
+    per_image = bootstrap_gain(treatment, control, draws=4000)
+    per_writer = bootstrap_gain(treatment, control, clusters=writers, draws=4000)
+    assert per_image.mean == per_writer.mean
+    assert per_writer.ci_high - per_writer.ci_low > 1.5 * (per_image.ci_high - per_image.ci_low)
+
+
+def test_a_gain_without_spread_gets_no_zero_width_interval():
+    gain = bootstrap_gain(np.array([[1, 1, 1]]), np.array([[1, 1, 1]]))
+    assert gain.mean == 0 and not gain.has_interval  # identical predictions: no spread at either level
+    some = np.array([[1, 0, 1]])  # one seed still varies over test images
+    assert bootstrap_gain(some, np.zeros_like(some)).has_interval
+
+
+def test_the_interval_is_the_central_share_of_the_replicates():
+    assert percentile_interval(np.arange(101, dtype=float), 0.9) == pytest.approx((5.0, 95.0))
+    assert percentile_interval(np.array([np.nan, 1.0, 1.0])) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="confidence"):
+        percentile_interval(np.ones(3), 1.0)
+
+
+def test_unpaired_arrays_are_refused():
+    with pytest.raises(ValueError, match="paired"):
+        resampled_gains(np.ones((2, 3)), np.ones((3, 2)), draw_resamples(2, 3))
+    with pytest.raises(ValueError, match="one id per test image"):
+        draw_resamples(2, 3, np.array([0, 1]))
