@@ -7,6 +7,10 @@ file and key named instead of deep inside a stage.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import math
+import re
+import string
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +29,7 @@ class ParamsError(UserError, ValueError):
 # Each set of allowed values is declared once, as a Literal type; the loader checks values against it
 # and other modules read it back with typing.get_args (augment.BASELINES, train.STRATEGIES, ...).
 Source = Literal["digits", "imagefolder"]
+ResizeMode = Literal["center_crop", "pad", "squash"]  # prepare: how a non-square source becomes square
 CaptionBackend = Literal["attributes", "file", "blip2"]
 StorageDtype = Literal["float32", "float16"]
 Init = Literal["scratch", "pretrained"]
@@ -33,7 +38,7 @@ TextCondition = Literal["fresh", "table"]
 LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
 EmaDevice = Literal["accelerator", "cpu"]
-Optimizer = Literal["adamw", "adafactor"]
+FinetuneOptimizer = Literal["adamw", "adafactor"]  # finetune.make_optimizer; one type per section, never shared
 FinetuneMethod = Literal["full", "lora"]
 SchedulerName = Literal["ddim", "dpmsolver++", "unipc"]
 GenerateMode = Literal["finetuned", "pretrained"]
@@ -41,7 +46,7 @@ GenerateDtype = Literal["auto", "float32", "float16", "bfloat16"]
 TaskRunner = Literal["local", "dask"]
 Baseline = Literal["default", "autoaugment", "randaugment", "trivialaugment"]
 Strategy = Literal["real", "combined", "rsp", "two_phase"]
-Optimizer = Literal["adamw", "adam", "sgd"]
+ClassifierOptimizer = Literal["adamw", "adam", "sgd"]  # train.make_optimizer
 FilterSpace = Literal["pixels", "features"]
 
 
@@ -104,14 +109,19 @@ class PrepareParams:
     model_resolution: int = 0
     """The generative model's resolution (e.g. 256 for Stable Diffusion): the training images are also written
     at it, resized once from the source, for captioning, fine-tuning and conditioning; 0 = the working images."""
+    resize: ResizeMode = "center_crop"
+    """How a non-square source becomes square (working and model-resolution images alike): center_crop scales
+    the short side to the resolution and cuts the middle (as torchvision and the diffusers training scripts
+    do), pad scales the long side and fills the rest black, squash stretches it (distorts shapes)."""
 
 
 @dataclass(frozen=True)
 class CaptionParams:
     backend: CaptionBackend = "attributes"
     """attributes (offline describer), file (captions beside the images); blip2 in the GPU profile."""
-    captions_file: str = ""
-    """For file: an explicit metadata.jsonl or captions.csv; empty looks in the image folder."""
+    captions_file: str = "data/00_source"
+    """For file: a metadata.jsonl or captions.csv, or the folder holding one (the image folder). A DVC dep of
+    the caption stage, so editing the captions reruns it; never empty (DVC cannot depend on an empty path)."""
     prefix: str = "This is an image of {label}."
     """Prefix of every caption, as in the paper."""
     model: str = "Salesforce/blip2-opt-2.7b"
@@ -222,7 +232,7 @@ class FinetuneParams:
     """LoRA's scale numerator: the adapters' update is scaled by lora_alpha / lora_rank."""
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     """Module names that get adapters: the attention projections, as diffusers' LoRA training scripts."""
-    optimizer: Optimizer = "adamw"
+    optimizer: FinetuneOptimizer = "adamw"
     """adamw (torch; two fp32 moments per weight) or adafactor (transformers; factored second moments, no
     first moment: a fraction of AdamW's state memory)."""
     checkpoint_every: int = 0
@@ -255,7 +265,17 @@ class GenerateParams:
     """Where generation starts: 1.0 = pure noise (the paper); below 1, the conditioning image noised to
     strength x T, and only the remaining steps run (SDEdit / DA-Fusion): closer to the real image."""
     batch_size: int = 64
-    """Images denoised together."""
+    """Images denoised together, filled across the shards (classes, sets) of a task; the last batch of a task
+    is padded with copies, so every U-Net call has this shape."""
+    task_batches: int = 8
+    """A task (what a Dask worker takes) holds whole shards, up to task_batches x batch_size images."""
+    compile: bool = False
+    """torch.compile the U-Net: faster steps after a one-off compilation (on a GPU); pixels may move in the
+    last bits, so it is in the shard fingerprint."""
+    channels_last: bool = False
+    """The U-Net in channels_last memory format (faster convolutions on recent GPUs); in the fingerprint."""
+    fuse_qkv: bool = False
+    """diffusers' fuse_qkv_projections: one matmul for the q, k, v projections; in the fingerprint."""
     seed: int = 0
     """Base seed; image i of class y has its own seed derived from it."""
     mode: GenerateMode = "finetuned"
@@ -310,7 +330,7 @@ class ModelSettings:
     """Peak learning rate (one-cycle schedule)."""
     weight_decay: float = 5e-4
     """Decoupled weight decay."""
-    optimizer: Optimizer = "adamw"
+    optimizer: ClassifierOptimizer = "adamw"
     """adamw, adam or sgd (momentum 0.9, nesterov)."""
     image_size: int = 0
     """Input size; 0 = the working resolution (images are resized when it differs)."""
@@ -347,6 +367,12 @@ class TrainParams:
     (and, with a reference split, the numbers of real images added per class by the reference cells)."""
     model_settings: dict[str, ModelSettings] = field(default_factory=lambda: {"small_cnn": ModelSettings()})
     """Per-model settings, keyed by model name; changing one retrains only that model's cells."""
+    task_runner: TaskRunner = "local"
+    """local (cells one after another in this process) or dask (each cell a task on a Dask worker)."""
+    dask_address: str = ""
+    """Scheduler address of an existing Dask cluster; empty starts a LocalCluster."""
+    dask_workers: int = 2
+    """Workers of that LocalCluster (one GPU each on a GPU machine, at most one per GPU)."""
 
 
 @dataclass(frozen=True)
@@ -433,6 +459,13 @@ YAML_FALSE = ("no", "off", "false")
 YAML_TRUE = ("yes", "on", "true")
 
 
+def _allowed(hint: Any) -> str:
+    """What a value of this type may be, as a message says it: the choices of a Literal, else the type's name."""
+    if typing.get_origin(hint) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint))
+
+
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is dict:
@@ -441,9 +474,9 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         (_, item_type) = typing.get_args(hint)
         return {name: _build_section(item_type, f"{key}.{name}", item or {}, source) for name, item in value.items()}
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{source}: '{key}' must be a list, got {value!r}")
         (item_type, _) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{source}: '{key}' must be a list, each item {_allowed(item_type)}; got {value!r}")
         return tuple(_coerce(item, item_type, key, source) for item in value)
     if origin in (typing.Union, types.UnionType):
         return value
@@ -456,6 +489,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
             raise ParamsError(f"{source}: '{key}' is {value!r}; choose one of {', '.join(map(str, allowed))}")
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # YAML's .nan / .inf: NaN guidance gives black images, a NaN rate NaN weights
+            raise ParamsError(f"{source}: '{key}' is {value!r}; it must be a finite number")
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -466,8 +501,75 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     raise ParamsError(f"{source}: '{key}' must be {hint.__name__}, got {value!r}")
 
 
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+MAX_RESOLUTION, MAX_MODEL_RESOLUTION = 1024, 2048
+
+
+def _check_by_name(params: Params, source: str) -> None:
+    """Checks that follow a field's name, not its section, so a section that gains a `device` or a
+    `task_runner` is checked too (a string type cannot say cuda:<n>; a Literal cannot say "installed")."""
+    for section in dataclasses.fields(params):
+        values = getattr(params, section.name)
+        for item in dataclasses.fields(values):
+            key, value = f"{section.name}.{item.name}", getattr(values, item.name)
+            if item.name == "device" and isinstance(value, str):
+                _check_device(value, key, source)
+            if item.name == "task_runner" and value == "dask" and importlib.util.find_spec("prefect_dask") is None:
+                raise ParamsError(f"{source}: '{key}' is 'dask' but prefect-dask is not installed; run "
+                                  f"pip install '.[dask]' or set {key}: local")
+
+
+def _check_device(value: str, key: str, source: str) -> None:
+    """auto, cpu, cuda or cuda:<n>; a CUDA device must exist here, or the stage would fail after loading models."""
+    if not DEVICE.fullmatch(value):
+        raise ParamsError(f"{source}: '{key}' is {value!r}; choose one of auto, cpu, cuda, cuda:<n> (e.g. cuda:0)")
+    if value.startswith("cuda"):
+        import torch  # only for a cuda value: loading params stays light for every other stage and value
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(value.partition(":")[2] or 0) >= count:
+            raise ParamsError(f"{source}: '{key}' is {value!r} but torch sees {count} CUDA GPU(s) on this machine; "
+                              "set auto (the GPU when there is one) or cpu")
+
+
+def _check_prefix(prefix: str, source: str) -> None:
+    """caption.prefix is formatted with the label alone: any other field, or a stray brace, fails in caption."""
+    fix = "the only field is {label}; write a literal brace as {{ or }}"
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(prefix) if name is not None]
+    except ValueError as err:
+        raise ParamsError(f"{source}: 'caption.prefix' {prefix!r} is not a format string ({err}); {fix}") from err
+    unknown = [name for name in names if name != "label"]
+    if unknown:
+        raise ParamsError(f"{source}: 'caption.prefix' {prefix!r} names the field {{{unknown[0]}}}; {fix}")
+    try:
+        prefix.format(label="label")  # a format spec of its own: {label:d}, {label:{width}}
+    except (ValueError, KeyError, IndexError, AttributeError) as err:
+        raise ParamsError(f"{source}: 'caption.prefix' {prefix!r} cannot be formatted ({err!r}); {fix}") from err
+
+
+def _check_sizes(prepare: PrepareParams, source: str) -> None:
+    if prepare.val_per_class < 1:
+        raise ParamsError(f"{source}: 'prepare.val_per_class' must be >= 1: the validation split chooses each "
+                          "classifier's best epoch and the filter's thresholds")
+    if prepare.resolution > MAX_RESOLUTION:
+        raise ParamsError(f"{source}: 'prepare.resolution' ({prepare.resolution}) must be <= {MAX_RESOLUTION}: it is "
+                          "the classifiers' input and every image of every split is written at it (10,000 px is 25 MB "
+                          "a PNG); the generative model's size is prepare.model_resolution")
+    if prepare.model_resolution > MAX_MODEL_RESOLUTION:
+        raise ParamsError(f"{source}: 'prepare.model_resolution' ({prepare.model_resolution}) must be <= "
+                          f"{MAX_MODEL_RESOLUTION}: Stable Diffusion models work at 256 to 1024 px, and a larger "
+                          "copy of each training image only costs disk, memory and time")
+
+
 def _check_values(params: Params, source: str) -> None:
     """Ranges and checks across fields (types and allowed values are checked while coercing)."""
+    _check_by_name(params, source)
+    _check_prefix(params.caption.prefix, source)
+    if not params.caption.captions_file.strip():  # dvc.yaml's caption stage depends on it
+        raise ParamsError(f"{source}: 'caption.captions_file' is empty; set it to the caption file or the folder "
+                          f"holding it, e.g. {params.prepare.image_folder} (DVC cannot depend on an empty path)")
+    _check_sizes(params.prepare, source)
     _check_train(params.train, source)
     for section in ("prepare", "mix", "finetune", "generate"):
         if getattr(params, section).seed < 0:
@@ -487,12 +589,12 @@ def _check_values(params: Params, source: str) -> None:
         ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),
         ("generate", "steps"), ("embed", "max_length"), ("embed", "batch_size"),
         ("generate", "batch_size"), ("caption", "batch_size"), ("caption", "shard_size"),
-        ("generate", "images_per_class"),
+        ("generate", "images_per_class"), ("generate", "task_batches"),
     ]
     for section, key in positive:
         if getattr(getattr(params, section), key) <= 0:
             raise ParamsError(f"{source}: '{section}.{key}' must be positive")
-    for section, key in [("prepare", "val_per_class"), ("prepare", "test_per_class"),
+    for section, key in [("prepare", "test_per_class"),
                          ("finetune", "lr_warmup_steps")]:
         if getattr(getattr(params, section), key) < 0:
             raise ParamsError(f"{source}: '{section}.{key}' must be >= 0")

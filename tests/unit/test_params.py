@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+import typing
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import yaml
 
 from mvcaug.params import (
-    FinetuneParams, GenerateParams, Params, ParamsError, PrepareParams, load_params, params_from_dict,
+    FinetuneParams, GenerateParams, ModelSettings, Params, ParamsError, PrepareParams, load_params, params_from_dict,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -175,3 +178,281 @@ def test_an_unquoted_no_is_the_choice_no_not_false(tmp_path):
     path.write_text("finetune:\n  mixed_precision: yes\n")
     with pytest.raises(ParamsError, match="'finetune.mixed_precision' is True; choose one of no, fp16, bf16"):
         load_params(path)
+
+
+# Every field of every section, walked from the dataclasses themselves, so a field added later is covered
+# without touching these tests. A dict of dataclasses (train.model_settings) is walked into, under a model
+# name that train.models lists by default.
+MODEL = "small_cnn"
+
+
+def field_types(cls: type = Params, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """(path, type hint) of every field below `cls`: ("prepare", "resolution"), ("train", "model_settings",
+    "small_cnn", "optimizer"), ..."""
+    hints = typing.get_type_hints(cls)
+    found = []
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        if cls is Params:
+            found += field_types(hint, (item.name,))
+            continue
+        found.append(((*path, item.name), hint))
+        if typing.get_origin(hint) is dict:
+            found += field_types(typing.get_args(hint)[1], (*path, item.name, MODEL))
+    return found
+
+
+def nested(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """{"a": {"b": value}} for ("a", "b")."""
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+def read_back(params: Params, path: tuple[str, ...]) -> Any:
+    got: Any = params
+    for key in path:
+        got = got[key] if isinstance(got, dict) else getattr(got, key)
+    return got
+
+
+def literal_choices(hint: Any) -> tuple[tuple[str, ...], bool] | None:
+    """The allowed values of a Literal or of a tuple of Literals (and whether it is a tuple); None otherwise."""
+    if typing.get_origin(hint) is tuple:
+        inner = literal_choices(typing.get_args(hint)[0])
+        return (inner[0], True) if inner else None
+    return (typing.get_args(hint), False) if typing.get_origin(hint) is Literal else None
+
+
+LITERAL_VALUES = [
+    pytest.param(path, value, many, id=f"{'.'.join(path)}={value}")
+    for path, hint in field_types()
+    if (choices := literal_choices(hint))
+    for value, many in [(value, choices[1]) for value in choices[0]]
+]
+# Values that need another key to pass the checks across fields.
+COMPANIONS = {("finetune", "method", "lora"): {"finetune": {"init": "pretrained"}}}
+
+
+FINETUNE_OPTIMIZERS = {"adamw": "torch.optim.adamw.AdamW", "adafactor": "transformers.optimization.Adafactor"}
+CLASSIFIER_OPTIMIZERS = {"adamw": "torch.optim.adamw.AdamW", "adam": "torch.optim.adam.Adam",
+                         "sgd": "torch.optim.sgd.SGD"}
+
+
+def qualified(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def finetune_optimizer(params: Params) -> str:
+    import torch
+
+    from mvcaug.finetune import make_optimizer
+
+    return qualified(make_optimizer([torch.nn.Parameter(torch.zeros(3))], params.finetune))
+
+
+def classifier_optimizer(params: Params) -> str:
+    import torch
+
+    from mvcaug.train import make_optimizer
+
+    return qualified(make_optimizer(torch.nn.Linear(2, 2), params.train.model_settings[MODEL], lr=0.1))
+
+
+def ema_device(params: Params) -> str:
+    import torch
+
+    from mvcaug.finetune import ema_device
+
+    return str(ema_device(params.finetune, torch.device("meta")))  # meta stands for the accelerator
+
+
+def generate_dtype(params: Params) -> str:
+    import torch
+
+    from mvcaug.devices import resolve_dtype
+
+    return str(resolve_dtype(params.generate.dtype, torch.device("cpu")))
+
+
+# The code that reads a Literal field, called with the loaded params, and what it must make of each value.
+CONSUMERS: dict[tuple[str, ...], tuple[typing.Callable[[Params], str], dict[str, str]]] = {
+    ("finetune", "optimizer"): (finetune_optimizer, FINETUNE_OPTIMIZERS),
+    ("train", "model_settings", MODEL, "optimizer"): (classifier_optimizer, CLASSIFIER_OPTIMIZERS),
+    ("finetune", "ema_device"): (ema_device, {"accelerator": "meta", "cpu": "cpu"}),
+    ("generate", "dtype"): (generate_dtype, {"auto": "torch.float32", "float32": "torch.float32",
+                                             "float16": "torch.float16", "bfloat16": "torch.bfloat16"}),
+}
+
+
+@pytest.mark.parametrize(("path", "value", "many"), LITERAL_VALUES)
+def test_every_allowed_value_of_every_literal_field_loads_from_yaml(tmp_path, path, value, many):
+    """Each section's Literal is its own: finetune.optimizer: adafactor used to be refused, and sgd accepted
+    then trained with AdamW, because a second `Optimizer` type (the classifiers') replaced the first."""
+    raw = nested(path, [value] if many else value)
+    for section, extra in COMPANIONS.get((*path, value), {}).items():
+        raw[section].update(extra)
+    params = load_params(write_yaml(tmp_path, yaml.safe_dump(raw)))
+    assert read_back(params, path) == ((value,) if many else value)
+    if path in CONSUMERS:
+        use, expected = CONSUMERS[path]
+        assert value in expected, f"{'.'.join(path)}: {value!r} is allowed but its code has no case for it"
+        assert use(params) == expected[value]
+
+
+def test_each_optimizer_choice_reaches_the_optimizer_its_section_builds(tmp_path):
+    """The YAML value, through the real loader, picks the class the stage's own builder returns: finetune's
+    adafactor gives transformers' Adafactor (it was refused), the classifiers' sgd gives SGD, and neither
+    section takes the other's words (finetune.optimizer: sgd used to be accepted, then trained with AdamW)."""
+    import torch
+
+    from mvcaug import finetune, train
+
+    paths = {path for path, _ in field_types()}  # the walk the tests above and below rely on reaches both
+    assert {path[0] for path in paths} == {item.name for item in dataclasses.fields(Params)}
+    assert ("train", "model_settings", MODEL, "optimizer") in paths and ("finetune", "optimizer") in paths
+    assert set(FINETUNE_OPTIMIZERS) == set(typing.get_args(typing.get_type_hints(FinetuneParams)["optimizer"]))
+    assert set(CLASSIFIER_OPTIMIZERS) == set(typing.get_args(typing.get_type_hints(ModelSettings)["optimizer"]))
+    for name, expected in FINETUNE_OPTIMIZERS.items():
+        params = load_params(write_yaml(tmp_path, f"finetune:\n  optimizer: {name}\n  learning_rate: 0.25\n"))
+        optimizer = finetune.make_optimizer([torch.nn.Parameter(torch.zeros(3))], params.finetune)
+        assert qualified(optimizer) == expected and optimizer.param_groups[0]["lr"] == 0.25, name
+    for name, expected in CLASSIFIER_OPTIMIZERS.items():
+        text = f"train:\n  model_settings:\n    {MODEL}: {{optimizer: {name}}}\n"
+        settings = load_params(write_yaml(tmp_path, text)).train.model_settings[MODEL]
+        optimizer = train.make_optimizer(torch.nn.Linear(2, 2), settings, lr=0.5)
+        assert qualified(optimizer) == expected and optimizer.param_groups[0]["lr"] == 0.5, name
+    for text in ("finetune:\n  optimizer: sgd\n", "finetune:\n  optimizer: adam\n",
+                 f"train:\n  model_settings:\n    {MODEL}: {{optimizer: adafactor}}\n"):
+        with pytest.raises(ParamsError, match="optimizer' is '(sgd|adam|adafactor)'; choose one of adamw, "):
+            load_params(write_yaml(tmp_path, text))
+
+
+def wrong_values(hint: Any) -> list[Any]:
+    """Values no field of this type may hold: a wrong type, an unknown word for a Literal, NaN for a float."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return ["no-such-choice", 3]
+    if origin is tuple:
+        return ["not-a-list"] + [[bad] for bad in wrong_values(typing.get_args(hint)[0])]
+    if origin is dict:
+        return ["not-a-mapping", [1]]
+    if hint is float:
+        return [float("nan"), float("inf"), float("-inf"), "x", True]
+    if hint is int:
+        return ["x", 1.5, True]
+    if hint is str:
+        return [3, ["a"]]
+    if hint is bool:
+        return ["maybe", 1]
+    raise AssertionError(f"no wrong value known for {hint!r}: teach wrong_values this type")
+
+
+WRONG_VALUES = [
+    pytest.param(path, hint, bad, id=f"{'.'.join(path)}={bad!r}")
+    for path, hint in field_types()
+    for bad in wrong_values(hint)
+]
+
+
+@pytest.mark.parametrize(("path", "hint", "bad"), WRONG_VALUES)
+def test_every_field_refuses_a_wrong_value_in_one_line_naming_it(tmp_path, path, hint, bad):
+    """Loaded from YAML, so .nan and .inf arrive as YAML writes them: a NaN guidance scale made black images."""
+    path_file = write_yaml(tmp_path, yaml.safe_dump(nested(path, bad)))
+    with pytest.raises(ParamsError) as info:
+        load_params(path_file)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path_file}: ")
+    assert f"'{'.'.join(path)}'" in message
+    if choices := literal_choices(hint):
+        assert all(str(choice) in message for choice in choices[0]), message
+
+
+def device_fields() -> list[tuple[str, ...]]:
+    return [path for path, hint in field_types() if path[-1] == "device" and hint is str]
+
+
+def test_device_fields_take_auto_cpu_and_an_existing_cuda_device_only(tmp_path):
+    import torch
+
+    assert {".".join(path) for path in device_fields()} >= {"caption.device", "embed.device"}
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for path in device_fields():
+        key = ".".join(path)
+        for good in ["auto", "cpu"] + (["cuda", f"cuda:{gpus - 1}"] if gpus else []):
+            assert read_back(load_params(write_yaml(tmp_path, yaml.safe_dump(nested(path, good)))), path) == good
+        for bad in ("gpu", "CUDA", "cuda:", "cuda:x", "mps0", ""):
+            with pytest.raises(ParamsError, match=f"'{key}' is '{bad}'; choose one of auto, cpu, cuda, cuda:<n>"):
+                load_params(write_yaml(tmp_path, yaml.safe_dump(nested(path, bad))))
+        missing = ["cuda", "cuda:0"] if not gpus else [f"cuda:{gpus}"]
+        for bad in missing:
+            with pytest.raises(ParamsError, match=f"'{key}' is '{bad}' but torch sees {gpus} CUDA GPU"):
+                load_params(write_yaml(tmp_path, yaml.safe_dump(nested(path, bad))))
+
+
+def test_dask_without_prefect_dask_installed_names_the_extra(tmp_path, monkeypatch):
+    """Every section with a task_runner; `None` in sys.modules is how Python marks a module as not importable."""
+    runners = [path for path, _ in field_types() if path[-1] == "task_runner"]
+    assert {".".join(path) for path in runners} >= {"caption.task_runner", "generate.task_runner"}
+    monkeypatch.setitem(sys.modules, "prefect_dask", None)
+    for path in runners:
+        with pytest.raises(ParamsError, match=rf"'{'.'.join(path)}' is 'dask' but prefect-dask is not installed; "
+                                              r"run pip install '\.\[dask\]'"):
+            load_params(write_yaml(tmp_path, yaml.safe_dump(nested(path, "dask"))))
+        assert read_back(load_params(write_yaml(tmp_path, yaml.safe_dump(nested(path, "local")))), path) == "local"
+
+
+PREFIXES_REFUSED = [
+    ("{name} is {label}", "names the field {name}"),
+    ("{0} {label}", "names the field {0}"),
+    ("An image of {}.", "names the field {}"),
+    ("{label.upper}", "names the field {label.upper}"),
+    ("An image of {label", "is not a format string"),
+    ("An image } of {label}", "is not a format string"),
+    ("{label:d}", "cannot be formatted"),
+    ("{label:{width}}", "cannot be formatted"),
+    ("{label!x}", "cannot be formatted"),
+]
+PREFIXES_KEPT = [
+    ("This is an image of {label}.", "This is an image of 7. a body"),
+    ("{{digits}} {label}:", "{digits} 7: a body"),
+    ("No label here.", "No label here. a body"),
+]
+
+
+def test_caption_prefix_takes_the_label_field_alone(tmp_path):
+    """Any other field, or a stray brace, used to fail in the caption stage (KeyError, IndexError, ValueError)."""
+    from mvcaug.caption import prefixed
+
+    for prefix, named in PREFIXES_REFUSED:
+        path = write_yaml(tmp_path, yaml.safe_dump({"caption": {"prefix": prefix}}))
+        with pytest.raises(ParamsError) as info:
+            load_params(path)
+        message = str(info.value)
+        assert "\n" not in message and "'caption.prefix'" in message and named in message, prefix
+        assert "the only field is {label}" in message
+    for prefix, caption in PREFIXES_KEPT:
+        params = load_params(write_yaml(tmp_path, yaml.safe_dump({"caption": {"prefix": prefix}})))
+        assert prefixed("7", "a body", params.caption.prefix) == caption
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("generate:\n  guidance_scale: .nan\n", "'generate.guidance_scale' is nan; it must be a finite number"),
+        ("finetune:\n  learning_rate: .nan\n", "'finetune.learning_rate' is nan; it must be a finite number"),
+        ("prepare:\n  val_per_class: 0\n", "'prepare.val_per_class' must be >= 1: the validation split chooses"),
+        ("prepare:\n  resolution: 10000\n", "'prepare.resolution' (10000) must be <= 1024"),
+        ("prepare:\n  model_resolution: 4096\n", "'prepare.model_resolution' (4096) must be <= 2048"),
+        ("caption:\n  device: gpu\n", "'caption.device' is 'gpu'; choose one of auto, cpu, cuda, cuda:<n>"),
+    ],
+)
+def test_values_that_failed_late_are_refused_at_load_time(tmp_path, text, named):
+    """Each was accepted, then gave black images, NaN weights, a crash after finetune and generate, or
+    25 MB PNGs; the largest sizes allowed still load."""
+    path = write_yaml(tmp_path, text)
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert named in str(info.value) and "\n" not in str(info.value)
+    largest = load_params(write_yaml(tmp_path, "prepare:\n  resolution: 1024\n  model_resolution: 2048\n"))
+    assert (largest.prepare.resolution, largest.prepare.model_resolution) == (1024, 2048)
