@@ -7,23 +7,27 @@
    quality summary, the filter's decisions, and where the time went;
 4. real vs synthetic images per class, the images the filter dropped with their reasons;
 5. curves (validation accuracy per epoch, fine-tuning loss) and every run.
-The same content, without images, is the Markdown report and the Prefect artifact. Everything here is
-pure: data in, one self-contained HTML string (images inline, charts as SVG) or Markdown out.
+One list of sections (`sections`) holds all of it; two jinja2 templates (templates/report.html.j2 and
+report.md.j2) render that list, so the HTML and the Markdown report (the Prefect artifact) share every
+title, note and table; the Markdown leaves out the charts, the image grids and the runs. Everything here
+is pure: data in, one self-contained HTML string (images inline, charts as SVG) or Markdown out.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from PIL import Image
 
 from mvcaug.cells import RunResult
 from mvcaug.charts import COLOURS, Series, indexed, line_chart, running_mean
-from mvcaug.stats import format_gain
+from mvcaug.stats import GAP_FLOOR, format_gain
 from mvcaug.summary import (
     SHORT, STRATEGY_SUFFIX, Headline, column_name, columns, gain_over_baseline, result_column,
 )
@@ -32,13 +36,14 @@ from mvcaug.synthetic_sets import NO_MVC, PRETRAINED
 PAPER_COLUMNS = ("baseline", "aa", "ra", "ta", "syn", "aa_syn", "ra_syn", "ta_syn")
 PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn": "Syn",
                 "aa_syn": "AA+Syn", "ra_syn": "RA+Syn", "ta_syn": "TA+Syn"}
-GRID_STRATEGIES = ("real", "combined", "rsp", "two_phase")
+GRID_STRATEGIES = ("real", "combined", "rsp", "two_phase", "real_two_phase")
 ABLATION_NOTE = ("Real + synthetic images generated from unmixed caption embeddings (P = Q = 0) vs from the MVC "
                  "mixes: same fine-tuned model, seeds, conditioning images and classifier settings.")
 PRETRAINED_NOTE = ("Real + synthetic images from the pretrained model alone (text-to-image from the MVC mixes, no "
                    "conditioning image) vs from the fine-tuned model: same mixes, seeds and classifier settings.")
-GAIN_NOTE = ("Gains are paired by seed against real only with the same augmentation: mean difference in percentage "
-             "points, 95% t-interval, paired t-test.")
+GAIN_NOTE = ("Gains are paired by seed against real only with the same augmentation (two-phase against real only "
+             "on the same two-phase schedule, real_two_phase): mean difference in percentage points, 95% t-interval, "
+             "paired t-test.")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class ReportData:
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     mix_steps: tuple[int, int] | None = None
     images_per_class: int = 0
+    coverage: str = ""
+    """Which sources of variation the verdict's intervals cover (mvcaug.summary.interval_coverage)."""
     title: str = "mvcaug report"
 
 
@@ -105,13 +112,26 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     rows = [["real only (baseline)", _percent(model.get("baseline"))],
             [f"{h.strategy} with synthetic images (chosen on validation)", _percent(chosen)],
             ["gain, paired over seeds", format_gain(h.gain)]]
+    if "gain_boot_low" in chosen:
+        rows.append(["gain, bootstrap over seeds and test images",
+                     f"[{100 * chosen['gain_boot_low']:+.2f}, {100 * chosen['gain_boot_high']:+.2f}] pp"])
+    if "gain_p_holm" in chosen:
+        rows.append(["p, Holm-adjusted over the strategies the headline was chosen from", f"{chosen['gain_p_holm']:.3f}"])
     if h.reference_gain is not None:
         rows.append([f"gain of {h.reference_per_class} extra real images per class", f"{100 * h.reference_gain:+.2f} pp"])
         if "gap_closed" in chosen:
-            rows.append(["gap to those real images closed", f"{100 * chosen['gap_closed']:.0f}%"])
+            ci = (f" [{100 * chosen['gap_closed_ci_low']:.0f}%, {100 * chosen['gap_closed_ci_high']:.0f}%]"
+                  if "gap_closed_ci_low" in chosen else "")
+            rows.append(["gap to those real images closed", f"{100 * chosen['gap_closed']:.0f}%{ci}"])
+        elif reference_below_floor(h.reference_gain):
+            rows.append(["gap to those real images closed", "no gap to close (the real images gained < 0.5 pp)"])
         if "exchange_rate" in chosen:
             rate = chosen["exchange_rate"]
-            worth = f"more than {h.reference_per_class}" if rate < 0 else f"{rate:.1f}"
+            worth = (f"more than {rate:.0f}" if chosen.get("exchange_rate_beyond")
+                     else f"{rate:.1f} (harmful: as if {-rate:.1f} real images per class were taken away)" if rate < 0
+                     else f"{rate:.1f}")
+            if "exchange_rate_ci_low" in chosen:
+                worth += f" [{chosen['exchange_rate_ci_low']:.1f}, {chosen['exchange_rate_ci_high']:.1f}]"
             rows.append(["worth this many real images per class", worth])
     if data.filter_metrics and "mvc" in data.filter_metrics:
         counts = data.filter_metrics["mvc"]["counts"].get("_all", {})
@@ -122,6 +142,15 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
                 flagged = sum(n for key, n in counts.items() if key not in ("kept", "total"))
                 rows.append(["synthetic images the filter flags (off: all kept)", f"{flagged} of {counts['total']}"])
     return ["", h.model], rows
+
+
+def reference_below_floor(reference_gain: float | None) -> bool:
+    return reference_gain is not None and reference_gain < GAP_FLOOR
+
+
+SELECTION_RULE = ("How the headline is chosen: the synthetic strategy with the best mean validation accuracy; since "
+                  "its validation and test scores share their seeds' luck, it claims an effect only when its p-value "
+                  "stays below 0.05 after Holm's adjustment over every strategy it was chosen from.")
 
 
 def strategy_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
@@ -218,7 +247,7 @@ def quality_summary(quality: dict | None) -> tuple[list[str], list[list[str]]]:
         return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value or "–")
 
     rows = [["label fidelity (real-only classifier)", f"{100 * quality['fidelity._all']:.0f}%"],
-            ["FID to the real test images (classifier features)", number("fid")],
+            [f"FID to the real {quality.get('fid_reference', 'test')} images (classifier features)", number("fid")],
             ["KID (classifier features)", f"{number('kid_mean', 4)} ± {number('kid_std', 4)}"],
             ["near copies of a training image", f"{quality['memorisation.near_copies']:.0f} "
                                                f"({100 * quality['memorisation.near_copy_fraction']:.0f}%)"]]
@@ -270,15 +299,82 @@ def runs_table(results: Sequence[RunResult]) -> tuple[list[str], list[list[str]]
     return ["model", "augmentation", "column", "seed", "best epoch", "val %", "test %"], rows
 
 
-# --- HTML ----------------------------------------------------------------------------------------------
+# --- the sections, once, for both renderings ------------------------------------------------------------
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return ""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+@dataclass(frozen=True)
+class Section:
+    """One part of the report, the same for report.html and report.md: a heading (none for the headline
+    table), a note, a table and, in the HTML only, pre-rendered markup (charts, image grids) above the table.
+
+    The Markdown leaves out what needs a browser (html_only sections, figures) and says so at its end."""
+
+    title: str
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+    figure: Markup = Markup("")
+    html_only: bool = False
+
+    @property
+    def in_html(self) -> bool:
+        return bool(self.figure or self.rows)
+
+    @property
+    def in_markdown(self) -> bool:
+        return bool(self.rows) and not self.html_only
+
+
+def _section(title: str, figure: Markup = Markup(""), table: tuple[list[str], list[list[str]]] = ([], []),
+             note: str = "", html_only: bool = False) -> Section:
+    """A Section from a (header, rows) table, as the table functions above return them."""
+    header, rows = table
+    return Section(title, header, rows, note, figure, html_only)
+
+
+BUDGET_NOTE = ("Test accuracy against the images added per class to the real training split: synthetic (combined "
+               "cells on the first k images of each class) and held-out real ones (reference cells); 0 is real only. "
+               "Mean over seeds with the 95% CI band.")
+QUALITY_NOTE = ("Label fidelity: share the real-only classifier assigns to the intended class. Near copies: within "
+                "pixel RMSE 0.1 of a training image. Diversity: mean pairwise feature distance within the class.")
+TIME_NOTE = "Wall time of each stage's last run; the report's own time is not in it yet."
+NO_VERDICT = "No synthetic runs to judge: only real-only cells ran."
+
+
+def verdict(data: ReportData) -> str:
+    return data.headline.sentence if data.headline else NO_VERDICT
+
+
+def sections(data: ReportData) -> list[Section]:
+    """Every part of the report after the verdict, in reading order: the one list both renderings show, so
+    their titles, notes and tables cannot drift apart. Empty sections are kept; each rendering skips them."""
+    table_title, grid_title = filter_titles(data.filter_metrics)
+    intro = f"{data.coverage} {SELECTION_RULE}".strip() if data.headline else ""
+    return [
+        _section("", table=headline_table(data), note=intro),
+        _section("How many images: synthetic vs real", budget_chart(data), budget_table(data), BUDGET_NOTE),
+        _section("Training strategies: real only, combined, RSP, two-phase", table=strategy_table(data.metrics),
+                 note=GAIN_NOTE),
+        _section("Test accuracy (%) as in the paper (gain over the matching baseline)", table=paper_table(data.metrics)),
+        _section("MVC ablation: P = Q = 0 vs MVC", table=ablation_table(data.metrics, data.mix_steps),
+                 note=ABLATION_NOTE),
+        _section("Pretrained vs fine-tuned generator (the paper's Table 4)", table=pretrained_table(data.metrics),
+                 note=PRETRAINED_NOTE),
+        _section("Quality of the synthetic images, per class",
+                 table=quality_per_class(data.quality, data.filter_metrics), note=QUALITY_NOTE),
+        _section("Quality summary", table=quality_summary(data.quality)),
+        _section(table_title, table=filter_table(data.filter_metrics)),
+        _section("Where the time went", table=time_table(data.stage_times), note=TIME_NOTE),
+        _section("Real vs synthetic, per class", sample_grid(data.samples), html_only=True),
+        _section(grid_title, dropped_grid(data.dropped), html_only=True),
+        _section("Classifier validation accuracy per epoch (mean over seeds)", validation_charts(data.curves),
+                 html_only=True),
+        _section("Denoiser fine-tuning loss", loss_chart(data.losses), html_only=True),
+        _section("Runs", table=runs_table(data.results), html_only=True),
+    ]
+
+
+# --- HTML-only markup: charts and image grids, built here and marked safe here ----------------------------
 
 
 def _data_uri(image: Image.Image, scale: int) -> str:
@@ -287,17 +383,11 @@ def _data_uri(image: Image.Image, scale: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _img(image: Image.Image, scale: int, title: str = "") -> str:
-    return f'<img src="{_data_uri(image, scale)}" title="{html.escape(title)}" alt="{html.escape(title)}">'
+def _img(image: Image.Image, scale: int, title: str = "") -> Markup:
+    return Markup('<img src="{}" title="{}" alt="{}">').format(_data_uri(image, scale), title, title)
 
 
-def _section(title: str, body: str, note: str = "") -> str:
-    if not body:
-        return ""
-    return f"<h2>{html.escape(title)}</h2>\n" + (f"<p>{html.escape(note)}</p>\n" if note else "") + body + "\n"
-
-
-def budget_chart(data: ReportData) -> str:
+def budget_chart(data: ReportData) -> Markup:
     """Test accuracy (%) against images added per class: synthetic and real, mean with the 95% CI band."""
     charts = []
     for model, curves in sorted(data.budget.items()):
@@ -306,123 +396,77 @@ def budget_chart(data: ReportData) -> str:
                   if (points := curves.get(kind))]
         if series:
             charts.append(line_chart(series, "images added per class", "test accuracy (%)", title=model))
-    return "".join(charts)
+    return Markup("".join(charts))  # line_chart escapes its own text
 
 
-def validation_charts(curves: dict[str, dict[str, list[float]]]) -> str:
+def validation_charts(curves: dict[str, dict[str, list[float]]]) -> Markup:
     charts = []
     for model, by_column in sorted(curves.items()):
         series = [Series(name, colour, indexed(values)) for (name, values), colour
                   in zip(sorted((n, v) for n, v in by_column.items() if len(v) > 1), COLOURS * 8)]
         if series:
             charts.append(line_chart(series, "epoch", "validation accuracy", title=model))
-    return "".join(charts)
+    return Markup("".join(charts))
 
 
-def loss_chart(losses: Sequence[float]) -> str:
+def loss_chart(losses: Sequence[float]) -> Markup:
     if len(losses) < 2:
-        return ""
+        return Markup("")
     smooth = running_mean(losses, len(losses) // 50 + 1)
-    return (line_chart([Series("loss (running mean)", COLOURS[0], indexed(smooth))], "step", "loss")
-            + f"<p>loss from {smooth[0]:.3f} to {smooth[-1]:.3f} over {len(losses)} steps</p>")
+    return (Markup(line_chart([Series("loss (running mean)", COLOURS[0], indexed(smooth))], "step", "loss"))
+            + Markup("<p>loss from {:.3f} to {:.3f} over {} steps</p>").format(smooth[0], smooth[-1], len(losses)))
 
 
-def sample_grid(samples: Sequence[SampleRow]) -> str:
+def sample_grid(samples: Sequence[SampleRow]) -> Markup:
     if not samples:
-        return ""
+        return Markup("")
     rows = []
     for row in samples:
-        real = "".join(_img(im, 4, f"real {row.label}") for im in row.real)
-        synth = "".join(
-            f'<span class="pair">{_img(c, 2, "conditioning image")}{_img(s, 4, f"synthetic {row.label}")}</span>'
+        real = Markup("").join(_img(im, 4, f"real {row.label}") for im in row.real)
+        synth = Markup("").join(Markup('<span class="pair">{}{}</span>').format(
+            _img(c, 2, "conditioning image"), _img(s, 4, f"synthetic {row.label}"))
             for s, c in zip(row.synthetic, row.conditioning))
-        rows.append(f"<tr><th>{html.escape(row.label)}</th><td>{real}</td><td>{synth}</td></tr>")
-    return ("<p>Each synthetic image (large) follows its conditioning image (small, shaded).</p>"
-            f"<table><tr><th>class</th><th>real</th><th>synthetic</th></tr>{''.join(rows)}</table>")
+        rows.append(Markup("<tr><th>{}</th><td>{}</td><td>{}</td></tr>").format(row.label, real, synth))
+    return Markup("<p>Each synthetic image (large) follows its conditioning image (small, shaded).</p>"
+                  "<table><tr><th>class</th><th>real</th><th>synthetic</th></tr>{}</table>").format(Markup("").join(rows))
 
 
-def dropped_grid(dropped: Sequence[DroppedImage]) -> str:
+def dropped_grid(dropped: Sequence[DroppedImage]) -> Markup:
     if not dropped:
-        return ""
-    tiles = "".join(f'<figure>{_img(d.image, 4, f"{d.label}: {d.reason}")}<figcaption>{html.escape(d.label)}<br>'
-                    f'{html.escape(d.reason.replace("_", " "))}</figcaption></figure>' for d in dropped)
-    return f'<div class="tiles">{tiles}</div>'
+        return Markup("")
+    tiles = Markup("").join(
+        Markup("<figure>{}<figcaption>{}<br>{}</figcaption></figure>").format(
+            _img(d.image, 4, f"{d.label}: {d.reason}"), d.label, d.reason.replace("_", " "))
+        for d in dropped)
+    return Markup('<div class="tiles">{}</div>').format(tiles)
 
 
-STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px} table{border-collapse:collapse;margin-bottom:1em}
-td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:middle;text-align:left} img{image-rendering:pixelated;margin:1px}
-.pair{display:inline-block;margin-right:6px;background:#eef} .verdict{font-size:1.3em;padding:.6em 1em;background:#f4f4f4;
-border-left:6px solid #36c} .tiles figure{display:inline-block;margin:4px;text-align:center;font-size:.8em}"""
+# --- the two renderings: templates/report.html.j2 and templates/report.md.j2 -------------------------------
+
+
+TEMPLATES = Path(__file__).with_name("templates")
+"""The report's jinja2 templates, beside this module (package data, so an installed mvcaug has them too)."""
+_TEMPLATES = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
+    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+)
+
+
+def _render(template: str, data: ReportData) -> str:
+    return _TEMPLATES.get_template(template).render(title=data.title, verdict=verdict(data), sections=sections(data))
 
 
 def render_html(data: ReportData) -> str:
-    """One HTML file, images inline, readable offline, the answer first."""
-    verdict = data.headline.sentence if data.headline else "No synthetic runs to judge: only real-only cells ran."
-    parts = [
-        f'<p class="verdict">{html.escape(verdict)}</p>',
-        _html_table(*headline_table(data)),
-        _section("How many images: synthetic vs real", budget_chart(data) + _html_table(*budget_table(data)),
-                 "Test accuracy against the images added per class to the real training split: synthetic (combined "
-                 "cells on the first k images of each class) and held-out real ones (reference cells); 0 is real only. "
-                 "Mean over seeds with the 95% CI band."),
-        _section("Training strategies: real only, combined, RSP, two-phase", _html_table(*strategy_table(data.metrics)),
-                 GAIN_NOTE),
-        _section("Test accuracy (%) as in the paper (gain over the matching baseline)",
-                 _html_table(*paper_table(data.metrics))),
-        _section("MVC ablation: P = Q = 0 vs MVC", _html_table(*ablation_table(data.metrics, data.mix_steps)),
-                 ABLATION_NOTE),
-        _section("Pretrained vs fine-tuned generator (the paper's Table 4)", _html_table(*pretrained_table(data.metrics)),
-                 PRETRAINED_NOTE),
-        _section("Quality of the synthetic images, per class", _html_table(*quality_per_class(data.quality,
-                                                                                          data.filter_metrics)),
-                 "Label fidelity: share the real-only classifier assigns to the intended class. Near copies: within "
-                 "pixel RMSE 0.1 of a training image. Diversity: mean pairwise feature distance within the class."),
-        _section("Quality summary", _html_table(*quality_summary(data.quality))),
-        _section(filter_titles(data.filter_metrics)[0], _html_table(*filter_table(data.filter_metrics))),
-        _section("Where the time went", _html_table(*time_table(data.stage_times)),
-                 "Wall time of each stage's last run; the report's own time is not in it yet."),
-        _section("Real vs synthetic, per class", sample_grid(data.samples)),
-        _section(filter_titles(data.filter_metrics)[1], dropped_grid(data.dropped)),
-        _section("Classifier validation accuracy per epoch (mean over seeds)", validation_charts(data.curves)),
-        _section("Denoiser fine-tuning loss", loss_chart(data.losses)),
-        _section("Runs", _html_table(*runs_table(data.results))),
-    ]
-    body = "\n".join(part for part in parts if part)
-    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(data.title)}</title>\n'
-            f"<style>{STYLE}</style></head><body>\n<h1>{html.escape(data.title)}</h1>\n{body}\n</body></html>\n")
-
-
-# --- Markdown ------------------------------------------------------------------------------------------
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    if not rows:
-        return ""
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+    """One HTML file, images inline, readable offline, the answer first. Text is escaped by the template
+    (autoescape); charts and image grids arrive as Markup, built and escaped in this module."""
+    return _render("report.html.j2", data)
 
 
 def render_markdown(data: ReportData) -> str:
-    """The report without images, for report.md and the Prefect artifact: the verdict first."""
-    verdict = data.headline.sentence if data.headline else "No synthetic runs to judge: only real-only cells ran."
-    sections = [
-        ("", _markdown_table(*headline_table(data))),
-        ("How many images: synthetic vs real", _markdown_table(*budget_table(data))),
-        ("Training strategies", (GAIN_NOTE + "\n\n" if data.metrics else "") + _markdown_table(*strategy_table(data.metrics))),
-        ("Test accuracy (%) as in the paper", _markdown_table(*paper_table(data.metrics))),
-        ("MVC ablation: P = Q = 0 vs MVC", _markdown_table(*ablation_table(data.metrics, data.mix_steps))),
-        ("Pretrained vs fine-tuned generator (the paper's Table 4)", _markdown_table(*pretrained_table(data.metrics))),
-        ("Quality of the synthetic images, per class",
-         _markdown_table(*quality_per_class(data.quality, data.filter_metrics))),
-        ("Quality summary", _markdown_table(*quality_summary(data.quality))),
-        (filter_titles(data.filter_metrics)[0], _markdown_table(*filter_table(data.filter_metrics))),
-        ("Where the time went", _markdown_table(*time_table(data.stage_times))),
-    ]
-    text = f"# {data.title}\n\n**{verdict}**\n\n"
-    for title, body in sections:
-        if body.strip() and not body.strip().endswith(GAIN_NOTE):
-            text += (f"## {title}\n\n" if title else "") + body + "\n"
-    return text + "Sample grids and curves: report.html, beside this file.\n"
+    """The report without images, for report.md and the Prefect artifact: the verdict first, then the same
+    sections as the HTML, less the ones that need a browser."""
+    return _render("report.md.j2", data)
 
 
 def mean_validation_curves(results: Sequence[RunResult], logs: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:

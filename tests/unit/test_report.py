@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import xml.etree.ElementTree as ET
 
+import numpy as np
 from PIL import Image
 
 from mvcaug.cells import Cell, RunResult
@@ -15,7 +17,7 @@ from mvcaug.report import (
     render_html,
     render_markdown, strategy_table, time_table,
 )
-from mvcaug.summary import budget_curves, headline, summarise
+from mvcaug.summary import bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
 
 
 def run(strategy: str, seed: int, test: float, val: float = 0.5, synthetic_set: str = "mvc", per_class: int = 0,
@@ -91,10 +93,10 @@ def test_quality_per_class_and_the_summary_are_readable_tables():
 
 
 def test_table_4_compares_the_pretrained_and_the_fine_tuned_generator():
-    rs = results() + [run("combined", s, acc, 0.6, synthetic_set="pretrained") for s, acc in enumerate((0.7, 0.72, 0.74))]
+    rs = results() + [run("combined", s, acc, 0.6, synthetic_set="pretrained") for s, acc in enumerate((0.7, 0.73, 0.73))]
     header, rows = pretrained_table(summarise(rs, 4))
     assert header[2:] == ["Baseline (real only)", "Syn, pretrained (text-to-image)", "Syn, fine-tuned"]
-    assert rows[0][3].startswith("72.00 ± 2.00; -10.00 pp") and rows[0][4].startswith("85.33 ± 2.52; +3.33 pp")
+    assert rows[0][3].startswith("72.00 ± 1.73; -10.00 pp") and rows[0][4].startswith("85.33 ± 2.52; +3.33 pp")
     assert "Table 4" in render_html(data(metrics=summarise(rs, 4), results=rs))
     assert pretrained_table(summarise(results(), 4))[1] == []  # without the pretrained set: no table
     assert "Table 4" not in render_html(data())
@@ -142,3 +144,60 @@ def test_without_synthetic_runs_the_report_says_so_and_draws_no_gains():
 def test_mean_validation_curves_average_the_seeds_of_a_column():
     logs = {"small_cnn-default-real-seed0": [0.1, 0.3], "small_cnn-default-real-seed1": [0.3, 0.5, 0.9]}
     assert mean_validation_curves(results(), logs) == {"small_cnn": {"baseline": [0.2, 0.4]}}
+
+
+def test_the_verdict_says_what_its_intervals_cover_and_how_the_headline_was_chosen():
+    rs = results()
+    correct = {r.cell.name: np.repeat([1.0, 0.0], [round(r.test_acc * 50), 50 - round(r.test_acc * 50)]) for r in rs}
+    metrics = summarise(rs, images_per_class=4)
+    for column, intervals in bootstrap_intervals(rs, correct, 4, draws=300)["small_cnn"].items():
+        metrics["small_cnn"][column].update(intervals)
+    coverage = interval_coverage(3, 50, clustered=False)
+    assert coverage.startswith("What the intervals cover: the t-interval, the 3 classifier seeds (paired); "
+                               "the bootstrap interval, those seeds and the 50 test images")
+    assert "one generator" in coverage
+    page, markdown = (render(data(metrics=metrics, coverage=coverage)) for render in (render_html, render_markdown))
+    for text in (page, markdown):
+        assert "What the intervals cover" in text and "after Holm" in text
+        assert "gain, bootstrap over seeds and test images" in text
+    assert page.index("What the intervals cover") < page.index("<h2>")  # under the verdict, before any section
+
+
+HTML_ONLY = ["Real vs synthetic, per class", "Dropped by the filter",
+             "Classifier validation accuracy per epoch (mean over seeds)", "Denoiser fine-tuning loss", "Runs"]
+"""The parts that need a browser (image grids, charts, every run): the Markdown points to report.html for them."""
+
+
+def test_the_markdown_report_has_the_html_report_s_sections_under_the_same_titles():
+    rs = results() + [run("combined", s, acc, 0.6, synthetic_set="pretrained") for s, acc in enumerate((0.7, 0.73, 0.73))]
+    report = data(metrics=summarise(rs, 4), results=rs)
+    page, markdown = render_html(report), render_markdown(report)
+    html_titles = [html.unescape(t) for t in re.findall(r"<h2>(.*?)</h2>", page)]
+    markdown_titles = re.findall(r"^## (.*)$", markdown, flags=re.M)
+    assert set(HTML_ONLY) <= set(html_titles) and len(html_titles) == 14  # every section has content here
+    assert markdown_titles == [t for t in html_titles if t not in HTML_ONLY]  # same titles, same order
+    assert markdown.rstrip().endswith("report.html, beside this file.")
+
+
+def test_a_label_with_html_special_characters_is_escaped_exactly_once():
+    label = "<b>cat & \"dog\"</b>"
+    image = Image.new("L", (8, 8), 90)
+    report = data(samples=[SampleRow(label, [image], [image], [image])],
+                  dropped=[DroppedImage(label, "near_copy", image)], title=label,
+                  quality={**QUALITY, f"fidelity.{label}": 0.37},
+                  stage_times={label: {"seconds": 1.0, "finished": "t"}})
+    page = render_html(report)
+    assert "<b>" not in page  # escaped at least once
+    assert "&amp;amp;" not in page and "&amp;lt;" not in page  # and not twice
+    shown = {where: re.findall(pattern, page) for where, pattern in {
+        "title": r'<meta charset="utf-8"><title>(.*?)</title>', "h1": r"<h1>(.*?)</h1>",
+        "sample grid row": r"<tr><th>([^<]*)</th><td><img",  # markup built in mvcaug.report
+        "dropped caption": r"<figcaption>([^<]*)<br>",
+        "image titles": r'title="([^"]*)"',
+        "quality table": r"<tr><td>([^<]*)</td><td>37%</td>",  # the template's tables
+        "time table": r"<tr><td>([^<]*)</td><td>1.0</td><td>t</td>"}.items()}
+    decoded = {where: [html.unescape(text) for text in found] for where, found in shown.items()}
+    assert all(decoded[where] == [label] for where in ("title", "h1", "sample grid row", "dropped caption",
+                                                       "quality table", "time table")), decoded
+    assert {f"real {label}", f"synthetic {label}", f"{label}: near_copy"} <= set(decoded["image titles"])
+    assert f"# {label}" in render_markdown(report)  # Markdown is not HTML: no escaping there
