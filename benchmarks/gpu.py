@@ -10,10 +10,13 @@ checkpoint folder and goes through the product's own loaders. Then it measures a
 
 1. fine-tuning samples/s and peak GPU memory at 256 px, batch 8, bf16 with gradient checkpointing, for full
    and LoRA fine-tuning, EMA on the GPU, on the CPU and off, beside the pre-training memory estimate
-   (mvcaug/gpu_memory.py) to show how close it is;
+   (mvcaug/gpu_memory.py) to show how close it is; and at 512 px for full and LoRA without EMA; against the
+   targets: a full fine-tune at 256 px with the profile's memory options within 24 GB, LoRA within 12 GB;
 2. generation images/s of our sampler against diffusers' StableDiffusionInstructPix2PixPipeline at the
-   same settings (--dtype: fp16 on CUDA by default, DDIM, 25 steps, guidance 7.5 / 1.5), as a ratio from
-   one run, with their largest pixel difference, and our sampler again with the U-Net in channels_last;
+   same settings (--dtype: fp16 on CUDA by default, DDIM, 25 steps), at the profile's guidance (Eq. 6:
+   text guidance 7.5, image guidance 1.0) and at InstructPix2Pix's 7.5 / 1.5, as ratios from one run (the
+   target: at least 1.3x at the profile's), with their largest pixel difference, our sampler again with the
+   U-Net in channels_last, and (on CUDA, or with --compile) with the U-Net compiled (generate.compile);
    every model of the pipeline (text encoder included) in that one dtype;
 3. no NaN or inf in the U-Net's output and the VAE's decode in bf16 and fp16 (bf16 only on CPU);
 4. an interrupted and resumed fine-tuning run ends with the weights of an uninterrupted one.
@@ -65,6 +68,12 @@ class Scale:
 
 FULL = Scale(size=256, batch=8, steps=12, warm=3, sample_steps=25, text=(77, 768))
 TINY = Scale(size=16, batch=2, steps=4, warm=1, sample_steps=3, text=(77, 32))
+LARGE = {FULL: dataclasses.replace(FULL, size=512), TINY: dataclasses.replace(TINY, size=32)}
+"""The second fine-tuning resolution of each scale (512 px for SD 1.5)."""
+GUIDANCE = {"profile (Eq. 6)": (7.5, 1.0), "InstructPix2Pix": (7.5, 1.5)}
+"""(text guidance, image guidance) settings generation is timed at: profiles/sd15.yaml's, and the stock
+pipeline's usual ones."""
+TARGETS = {"generation_ratio_at_profile": 1.3, "full_256_gib": 24.0, "lora_256_gib": 12.0}
 
 
 class Interrupt(Exception):
@@ -150,9 +159,20 @@ def generation_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def generation(folder: Path, scale: Scale, device: torch.device, dtype: torch.dtype) -> dict:
-    """Images/s of our sampler and of the stock InstructPix2Pix pipeline on the same inputs, all in `dtype`;
-    their largest difference; our sampler with a channels_last U-Net."""
+def generation(folder: Path, scale: Scale, device: torch.device, dtype: torch.dtype, compile_unet: bool) -> dict:
+    """{setting: figures} for each GUIDANCE setting: images/s of our sampler and of the stock InstructPix2Pix
+    pipeline on the same inputs, all in `dtype`; their largest difference; our sampler with a channels_last
+    U-Net and, with `compile_unet`, compiled (generate.compile's tune_denoiser)."""
+    return {name: generation_at(folder, scale, device, dtype, text_scale, image_scale, compile_unet)
+            for name, (text_scale, image_scale) in GUIDANCE.items()}
+
+
+def generation_at(folder: Path, scale: Scale, device: torch.device, dtype: torch.dtype, text_scale: float,
+                  image_scale: float, compile_unet: bool) -> dict:
+    """generation's figures at one guidance setting."""
+    from mvcaug.generate import tune_denoiser
+    from mvcaug.params import GenerateParams
+
     params = FinetuneParams(init="pretrained", codec="vae", pretrained=str(folder))
     denoiser = build_denoiser(params, 3, scale.size, scale.text[1], device)
     with torch.no_grad():  # the condition channels start at zero: give them weights so the image matters
@@ -170,12 +190,12 @@ def generation(folder: Path, scale: Scale, device: torch.device, dtype: torch.dt
     pipeline.set_progress_bar_config(disable=True)
 
     def ours() -> torch.Tensor:
-        return sample(denoiser, cond, text, null, noise, "ddim", scale.sample_steps, 7.5, 1.5) * 0.5 + 0.5
+        return sample(denoiser, cond, text, null, noise, "ddim", scale.sample_steps, text_scale, image_scale) * 0.5 + 0.5
 
     def theirs() -> torch.Tensor:
         return pipeline(image=cond * 0.5 + 0.5, prompt_embeds=text, negative_prompt_embeds=null.expand_as(text),
-                        latents=noise.clone(), num_inference_steps=scale.sample_steps, guidance_scale=7.5,
-                        image_guidance_scale=1.5, output_type="pt").images
+                        latents=noise.clone(), num_inference_steps=scale.sample_steps, guidance_scale=text_scale,
+                        image_guidance_scale=image_scale, output_type="pt").images
 
     def timed(fn) -> tuple[float, torch.Tensor]:
         fn()  # warm-up
@@ -187,15 +207,24 @@ def generation(folder: Path, scale: Scale, device: torch.device, dtype: torch.dt
 
     our_rate, our_images = timed(ours)
     their_rate, their_images = timed(theirs)
-    denoiser.unet.to(memory_format=torch.channels_last)
-    last_rate, last_images = timed(ours)
-    return {
-        "dtype": str(dtype).removeprefix("torch."), "ours_images_per_s": our_rate, "pipeline_images_per_s": their_rate,
-        "ratio": our_rate / their_rate,
+    figures = {
+        "dtype": str(dtype).removeprefix("torch."), "guidance": [text_scale, image_scale],
+        "ours_images_per_s": our_rate, "pipeline_images_per_s": their_rate, "ratio": our_rate / their_rate,
         "max_abs_difference": (our_images.float() - their_images.float()).abs().max().item(),
-        "channels_last_images_per_s": last_rate,
-        "channels_last_max_abs_difference": (last_images.float() - our_images.float()).abs().max().item(),
     }
+    eager = denoiser.unet
+    denoiser.unet = tune_denoiser(denoiser, GenerateParams(channels_last=True)).unet
+    last_rate, last_images = timed(ours)
+    figures.update({"channels_last_images_per_s": last_rate,
+                    "channels_last_max_abs_difference": (last_images.float() - our_images.float()).abs().max().item()})
+    if compile_unet:
+        denoiser.unet = tune_denoiser(denoiser, GenerateParams(channels_last=True, compile=True)).unet
+        compiled_rate, compiled_images = timed(ours)  # timed() warms up first: compilation is not counted
+        figures.update({"compiled_images_per_s": compiled_rate, "compiled_ratio": compiled_rate / their_rate,
+                        "compiled_max_abs_difference":
+                            (compiled_images.float() - our_images.float()).abs().max().item()})
+    denoiser.unet = eager
+    return figures
 
 
 def finite_outputs(folder: Path, scale: Scale, device: torch.device) -> dict:
@@ -258,6 +287,25 @@ CASES = {
     "LoRA r=8, EMA on GPU": {"method": "lora", "ema": True, "ema_decay": 0.999, "learning_rate": 1e-4},
     "LoRA r=8, no EMA": {"method": "lora", "learning_rate": 1e-4},
 }
+LARGE_CASES = ("full, no EMA", "LoRA r=8, no EMA")
+"""The cases also run at the larger resolution (LARGE)."""
+
+
+def target_checks(results: dict) -> dict[str, bool | None]:
+    """The issue's targets, from the figures (None where the figure cannot be had here: memory on the CPU)."""
+    cases = {case["case"]: case for case in results["finetune"]}
+
+    def within(case: str, gib: float) -> bool | None:
+        peak = cases[case]["peak_gib"]
+        return None if peak is None else peak <= gib
+
+    return {
+        "generation at least 1.3x the stock pipeline at the profile's guidance":
+            results["generation"]["profile (Eq. 6)"]["ratio"] >= TARGETS["generation_ratio_at_profile"],
+        "full fine-tune at 256 px within 24 GB (EMA on CPU, the profile's knob for 24 GB cards)":
+            within("full, EMA on CPU", TARGETS["full_256_gib"]),
+        "LoRA at 256 px within 12 GB": within("LoRA r=8, no EMA", TARGETS["lora_256_gib"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -267,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="generation's dtype, for our sampler and the whole reference pipeline alike "
                              "(auto: fp16 on CUDA, fp32 on the CPU; bf16 runs on the CPU too)")
     parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the compiled U-Net on the CPU (on CUDA it always is; a cold CPU compile takes minutes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -280,10 +330,14 @@ def main(argv: list[str] | None = None) -> None:
         results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                          "scale": dataclasses.asdict(scale), "torch": torch.__version__}
         results["finetune"] = [finetune_case(folder, scale, device, name, **changes) for name, changes in CASES.items()]
-        results["generation"] = generation(folder, scale, device, dtype)
+        large = LARGE[scale]
+        results["finetune"] += [finetune_case(folder, large, device, f"{name}, {large.size} px", **CASES[name])
+                                for name in LARGE_CASES]
+        results["generation"] = generation(folder, scale, device, dtype, args.compile or device.type == "cuda")
         results["finite"] = finite_outputs(folder, scale, device)
         results["resume"] = resume_matches(folder, scale, device, Path(tmp))
     results["seconds"] = time.perf_counter() - started
+    results["targets"] = target_checks(results)
     log.info("| fine-tuning case (%d px, batch %d, bf16, checkpointing) | samples/s | peak GiB | estimate GiB | trained weights |",
              scale.size, scale.batch)
     log.info("| --- | --- | --- | --- | --- |")
@@ -291,10 +345,15 @@ def main(argv: list[str] | None = None) -> None:
         peak = f"{case['peak_gib']:.3f}" if case["peak_gib"] is not None else "n/a (CPU)"
         log.info("| %s | %.2f | %s | %.3f | %d |", case["case"], case["samples_per_s"], peak, case["estimate_gib"],
                  case["trained_parameters"])
-    gen = results["generation"]
-    log.info("generation (%s): ours %.2f images/s, InstructPix2Pix pipeline %.2f images/s, ratio %.2f, "
-             "max |diff| %.2g; channels_last %.2f images/s", gen["dtype"], gen["ours_images_per_s"],
-             gen["pipeline_images_per_s"], gen["ratio"], gen["max_abs_difference"], gen["channels_last_images_per_s"])
+    for setting, gen in results["generation"].items():
+        compiled = (f"; compiled %.2f images/s (ratio %.2f)" % (gen["compiled_images_per_s"], gen["compiled_ratio"])
+                    if "compiled_images_per_s" in gen else "")
+        log.info("generation (%s, %s %s): ours %.2f images/s, InstructPix2Pix pipeline %.2f images/s, ratio %.2f, "
+                 "max |diff| %.2g; channels_last %.2f images/s%s", gen["dtype"], setting, gen["guidance"],
+                 gen["ours_images_per_s"], gen["pipeline_images_per_s"], gen["ratio"], gen["max_abs_difference"],
+                 gen["channels_last_images_per_s"], compiled)
+    for target, met in results["targets"].items():
+        log.info("target: %s: %s", target, {True: "met", False: "NOT met", None: "not measurable here"}[met])
     log.info("finite outputs: %s; resume equals a straight run: %s (max |diff| %.2g); %.0f s in all",
              results["finite"], results["resume"]["equal"], results["resume"]["max_abs_difference"], results["seconds"])
     if args.out:

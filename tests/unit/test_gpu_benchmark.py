@@ -27,14 +27,20 @@ def test_the_gpu_benchmark_runs_every_check_on_a_tiny_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(out.read_text())
     cases = {case["case"]: case for case in figures["finetune"]}
-    assert len(cases) == 6 and all(case["loss_finite"] and case["samples_per_s"] > 0 for case in cases.values())
+    assert len(cases) == 8 and all(case["loss_finite"] and case["samples_per_s"] > 0 for case in cases.values())
     assert cases["LoRA r=8, no EMA"]["trained_parameters"] < cases["full, no EMA"]["trained_parameters"]
     assert cases["full, EMA on CPU"]["estimate_gib"] < cases["full, EMA on GPU"]["estimate_gib"]
+    assert cases["full, no EMA, 32 px"]["estimate_gib"] > cases["full, no EMA"]["estimate_gib"]  # larger activations
     generation = figures["generation"]
-    assert generation["max_abs_difference"] < 1e-5 and math.isfinite(generation["ratio"])
+    assert set(generation) == {"profile (Eq. 6)", "InstructPix2Pix"}
+    assert generation["profile (Eq. 6)"]["guidance"] == [7.5, 1.0] and generation["InstructPix2Pix"]["guidance"] == [7.5, 1.5]
+    for setting in generation.values():  # ours equals the stock pipeline at both guidance settings
+        assert setting["max_abs_difference"] < 1e-5 and math.isfinite(setting["ratio"])
+        assert setting["channels_last_max_abs_difference"] < 1e-4 and "compiled_images_per_s" not in setting
     assert figures["finite"] == {"bfloat16": True}
     assert figures["resume"]["equal"] and figures["resume"]["resumed_from_step"] == 3
-    assert "| fine-tuning case" in result.stderr and "generation (float32): ours" in result.stderr
+    assert set(figures["targets"].values()) <= {True, False, None} and len(figures["targets"]) == 3
+    assert "| fine-tuning case" in result.stderr and "generation (float32, profile (Eq. 6)" in result.stderr
 
 
 def test_the_half_precision_configuration_runs_on_the_cpu_in_bf16(tmp_path):
@@ -44,10 +50,10 @@ def test_the_half_precision_configuration_runs_on_the_cpu_in_bf16(tmp_path):
     out = tmp_path / "gpu.json"
     result = run_benchmark("--tiny", "--dtype", "bf16", "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    generation = json.loads(out.read_text())["generation"]
-    assert generation["dtype"] == "bfloat16" and math.isfinite(generation["ratio"])
-    assert generation["max_abs_difference"] < 0.05  # the same maths in bf16 on both sides
-    assert "generation (bfloat16): ours" in result.stderr
+    for generation in json.loads(out.read_text())["generation"].values():
+        assert generation["dtype"] == "bfloat16" and math.isfinite(generation["ratio"])
+        assert generation["max_abs_difference"] < 0.05  # the same maths in bf16 on both sides
+    assert "generation (bfloat16, profile (Eq. 6)" in result.stderr
     refused = run_benchmark("--tiny", "--dtype", "fp16")
     assert refused.returncode == 1
     assert refused.stderr.strip() == "--dtype fp16 needs CUDA: the CPU runs bf16 (--dtype bf16)"
