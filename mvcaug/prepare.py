@@ -4,9 +4,12 @@ Sources: scikit-learn's bundled digits (offline, the default) and an image folde
 per class (the torchvision / Hugging Face convention: images in nested subfolders of a class belong to
 it; hidden files such as AppleDouble `._x.png` are skipped). The decisions are made here and refused
 with the file named when they would give a silently wrong result: a single class, the same image under
-two labels (a label conflict), two files that would get one image id, an image over PIL's
-decompression-bomb limit, a file name that is not UTF-8. The same image twice in one class is kept once
-(a warning names the copies), so it can never sit in train and test at once.
+two labels (a label conflict), two files that would get one image id (or one too long for a file name), two
+class folders whose names differ only in case or Unicode form, a dangling symlink, an image over PIL's
+decompression-bomb limit, a name that is not UTF-8 or holds a control character, fewer images than the
+split asks for. The same image twice in one class is kept once (a warning names the copies), so it can
+never sit in train and test at once; files that are not read (no image suffix, beside the class folders,
+in a symlinked subfolder) are warned about, as is an image folder left unread by prepare.source: digits.
 
 Pixels: EXIF orientation is applied; high-bit-depth and float images are scaled to 8 bits by their own
 range, not clipped (NaN and infinite pixels are left out of the range, see `eight_bit`); transparency is
@@ -24,7 +27,9 @@ import functools
 import hashlib
 import io
 import logging
+import math
 import os
+import unicodedata
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -36,12 +41,17 @@ import pyarrow as pa
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from mvcaug.atomic import NAME_MAX
 from mvcaug.errors import UserError
 from mvcaug.params import PrepareParams, ResizeMode
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+OS_JUNK = {"thumbs.db", "desktop.ini"}
+"""Files Windows leaves in picture folders: skipped without a word, like hidden files."""
+MAX_ID_BYTES = NAME_MAX - len("real-.png") - 6
+"""An image id is a file name (<id>.png, and real-<id>.png in an export), with a little room to spare."""
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "val", "reference", "test")
 MANIFEST_COLUMNS = ("id", "path", "label", "split", "source", "sha256", "width", "height")
@@ -114,65 +124,128 @@ def _raise_unreadable(err: OSError) -> None:
     raise _unreadable(err) from err
 
 
-def class_images(class_dir: Path) -> list[Path]:
+def _check_link(path: Path) -> None:
+    """A symlink to nothing (an unmounted drive, a moved folder) would drop its images or its whole class
+    without a word: refused, naming the link and where it points."""
+    if path.is_symlink() and not path.exists():
+        raise DatasetError(f"{printable(path)}: a symlink to {printable(os.readlink(path))}, which does not exist; "
+                           "mount or restore its target, or remove the link")
+
+
+def class_images(class_dir: Path) -> tuple[list[Path], list[Path]]:
     """The images of a class folder, in its nested subfolders too (as torchvision's ImageFolder reads
-    them), hidden files and folders left out, in sorted order. A subfolder that cannot be read stops with
-    its path named (it is not silently empty); symlinked folders are not followed, as before."""
-    files = []
+    them), hidden files and folders left out, in sorted order; and what is not read (files without an image
+    suffix, symlinked subfolders, which are not followed, as before), for `_warn_not_read`. A subfolder
+    that cannot be read, or a dangling symlink, stops with its path named (it is not silently empty)."""
+    files, not_read = [], []
     for folder, subfolders, names in os.walk(class_dir, onerror=_raise_unreadable):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        files += [Path(folder, name) for name in names
-                  if is_image_file(Path(name)) and Path(folder, name).is_file()]
-    return sorted(files)
+        not_read += [Path(folder, name) for name in subfolders if Path(folder, name).is_symlink()]
+        for name in names:
+            path = Path(folder, name)
+            if name.startswith(".") or name.lower() in OS_JUNK:
+                continue
+            _check_link(path)
+            (files if is_image_file(path) and path.is_file() else not_read).append(path)
+    return sorted(files), sorted(not_read)
 
 
-def _check_utf8(path: Path, root: Path) -> None:
-    """The manifest (parquet), captions and logs hold text: a name that is not UTF-8 cannot go in them."""
+def _warn_not_read(not_read: list[Path], root: Path) -> None:
+    """Files a person may have meant as data (iPhone .heic, an image beside the class folders, a linked
+    subfolder) are left out: say so, so the dataset is never silently smaller than the folder."""
+    if not_read:
+        examples = ", ".join(printable(path.relative_to(root)) for path in sorted(not_read)[:5])
+        log.warning("%s: %d file(s) or linked folder(s) are not read, e.g. %s: only files with suffix %s inside a "
+                    "class folder are images, and symlinked folders inside a class are not followed; convert or "
+                    "move them if they belong to the dataset", printable(root), len(not_read), examples,
+                    " ".join(sorted(IMAGE_SUFFIXES)))
+
+
+def _check_name(path: Path, root: Path) -> None:
+    """The manifest (parquet), captions and logs hold text: a name that is not UTF-8 cannot go in them, and
+    one with a control character (a newline, a tab) would split a log line or a one-line error in two."""
+    name = str(path.relative_to(root))
     try:
-        str(path.relative_to(root)).encode("utf-8")
+        name.encode("utf-8")
     except UnicodeEncodeError as err:
         raise DatasetError(f"{printable(path)}: the name is not valid UTF-8 (the manifest stores names as text); "
                            "rename it, e.g. with `convmv -f latin1 -t utf8 --notest -r <folder>`") from err
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        shown = "".join(ascii(char)[1:-1] if unicodedata.category(char) == "Cc" else char for char in str(path))
+        raise DatasetError(f"{shown}: the name holds a control character (newline, tab, ...), which would break "
+                           "log lines and tables; rename it")
+
+
+def same_name_key(name: str) -> str:
+    """A name as a case-insensitive, Unicode-normalising file system (macOS, Windows) compares it: Cat and
+    cat, or é as one character (NFC) and as e + accent (NFD, as macOS writes it), are one name there."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+def check_distinct_classes(class_dirs: list[Path], root: Path) -> None:
+    """Two class folders whose names differ only in case or Unicode form are refused: they look alike in
+    every table, and on macOS or Windows their output folders (images/<split>/<class>/) are one folder."""
+    seen: dict[str, Path] = {}
+    for class_dir in class_dirs:
+        other = seen.setdefault(same_name_key(class_dir.name), class_dir)
+        if other is not class_dir:
+            raise DatasetError(
+                f"{printable(root)}: class folders {other.name!r} and {class_dir.name!r} differ only in letter case "
+                "or Unicode form (é as one character or as e + accent): one class to a reader, one folder on macOS "
+                "and Windows; merge them or rename one")
 
 
 def class_folders(folder: str | Path) -> list[Path]:
     """The class subfolders of an image folder (hidden ones left out), in sorted order."""
     root = Path(folder)
     if not str(folder) or not root.exists():
-        raise DatasetError(
-            f"image folder '{folder}' does not exist; set prepare.image_folder to a folder of class subfolders"
-        )
+        tilde = " (a leading ~ is not expanded: write the full path)" if str(folder).startswith("~") else ""
+        raise DatasetError(f"image folder '{folder}' does not exist{tilde}; set prepare.image_folder to a folder of "
+                           "class subfolders")
     if not root.is_dir():
         raise DatasetError(f"image folder '{printable(root)}' is a file, not a folder; set prepare.image_folder "
                            "to a folder that holds one subfolder per class")
     try:
-        entries = list(root.iterdir())
+        entries = [p for p in root.iterdir() if not p.name.startswith(".")]
     except OSError as err:
         raise _unreadable(err) from err
-    return sorted(p for p in entries if p.is_dir() and not p.name.startswith("."))
+    for entry in entries:
+        _check_link(entry)
+    return sorted(p for p in entries if p.is_dir())
+
+
+def stray_images(root: Path) -> list[Path]:
+    """Images directly in the image folder: they belong to no class, so they are not read (and said so)."""
+    return sorted(p for p in root.iterdir() if is_image_file(p) and p.is_file())
 
 
 def load_imagefolder_source(folder: str | Path) -> list[SourceImage]:
     """Every image under folder/<class>/, listed (decoded later, one at a time, by `SourceImage.read`);
-    missing, unreadable or empty folders, names that are not UTF-8 and clashing ids stop with the path named."""
+    missing, unreadable or empty folders, dangling symlinks, names that are not UTF-8 or hold a control
+    character, class names alike but for case and clashing or too long ids stop with the path named; files
+    that are not read are warned about."""
     root = Path(folder)
     class_dirs = class_folders(folder)
     if not class_dirs:
         raise DatasetError(f"{root}: no class subfolders; put each class's images in {root}/<class>/")
-    items = []
     for class_dir in class_dirs:
-        _check_utf8(class_dir, root)
-        files = class_images(class_dir)
+        _check_name(class_dir, root)
+    check_distinct_classes(class_dirs, root)
+    items, not_read = [], stray_images(root)
+    for class_dir in class_dirs:
+        files, skipped = class_images(class_dir)
+        not_read += skipped
         if not files:
             raise DatasetError(
                 f"{class_dir}: empty class folder (no images with suffix {sorted(IMAGE_SUFFIXES)}); "
                 "add images or remove the folder"
             )
         for file in files:
-            _check_utf8(file, root)
+            _check_name(file, root)
             items.append(SourceImage(image_id(class_dir.name, file.relative_to(class_dir)), class_dir.name,
                                      file.relative_to(root).as_posix(), functools.partial(read_folder_image, file)))
     check_unique_ids(items, root)
+    _warn_not_read(not_read, root)
     return items
 
 
@@ -194,7 +267,11 @@ def check_unique_ids(items: list[SourceImage], root: Path) -> None:
     between splits in every existing dataset; a clash is rare and one rename fixes it.)"""
     seen: dict[str, SourceImage] = {}
     for item in items:
-        other = seen.setdefault(item.id.casefold(), item)
+        if len(item.id.encode()) > MAX_ID_BYTES:
+            raise DatasetError(
+                f"{root}: {item.source} gets an image id of {len(item.id.encode())} bytes (the class, sub-folders "
+                f"and name joined), over the {MAX_ID_BYTES} a file name leaves for it; shorten the file or class name")
+        other = seen.setdefault(same_name_key(item.id), item)
         if other is not item:
             raise DatasetError(
                 f"{root}: {other.source} (class '{other.label}') and {item.source} (class '{item.label}') get "
@@ -227,12 +304,31 @@ def read_folder_image(path: Path) -> Image.Image:
     image = open_image(path)
     if image.mode == "F" and not np.isfinite(np.asarray(image)).any():
         raise DatasetError(f"{path}: every pixel is NaN or infinite (no image data); replace or delete the file")
+    try:  # parsed now, so that `upright` finds it parsed (PIL keeps what it read, empty after a failure)
+        image.getexif()
+    except Exception as err:  # whatever PIL raises on a file's garbled metadata: the file's problem, not a bug
+        log.warning("%s: its EXIF metadata cannot be read (%s: %s); the pixels are read without it (no EXIF "
+                    "orientation applied)", printable(path), type(err).__name__, err)
     return image
+
+
+def _warn_folder_not_read(image_folder: str) -> None:
+    """prepare.source: digits ignores prepare.image_folder: a user who set their folder (or filled the default
+    one with class folders) and left the source at digits would otherwise get the digits without a word."""
+    default = PrepareParams.image_folder
+    try:
+        has_classes = any(p.is_dir() and not p.name.startswith(".") for p in Path(image_folder).iterdir())
+    except OSError:
+        has_classes = False
+    if image_folder != default or has_classes:
+        log.warning("prepare.source is digits, so prepare.image_folder (%s) is not read; set prepare.source: "
+                    "imagefolder to prepare your images", image_folder)
 
 
 def load_source(params: PrepareParams) -> list[SourceImage]:
     """Dispatch on prepare.source; a source with fewer than two classes is refused."""
     if params.source == "digits":
+        _warn_folder_not_read(params.image_folder)
         items = load_digits_source()
     elif params.source == "imagefolder":
         items = load_imagefolder_source(params.image_folder)
@@ -259,14 +355,14 @@ def stratified_split(ids: list[str], labels: list[str], params: PrepareParams) -
     captions/embeddings of images that stay in train are reused (paths.cache).
     """
     splits = [""] * len(labels)
-    need = params.train_per_class + params.val_per_class + params.reference_per_class + 1
+    need = params.train_per_class + params.val_per_class + params.reference_per_class + max(1, params.test_per_class)
     for label in sorted(set(labels)):
         members = [i for i, item in enumerate(labels) if item == label]
         if len(members) < need:
             raise DatasetError(
                 f"class '{label}' has {len(members)} images; the split needs at least {need} "
-                "(prepare.train_per_class + val_per_class + reference_per_class + 1 test image): "
-                "lower them or add images"
+                "(prepare.train_per_class + val_per_class + reference_per_class + test_per_class, at least 1 "
+                "test image): lower them, set test_per_class: 0 (every remaining image) or add images"
             )
         order = sorted(members, key=lambda index: split_rank(ids[index], params.seed))
         n_test = params.test_per_class or len(members)
@@ -339,6 +435,10 @@ def to_square(image: Image.Image, size: int, resize: ResizeMode) -> Image.Image:
     if image.width == image.height or resize == "squash":
         return image.resize((size, size), Image.Resampling.BICUBIC)
     if resize == "pad":
+        long = max(image.size)
+        if round(min(image.size) * size / long) == 0:  # a sliver that PIL scales to 0 px: all border, no image
+            image = image.resize(tuple(max(side, math.ceil(long / size)) for side in image.size),
+                                 Image.Resampling.BICUBIC)
         return ImageOps.pad(image, (size, size), Image.Resampling.BICUBIC, color=PAD_FILL)
     return ImageOps.fit(image, (size, size), Image.Resampling.BICUBIC)
 
@@ -397,6 +497,16 @@ def _non_finite(image: Image.Image) -> int:
     return int(np.count_nonzero(~np.isfinite(np.asarray(image)))) if image.mode == "F" else 0
 
 
+def _how_same(item: SourceImage, other: SourceImage, params: PrepareParams) -> str:
+    """'' when the two sources have the same pixels; else what made two different files one working image
+    (read again: this runs only on the way to an error)."""
+    one, two = upright(item.read()), upright(other.read())
+    if one.mode == two.mode and one.size == two.size and one.tobytes() == two.tobytes():
+        return ""
+    return (f" once prepared (the files differ, but at prepare.resolution {params.resolution} px, "
+            f"{params.channels} channel(s), prepare.resize {params.resize}, their pixels are equal)")
+
+
 def working_images(items: list[SourceImage], params: PrepareParams,
                    write: Callable[[SourceImage, bytes], None]) -> list[WorkingImage]:
     """Convert the items one at a time, hand each new content's working PNG to `write` as it comes and keep
@@ -422,7 +532,8 @@ def working_images(items: list[SourceImage], params: PrepareParams,
             if other.label != item.label:
                 raise DatasetError(
                     f"{item.source} (class '{item.label}') is the same image as {other.source} (class "
-                    f"'{other.label}'): one image cannot have two labels; delete or move one of them")
+                    f"'{other.label}'){_how_same(item, other, params)}: one image cannot have two labels; delete "
+                    "or move one of them")
             copies[other.source].append(item.source)
             continue
         write(item, data)

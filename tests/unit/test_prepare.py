@@ -628,3 +628,124 @@ def test_peak_memory_does_not_grow_with_the_number_of_images(tmp_path):
         peaks[count] = bench.peak_rss_of_prepare(folder, tmp_path / f"out-{count}")
     decoded = size[0] * size[1] * 3
     assert peaks[32] - peaks[8] < 24 * decoded / 4, peaks  # held, they would add 24 decoded photos or more
+
+
+# --- a user's own image folder: names, links, files left out, odd pixels -----------------------------------
+
+
+@pytest.mark.parametrize("first, second", [("Cat", "cat"), ("caf\u00e9", "cafe\u0301")])  # case; NFC and NFD
+def test_class_folders_that_differ_only_in_case_or_unicode_form_are_refused(tmp_path, make_imagefolder, first,
+                                                                            second):
+    source = make_imagefolder(tmp_path / "src", {first: 4}, seed=1)
+    make_imagefolder(source, {second: 4}, seed=2)  # other files: no image id clashes, only the class names
+    for k in range(4):
+        os.rename(source / second / f"img{k:02d}.png", source / second / f"other{k:02d}.png")
+    message = _expect_dataset_error(source, "differ only in letter case or Unicode form")
+    assert repr(first) in message and repr(second) in message
+
+
+def test_a_name_with_a_control_character_is_refused_in_one_line(tmp_path, make_imagefolder):
+    source = make_imagefolder(tmp_path / "src", {"cat\nsat": 4, "dog": 4})
+    assert "control character" in _expect_dataset_error(source, "cat\\nsat")
+    shutil.rmtree(source / "cat\nsat")
+    make_imagefolder(source, {"cat": 4})
+    Image.new("RGB", (10, 14), "red").save(source / "cat" / "x\ty.png")
+    assert "control character" in _expect_dataset_error(source, "x\\ty.png")
+
+
+def test_a_dangling_symlink_is_refused_naming_it(tmp_path, make_imagefolder):
+    """A link to an unmounted drive used to drop its class (or image) without a word."""
+    source = make_imagefolder(tmp_path / "src", {"cat": 4, "dog": 4})
+    (source / "bird").symlink_to(tmp_path / "unmounted" / "bird")
+    message = _expect_dataset_error(source, str(source / "bird"))
+    assert str(tmp_path / "unmounted" / "bird") in message and "does not exist" in message
+    (source / "bird").unlink()
+    (source / "cat" / "gone.png").symlink_to(tmp_path / "unmounted" / "gone.png")
+    assert "a symlink to" in _expect_dataset_error(source, str(source / "cat" / "gone.png"))
+
+
+def test_files_that_are_not_read_are_warned_about(tmp_path, make_imagefolder, caplog):
+    """iPhone .heic photos, an image beside the class folders and a linked subfolder are left out: said so."""
+    source = make_imagefolder(tmp_path / "src", {"cat": 4, "dog": 4})
+    elsewhere = make_imagefolder(tmp_path / "elsewhere", {"more": 2}, seed=5)
+    Image.new("RGB", (10, 14), "red").save(source / "cat" / "IMG_0001.heic", format="JPEG")
+    Image.new("RGB", (10, 14), "blue").save(source / "stray.png")
+    (source / "dog" / "linked").symlink_to(elsewhere / "more")
+    (source / "dog" / "Thumbs.db").write_bytes(b"windows thumbnail cache")  # junk: no word about it
+    (source / "dog" / ".DS_Store").write_bytes(b"finder")
+    assert len(load_imagefolder_source(source)) == 8
+    assert "3 file(s) or linked folder(s) are not read, e.g. cat/IMG_0001.heic, dog/linked, stray.png" in caplog.text
+    caplog.clear()
+    load_imagefolder_source(make_imagefolder(tmp_path / "clean", {"cat": 4, "dog": 4}))
+    assert "not read" not in caplog.text
+
+
+def test_test_per_class_more_than_is_left_is_refused(tmp_path, make_imagefolder):
+    """10 test images per class asked, 3 left: the test split silently had 3 (fewer in some classes)."""
+    source = make_imagefolder(tmp_path / "src", {"a": 6, "b": 8})
+    with pytest.raises(DatasetError, match=r"class 'a' has 6 images; the split needs at least 13 .*test_per_class"):
+        prepare_dataset(folder_params(source, test_per_class=10), tmp_path / "out")
+    manifest = prepare_dataset(folder_params(source, test_per_class=3), tmp_path / "out")  # exactly enough for a
+    assert dict(split_counts(manifest))[("a", "test")] == 3 == dict(split_counts(manifest))[("b", "test")]
+    with pytest.raises(DatasetError, match="has 6 images; the split needs at least 7"):
+        prepare_dataset(folder_params(source, test_per_class=4), tmp_path / "out")  # one too few
+
+
+def test_an_image_id_too_long_for_a_file_name_is_refused(tmp_path, make_imagefolder):
+    """A 150-byte class and a 150-byte file name are each fine, but the id joins them: 300 bytes was a
+    traceback (File name too long) midway through the build."""
+    source = make_imagefolder(tmp_path / "src", {"c" * 150: 4, "dog": 4})
+    os.rename(source / ("c" * 150) / "img00.png", source / ("c" * 150) / ("f" * 150 + ".png"))
+    message = _expect_dataset_error(source, "f" * 150 + ".png")
+    assert "image id of 301 bytes" in message and "shorten the file or class name" in message
+
+
+def test_digits_with_an_image_folder_set_warns_that_it_is_not_read(tmp_path, make_imagefolder, caplog):
+    """Setting prepare.image_folder but leaving prepare.source at digits silently prepared the digits."""
+    source = make_imagefolder(tmp_path / "src", {"cat": 4, "dog": 4})
+    manifest = prepare_dataset(PrepareParams(image_folder=str(source), **SMALL), tmp_path / "out")
+    assert set(manifest["label"].to_pylist()) == set(DIGIT_NAMES)
+    assert f"prepare.image_folder ({source}) is not read; set prepare.source: imagefolder" in caplog.text
+
+
+def test_a_tilde_in_the_image_folder_is_explained(tmp_path):
+    """The folder is not found, but a user who wrote ~/photos believes it exists: the message says why."""
+    with pytest.raises(DatasetError, match="'~/no-such-photos' does not exist \\(a leading ~ is not expanded"):
+        prepare_dataset(folder_params(Path("~/no-such-photos")), tmp_path / "out")
+
+
+def test_a_sliver_padded_keeps_its_pixels(tmp_path, make_imagefolder):
+    """A 64 x 1 strip under prepare.resize: pad was scaled to 8 x 0 px: an all-black square (and a 1 x 64
+    strip in another class the same black square, refused as one image under two labels)."""
+    from mvcaug.prepare import to_working_image
+
+    strip = Image.fromarray(np.full((1, 64, 3), 200, dtype=np.uint8))
+    for image in (strip, strip.transpose(Image.Transpose.TRANSPOSE)):
+        out = np.asarray(to_working_image(image, 8, 3, "pad"))
+        assert out.max() == 200 and (out == 200).all(axis=2).sum() == 8  # a one-pixel line across the square
+    source = make_imagefolder(tmp_path / "src", {"a": 4, "b": 4})
+    strip.save(source / "a" / "wide.png")
+    strip.transpose(Image.Transpose.TRANSPOSE).save(source / "b" / "tall.png")
+    assert prepare_dataset(folder_params(source, resize="pad"), tmp_path / "out").num_rows == 8
+
+
+def test_garbled_exif_metadata_is_warned_about_not_a_traceback(tmp_path, make_imagefolder, caplog):
+    source = make_imagefolder(tmp_path / "src", {"a": 4, "b": 4})
+    Image.new("RGB", (10, 14), "red").save(source / "a" / "photo.jpg", exif=b"Exif\x00\x00" + b"\xff" * 40)
+    manifest = prepare_dataset(folder_params(source, test_per_class=0), tmp_path / "out")
+    assert "a/photo.jpg" in manifest["source"].to_pylist()
+    assert "photo.jpg: its EXIF metadata cannot be read" in caplog.text
+
+
+def test_different_files_equal_once_prepared_are_named_as_such(tmp_path, make_imagefolder):
+    """Two files that differ only where center_crop cuts are one working image: refused as a label
+    conflict, but the message no longer claims the files are the same image."""
+    source = make_imagefolder(tmp_path / "src", {"a": 4, "b": 4})
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(source / "a" / "x.png")
+    pixels[:, :3] = 0  # only the part center_crop cuts away
+    Image.fromarray(pixels).save(source / "b" / "y.png")
+    message = _expect_dataset_error(source, "b/y.png")
+    assert "the files differ, but at prepare.resolution 8 px" in message
+    (source / "b" / "y.png").write_bytes((source / "a" / "x.png").read_bytes())
+    assert "files differ" not in _expect_dataset_error(source, "b/y.png")
