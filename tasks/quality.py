@@ -25,6 +25,12 @@ NOT_COMPUTED = "not computed: quality.inception_weights is empty"
 NOT_APPLICABLE = "not applicable: the generator takes no conditioning image (generate.mode: pretrained)"
 
 
+def kid_subset_size(held_out: int, synthetic: int) -> int:
+    """Half the smaller set: KID's spread over subsets is only an estimate when the subsets differ (a subset
+    as large as both sets is the whole of each, and its std is 0 whatever the sets hold)."""
+    return max(2, min(held_out, synthetic) // 2)
+
+
 def fid_reference(prepared: str, channels: int) -> tuple[str, ImageSet]:
     """(split name, images) that FID and KID compare the synthetic set with: the reference split, real images
     that neither the generator nor any classifier saw or selected on; without one, the validation split.
@@ -51,7 +57,7 @@ def quality(root: str, params_file: str) -> dict:
     model, config = load_classifier(Path(paths.filter) / CLASSIFIER)
     feature_fn, predict_fn = classifier_feature_fns(model)
     report = quality_report(feature_fn, predict_fn, real.pixels, real.labels, synthetic.pixels, synthetic.labels,
-                            config["classes"], kid_subset_size=min(len(held_out.ids), len(synthetic.ids)),
+                            config["classes"], kid_subset_size=kid_subset_size(len(held_out.ids), len(synthetic.ids)),
                             inception_fn=inception_fn, reference_pixels=held_out.pixels)
     effect = condition_effect(load_inputs(root, params_file, MVC))
     report.update({f"condition.{key}": value for key, value in effect.items() if math.isfinite(value)})

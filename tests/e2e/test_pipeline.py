@@ -148,7 +148,8 @@ def test_a_mix_change_reruns_mix_and_after_only_and_commits_compare(workspace: P
     params_diff = run(["dvc", "params", "diff", "HEAD~1", "HEAD"], workspace).stdout
     assert re.search(r"mix\.fine_steps\s+8\s+3", params_diff), params_diff
     metrics_diff = run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all"], workspace).stdout
-    assert "small_cnn.syn.gain_ci_low" in metrics_diff and "small_cnn.baseline.acc_mean" in metrics_diff
+    # (gain_ci_low too, where the seeds disagree: the tiny classifiers often agree exactly, and then there is none)
+    assert "small_cnn.syn.gain" in metrics_diff and "small_cnn.baseline.acc_mean" in metrics_diff
     assert "Syn, P = 1, Q = 3" in (workspace / "data/08_report/report.html").read_text()
 
 
@@ -179,7 +180,7 @@ def test_a_code_change_recomputes_exactly_what_ran_that_code(workspace: Path) ->
     # 1. A change in the generation code (same images): DVC reruns generate, which must not keep its old
     #    shards (they are persisted). The shard records hold the new fingerprint, so the later stages rerun,
     #    but the images came out the same and the cells (keyed by the images they train on) are all kept.
-    edit(workspace, "mvcaug/generate.py", '"label": shard.label,', '"label": str(shard.label),')
+    edit(workspace, "mvcaug/generate.py", '"label": job.shard.label,', '"label": str(job.shard.label),')
     result = run(["dvc", "repro"], workspace)
     output = result.stdout + result.stderr
     assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "report"}
@@ -253,10 +254,10 @@ def test_the_dvc_experiment_workflow(workspace: Path) -> None:
                    for exp in [exp["revs"][0]]}
     data = experiments["no-fine-steps"]["data"]
     assert data["params"]["params.yaml"]["data"]["mix"]["fine_steps"] == 0
-    assert "gain_ci_low" in data["metrics"]["metrics.json"]["data"]["small_cnn"]["syn"]
+    assert "gain" in data["metrics"]["metrics.json"]["data"]["small_cnn"]["syn"]
     table = run(["dvc", "exp", "show", "--csv", *EXP_COLUMNS], workspace).stdout
     header = table.splitlines()[0].split(",")
-    assert "small_cnn.syn.gain_ci_low" in header and "mix.fine_steps" in header and len(header) < 20
+    assert "small_cnn.syn.gain" in header and "mix.fine_steps" in header and len(header) < 20
     assert "no-fine-steps" in table
     diff = run(["dvc", "exp", "diff", "HEAD", "no-fine-steps"], workspace).stdout
     assert re.search(r"mix\.fine_steps\s+8\s+0", diff), diff

@@ -57,3 +57,15 @@ def test_the_stroke_words_cut_at_the_tertiles_of_non_test_digits(default_non_tes
     for name, cuts in STROKE_CUTS.items():
         values = np.array([getattr(a, name) for a in attributes])
         assert cuts == tuple(round(float(q), 4) for q in np.quantile(values, [1 / 3, 2 / 3])), name
+
+
+def test_kid_subsets_are_smaller_than_the_sets_so_their_spread_means_something():
+    from mvcaug.quality import kernel_inception_distance
+    from tasks.quality import kid_subset_size
+
+    rng = np.random.default_rng(0)
+    real, synthetic = rng.normal(size=(200, 16)), rng.normal(0.3, 1.0, size=(200, 16))  # the default's 200 and 200
+    _, whole_sets = kernel_inception_distance(real, synthetic, subsets=10, subset_size=200)
+    assert whole_sets < 1e-12  # every subset is the whole of both sets (shuffled): a spread of 0 says nothing
+    _, spread = kernel_inception_distance(real, synthetic, subsets=10, subset_size=kid_subset_size(200, 200))
+    assert spread > 1e-6 and kid_subset_size(200, 1347) == 100 and kid_subset_size(3, 3) == 2
