@@ -38,6 +38,8 @@ from mvcaug.quality import TensorFn, extract, nearest_neighbours
 
 log = logging.getLogger(__name__)
 
+CLASSIFIER = "classifier"
+"""The real-only classifier's folder, inside paths.filter (the filter stage writes it, quality reads it)."""
 REASONS = ("low_confidence", "near_copy", "near_duplicate")
 """Why an image is dropped, in the order the tests are checked: an image failing several gets the first."""
 KEPT = "kept"

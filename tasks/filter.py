@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.atomic import write_json, write_parquet
 from mvcaug.cells import Cell
 from mvcaug.classifiers import load_classifier, save_classifier
-from mvcaug.filter import count_decisions, filter_synthetic, label_scorer
+from mvcaug.filter import CLASSIFIER, count_decisions, filter_synthetic, label_scorer
 from mvcaug.images import ImageSet, load_images, read_manifest
 from mvcaug.params import Params
 from mvcaug.quality import classifier_feature_fns
@@ -30,8 +30,6 @@ from mvcaug.synthetic_sets import SyntheticSet, manifest_rows
 from mvcaug.train import TrainingData, fit_cell
 
 log = logging.getLogger("mvcaug.filter")
-CLASSIFIER = "classifier"
-"""The real-only classifier's folder, inside paths.filter."""
 
 
 def real_splits(params: Params) -> tuple[ImageSet, ImageSet]:

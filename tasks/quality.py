@@ -12,14 +12,14 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.atomic import write_json
 from mvcaug.classifiers import load_classifier
 from mvcaug.condition_effect import condition_effect
+from mvcaug.filter import CLASSIFIER
+from mvcaug.generation_inputs import load_inputs
 from mvcaug.devices import resolve_device
 from mvcaug.images import ImageSet, load_images, load_split
 from mvcaug.inception import inception_feature_fn, load_inception
 from mvcaug.params import load_params
 from mvcaug.quality import classifier_feature_fns, quality_report
 from mvcaug.synthetic_sets import MVC, SyntheticSet, manifest_rows
-from tasks.filter import CLASSIFIER
-from tasks.generate import load_inputs
 
 NOT_COMPUTED = "not computed: quality.inception_weights is empty"
 NOT_APPLICABLE = "not applicable: the generator takes no conditioning image (generate.mode: pretrained)"
