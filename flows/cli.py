@@ -189,8 +189,8 @@ def run_stage(flow: Callable[..., object]) -> None:
         except UserError as err:
             exit_with_one_line(err, err, hold)
         except FileNotFoundError as err:
-            missing = missing_input(err)
-            if missing is None:  # not a file a stage writes: a bug
+            missing = missing_input(err, stage)
+            if missing is None:  # not a file an earlier stage writes: a bug
                 show_held(hold)
                 raise
             exit_with_one_line(missing, err, hold)
@@ -219,10 +219,11 @@ def show_held(hold: HoldRunFailures) -> None:
             handler.emit(record)
 
 
-def missing_input(err: FileNotFoundError) -> MissingInputError | None:
+def missing_input(err: FileNotFoundError, running: str) -> MissingInputError | None:
     """A stage read a file that an earlier stage writes and it is not there (the stage was started before that
     one ran, or its output was deleted): the error naming the file and the stage to run first. None when the
-    file belongs to no stage's outputs (a bug, which keeps its traceback).
+    file belongs to no stage's outputs, or to the `running` stage's own (a file it lost while writing is a
+    bug, which keeps its traceback: "run this stage first" would send the user round in a circle).
 
     Every reader raising its own MissingInputError would leave any reader it forgot (pyarrow, PIL, open) to
     show a traceback; the missing path and dvc.yaml say the same, for every stage."""
@@ -230,7 +231,7 @@ def missing_input(err: FileNotFoundError) -> MissingInputError | None:
     if not named:
         return None
     stage = writer_stage(Path(named))
-    if stage is None:
+    if stage is None or stage == running:
         return None
     return MissingInputError(f"{named}: not found; the '{stage}' stage writes it: run that stage first "
                              f"(dvc repro {stage})")

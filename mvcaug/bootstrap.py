@@ -6,7 +6,8 @@ the task's distribution; a user asks about the distribution. Resampling both lev
 replacement, then test images, or whole clusters of them such as one writer's digits, with replacement)
 gives an interval that covers both sources. Every strategy shares the same draws (same seeds, same
 images), so the differences stay paired and ratios such as the share of the real-image gap closed get
-intervals from the same replicates.
+intervals from the same replicates. Resampling both levels of a crossed design (every seed sees every image)
+counts the seed-by-image part of the variance at both levels: the interval errs on the wide side.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Resamples", "draw_resamples", "resampled_gains", "percentile_interval", "BootstrapGain",
-           "bootstrap_gain"]
+__all__ = ["Resamples", "draw_resamples", "resampled_gains", "percentile_interval"]
 
 
 @dataclass(frozen=True)
@@ -88,45 +88,16 @@ def resampled_gains(treatment: np.ndarray, control: np.ndarray, resamples: Resam
 
 
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """The central `confidence` interval of replicate values (NaNs, e.g. undefined ratios, excluded)."""
+    """The central `confidence` interval of replicate values; NaN (no interval) when they do not vary at all
+    (no spread at either level: a zero-width interval would claim certainty) or when more than the tail share
+    of them is undefined (NaN, e.g. a ratio over a reference gain below its floor: the interval of the rest
+    would quietly be conditional on the ratio existing)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
-    finite = np.asarray(values, np.float64)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
     tail = (1 - confidence) / 2
+    if finite.size == 0 or np.ptp(finite) == 0 or finite.size < (1 - tail) * values.size:
+        return float("nan"), float("nan")
     low, high = np.quantile(finite, [tail, 1 - tail])
     return float(low), float(high)
-
-
-@dataclass(frozen=True)
-class BootstrapGain:
-    """A paired gain with its two-level bootstrap interval.
-
-    When every replicate gives the same gain (no spread at either level, e.g. a single seed whose
-    predictions agree on every image), there is no interval: ci_low and ci_high are NaN rather than a
-    zero-width interval that would claim certainty."""
-
-    mean: float
-    ci_low: float
-    ci_high: float
-    draws: int
-    confidence: float
-
-    @property
-    def has_interval(self) -> bool:
-        return bool(np.isfinite(self.ci_low) and np.isfinite(self.ci_high))
-
-
-def bootstrap_gain(treatment: np.ndarray, control: np.ndarray, clusters: np.ndarray | None = None,
-                   draws: int = 2000, confidence: float = 0.95, seed: int = 0) -> BootstrapGain:
-    """The gain of `treatment` over `control` with a paired bootstrap interval over seeds and test images."""
-    treatment, control = np.asarray(treatment, np.float64), np.asarray(control, np.float64)
-    resamples = draw_resamples(treatment.shape[0], treatment.shape[1], clusters, draws, seed)
-    gains = resampled_gains(treatment, control, resamples)
-    mean = float((treatment - control).mean())
-    if np.ptp(gains) == 0:
-        return BootstrapGain(mean, float("nan"), float("nan"), draws, confidence)
-    low, high = percentile_interval(gains, confidence)
-    return BootstrapGain(mean, low, high, draws, confidence)

@@ -148,10 +148,7 @@ def find_caption_file(params: CaptionParams, prepare: PrepareParams) -> Path:
 
     The path is a DVC dep of the caption stage (dvc.yaml), so editing the caption file reruns it; DVC
     cannot depend on an empty path, hence a folder (the image folder by default) rather than "look there"."""
-    if not params.captions_file:
-        raise CaptionError("caption.captions_file is empty; set it to your metadata.jsonl or captions.csv, or the "
-                           f"folder that holds it (e.g. prepare.image_folder: {prepare.image_folder})")
-    path = Path(params.captions_file)
+    path = Path(params.captions_file)  # never empty: mvcaug.params refuses that when params are loaded
     if not path.is_dir():
         return path
     for name in CAPTION_FILES:

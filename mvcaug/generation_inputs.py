@@ -36,7 +36,10 @@ def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
         pretrained = params.finetune.pretrained
         return load_text_to_image(pretrained, device, dtype), f"{mode}:{pretrained}:{dtype}"
     model_dir = Path(root) / params.paths.model
-    files = sorted(p for p in model_dir.glob("*/*") if p.is_file()) + [model_dir / "codec.json"]
+    # what generation loads: the U-Net and scheduler (the codec names its own source); not the base's copied
+    # vae/, text_encoder/ and tokenizer/ beside them (for the stock pipeline), nor the validation grids in live/
+    files = sorted(p for part in ("unet", "scheduler") for p in (model_dir / part).glob("*") if p.is_file())
+    files.append(model_dir / "codec.json")
     return load_denoiser(model_dir, device, dtype), f"{mode}:{digest_files(files)}:{dtype}"
 
 

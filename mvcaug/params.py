@@ -520,15 +520,16 @@ def _check_by_name(params: Params, source: str) -> None:
 
 
 def _check_device(value: str, key: str, source: str) -> None:
-    """auto, cpu, cuda or cuda:<n>; a CUDA device must exist here, or the stage would fail after loading models."""
+    """auto, cpu, cuda or cuda:<n>; cuda on a machine where torch sees no GPU at all is refused here, before
+    the stage loads any model. Which GPU index exists is left to the process that uses it: a Dask worker
+    pinned to one GPU sees only that one, as its cuda:0, while the flow that planned the work sees them all."""
     if not DEVICE.fullmatch(value):
         raise ParamsError(f"{source}: '{key}' is {value!r}; choose one of auto, cpu, cuda, cuda:<n> (e.g. cuda:0)")
     if value.startswith("cuda"):
         import torch  # only for a cuda value: loading params stays light for every other stage and value
 
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if int(value.partition(":")[2] or 0) >= count:
-            raise ParamsError(f"{source}: '{key}' is {value!r} but torch sees {count} CUDA GPU(s) on this machine; "
+        if not torch.cuda.is_available():
+            raise ParamsError(f"{source}: '{key}' is {value!r} but torch sees no CUDA GPU on this machine; "
                               "set auto (the GPU when there is one) or cpu")
 
 

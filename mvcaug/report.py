@@ -27,7 +27,7 @@ from PIL import Image
 
 from mvcaug.cells import RunResult
 from mvcaug.charts import COLOURS, Series, indexed, line_chart, running_mean
-from mvcaug.stats import GAP_FLOOR, format_gain
+from mvcaug.stats import format_gain, gap_closed
 from mvcaug.summary import (
     SHORT, STRATEGY_SUFFIX, Headline, column_name, columns, gain_over_baseline, result_column,
 )
@@ -123,15 +123,16 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             ci = (f" [{100 * chosen['gap_closed_ci_low']:.0f}%, {100 * chosen['gap_closed_ci_high']:.0f}%]"
                   if "gap_closed_ci_low" in chosen else "")
             rows.append(["gap to those real images closed", f"{100 * chosen['gap_closed']:.0f}%{ci}"])
-        elif reference_below_floor(h.reference_gain):
+        elif h.reference_gain > 0 and gap_closed(h.gain.mean, h.reference_gain) is None:
             rows.append(["gap to those real images closed", "no gap to close (the real images gained < 0.5 pp)"])
         if "exchange_rate" in chosen:
             rate = chosen["exchange_rate"]
             worth = (f"more than {rate:.0f}" if chosen.get("exchange_rate_beyond")
-                     else f"{rate:.1f} (harmful: as if {-rate:.1f} real images per class were taken away)" if rate < 0
+                     else f"{rate:.1f} (harmful: read off the curve's first segment extended below zero)" if rate < 0
                      else f"{rate:.1f}")
             if "exchange_rate_ci_low" in chosen:
-                worth += f" [{chosen['exchange_rate_ci_low']:.1f}, {chosen['exchange_rate_ci_high']:.1f}]"
+                above = "more than " if chosen.get("exchange_rate_ci_beyond") else ""
+                worth += f" [{chosen['exchange_rate_ci_low']:.1f}, {above}{chosen['exchange_rate_ci_high']:.1f}]"
             rows.append(["worth this many real images per class", worth])
     if data.filter_metrics and "mvc" in data.filter_metrics:
         counts = data.filter_metrics["mvc"]["counts"].get("_all", {})
@@ -142,10 +143,6 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
                 flagged = sum(n for key, n in counts.items() if key not in ("kept", "total"))
                 rows.append(["synthetic images the filter flags (off: all kept)", f"{flagged} of {counts['total']}"])
     return ["", h.model], rows
-
-
-def reference_below_floor(reference_gain: float | None) -> bool:
-    return reference_gain is not None and reference_gain < GAP_FLOOR
 
 
 SELECTION_RULE = ("How the headline is chosen: the synthetic strategy with the best mean validation accuracy; since "

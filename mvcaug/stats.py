@@ -206,6 +206,8 @@ def verdict(gain: PairedGain, reference_gain: float | None = None, reference_per
         return sentence + "."
     real = f"{reference_per_class} extra real images per class"
     closed = gap_closed(gain.mean, reference_gain)
+    if closed is None and reference_gain > 0:  # below GAP_FLOOR: a gain, but too small to take a share of
+        return f"{sentence}; {real} raised it by only {_pp(reference_gain, 1)} pp, too little a gap to close."
     if closed is None:
         if gain.ci_low > 0:
             return f"{sentence}; {real} did not raise accuracy ({_pp(reference_gain, 1)} pp), so there is no gap to close."
@@ -262,6 +264,9 @@ def rank_with_ties(scores: Mapping[str, tuple[float, float, int]], confidence: f
             out.append(RankedSetting(name, mean, 0.0, math.nan, math.nan, True))
             continue
         variance = (std**2 / n if n else math.inf) + (top_std**2 / top_n if top_n else math.inf)
+        if not math.isfinite(variance):  # a spread that was not recorded: nothing tells the two apart
+            out.append(RankedSetting(name, mean, difference, math.nan, math.nan, True))
+            continue
         if variance == 0:
             tied = abs(difference) <= SAME_DIFFERENCE_TOLERANCE
             out.append(RankedSetting(name, mean, difference, math.nan, math.nan, tied))

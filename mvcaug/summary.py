@@ -86,13 +86,20 @@ def columns(results: Sequence[RunResult]) -> dict[tuple[str, str], Column]:
     return found
 
 
+def control_column(column: Column, table: dict[tuple[str, str], Column]) -> Column | None:
+    """The column `column` is paired against (control_name), or plain real only for results from before a
+    strategy's own control existed; None when neither is there."""
+    control = table.get((column.model, control_name(column)))
+    if control is None and column.strategy in CONTROL_OF:
+        control = table.get((column.model, column_name(column.baseline, "real")))
+    return control
+
+
 def gain_over_baseline(column: Column, table: dict[tuple[str, str], Column]) -> PairedGain | None:
     """The paired gain of a column over its real-only control (control_name: real only with the same
     augmentation, or the strategy's own control); None for the real-only column itself, or when the control
     is missing."""
-    control = table.get((column.model, control_name(column)))
-    if control is None and column.strategy in CONTROL_OF:  # results from before the control existed
-        control = table.get((column.model, column_name(column.baseline, "real")))
+    control = control_column(column, table)
     if control is None or control.name == column.name or not set(control.test) & set(column.test):
         return None
     return paired_gain(column.test, control.test, CONFIDENCE)
@@ -238,8 +245,9 @@ def headline(results: Sequence[RunResult], images_per_class: int) -> Headline | 
     gain = family[chosen.name]
     reference = dict(reference_curve(model, table)).get(images_per_class)
     what = f"Synthetic images ({STRATEGY_TITLES[chosen.strategy]}, chosen on validation)"
+    tested = sum(math.isfinite(g.p_value) for g in family.values())  # Holm adjusts over these alone
     sentence = verdict(gain, reference, images_per_class if reference is not None else None, what=what,
-                       adjusted_p=holm_adjusted(family)[chosen.name], tried=len(family))
+                       adjusted_p=holm_adjusted(family)[chosen.name], tried=tested)
     return Headline(model, chosen.name, chosen.strategy, gain, reference,
                     images_per_class if reference is not None else None, sentence)
 
@@ -275,10 +283,7 @@ def bootstrap_intervals(results: Sequence[RunResult], correct: Mapping[str, np.n
 
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
-    """The percentile interval, rounded; none (NaN) when the replicates do not vary at all."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0 or np.ptp(finite) == 0:
-        return math.nan, math.nan
+    """The percentile interval, rounded (NaN, no interval, where percentile_interval gives none)."""
     low, high = percentile_interval(values, CONFIDENCE)
     return round(low, 4), round(high, 4)
 
@@ -290,8 +295,10 @@ def _replicate_gains(model: str, table: dict[tuple[str, str], Column], by_column
     gains: dict[str, np.ndarray] = {}
     resamples: dict[tuple[int, ...], Resamples] = {}
     for (m, name), column in table.items():
-        control = table.get((m, control_name(column))) or table.get((m, column_name(column.baseline, "real")))
-        if m != model or control is None or control.name == name or set(control.test) != set(column.test):
+        if m != model:
+            continue
+        control = control_column(column, table)
+        if control is None or control.name == name or set(control.test) != set(column.test):
             continue
         seeds = tuple(sorted(column.test))
         cells = [by_column[(m, name)][s] for s in seeds] + [by_column[(m, control.name)][s] for s in seeds]
@@ -325,7 +332,10 @@ def _ratio_intervals(model: str, table: dict[tuple[str, str], Column], replicate
         for b, g in enumerate(gains):
             rate = exchange_rate([(k, float(curve[b])) for k, curve in reference], float(g))
             rates.append(largest if rate is None and g > 0 else math.nan if rate is None else rate)
-        entries[name].update(zip(("exchange_rate_ci_low", "exchange_rate_ci_high"), _interval(np.array(rates))))
+        low, high = _interval(np.array(rates))
+        entries[name].update({"exchange_rate_ci_low": low, "exchange_rate_ci_high": high})
+        if math.isfinite(high) and high >= largest:  # replicates beyond the curve were counted at its largest k
+            entries[name]["exchange_rate_ci_beyond"] = 1.0
 
 
 def interval_coverage(seeds: int, test_images: int | None, clustered: bool, generators: int = 1) -> str:

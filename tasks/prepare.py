@@ -27,7 +27,9 @@ def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
     manifest.parquet as out_dir; return the manifest.
 
     The whole folder is built beside out_dir and swapped in when complete (mvcaug.atomic.replacing_folder):
-    a failed or interrupted run leaves the last good output whole, never a manifest naming deleted files.
+    a failed or interrupted run outside `dvc repro` (`python -m flows.prepare`) leaves the last good output
+    whole, never a manifest naming deleted files; under `dvc repro`, DVC removes the output before the stage
+    runs and keeps the last good one in its cache.
     Each image is converted and written as it is read, so memory does not grow with the number of images:
     its working PNG waits under staging/ until every image is known (the split and the copies need them
     all), then is moved into its split; the training images are read once more for the model copies."""

@@ -211,3 +211,10 @@ def test_a_sweep_ranking_calls_a_tie_a_tie():
     end = ranked[1].ci_high
     shifted = stats.ttest_ind_from_stats(0.947 - end, 0.012, 5, 0.951, 0.010, 5, equal_var=False)
     assert shifted.pvalue == pytest.approx(0.05, abs=1e-9)
+
+
+def test_a_small_real_image_gain_is_not_called_no_gain():
+    gain = paired_gain({1: 0.83, 2: 0.85, 3: 0.86}, {1: 0.80, 2: 0.82, 3: 0.84})
+    sentence = verdict(gain, reference_gain=0.003, reference_per_class=20)
+    assert sentence.endswith("; 20 extra real images per class raised it by only +0.3 pp, too little a gap to close.")
+    assert "did not raise" in verdict(gain, reference_gain=-0.002, reference_per_class=20)
