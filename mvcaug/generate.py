@@ -14,6 +14,7 @@ pixels do not depend on which shards share its task, and the GPU is never fed a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -101,6 +102,16 @@ class GenerationInputs:
     resolution: int
     params: GenerateParams
 
+    @functools.cached_property
+    def cond_rows(self) -> dict[str, int]:
+        """Conditioning image id -> its row in cond_images: looked up once per image generated."""
+        return {cid: i for i, cid in enumerate(self.cond_images.ids)}
+
+    @functools.cached_property
+    def mixed_rows(self) -> dict[str, dict[str, int]]:
+        """label -> mixed embedding id -> its row in mixed[label]."""
+        return {label: {mid: i for i, mid in enumerate(ids)} for label, ids in self.mixed_ids.items()}
+
 
 def plan_shards(labels: list[str], params: GenerateParams) -> list[Shard]:
     shards = []
@@ -162,14 +173,12 @@ def shard_fingerprint(shard: Shard, specs: list[ImageSpec], inputs: GenerationIn
                 p.compile, p.channels_last, p.fuse_qkv)  # other kernels: pixels may move in the last bits
     digest.update(json.dumps(settings).encode())
     digest.update(np.ascontiguousarray(inputs.null_text, np.float32).tobytes())
-    position = {cid: i for i, cid in enumerate(inputs.cond_images.ids)}
-    mixed_position = {mid: i for i, mid in enumerate(inputs.mixed_ids[shard.label])}
+    mixed_rows = inputs.mixed_rows[shard.label]
     for spec in specs:
         digest.update(json.dumps(asdict(spec)).encode())
-        digest.update(np.ascontiguousarray(
-            inputs.mixed[shard.label][mixed_position[spec.mixed_id]], np.float32).tobytes())
+        digest.update(np.ascontiguousarray(inputs.mixed[shard.label][mixed_rows[spec.mixed_id]], np.float32).tobytes())
         if spec.cond_id:
-            digest.update(inputs.cond_images.sha256[position[spec.cond_id]].encode())
+            digest.update(inputs.cond_images.sha256[inputs.cond_rows[spec.cond_id]].encode())
     return digest.hexdigest()
 
 
@@ -251,11 +260,11 @@ def denoise_items(items: list[tuple[ShardJob, ImageSpec]], size: int) -> torch.T
 
 
 def cond_position(inputs: GenerationInputs, cond_id: str) -> int:
-    return inputs.cond_images.ids.index(cond_id)
+    return inputs.cond_rows[cond_id]
 
 
 def mixed_embedding(job: ShardJob, spec: ImageSpec) -> np.ndarray:
-    return job.inputs.mixed[job.shard.label][job.inputs.mixed_ids[job.shard.label].index(spec.mixed_id)]
+    return job.inputs.mixed[job.shard.label][job.inputs.mixed_rows[job.shard.label][spec.mixed_id]]
 
 
 def tune_denoiser(denoiser: Denoiser, params: GenerateParams) -> Denoiser:
