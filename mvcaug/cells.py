@@ -15,6 +15,10 @@ from mvcaug.synthetic_sets import MVC
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
 REFERENCE = "reference"
 """The strategy of reference cells: real images only, k held-out real images per class added."""
+CORPUS = "corpus"
+"""The strategy of corpus cells: real images plus k images per class of the generator's own pretraining corpus
+(the pretrain stage's glyphs of the task's classes), at the budget counts: does the generator add anything
+beyond the data it was trained on?"""
 REAL_TWO_PHASE = "real_two_phase"
 """The strategy of two-phase's control cells: real images only, on two-phase's schedule (its epochs and its
 learning-rate drop), so that two-phase's gain is not the longer schedule's."""
@@ -36,7 +40,8 @@ class Cell:
     synthetic_set: str = MVC
     """mvc, or no_mvc for the MVC ablation's cells (only they name it, so MVC cells keep their names)."""
     per_class: int = 0
-    """Budget cells: synthetic images per class (combined); reference cells: real images added per class.
+    """Budget cells: synthetic images per class (combined); reference cells: real images added per class;
+    corpus cells: pretraining-corpus images added per class.
     0 = every synthetic image (grid cells)."""
 
     @property
@@ -47,7 +52,7 @@ class Cell:
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.strategy not in ("real", REFERENCE, REAL_TWO_PHASE)
+        return self.strategy not in ("real", REFERENCE, REAL_TWO_PHASE, CORPUS)
 
 
 @dataclass(frozen=True)

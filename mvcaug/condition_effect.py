@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mvcaug.generate import GenerationInputs, ImageSpec, denoise
-from mvcaug.pretrained import takes_image_condition
+from mvcaug.denoiser import takes_image_condition
 
 
 def probe_specs(inputs: GenerationInputs, label: str, probes: int, seed: int) -> list[tuple[ImageSpec, ImageSpec, ImageSpec]]:

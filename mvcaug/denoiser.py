@@ -36,16 +36,22 @@ class Denoiser:
 
 
 def build_scratch_unet(
-    latent_channels: int, sample_size: int, cross_attention_dim: int, params: FinetuneParams
+    latent_channels: int, sample_size: int, cross_attention_dim: int, params: FinetuneParams,
+    image_condition: bool = True, pooled_text: bool = False,
 ) -> UNet2DConditionModel:
-    """A small U-Net for the embedded default: attention only at the lower resolutions, for speed."""
+    """A small U-Net for the embedded default: attention only at the lower resolutions, for speed.
+
+    image_condition=False builds a text-to-image U-Net (the pretrain stage's, as Stable Diffusion's own):
+    fine-tuning widens its conv_in as it widens SD's. pooled_text adds diffusers' text embedding to the time
+    embedding (`addition_embed_type="text"`: an attention pooling of the caption, as SDXL adds its pooled
+    text), so every block sees the caption, not only the cross-attention layers."""
     levels = len(params.block_out_channels)
     down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1)
     up = ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
     groups = min(8, *params.block_out_channels)
     return UNet2DConditionModel(
         sample_size=sample_size,
-        in_channels=2 * latent_channels,
+        in_channels=(2 if image_condition else 1) * latent_channels,
         out_channels=latent_channels,
         down_block_types=down,
         up_block_types=up,
@@ -54,16 +60,23 @@ def build_scratch_unet(
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=params.attention_head_dim,
         norm_num_groups=groups,
+        **({"addition_embed_type": "text"} if pooled_text else {}),
     )
 
 
-def scratch_noise_scheduler(params: FinetuneParams) -> DDPMScheduler:
+def scratch_noise_scheduler(params: FinetuneParams, prediction_type: str = "epsilon") -> DDPMScheduler:
     """Cosine schedule: better than SD's scaled-linear one for small pixel-space models."""
     return DDPMScheduler(
         num_train_timesteps=params.num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
     )
+
+
+def takes_image_condition(denoiser: Denoiser) -> bool:
+    """True for our InstructPix2Pix-style U-Net, whose input is [z_t, condition latent]; False for a
+    text-to-image one (a pretrained base, used alone or during pretraining)."""
+    return denoiser.unet.config.in_channels == 2 * denoiser.codec.latent_channels
 
 
 def expand_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DConditionModel:

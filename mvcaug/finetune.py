@@ -8,7 +8,8 @@ dropout (text, image, both) teaches the unconditional branches that guidance nee
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from mvcaug.checkpoints import Checkpoint, RunInputs, find_resumable, run_inputs
 from mvcaug.codecs import LatentCache, PixelCodec, load_vae_codec
 from mvcaug.denoiser import (
     Denoiser, build_scratch_unet, check_compatible, expand_conv_in, load_pretrained_scheduler,
-    load_pretrained_unet, scratch_noise_scheduler,
+    load_pretrained_unet, scratch_noise_scheduler, takes_image_condition,
 )
 from mvcaug.images import to_image
 from mvcaug.lora import add_lora
@@ -37,6 +38,8 @@ StepCallback = Callable[[int, float], None]
 """(step index from 0, loss of that step)."""
 ValidationCallback = Callable[[int, torch.Tensor], None]
 """(steps done, images (n, C, H, W) in [-1, 1])."""
+CheckCallback = Callable[[int], None]
+"""(steps done), called while the denoiser holds the weights a save would write."""
 
 
 @dataclass
@@ -46,6 +49,9 @@ class ClassConditions:
     image_indices: np.ndarray  # rows of the training-image tensor
     caption_embeddings: np.ndarray  # (K, m, d), for fresh mixes
     mixed_embeddings: np.ndarray  # (N_y, m, d), for mixes drawn from mixed.parquet
+    caption_of_image: np.ndarray | None = None
+    """For text_condition target: the row of caption_embeddings that is each image's own caption
+    (aligned with image_indices)."""
 
 
 class ConditionSampler:
@@ -58,12 +64,20 @@ class ConditionSampler:
         self.mode = mode
         self.rng = np.random.default_rng(seed)
 
-    def text_condition(self, label: str) -> np.ndarray:
+    def text_condition(self, label: str, target: int | None = None) -> np.ndarray:
+        """The text of one sample of `label`: a fresh MVC mix, a row of mixed.parquet, or (target) Algorithm 1's
+        edits applied to the caption of `target` (a row of image_indices), so the text says something of the
+        image the loss asks for and the denoiser has a reason to read it."""
         conditions = self.classes[label]
         if self.mode == "table":
             return conditions.mixed_embeddings[self.rng.integers(len(conditions.mixed_embeddings))]
         count, m, d = conditions.caption_embeddings.shape
-        plan = draw_plan(self.rng, count, m, d, self.mix.coarse_steps, self.mix.fine_steps)
+        start = None
+        if self.mode == "target":
+            if conditions.caption_of_image is None or target is None:
+                raise ValueError("text_condition target needs each image's own caption (caption_of_image)")
+            start = int(conditions.caption_of_image[target])
+        plan = draw_plan(self.rng, count, m, d, self.mix.coarse_steps, self.mix.fine_steps, start=start)
         return apply_plan(plan, conditions.caption_embeddings)
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,10 +85,10 @@ class ConditionSampler:
         targets, conds, texts = [], [], []
         for label in self.rng.choice(self.labels, size=size):
             pool = self.classes[label].image_indices
-            target, cond = self.rng.choice(pool, size=2, replace=len(pool) < 2)
-            targets.append(target)
-            conds.append(cond)
-            texts.append(self.text_condition(label))
+            target, cond = self.rng.choice(len(pool), size=2, replace=len(pool) < 2)
+            targets.append(pool[target])
+            conds.append(pool[cond])
+            texts.append(self.text_condition(label, int(target)))
         return np.array(targets), np.array(conds), np.stack(texts)
 
 
@@ -155,10 +169,24 @@ def latent_diffusion_loss(
     steps = denoiser.noise_scheduler.config.num_train_timesteps
     t = torch.randint(0, steps, (len(z0),), generator=generator, device=device)
     zt = denoiser.noise_scheduler.add_noise(z0, noise, t)
-    unet_input = torch.cat([zt, cond.to(zt.dtype)], dim=1)
+    # A text-to-image U-Net (pretraining, as Stable Diffusion's own) has no channels for the condition image.
+    unet_input = torch.cat([zt, cond.to(zt.dtype)], dim=1) if takes_image_condition(denoiser) else zt
     prediction = unet(unet_input, t, encoder_hidden_states=text.to(zt.dtype)).sample
     target = training_target(denoiser.noise_scheduler, z0, noise, t)
-    return F.mse_loss(prediction.float(), target.float())
+    if not params.snr_gamma:
+        return F.mse_loss(prediction.float(), target.float())
+    per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (per_sample * min_snr_weights(denoiser.noise_scheduler, t, params.snr_gamma)).mean()
+
+
+def min_snr_weights(scheduler: DDPMScheduler, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights (diffusers' compute_snr, as its training scripts use them): the easy low-noise
+    timesteps, whose loss dominates the plain mean, count no more than SNR = gamma."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, t).float()
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / snr
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -450,14 +478,22 @@ def validation_images(
     size = run.images.shape[-1] // denoiser.codec.downscale
     shape = (len(cond), denoiser.codec.latent_channels, size, size)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(params.seed)).to(device)
+    with saved_weights(run):
+        return sample(denoiser, cond if takes_image_condition(denoiser) else None, text, run.null, noise, "ddim",
+                      params.validation_steps, params.validation_guidance_scale).cpu()
+
+
+@contextmanager
+def saved_weights(run: TrainingRun) -> Iterator[torch.nn.Module]:
+    """The module in eval mode with the weights a save now would write (the EMA ones when on), restored to
+    the training weights and mode afterwards."""
     module = run.module
     if run.ema is not None:
         run.ema.store(trained(module))
         run.ema.copy_to(trained(module))
     module.eval()
     try:
-        return sample(denoiser, cond, text, run.null, noise, "ddim", params.validation_steps,
-                      params.validation_guidance_scale).cpu()
+        yield module
     finally:
         module.train()
         if run.ema is not None:
@@ -474,13 +510,16 @@ def train_denoiser(
     on_validation: ValidationCallback | None = None,
     checkpoint_dir: Path | None = None,
     data_digests: Mapping[str, str] | None = None,
+    on_check: CheckCallback | None = None,
+    check_every: int = 0,
 ) -> list[float]:
     """Optimise the U-Net with Accelerate; returns the loss of every step of the run (resumed ones too).
 
     With `checkpoint_dir`, a checkpoint is written every finetune.checkpoint_every steps and the run
     resumes from the newest one whose inputs (params, `data_digests`, code) match, the process count
     aside. `on_step` (every process) and `on_validation` (main process, every finetune.validation_every
-    steps and at the end) are called after each step. On return denoiser.unet holds the final (EMA) weights.
+    steps and at the end) are called after each step; `on_check` (main process, every `check_every` steps
+    and at the end) with denoiser.unet holding the weights a save would write (the pretrain self-check). On return denoiser.unet holds the final (EMA) weights.
     """
     # 1. Accelerate, optimiser, schedule, EMA.
     run = start_run(denoiser, images, sampler, null_text, params)
@@ -502,6 +541,9 @@ def train_denoiser(
             save_run(run, sampler, Path(checkpoint_dir), inputs, losses)
         if on_validation and accelerator.is_main_process and is_due(done, params.validation_every, params.steps):
             on_validation(done, validation_images(run, denoiser, sampler, params))
+        if on_check and accelerator.is_main_process and is_due(done, check_every, params.steps):
+            with saved_weights(run):
+                on_check(done)
         if on_step is not None:
             on_step(step, losses[-1])
     # 4. The final weights: the EMA ones when on, unwrapped from Accelerate.

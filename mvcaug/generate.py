@@ -28,11 +28,10 @@ import torch
 
 from PIL import Image
 
-from mvcaug.denoiser import Denoiser
+from mvcaug.denoiser import Denoiser, takes_image_condition
 from mvcaug.digests import code_digest
 from mvcaug.images import ImageSet, resize, to_image
 from mvcaug.params import GenerateParams
-from mvcaug.pretrained import takes_image_condition
 from mvcaug.sampling import sample
 
 log = logging.getLogger(__name__)

@@ -34,13 +34,20 @@ def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
     dtype = resolve_dtype(g.dtype, device)
     if mode == "pretrained":
         pretrained = params.finetune.pretrained
-        return load_text_to_image(pretrained, device, dtype), f"{mode}:{pretrained}:{dtype}"
+        local = Path(root) / pretrained
+        # a local folder (the pretrain stage's model) by its content, so shards follow a retrained model;
+        # a hub id by its name (the hub pins a revision's files)
+        source = digest_files(model_files(local)) if (local / "unet").is_dir() else pretrained
+        return load_text_to_image(str(local) if local.is_dir() else pretrained, device, dtype), f"{mode}:{source}:{dtype}"
     model_dir = Path(root) / params.paths.model
-    # what generation loads: the U-Net and scheduler (the codec names its own source); not the base's copied
-    # vae/, text_encoder/ and tokenizer/ beside them (for the stock pipeline), nor the validation grids in live/
-    files = sorted(p for part in ("unet", "scheduler") for p in (model_dir / part).glob("*") if p.is_file())
-    files.append(model_dir / "codec.json")
-    return load_denoiser(model_dir, device, dtype), f"{mode}:{digest_files(files)}:{dtype}"
+    return load_denoiser(model_dir, device, dtype), f"{mode}:{digest_files(model_files(model_dir))}:{dtype}"
+
+
+def model_files(folder: Path) -> list[Path]:
+    """What generation loads of a model folder: the U-Net and scheduler, and codec.json where there is one; not the
+    base's copied vae/, text_encoder/ and tokenizer/ beside them (for the stock pipeline), nor validation grids."""
+    files = sorted(p for part in ("unet", "scheduler") for p in (folder / part).glob("*") if p.is_file())
+    return files + [p for p in [folder / "codec.json"] if p.is_file()]
 
 
 @load_once

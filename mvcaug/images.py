@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,20 @@ class ImageSet:
         """This set followed by `other`."""
         return ImageSet(self.ids + other.ids, self.labels + other.labels, self.sha256 + other.sha256,
                         torch.cat([self.pixels, other.pixels]))
+
+
+def corpus_images(table: pa.Table, channels: int, resolution: int) -> ImageSet:
+    """The images of a corpus table (label = the glyph's words, pixels = uint8 bytes, channels x resolution^2),
+    with each image's sha256 taken over its pixel bytes."""
+    blobs = table.column("pixels").to_pylist()
+    shape = (channels, resolution, resolution)
+    if any(len(blob) != channels * resolution * resolution for blob in blobs):
+        raise MissingInputError(f"the pretraining corpus holds images of another size than {channels} x {resolution} "
+                                f"x {resolution} (prepare.channels, prepare.resolution); rerun the pretrain stage")
+    array = np.stack([np.frombuffer(blob, np.uint8).reshape(shape) for blob in blobs]) if blobs else np.zeros((0, *shape), np.uint8)
+    pixels = torch.from_numpy(array.astype(np.float32) / 127.5 - 1.0)
+    return ImageSet(table.column("id").to_pylist(), table.column("word").to_pylist(),
+                    [hashlib.sha256(blob).hexdigest() for blob in blobs], pixels)
 
 
 def to_tensor(image: Image.Image, channels: int) -> torch.Tensor:

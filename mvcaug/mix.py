@@ -65,13 +65,18 @@ def _other(rng: np.random.Generator, count: int, start: int) -> int:
     return pick + 1 if pick >= start else pick
 
 
-def draw_plan(rng: np.random.Generator, count: int, m: int, d: int, coarse: int, fine: int) -> MixPlan:
-    """Lines 4-15 of Algorithm 1: a random start, P coarse and Q fine edits from other embeddings."""
+def draw_plan(
+    rng: np.random.Generator, count: int, m: int, d: int, coarse: int, fine: int, start: int | None = None
+) -> MixPlan:
+    """Lines 4-15 of Algorithm 1: a random start, P coarse and Q fine edits from other embeddings.
+    `start` fixes the start embedding instead (finetune.text_condition: target starts from the target
+    image's own caption), and the stream then draws only the edits."""
     if count < 1:
         raise MixError("a class has no embeddings to mix")
     if count < 2 and coarse + fine > 0:
         raise MixError("mixing needs at least two captions per class; add images or set P = Q = 0")
-    start = int(rng.integers(count))
+    if start is None:
+        start = int(rng.integers(count))
     edits = []
     for _ in range(coarse):
         source = _other(rng, count, start)

@@ -34,7 +34,9 @@ CaptionBackend = Literal["attributes", "file", "blip2"]
 StorageDtype = Literal["float32", "float16"]
 Init = Literal["scratch", "pretrained"]
 CodecName = Literal["pixel", "vae"]
-TextCondition = Literal["fresh", "table"]
+TextCondition = Literal["fresh", "table", "target"]
+PretrainSource = Literal["glyphs", "none"]
+PredictionType = Literal["epsilon", "v_prediction"]
 LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
 EmaDevice = Literal["accelerator", "cpu"]
@@ -62,6 +64,9 @@ class PathsParams:
     """MVC embeddings with their provenance."""
     mixed_ablation: str = "data/04_mixed/mixed_ablation.parquet"
     """The MVC ablation's embeddings: the same N_y and seed with P = Q = 0 (unedited caption embeddings)."""
+    pretrain: str = "data/04_pretrain"
+    """The pretrained text-to-image model (unet/, scheduler/, codec.json), its corpus (corpus.parquet) and
+    self-check (metrics.json, self_check.csv); only metrics.json and the model card when pretrain.source is none."""
     model: str = "data/05_model"
     """The fine-tuned denoiser: unet/ (safetensors + config), codec.json, metrics.json."""
     synthetic: str = "data/06_synthetic"
@@ -189,7 +194,8 @@ class FinetuneParams:
     attention_head_dim: int = 8
     """Cross-attention head size, for init=scratch."""
     text_condition: TextCondition = "fresh"
-    """fresh: a new MVC mix per training sample; table: draw from mixed.parquet."""
+    """fresh: a new MVC mix per training sample; table: draw from mixed.parquet; target: Algorithm 1's P coarse
+    and Q fine edits applied to the target image's own caption (the text then says something of the target)."""
     steps: int = 800
     """Optimiser steps."""
     batch_size: int = 32
@@ -206,6 +212,9 @@ class FinetuneParams:
     """Probability of dropping both conditions."""
     num_train_timesteps: int = 1000
     """T of the DDPM noise schedule."""
+    snr_gamma: float = 0.0
+    """Min-SNR loss weighting (Hang et al. 2023): min(SNR, gamma) / SNR per timestep for epsilon, / (SNR + 1) for
+    v_prediction, as diffusers' training scripts; 0 = the plain mean squared error."""
     seed: int = 0
     """Seed of initialisation, pairs, noise and dropout."""
     lr_scheduler: LrScheduler = "cosine"
@@ -245,6 +254,54 @@ class FinetuneParams:
     """DDIM steps per validation image."""
     validation_guidance_scale: float = 2.0
     """Text guidance w (Eq. 6) of the validation images."""
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    source: PretrainSource = "glyphs"
+    """glyphs: digits and letters rendered from matplotlib's font faces (mvcaug.glyphs); none: no pretraining
+    (finetune from scratch, or from a Stable Diffusion checkpoint)."""
+    glyphs: str = "0123456789ACEHKX"
+    """The glyphs of the corpus: digits are named with their words ("three"), letters as "letter k"."""
+    per_glyph: int = 300
+    """Corpus images per glyph."""
+    check_per_glyph: int = 20
+    """Held-out renders per glyph (their own seed) for the self-check."""
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    """U-Net widths per resolution level (the fine-tuned model keeps them)."""
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    pooled_text: bool = True
+    """Add an attention pooling of the caption to the time embedding (diffusers' addition_embed_type text,
+    as SDXL adds its pooled text), beside cross-attention."""
+    prediction_type: PredictionType = "epsilon"
+    """What the U-Net predicts; fine-tuning and generation read it from the saved scheduler."""
+    snr_gamma: float = 0.0
+    """Min-SNR loss weighting (Hang et al. 2023): each timestep's loss weighted by min(SNR, gamma) / SNR
+    (epsilon) or / (SNR + 1) (v_prediction); 0 = off."""
+    steps: int = 1400
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    lr_warmup_steps: int = 100
+    lr_scheduler: LrScheduler = "cosine"
+    ema: bool = True
+    ema_decay: float = 0.995
+    text_dropout: float = 0.1
+    """p(caption -> null text): the unconditional branch of classifier-free guidance."""
+    num_train_timesteps: int = 1000
+    seed: int = 0
+    """Seed of the corpus's transforms (the self-check's renders use seed + 1), the weights and the noise."""
+    check_every: int = 350
+    """Steps between self-checks (the curve against time); the last step is always checked."""
+    check_guidance_scale: float = 1.5
+    """Classifier-free guidance of the self-check's text-to-image samples."""
+    check_steps: int = 20
+    """DDIM steps of the self-check's samples."""
+    check_ratio: float = 0.9
+    """The self-check passes when the samples are read as the asked glyph at least this fraction as often as
+    held-out corpus renders are read right."""
+    checkpoint_every: int = 0
+    """Steps between resumable checkpoints in <paths.pretrain>/checkpoints; 0 = off."""
 
 
 @dataclass(frozen=True)
@@ -398,6 +455,7 @@ class Params:
     caption: CaptionParams = field(default_factory=CaptionParams)
     embed: EmbedParams = field(default_factory=EmbedParams)
     mix: MixParams = field(default_factory=MixParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
     finetune: FinetuneParams = field(default_factory=FinetuneParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
     quality: QualityParams = field(default_factory=QualityParams)
@@ -579,6 +637,7 @@ def _check_values(params: Params, source: str) -> None:
     if params.generate.compare_pretrained and (params.generate.mode != "finetuned" or not params.finetune.pretrained):
         raise ParamsError(f"{source}: 'generate.compare_pretrained' compares the fine-tuned model with "
                           "'finetune.pretrained' alone: it needs generate.mode: finetuned and finetune.pretrained set")
+    _check_pretrain(params, source)
     model = params.prepare.model_resolution
     if model < 0 or (model and params.finetune.resolution and params.finetune.resolution != model):
         raise ParamsError(f"{source}: 'prepare.model_resolution' ({model}) must be >= 0 and, when set, equal to "
@@ -596,7 +655,7 @@ def _check_values(params: Params, source: str) -> None:
         if getattr(getattr(params, section), key) <= 0:
             raise ParamsError(f"{source}: '{section}.{key}' must be positive")
     for section, key in [("prepare", "test_per_class"),
-                         ("finetune", "lr_warmup_steps")]:
+                         ("finetune", "lr_warmup_steps"), ("finetune", "snr_gamma")]:
         if getattr(getattr(params, section), key) < 0:
             raise ParamsError(f"{source}: '{section}.{key}' must be >= 0")
     f = params.finetune
@@ -614,6 +673,34 @@ def _check_values(params: Params, source: str) -> None:
     for key in ("confidence_quantile", "near_copy_quantile", "duplicate_quantile"):
         if not 0.0 <= getattr(params.filter, key) < 1.0:
             raise ParamsError(f"{source}: 'filter.{key}' must be a quantile in [0, 1), e.g. 0.05")
+
+
+def _check_pretrain(params: Params, source: str) -> None:
+    """The pretrain section, and a finetune that starts from its output."""
+    p, f = params.pretrain, params.finetune
+    for key in ("per_glyph", "check_per_glyph", "steps", "batch_size", "check_steps", "num_train_timesteps"):
+        if getattr(p, key) <= 0:
+            raise ParamsError(f"{source}: 'pretrain.{key}' must be positive")
+    if p.seed < 0 or p.snr_gamma < 0 or p.lr_warmup_steps < 0 or p.check_every < 0 or p.checkpoint_every < 0:
+        raise ParamsError(f"{source}: 'pretrain.seed', 'snr_gamma', 'lr_warmup_steps', 'check_every' and "
+                          "'checkpoint_every' must be >= 0")
+    if not 0.0 <= p.text_dropout < 1.0 or not 0.0 <= p.ema_decay <= 1.0 or not 0.0 < p.check_ratio <= 1.0:
+        raise ParamsError(f"{source}: 'pretrain.text_dropout' must be in [0, 1), 'ema_decay' in [0, 1] and "
+                          "'check_ratio' in (0, 1]")
+    if p.source == "glyphs" and (not p.glyphs or len(set(p.glyphs)) != len(p.glyphs) or not p.glyphs.isalnum()):
+        raise ParamsError(f"{source}: 'pretrain.glyphs' is {p.glyphs!r}; list distinct digits and letters, "
+                          "e.g. 0123456789ACEHK")
+    if p.source == "glyphs" and params.prepare.source != "digits":
+        raise ParamsError(f"{source}: 'pretrain.source' is glyphs, the digits default's corpus, but 'prepare.source' is "
+                          f"{params.prepare.source}; for your own images set pretrain.source: none and finetune.init: "
+                          "scratch (or a Stable Diffusion checkpoint: profiles/sd15.yaml)")
+    from_pretrain = f.init == "pretrained" and f.pretrained.rstrip("/") == params.paths.pretrain.rstrip("/")
+    if from_pretrain and p.source == "none":
+        raise ParamsError(f"{source}: 'finetune.pretrained' is the pretrain stage's output "
+                          f"({params.paths.pretrain}) but 'pretrain.source' is none; choose pretrain.source: "
+                          "glyphs or folder, or set finetune.init: scratch")
+    if from_pretrain and f.codec != "pixel":
+        raise ParamsError(f"{source}: the pretrain stage's model works on pixels; set finetune.codec: pixel")
 
 
 def _check_budgets(params: Params, source: str) -> None:

@@ -15,7 +15,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from mvcaug.atomic import replacing_folder, write_text
-from mvcaug.codecs import load_vae_codec
+from mvcaug.codecs import load_codec, load_vae_codec
 from mvcaug.denoiser import Denoiser, load_pretrained, load_pretrained_unet
 from mvcaug.model_sources import ModelError
 from mvcaug.params import FinetuneParams
@@ -29,18 +29,15 @@ they are); unet/ and scheduler/ are the fine-tuned model's own (mvcaug.denoiser.
 
 
 def load_text_to_image(path: str, device: torch.device, dtype: torch.dtype = torch.float32) -> Denoiser:
-    """unet/, vae/ and scheduler/ of a Stable Diffusion checkpoint, as a Denoiser without conditioning."""
+    """unet/, vae/ and scheduler/ of a Stable Diffusion checkpoint, as a Denoiser without conditioning; a
+    folder with codec.json (the pretrain stage's pixel-space model) takes its codec from there instead."""
     if not path:
         raise ModelError("generate.mode=pretrained needs finetune.pretrained: a Stable Diffusion folder or hub id")
     unet = load_pretrained_unet(path).to(device, dtype).eval()
-    codec = load_vae_codec(path, device, dtype)
+    own_codec = Path(path) / "codec.json"
+    codec = load_codec(own_codec, device, dtype) if own_codec.is_file() else load_vae_codec(path, device, dtype)
     scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
     return Denoiser(unet, scheduler, codec)
-
-
-def takes_image_condition(denoiser: Denoiser) -> bool:
-    """True for our InstructPix2Pix-style U-Net, whose input is [z_t, condition latent]."""
-    return denoiser.unet.config.in_channels == 2 * denoiser.codec.latent_channels
 
 
 def save_pipeline_parts(folder: str | Path, denoiser: Denoiser, base: str) -> bool:

@@ -23,13 +23,13 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from mvcaug.bootstrap import Resamples, draw_resamples, percentile_interval, resampled_gains
-from mvcaug.cells import CONTROL_OF, REAL_TWO_PHASE, REFERENCE, RunResult
+from mvcaug.cells import CONTROL_OF, CORPUS, REAL_TWO_PHASE, REFERENCE, RunResult
 from mvcaug.stats import PairedGain, exchange_rate, gap_closed, holm, paired_gain, verdict
 from mvcaug.synthetic_sets import MVC
 
 SHORT = {"default": "baseline", "autoaugment": "aa", "randaugment": "ra", "trivialaugment": "ta"}
 STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase", REFERENCE: "ref",
-                   REAL_TWO_PHASE: "real_two_phase"}
+                   REAL_TWO_PHASE: "real_two_phase", CORPUS: "corpus"}
 SYNTHETIC_STRATEGIES = ("combined", "rsp", "two_phase")
 STRATEGY_TITLES = {"combined": "combined", "rsp": "RSP", "two_phase": "two-phase"}
 CONFIDENCE = 0.95
@@ -193,25 +193,27 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tu
 
 
 def budget_curves(results: Sequence[RunResult], images_per_class: int) -> dict[str, dict[str, list[tuple]]]:
-    """{model: {"synthetic": [(k, mean, low, high)], "real": [...]}}: test accuracy against the images added
-    per class, 0 being the real-only baseline; synthetic = the first augmentation's combined columns
-    (the full set at images_per_class), real = its reference columns. Means with their 95% t-interval."""
+    """{model: {"synthetic": [(k, mean, low, high)], "real": [...], "corpus": [...]}}: test accuracy against the
+    images added per class, 0 being the real-only baseline; synthetic = the first augmentation's combined columns
+    (the full set at images_per_class), real = its reference columns, corpus = its corpus columns (the
+    generator's pretraining data added directly). Means with their 95% t-interval."""
     table = columns(results)
     curves: dict[str, dict[str, list[tuple]]] = {}
     for (model, _), column in table.items():
         first = next(c.baseline for c in table.values() if c.model == model)
-        kind = {"real": None, "combined": "synthetic", REFERENCE: "real"}.get(column.strategy, "")
+        kind = {"real": None, "combined": "synthetic", REFERENCE: "real", CORPUS: "corpus"}.get(column.strategy, "")
         if column.baseline != first or kind == "" or (kind == "synthetic" and column.synthetic_set != MVC):
             continue  # other augmentations, rsp and two_phase, combined runs on another synthetic set
         point = (column.per_class or images_per_class, *mean_interval(list(column.test.values())))
-        if kind is None:  # the baseline starts both curves
-            for series in ("synthetic", "real"):
+        if kind is None:  # the baseline starts every curve
+            for series in ("synthetic", "real", "corpus"):
                 curves.setdefault(model, {}).setdefault(series, []).append((0, *point[1:]))
         else:
             curves.setdefault(model, {}).setdefault(kind, []).append(point)
     for model in curves:
-        if len(curves[model].get("real", [])) < 2:
-            curves[model].pop("real", None)
+        for kind in ("real", "corpus"):
+            if len(curves[model].get(kind, [])) < 2:
+                curves[model].pop(kind, None)
         for series in curves[model].values():
             series.sort()
     return curves
@@ -228,6 +230,11 @@ class Headline:
     reference_gain: float | None
     reference_per_class: int | None
     sentence: str
+    corpus_gain: float | None = None
+    """The mean paired gain of as many pretraining-corpus images per class as the synthetic set has."""
+    over_corpus: PairedGain | None = None
+    """The chosen strategy against those corpus cells, paired by seed: does the generator add anything beyond
+    its training data?"""
 
 
 def headline(results: Sequence[RunResult], images_per_class: int) -> Headline | None:
@@ -248,8 +255,13 @@ def headline(results: Sequence[RunResult], images_per_class: int) -> Headline | 
     tested = sum(math.isfinite(g.p_value) for g in family.values())  # Holm adjusts over these alone
     sentence = verdict(gain, reference, images_per_class if reference is not None else None, what=what,
                        adjusted_p=holm_adjusted(family)[chosen.name], tried=tested)
+    corpus = table.get((model, column_name(chosen.baseline, CORPUS) + f"_n{images_per_class}"))
+    corpus_gain = gain_over_baseline(corpus, table) if corpus else None
+    over_corpus = (paired_gain(chosen.test, corpus.test, CONFIDENCE)
+                   if corpus and set(chosen.test) & set(corpus.test) else None)
     return Headline(model, chosen.name, chosen.strategy, gain, reference,
-                    images_per_class if reference is not None else None, sentence)
+                    images_per_class if reference is not None else None, sentence,
+                    corpus_gain.mean if corpus_gain else None, over_corpus)
 
 
 BOOTSTRAP_DRAWS = 2000

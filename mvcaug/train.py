@@ -9,7 +9,9 @@ Besides the grid, cells answer three questions, all paired with the grid's cells
 - the MVC ablation: combined cells trained on the set generated from P = Q = 0 embeddings (`no_mvc`);
 - the budget curve: combined cells with only the first k synthetic images per class;
 - the real-data reference: `reference` cells trained on the real training split plus k held-out real
-  images per class (the `reference` split), at the same counts: what the same number of real images gives.
+  images per class (the `reference` split), at the same counts: what the same number of real images gives;
+- the generator's own training data: `corpus` cells trained on the real training split plus k pretraining-corpus
+  images per class, at the same counts: what the data behind the generator gives, added directly.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from mvcaug.augment import BASELINES, BaselineAugmentation
-from mvcaug.cells import CONTROL_OF, REAL_TWO_PHASE, REFERENCE, STRATEGIES, Cell, RunResult
+from mvcaug.cells import CONTROL_OF, CORPUS, REAL_TWO_PHASE, REFERENCE, STRATEGIES, Cell, RunResult
 from mvcaug.classifiers import create_classifier
 from mvcaug.digests import code_digest, json_digest
 from mvcaug.images import ImageSet, resize
@@ -52,6 +54,8 @@ class TrainingData:
     classes: list[str]
     synthetic: dict[str, ImageSet] = field(default_factory=dict)
     reference: ImageSet | None = None
+    corpus: ImageSet | None = None
+    """The pretraining corpus's images of the task's classes, for corpus cells."""
 
     def pool(self, cell: Cell) -> tuple[ImageSet, ImageSet | None]:
         """(the real images, the synthetic images) a cell trains on."""
@@ -59,6 +63,10 @@ class TrainingData:
             if self.reference is None or not self.reference.ids:
                 raise TrainError(f"cell {cell.name} needs the reference split; set prepare.reference_per_class")
             return self.real.concat(self.reference.first_per_class(cell.per_class)), None
+        if cell.strategy == CORPUS:
+            if self.corpus is None or not self.corpus.ids:
+                raise TrainError(f"cell {cell.name} needs the pretraining corpus; run the pretrain stage")
+            return self.real.concat(self.corpus.first_per_class(cell.per_class)), None
         if not cell.uses_synthetic:
             return self.real, None
         synthetic = self.synthetic.get(cell.synthetic_set)
@@ -73,11 +81,12 @@ def budget_counts(fractions: Sequence[float], images_per_class: int) -> list[int
 
 
 def plan_cells(params: TrainParams, twin_sets: Sequence[str] = (), budgets: Sequence[int] = (),
-               images_per_class: int = 0, reference: Sequence[int] = ()) -> list[Cell]:
+               images_per_class: int = 0, reference: Sequence[int] = (), corpus: Sequence[int] = ()) -> list[Cell]:
     """The grid (full_grid: every baseline and strategy), then twins of the first baseline's combined cells
     on each other synthetic set in `twin_sets` (no_mvc: the MVC ablation; pretrained: Table 4), then the
     budget curve of the first baseline: combined cells at each budget below images_per_class (the full
-    budget is the grid's combined cell) and reference cells at each count in `reference`. Each two_phase
+    budget is the grid's combined cell), reference cells at each count in `reference` and corpus cells at
+    each count in `corpus`. Each two_phase
     cell gets a control right after the grid: real only on the same two-phase schedule (REAL_TWO_PHASE)."""
     baselines = BASELINES if params.full_grid else params.baselines
     strategies = STRATEGIES if params.full_grid else params.strategies
@@ -89,6 +98,8 @@ def plan_cells(params: TrainParams, twin_sets: Sequence[str] = (), budgets: Sequ
     cells += [replace(c, per_class=k) for k in budgets if k < images_per_class for c in first]
     cells += [Cell(m, baselines[0], REFERENCE, seed, per_class=k)
               for k in reference for m in params.models for seed in params.seeds]
+    cells += [Cell(m, baselines[0], CORPUS, seed, per_class=k)
+              for k in corpus for m in params.models for seed in params.seeds]
     return cells
 
 
@@ -106,12 +117,14 @@ def strategy_settings(cell: Cell, params: TrainParams) -> dict:
 def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, synthetic_digests: Mapping[str, str]) -> str:
     """A hash of everything the cell's result depends on, and nothing else (so other cells stay): its
     identity, its model's settings, its strategy's params, the real data, the one synthetic set it
-    trains on (`synthetic_digests` maps each set to a digest of its images) and the training code."""
+    trains on (`synthetic_digests` maps each set to a digest of its images; "corpus" the pretraining corpus's
+    images, for corpus cells) and the training code."""
     return json_digest({
         "cell": asdict(cell), "settings": asdict(params.model_settings[cell.model]), "flip": params.flip,
         "strategy": strategy_settings(cell, params), "data": data_digest,
         "synthetic": synthetic_digests[cell.synthetic_set] if cell.uses_synthetic else "",
         "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES),
+        **({"corpus": synthetic_digests[CORPUS]} if cell.strategy == CORPUS else {}),
     })
 
 

@@ -43,17 +43,21 @@ SWEEP_ONLY = ["train.strategies=[real,combined]", "train.synthetic_budgets=[1.0]
 
 SETTINGS: dict[str, list[str]] = {
     "defaults": [],
-    "strength 0.7": ["generate.strength=0.7"],
-    "strength 0.5": ["generate.strength=0.5"],
-    "image guidance 0.5": ["generate.image_guidance_scale=0.5"],
-    "image dropout 0.2": ["finetune.image_dropout=0.2"],
+    "scratch initialisation": ["finetune.init=scratch"],
+    "text condition fresh": ["finetune.text_condition=fresh"],
     "fine-tuning steps 200": ["finetune.steps=200"],
-    "EMA": ["finetune.ema=true", "finetune.ema_decay=0.995"],
-    "near-copy quantile 0": ["filter.near_copy_quantile=0.0"],
-    "filter off": ["filter.enabled=false"],
+    "fine-tuning steps 400": ["finetune.steps=400"],
+    "guidance 1.5": ["generate.guidance_scale=1.5"],
+    "guidance 3": ["generate.guidance_scale=3.0"],
+    "image dropout 0.2": ["finetune.image_dropout=0.2"],
+    "strength 0.7": ["generate.strength=0.7"],
+    "filter on": ["filter.enabled=true"],
 }
-"""The grid: one knob at a time against the defaults (the knobs that decide how far a synthetic image may
-move from its conditioning image, and the filter)."""
+"""The grid: one knob at a time against the defaults: where the generator starts from (the pretrain stage's
+model or a U-Net from scratch), what its text says during fine-tuning (the target's own caption with MVC's
+edits, or a fresh mix of the class), how long it fine-tunes, how hard generation follows the text, how far an
+image may move from its conditioning image, and the filter. The pretrain stage runs once: every experiment
+reuses its output from DVC's run cache."""
 
 
 def experiment_metrics(workspace: Path) -> dict[str, dict]:

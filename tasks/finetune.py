@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
 from mvcaug.digests import digest_files
+from mvcaug.errors import MissingInputError
 from mvcaug.denoiser import Denoiser, save_denoiser
 from mvcaug.embedding_table import read_embeddings
 from mvcaug.finetune import (
@@ -44,13 +45,27 @@ def load_inputs(params: Params) -> tuple[ImageSet, ConditionSampler, np.ndarray]
     _, null, _ = read_embeddings(Path(paths.embeddings) / "null.parquet")
     mixed, mixed_emb, _ = read_embeddings(paths.mixed)
     caption_labels = np.array(captions["label"].to_pylist())
+    caption_ids = captions["id"].to_pylist()
     mixed_labels = np.array(mixed["label"].to_pylist())
-    classes = {
-        label: ClassConditions(images.of_class(label), caption_emb[caption_labels == label].astype(np.float32),
-                               mixed_emb[mixed_labels == label].astype(np.float32))
-        for label in sorted(set(images.labels))
-    }
+    classes = {}
+    for label in sorted(set(images.labels)):
+        rows = np.flatnonzero(caption_labels == label)
+        indices = images.of_class(label)
+        classes[label] = ClassConditions(indices, caption_emb[rows].astype(np.float32),
+                                         mixed_emb[mixed_labels == label].astype(np.float32),
+                                         caption_of_image=own_captions(indices, images.ids, [caption_ids[r] for r in rows]))
     return images, ConditionSampler(classes, params.mix, p.text_condition, p.seed), null[0].astype(np.float32)
+
+
+def own_captions(indices: np.ndarray, image_ids: list[str], caption_ids: list[str]) -> np.ndarray:
+    """For each image of a class (rows `indices` of the training images), the position of its own caption among
+    the class's captions: what finetune.text_condition target starts from."""
+    position = {caption_id: k for k, caption_id in enumerate(caption_ids)}
+    missing = [image_ids[i] for i in indices if image_ids[i] not in position]
+    if missing:
+        raise MissingInputError(f"no caption embedding for training image '{missing[0]}'; rerun the caption and embed "
+                                "stages (dvc repro embed)")
+    return np.array([position[image_ids[i]] for i in indices], dtype=np.int64)
 
 
 def card_facts(params: Params, denoiser: Denoiser, resolution: int, steps: int, digests: dict[str, str]) -> CardFacts:

@@ -18,6 +18,9 @@ from mvcaug.atomic import write_json, write_text
 from mvcaug.cells import PREDICTIONS_FILE, RunResult
 from mvcaug.images import read_image, read_manifest
 from mvcaug.params import Params
+from mvcaug.pretrain_files import CORPUS_GRID, SAMPLES_GRID
+from mvcaug.pretrain_files import CURVE as PRETRAIN_CURVE
+from mvcaug.pretrain_files import METRICS as PRETRAIN_METRICS
 from mvcaug.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
 from mvcaug.stage_times import read_stage_times
 from mvcaug.stored import read_json
@@ -94,12 +97,27 @@ def dropped_images(params: Params, decisions: list[dict]) -> list[DroppedImage]:
 
 
 def write_budget_plots(folder: Path, budget: dict[str, dict[str, list[tuple]]]) -> None:
-    """<folder>/<model>-<synthetic|real>.csv (images_per_class, accuracy, low, high): one line per file in `dvc plots`."""
+    """<folder>/<model>-<synthetic|real|corpus>.csv (images_per_class, accuracy, low, high): one line per file in
+    `dvc plots`."""
     for model, curves in budget.items():
         for kind, points in curves.items():
             text = "images_per_class,accuracy,low,high\n" + "".join(
                 f"{k},{mean:.6f},{low:.6f},{high:.6f}\n" for k, mean, low, high in points)
             write_text(folder / f"{model}-{kind}.csv", text)
+
+
+def pretrain_parts(params: Params) -> dict:
+    """The pretrain stage's metrics, self-check curve and grids, for ReportData (empty without a pretrained model)."""
+    folder = Path(params.paths.pretrain)
+    metrics = read_json(folder / PRETRAIN_METRICS)
+    if not metrics or metrics.get("source") == "none":
+        return {"pretrain": metrics}
+    with open(folder / PRETRAIN_CURVE, newline="") as handle:
+        curve = list(csv.DictReader(handle))
+    grids = [(caption, read_image(folder / name)) for caption, name in
+             (("the corpus (one glyph per column)", CORPUS_GRID), ("the pretrained model's samples of the same captions' "
+              "glyphs (text only)", SAMPLES_GRID)) if (folder / name).is_file()]
+    return {"pretrain": metrics, "pretrain_curve": curve, "pretrain_grids": grids}
 
 
 @task(cache_policy=NO_CACHE)
@@ -127,7 +145,7 @@ def report(params: Params) -> dict:
         losses=read_column(Path(paths.model) / "loss.csv", "loss"),
         curves=mean_validation_curves(results, validation_logs(params, results)),
         mix_steps=(params.mix.coarse_steps, params.mix.fine_steps), images_per_class=images_per_class,
-        coverage=coverage,
+        coverage=coverage, **pretrain_parts(params),
     )
     write_text(Path(paths.report) / "report.html", render_html(data))
     write_text(Path(paths.report) / "report.md", render_markdown(data))

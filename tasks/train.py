@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from dvclive import Live
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -23,12 +24,13 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.atomic import write_json, write_parquet
 from mvcaug.devices import load_once, worker_device
 from mvcaug.digests import digest_files
-from mvcaug.errors import UserError
-from mvcaug.images import load_images, read_manifest
+from mvcaug.errors import MissingInputError, UserError
+from mvcaug.images import ImageSet, corpus_images, load_images, read_manifest
 from mvcaug.params import Params, PathsParams, TrainParams, load_params
+from mvcaug.pretrain_files import CORPUS as CORPUS_FILE
 from mvcaug.stored import read_json
 from mvcaug.synthetic_sets import MVC, SyntheticSet, kept_rows, synthetic_sets
-from mvcaug.cells import PREDICTIONS_FILE, Cell, RunResult
+from mvcaug.cells import CORPUS, PREDICTIONS_FILE, Cell, RunResult
 from mvcaug.train import (
     TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, stored_result,
 )
@@ -56,12 +58,35 @@ class StoredData:
     params_file: str
 
 
+def corpus_counts(params: Params) -> list[int]:
+    """Corpus images added per class in the corpus cells: the budget counts, when the pretrain stage made a corpus
+    (its images of the task's classes are read by read_corpus; a class the corpus lacks is a clear error there)."""
+    if params.pretrain.source == "none":
+        return []
+    return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
+
+
 def plan_grid(params: Params) -> list[Cell]:
-    """Every cell of the stage: the grid, the MVC ablation's cells, the budget curve and the reference cells."""
+    """Every cell of the stage: the grid, the MVC ablation's cells, the budget curve, the reference cells and the
+    corpus cells."""
     t, g = params.train, params.generate
     twins = [s.name for s in synthetic_sets(params.paths, g) if s.name != MVC]
     return plan_cells(t, twin_sets=twins, budgets=budget_counts(t.synthetic_budgets, g.images_per_class),
-                      images_per_class=g.images_per_class, reference=reference_counts(params))
+                      images_per_class=g.images_per_class, reference=reference_counts(params),
+                      corpus=corpus_counts(params))
+
+
+def read_corpus(params: Params, classes: list[str]) -> ImageSet:
+    """The pretraining corpus's images whose label is one of the task's classes, in corpus order."""
+    path = Path(params.paths.pretrain) / CORPUS_FILE
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no pretraining corpus; run the pretrain stage first (dvc repro pretrain)")
+    corpus = corpus_images(pq.read_table(path), params.prepare.channels, params.prepare.resolution)
+    missing = sorted(set(classes) - set(corpus.labels))
+    if missing:
+        raise UserError(f"{path}: the pretraining corpus has no image of class(es) {', '.join(missing)}, so the corpus "
+                        "cells cannot add any; name the classes' glyphs in pretrain.glyphs or set pretrain.source: none")
+    return corpus.subset([i for i, label in enumerate(corpus.labels) if label in set(classes)])
 
 
 @task(cache_policy=NO_CACHE)
@@ -87,6 +112,9 @@ def read_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData,
     real, val, test, reference = (split(name) for name in ("train", "val", "test", "reference"))
     data = TrainingData(real, val, test, sorted(set(real.labels)), reference=reference)
     digests = {"data": digest_files([Path(paths.prepared) / "manifest.parquet"])}
+    if any(cell.strategy == CORPUS for cell in cells):
+        data.corpus = read_corpus(params, data.classes)
+        digests[CORPUS] = digest_files([Path(paths.pretrain) / CORPUS_FILE])
     # Only the synthetic sets some cell trains on are read: real-only grids need none.
     for name in sorted({cell.synthetic_set for cell in cells if cell.uses_synthetic}):
         synthetic = SyntheticSet.named(name, paths)

@@ -19,6 +19,8 @@ TINY_PARAMS = {
     "prepare": {"train_per_class": 4, "val_per_class": 3, "test_per_class": 5, "reference_per_class": 6},
     "embed": {"max_length": 16},
     "mix": {"per_class": 4},
+    "pretrain": {"glyphs": "0123456789K", "per_glyph": 4, "check_per_glyph": 1, "block_out_channels": [16, 32],
+                 "steps": 6, "batch_size": 8, "lr_warmup_steps": 2, "check_every": 0, "check_steps": 2},
     "finetune": {"steps": 8, "batch_size": 8, "block_out_channels": [16, 32], "lr_warmup_steps": 2},
     "generate": {"images_per_class": 4, "shard_size": 2, "steps": 3},
     # a 2-epoch classifier is at chance, so its confidence test would drop everything: scores only
@@ -26,6 +28,11 @@ TINY_PARAMS = {
     "train": {"seeds": [0, 1], "phase2_epochs": 1, "model_settings": {"small_cnn": {"epochs": 2, "width": 8}}},
     "report": {"samples_per_class": 2},
 }
+
+
+OWN_IMAGES = {"pretrain": {"source": "none"}, "finetune": {"init": "scratch", "pretrained": ""}}
+"""What a run on an image folder changes besides prepare: the glyph corpus is the digits default's, so no
+pretraining and a U-Net from scratch (the README's "your own images")."""
 
 
 def project_files() -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.workspace import run
+from tests.workspace import OWN_IMAGES, run
 
 pytestmark = pytest.mark.slow
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def write_params(folder: Path, **prepare) -> Path:
     path = folder / "params.yaml"
     base = {"train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "source": "imagefolder"}
-    path.write_text(yaml.safe_dump({"prepare": {**base, **prepare}}))
+    path.write_text(yaml.safe_dump({"prepare": {**base, **prepare}, **OWN_IMAGES}))
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.workspace import TINY_PARAMS, copy_workspace, env, make_workspace, run, update_params
+from tests.workspace import OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, run, update_params
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ def tree_hash(folder: Path) -> str:
 
 
 def test_a_user_error_is_one_line_with_the_traceback_in_the_log_file(workspace: Path) -> None:
-    update_params(workspace, {"prepare": {"source": "imagefolder", "image_folder": "no/such/folder"}})
+    update_params(workspace, {"prepare": {"source": "imagefolder", "image_folder": "no/such/folder"}, **OWN_IMAGES})
     error = one_line_error(run(["python", "-m", "flows.prepare"], workspace, check=False))
     assert error == ("error: image folder 'no/such/folder' does not exist; set prepare.image_folder to a folder of "
                      "class subfolders")

@@ -25,7 +25,8 @@ from tests.workspace import (
 
 pytestmark = pytest.mark.slow
 
-ALL_STAGES = {"prepare", "caption", "embed", "mix", "finetune", "generate", "filter", "quality", "train", "report"}
+ALL_STAGES = {"prepare", "caption", "embed", "pretrain", "mix", "finetune", "generate", "filter", "quality", "train",
+              "report"}
 CLASSES = 10
 SEEDS = len(TINY_PARAMS["train"]["seeds"])
 PER_CLASS = TINY_PARAMS["generate"]["images_per_class"]  # 4: budgets 0.25, 0.5, 1.0 -> 1, 2 and the full 4
@@ -33,7 +34,8 @@ GRID = 5 * SEEDS  # real, combined, rsp, two_phase and its control (real only on
 ABLATION = SEEDS  # combined on the P = Q = 0 set
 BUDGET = 2 * SEEDS  # combined on 1 and 2 images per class
 REFERENCE = 3 * SEEDS  # real only plus 1, 2 and 4 held-out real images per class
-CELLS = GRID + ABLATION + BUDGET + REFERENCE
+CORPUS = 3 * SEEDS  # real only plus 1, 2 and 4 pretraining-corpus images per class (the generator's training data)
+CELLS = GRID + ABLATION + BUDGET + REFERENCE + CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,7 @@ def test_every_artifact(base: Path) -> None:
 
     metrics = json.loads((base / "metrics.json").read_text())["small_cnn"]
     assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "real_two_phase", "syn_no_mvc", "syn_n1",
-                            "syn_n2", "ref_n1", "ref_n2", "ref_n4"}
+                            "syn_n2", "ref_n1", "ref_n2", "ref_n4", "corpus_n1", "corpus_n2", "corpus_n4"}
     syn = metrics["syn"]
     by_cell = {(r["cell"]["strategy"], r["cell"]["synthetic_set"], r["cell"]["per_class"], r["cell"]["seed"]): r["test_acc"]
                for r in results}
@@ -129,7 +131,7 @@ def test_every_artifact(base: Path) -> None:
     markdown = (base / "data/08_report/report.md").read_text()
     assert markdown.splitlines()[2].startswith("**") and "| small_cnn | default |" in markdown
     budget = sorted(p.name for p in (base / "data/08_report/budget").iterdir())
-    assert budget == ["small_cnn-real.csv", "small_cnn-synthetic.csv"]
+    assert budget == ["small_cnn-corpus.csv", "small_cnn-real.csv", "small_cnn-synthetic.csv"]
     assert (base / "data/08_report/budget/small_cnn-real.csv").read_text().splitlines()[0] == (
         "images_per_class,accuracy,low,high")
 
@@ -143,7 +145,7 @@ def test_noop_repro_runs_nothing(base: Path) -> None:
 def test_a_mix_change_reruns_mix_and_after_only_and_commits_compare(workspace: Path) -> None:
     update_params(workspace, {"mix": {"fine_steps": 3}})
     result = run(["dvc", "repro"], workspace)
-    assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed"}
+    assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed", "pretrain"}
     commit_all(workspace, "fewer fine mixing steps")
     params_diff = run(["dvc", "params", "diff", "HEAD~1", "HEAD"], workspace).stdout
     assert re.search(r"mix\.fine_steps\s+8\s+3", params_diff), params_diff
@@ -245,7 +247,7 @@ EXP_COLUMNS = ["--drop", ".*", "--keep", r"Experiment|small_cnn\.(baseline|syn)\
 
 def test_the_dvc_experiment_workflow(workspace: Path) -> None:
     result = run(["dvc", "exp", "run", "-n", "no-fine-steps", "-S", "mix.fine_steps=0"], workspace)
-    assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed"}
+    assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed", "pretrain"}
     # persisted outputs carry over: the real-only cells (two-phase's controls too) and reference cells do not
     # depend on the mixes
     assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + SEEDS + REFERENCE

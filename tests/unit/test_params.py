@@ -231,7 +231,8 @@ LITERAL_VALUES = [
     for value, many in [(value, choices[1]) for value in choices[0]]
 ]
 # Values that need another key to pass the checks across fields.
-COMPANIONS = {("finetune", "method", "lora"): {"finetune": {"init": "pretrained"}}}
+COMPANIONS = {("finetune", "method", "lora"): {"finetune": {"init": "pretrained"}},
+              ("prepare", "source", "imagefolder"): {"pretrain": {"source": "none"}}}
 
 
 FINETUNE_OPTIMIZERS = {"adamw": "torch.optim.adamw.AdamW", "adafactor": "transformers.optimization.Adafactor"}
@@ -291,7 +292,7 @@ def test_every_allowed_value_of_every_literal_field_loads_from_yaml(tmp_path, pa
     then trained with AdamW, because a second `Optimizer` type (the classifiers') replaced the first."""
     raw = nested(path, [value] if many else value)
     for section, extra in COMPANIONS.get((*path, value), {}).items():
-        raw[section].update(extra)
+        raw.setdefault(section, {}).update(extra)
     params = load_params(write_yaml(tmp_path, yaml.safe_dump(raw)))
     assert read_back(params, path) == ((value,) if many else value)
     if path in CONSUMERS:

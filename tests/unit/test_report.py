@@ -201,3 +201,23 @@ def test_a_label_with_html_special_characters_is_escaped_exactly_once():
                                                        "quality table", "time table")), decoded
     assert {f"real {label}", f"synthetic {label}", f"{label}: near_copy"} <= set(decoded["image titles"])
     assert f"# {label}" in render_markdown(report)  # Markdown is not HTML: no escaping there
+
+
+PRETRAIN = {"source": "glyphs", "images": 4800, "glyphs": 16, "steps": 700, "loss_last": 0.07, "seconds": 412.0,
+            "self_check": {"sample_accuracy": 0.9, "heldout_accuracy": 0.98, "ratio": 0.9184, "ratio_needed": 0.9,
+                           "passed": True}}
+
+
+def test_the_pretrained_generator_shows_its_self_check_curve_and_grids():
+    curve = [{"step": "350", "seconds": "110.0", "sample_accuracy": "0.6", "heldout_accuracy": "0.98", "ratio": "0.6122"},
+             {"step": "700", "seconds": "221.5", "sample_accuracy": "0.9", "heldout_accuracy": "0.98", "ratio": "0.9184"}]
+    grids = [("the corpus", Image.new("L", (32, 16), 255)), ("the samples", Image.new("L", (32, 16), 0))]
+    page = render_html(data(pretrain=PRETRAIN, pretrain_curve=curve, pretrain_grids=grids))
+    section = page[page.index("The pretrained generator and its self-check"):]
+    assert "<td>350</td><td>110</td><td>60.0</td><td>98.0</td><td>0.61</td>" in section
+    assert "0.92 (passed, 0.9 needed)" in section and section.count("<figure><img") == 2
+    markdown = render_markdown(data(pretrain=PRETRAIN, pretrain_curve=curve, pretrain_grids=grids))
+    assert "| 700 | 222 | 90.0 | 98.0 | 0.92 |" in markdown
+    # no pretraining (pretrain.source: none, or no stage output): no section
+    for empty in ({"source": "none"}, None):
+        assert "self-check" not in render_html(data(pretrain=empty))

@@ -16,7 +16,8 @@ from mvcaug.finetune import build_denoiser
 from mvcaug.generate import GenerationInputs, Shard
 from mvcaug.images import ImageSet
 from mvcaug.params import EmbedParams, FinetuneParams, GenerateParams
-from mvcaug.pretrained import load_text_to_image, takes_image_condition
+from mvcaug.denoiser import takes_image_condition
+from mvcaug.pretrained import load_text_to_image
 from tasks.generate import store_shard as generate_shard
 from tests.sd_checkpoint import build_tiny_sd
 

@@ -164,3 +164,16 @@ def test_two_phase_is_paired_with_real_only_on_its_own_schedule():
     assert metrics["real_two_phase"]["gain"] == pytest.approx(0.025)  # what the schedule does, shown beside
     without_control = [r for r in rs if r.cell.strategy != "real_two_phase"]  # results from before the control
     assert summarise(without_control, 20)["small_cnn"]["two_phase"]["gain"] == pytest.approx(round(0.095 / 3, 4))
+
+
+def test_corpus_cells_make_a_curve_and_the_headline_compares_with_them():
+    results = grid() + [run("corpus", s, acc + g, per_class=k) for k, g in ((5, 0.005), (20, 0.01))
+                        for s, acc in enumerate([0.80, 0.82, 0.84])]
+    curves = budget_curves(results, images_per_class=20)["small_cnn"]
+    assert [k for k, *_ in curves["corpus"]] == [0, 5, 20]
+    assert curves["corpus"][-1][1] == pytest.approx(0.83)
+    chosen = headline(results, images_per_class=20)
+    assert chosen.corpus_gain == pytest.approx(0.01)
+    # the strategy validation chose (rsp: -1 pp over real) against the corpus cells (+1 pp), seed by seed
+    assert chosen.column == "rsp" and chosen.over_corpus.mean == pytest.approx(-0.01 - 0.01)
+    assert headline(grid(), images_per_class=20).over_corpus is None

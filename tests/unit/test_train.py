@@ -215,3 +215,31 @@ def test_a_cells_fingerprint_follows_its_code():
     assert cell_fingerprint(cell, grid, "data", {}) == base
     assert cell_fingerprint(replace(cell, per_class=5, strategy="reference"), grid, "data", {}) != base
     assert cell_fingerprint(cell, grid, "other data", {}) != base
+
+
+def test_corpus_cells_follow_the_reference_cells_at_the_budget_counts():
+    grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined"))
+    cells = plan_cells(grid, budgets=[5, 20], images_per_class=20, reference=[5, 20], corpus=[5, 20])
+    assert cells[: len(plan_cells(grid, budgets=[5, 20], images_per_class=20, reference=[5, 20]))] == \
+        plan_cells(grid, budgets=[5, 20], images_per_class=20, reference=[5, 20])
+    corpus = [c for c in cells if c.strategy == "corpus"]
+    assert [c.name for c in corpus] == ["small_cnn-default-corpus-n5-seed0", "small_cnn-default-corpus-n5-seed1",
+                                        "small_cnn-default-corpus-n20-seed0", "small_cnn-default-corpus-n20-seed1"]
+    assert not any(c.uses_synthetic for c in corpus)
+
+
+def test_a_corpus_cell_adds_k_corpus_images_per_class(splits):
+    train, val, test = splits
+    corpus = mirrored(train, "g", 30)  # 3 per class
+    data = TrainingData(train, val, test, list(DIGIT_NAMES), corpus=corpus)
+    cell = Cell("small_cnn", "default", "corpus", 0, per_class=2)
+    real, synthetic = data.pool(cell)
+    assert synthetic is None and real.ids[: len(train.ids)] == train.ids
+    assert sorted(real.ids[len(train.ids):]) == sorted(corpus.first_per_class(2).ids)
+    result, _ = fit_cell(cell, data, tiny_grid())
+    assert result.cell.strategy == "corpus" and 0.0 <= result.test_acc <= 1.0
+    with pytest.raises(TrainError, match="pretrain"):
+        fit_cell(cell, replace(data, corpus=None), tiny_grid())
+    # the corpus's images are part of the cell's fingerprint
+    grid = tiny_grid()
+    assert cell_fingerprint(cell, grid, "data", {"corpus": "a"}) != cell_fingerprint(cell, grid, "data", {"corpus": "b"})

@@ -1,0 +1,150 @@
+"""Task of the pretrain stage: render and caption the corpus, train the text-to-image model, self-check it."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from mvcaug.atomic import write_json, write_parquet, write_png, write_text
+from mvcaug.denoiser import save_denoiser
+from mvcaug.digests import json_digest
+from mvcaug.embed import encode_texts, load_text_encoder, null_text
+from mvcaug.finetune import ConditionSampler, train_denoiser, validation_grid
+from mvcaug.params import Params
+from mvcaug.pretrain import (
+    CHECK_SEED_OFFSET, NO_MIX, Corpus, SelfCheck, accuracy, build_text_to_image, corpus_conditions, glyph_corpus,
+    sample_text_to_image, train_checker, training_params,
+)
+from mvcaug.pretrain_files import CORPUS, CORPUS_GRID, CURVE, METRICS, MODEL_PARTS, SAMPLES_GRID
+
+log = logging.getLogger("mvcaug.pretrain")
+
+
+def embed_unique(texts: list[str], params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings of `texts`, the null text's): each distinct text through the encoder once."""
+    encoder = load_text_encoder(params.embed)
+    distinct = list(dict.fromkeys([*texts, null_text()]))
+    table = encode_texts(encoder, distinct, params.embed.batch_size)
+    row = {text: i for i, text in enumerate(distinct)}
+    return table[[row[text] for text in texts]], table[row[null_text()]]
+
+
+def corpus_table(corpus: Corpus) -> pa.Table:
+    """The manifest: every field a corpus image was drawn from, its caption and its pixels (uint8 bytes of
+    channels x resolution x resolution), so the train stage's corpus cells read the very images pretraining saw."""
+    pixels = ((corpus.pixels.clamp(-1, 1) + 1) * 127.5).round().numpy().astype(np.uint8)
+    columns = {key: [row[key] for row in corpus.rows] for key in corpus.rows[0]}
+    columns["pixels"] = [image.tobytes() for image in pixels]
+    return pa.table(columns)
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove a model an earlier run left, so pretrain.source: none leaves nothing to load by mistake."""
+    for name in MODEL_PARTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+@task(cache_policy=NO_CACHE)
+def pretrain(params: Params) -> dict:
+    """Write <paths.pretrain>: unet/, scheduler/, codec.json, corpus.parquet, self_check.csv, the grids,
+    README.md and metrics.json; with pretrain.source none only the last two."""
+    import torch
+
+    p, out = params.pretrain, Path(params.paths.pretrain)
+    out.mkdir(parents=True, exist_ok=True)
+    if p.source == "none":
+        clear_outputs(out)
+        write_text(out / "README.md", "# No pretrained model\n\npretrain.source is none: fine-tuning starts from "
+                   "scratch or from the Stable Diffusion checkpoint that finetune.pretrained names.\n")
+        metrics: dict = {"source": "none"}
+        write_json(out / METRICS, metrics)
+        return metrics
+    resolution, channels = params.prepare.resolution, params.prepare.channels
+    started = time.perf_counter()
+    # 1. The corpus and the self-check's held-out renders, captioned as the task's images are.
+    corpus = glyph_corpus(p.glyphs, p.per_glyph, p.seed, resolution, channels, params.caption.prefix, "train")
+    heldout = glyph_corpus(p.glyphs, p.check_per_glyph, p.seed + CHECK_SEED_OFFSET, resolution, channels,
+                           params.caption.prefix, "check")
+    embeddings, null = embed_unique(corpus.captions + heldout.captions, params)
+    train_text, check_text = embeddings[: len(corpus.ids)], embeddings[len(corpus.ids) :]
+    log.info("pretrain corpus: %d images of %d glyphs, %d held out; rendered, captioned and embedded in %.1f s",
+             len(corpus.ids), len(p.glyphs), len(heldout.ids), time.perf_counter() - started)
+    # 2. The judge: a classifier of the corpus's glyphs, and how well it reads held-out renders.
+    classes = sorted(set(corpus.labels))
+    checker = train_checker(corpus.pixels, corpus.labels, classes, p.seed)
+    heldout_accuracy = accuracy(checker, heldout.pixels, heldout.labels, classes)
+    # 3. Train, checking every check_every steps.
+    device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
+    denoiser = build_text_to_image(p, channels, resolution, train_text.shape[-1], device)
+    sampler = ConditionSampler(corpus_conditions(corpus, train_text), NO_MIX, "target", p.seed)
+    curve: list[SelfCheck] = []
+    train_started = time.perf_counter()
+
+    def self_check(done: int) -> None:
+        samples = sample_text_to_image(denoiser, check_text, null, p.check_guidance_scale, p.check_steps, p.seed)
+        point = SelfCheck(done, round(time.perf_counter() - train_started, 1), heldout_accuracy,
+                          accuracy(checker, samples.to(heldout.pixels.device), heldout.labels, classes), p.check_ratio)
+        curve.append(point)
+        log.info("self-check at step %d (%.0f s): samples read as asked %.1f%%, held-out renders %.1f%% (ratio %.2f)",
+                 done, point.seconds, 100 * point.sample_accuracy, 100 * heldout_accuracy, point.ratio)
+
+    digests = {"corpus": json_digest(corpus.rows), "encoder": json_digest(params.embed.encoder),
+               "format": f"{channels}x{resolution}"}
+    losses = train_denoiser(denoiser, corpus.pixels, sampler, null, training_params(p), on_check=self_check,
+                            check_every=p.check_every, checkpoint_dir=out / "checkpoints", data_digests=digests)
+    # 4. Save the model, the corpus, the curve and the grids.
+    save_denoiser(denoiser, out)
+    write_parquet(out / CORPUS, corpus_table(corpus))
+    write_text(out / CURVE, "step,seconds,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
+        f"{c.step},{c.seconds},{c.sample_accuracy:.4f},{c.heldout_accuracy:.4f},{c.ratio:.4f}\n" for c in curve))
+    write_png(out / CORPUS_GRID, validation_grid(corpus.pixels[: 4 * len(p.glyphs)], columns=len(p.glyphs)))
+    samples = sample_text_to_image(denoiser, check_text[: 4 * len(p.glyphs)], null, p.check_guidance_scale,
+                                   p.check_steps, p.seed)
+    write_png(out / SAMPLES_GRID, validation_grid(samples, columns=len(p.glyphs)))
+    final = curve[-1]
+    tail = losses[-max(1, len(losses) // 10):]
+    metrics = {
+        "source": p.source, "images": len(corpus.ids), "glyphs": len(p.glyphs), "steps": len(losses),
+        "loss_last": round(statistics.fmean(tail), 5),
+        "self_check": {"sample_accuracy": round(final.sample_accuracy, 4),
+                       "heldout_accuracy": round(final.heldout_accuracy, 4), "ratio": round(final.ratio, 4),
+                       "ratio_needed": p.check_ratio, "passed": final.passed},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(out / METRICS, metrics)
+    write_text(out / "README.md", pretrain_card(params, metrics))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # done: nothing left to resume
+    if not final.passed:
+        log.warning("the pretrained model fails its self-check (%.2f of the held-out accuracy, %.2f needed): its "
+                    "samples do not yet show the glyph their caption asks for", final.ratio, p.check_ratio)
+    return metrics
+
+
+def pretrain_card(params: Params, metrics: dict) -> str:
+    """The model folder's README: what it is, what it was trained on, how it did, how to load it."""
+    p, check = params.pretrain, metrics["self_check"]
+    return "\n".join([
+        "---", "library_name: diffusers", "pipeline_tag: text-to-image", "tags:", "- mvcaug", "---", "",
+        "# Pretrained text-to-image U-Net (mvcaug pretrain stage)", "",
+        f"Trained from scratch for {metrics['steps']} steps on {metrics['images']} glyph images ({len(p.glyphs)} "
+        f"glyphs: {p.glyphs}) rendered from matplotlib's font faces, each captioned by the offline captioner.",
+        f"Pixel space, {params.prepare.channels} channel(s) at {params.prepare.resolution} px; text from "
+        f"{params.embed.encoder} (max_length {params.embed.max_length}).", "",
+        f"Self-check: a corpus classifier reads {100 * check['sample_accuracy']:.1f}% of the model's samples as the "
+        f"glyph asked for, and {100 * check['heldout_accuracy']:.1f}% of held-out renders right (ratio "
+        f"{check['ratio']:.2f}; {'passed' if check['passed'] else 'not passed'} at {check['ratio_needed']}).", "",
+        "Load: `mvcaug.denoiser.load_denoiser(<this folder>, device)`, or as finetune.pretrained with "
+        "finetune.init: pretrained (conv_in is widened for the conditioning image).", "",
+    ])

@@ -1,0 +1,115 @@
+"""The pretrain stage on tiny params: a text-to-image model from the glyph corpus, loaded by finetune as it
+loads Stable Diffusion; the target text condition; the self-check's arithmetic; source none."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mvcaug.denoiser import load_denoiser, takes_image_condition
+from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser
+from mvcaug.mix import draw_plan
+from mvcaug.params import FinetuneParams, MixParams, Params, ParamsError, PathsParams, PretrainParams, params_from_dict
+from mvcaug.pretrain import SelfCheck, corpus_conditions, glyph_corpus
+
+TINY = PretrainParams(glyphs="17K", per_glyph=4, check_per_glyph=2, block_out_channels=(8, 16), attention_head_dim=4,
+                      steps=3, batch_size=4, lr_warmup_steps=1, check_every=2, check_steps=2)
+
+
+def tiny_params(tmp_path, **pretrain) -> Params:
+    paths = PathsParams(pretrain=str(tmp_path / "pretrain"))
+    return dataclasses.replace(Params(), paths=paths, pretrain=dataclasses.replace(TINY, **pretrain))
+
+
+def test_target_condition_starts_from_the_target_image_own_caption():
+    rng = np.random.default_rng(0)
+    captions = rng.normal(size=(5, 6, 4)).astype(np.float32)
+    # image k of the class has caption 4 - k: the sampler must follow caption_of_image, not the row order
+    classes = {"a": ClassConditions(np.arange(10, 15), captions, captions[:0], caption_of_image=np.array([4, 3, 2, 1, 0]))}
+    unmixed = ConditionSampler(classes, MixParams(coarse_steps=0, fine_steps=0), "target", seed=1)
+    for _ in range(20):
+        targets, _, texts = unmixed.batch(3)
+        for target, text in zip(targets, texts):
+            assert np.array_equal(text, captions[4 - (target - 10)])
+    mixed = ConditionSampler(classes, MixParams(coarse_steps=0, fine_steps=2), "target", seed=1)
+    targets, _, texts = mixed.batch(8)
+    for target, text in zip(targets, texts):
+        own = captions[4 - (target - 10)]
+        assert (text == own).mean() > 0.5 and not np.array_equal(text, own) or np.array_equal(text, own)
+    assert any(not np.array_equal(t, captions[4 - (g - 10)]) for g, t in zip(targets, texts))  # edits happen
+
+
+def test_draw_plan_with_a_start_draws_only_the_edits():
+    plan = draw_plan(np.random.default_rng(0), 5, 6, 4, coarse=1, fine=3, start=2)
+    assert plan.start == 2 and len(plan.edits) == 4 and all(e.source != 2 for e in plan.edits)
+
+
+def test_corpus_conditions_give_each_image_its_own_caption():
+    corpus = glyph_corpus("17", 3, seed=0, resolution=16, channels=1, prefix="{label}", split="train")
+    embeddings = np.arange(len(corpus.ids), dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)
+    classes = corpus_conditions(corpus, embeddings)
+    for conditions in classes.values():
+        own = conditions.caption_embeddings[conditions.caption_of_image][:, 0, 0]
+        assert np.array_equal(own, conditions.image_indices.astype(np.float32))
+
+
+def test_self_check_ratio_and_pass():
+    assert SelfCheck(10, 1.0, 0.8, 0.72, 0.9).passed
+    assert not SelfCheck(10, 1.0, 0.8, 0.71, 0.9).passed
+    assert SelfCheck(10, 1.0, 0.0, 0.0, 0.9).ratio == 0.0
+
+
+@pytest.mark.slow
+def test_pretrain_writes_a_model_finetune_loads_as_it_loads_stable_diffusion(tmp_path):
+    from tasks.pretrain import pretrain
+
+    params = tiny_params(tmp_path)
+    metrics = pretrain.fn(params)
+    out = tmp_path / "pretrain"
+    assert metrics["steps"] == 3 and metrics["images"] == 12
+    check = metrics["self_check"]
+    assert 0 <= check["sample_accuracy"] <= 1 and 0 <= check["heldout_accuracy"] <= 1
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    curve = (out / "self_check.csv").read_text().splitlines()
+    assert curve[0].startswith("step,seconds") and [line.split(",")[0] for line in curve[1:]] == ["2", "3"]
+    corpus = pq.read_table(out / "corpus.parquet")
+    assert corpus.num_rows == 12 and set(corpus.column("glyph").to_pylist()) == set("17K")
+    assert all(len(b) == 16 * 16 for b in corpus.column("pixels").to_pylist())
+    # text-to-image, as Stable Diffusion's U-Net: no image channels
+    model = load_denoiser(out, torch.device("cpu"))
+    assert not takes_image_condition(model) and model.unet.config.in_channels == 1
+    # finetune.init: pretrained loads it through the Stable Diffusion loader: conv_in widened, weights kept
+    finetune = FinetuneParams(init="pretrained", pretrained=str(out), codec="pixel")
+    widened = build_denoiser(finetune, channels=1, resolution=16, text_dim=384, device=torch.device("cpu"))
+    assert takes_image_condition(widened) and widened.unet.config.in_channels == 2
+    assert torch.equal(widened.unet.conv_in.weight[:, :1], model.unet.conv_in.weight)
+    assert torch.count_nonzero(widened.unet.conv_in.weight[:, 1:]) == 0
+    # rerun with source none: the old model is gone, only the card and metrics stay
+    assert pretrain.fn(tiny_params(tmp_path, source="none")) == {"source": "none"}
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "metrics.json"]
+
+
+def test_finetune_from_the_pretrain_output_needs_a_pretrain_source():
+    raw = {"pretrain": {"source": "none"}, "finetune": {"init": "pretrained", "pretrained": "data/04_pretrain"}}
+    with pytest.raises(ParamsError, match="pretrain.source' is none"):
+        params_from_dict(raw)
+    raw["pretrain"]["source"] = "glyphs"
+    assert params_from_dict(raw).finetune.pretrained == "data/04_pretrain"
+    with pytest.raises(ParamsError, match="pretrain.glyphs"):
+        params_from_dict({"pretrain": {"glyphs": "3 3"}})
+
+
+def test_own_captions_follow_image_ids_not_row_order():
+    from mvcaug.errors import MissingInputError
+    from tasks.finetune import own_captions
+
+    image_ids = ["a0", "b0", "a1", "a2"]
+    indices = np.array([0, 2, 3])  # class a's rows of the training images
+    assert own_captions(indices, image_ids, ["a2", "a0", "a1"]).tolist() == [1, 2, 0]
+    with pytest.raises(MissingInputError, match="a2"):
+        own_captions(indices, image_ids, ["a0", "a1"])
