@@ -34,11 +34,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mvcaug.stats import rank_with_ties  # noqa: E402
-from tests.workspace import make_workspace, run  # noqa: E402
+from tests.workspace import ROOT, make_workspace, run  # noqa: E402
 
 log = logging.getLogger("sweeps.diversity")
 
-SWEEP_ONLY = ["train.strategies=[real,combined]", "train.synthetic_budgets=[1.0]", "generate.ablation=false"]
+SWEEP_ONLY = ["train.strategies=[real,combined]", "train.synthetic_budgets=[1.0]", "generate.ablation=false",
+              "generate.compare_pretrained=false"]
 """What the ranking needs of the train stage: real and combined cells on the full synthetic set."""
 
 SETTINGS: dict[str, list[str]] = {
@@ -50,14 +51,13 @@ SETTINGS: dict[str, list[str]] = {
     "guidance 1.5": ["generate.guidance_scale=1.5"],
     "guidance 3": ["generate.guidance_scale=3.0"],
     "image dropout 0.2": ["finetune.image_dropout=0.2"],
-    "strength 0.7": ["generate.strength=0.7"],
-    "filter on": ["filter.enabled=true"],
 }
 """The grid: one knob at a time against the defaults: where the generator starts from (the pretrain stage's
 model or a U-Net from scratch), what its text says during fine-tuning (the target's own caption with MVC's
-edits, or a fresh mix of the class), how long it fine-tunes, how hard generation follows the text, how far an
-image may move from its conditioning image, and the filter. The pretrain stage runs once: every experiment
-reuses its output from DVC's run cache."""
+edits, or a fresh mix of the class), how long it fine-tunes, how hard generation follows the text and how often
+fine-tuning hides the conditioning image. The pretrain stage runs once: every experiment reuses its output from
+DVC's run cache, and the workspace shares this checkout's DVC cache (`dvc cache dir --local`), so a pretrained
+model this checkout already made is restored, not trained again."""
 
 
 def experiment_metrics(workspace: Path) -> dict[str, dict]:
@@ -91,6 +91,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     # A kept workspace is resumed: its experiments stay and join the ranking, only the named settings run.
     workspace = folder if (folder / ".git").is_dir() else make_workspace(folder, params={})
+    run(["dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache")], workspace)
     record = workspace.with_name(workspace.name + ".sweep.json")  # times and failures so far, beside it
     done = json.loads(record.read_text()) if record.is_file() else {"seconds": {}, "failed": {}}
     seconds, failed = done["seconds"], done["failed"]
