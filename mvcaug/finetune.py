@@ -519,7 +519,8 @@ def train_denoiser(
     resumes from the newest one whose inputs (params, `data_digests`, code) match, the process count
     aside. `on_step` (every process) and `on_validation` (main process, every finetune.validation_every
     steps and at the end) are called after each step; `on_check` (main process, every `check_every` steps
-    and at the end) with denoiser.unet holding the weights a save would write (the pretrain self-check). On return denoiser.unet holds the final (EMA) weights.
+    and at the end) with denoiser.unet holding the weights a save would write (the pretrain self-check).
+    On return denoiser.unet holds the final (EMA) weights.
     """
     # 1. Accelerate, optimiser, schedule, EMA.
     run = start_run(denoiser, images, sampler, null_text, params)

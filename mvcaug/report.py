@@ -87,7 +87,8 @@ class ReportData:
     pretrain: dict | None = None
     """The pretrain stage's metrics.json (source, corpus size, self-check)."""
     pretrain_curve: Sequence[dict] = ()
-    """Its self_check.csv rows: step, seconds, sample_accuracy, heldout_accuracy, ratio."""
+    """Its self_check.csv rows (step, sample_accuracy, heldout_accuracy, ratio), each with its seconds of training
+    where the run recorded them ("" otherwise)."""
     pretrain_grids: Sequence[tuple[str, Image.Image]] = ()
     """(caption, image): a grid of the corpus and of the pretrained model's own samples."""
     title: str = "mvcaug report"
@@ -356,10 +357,11 @@ def pretrain_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     p = data.pretrain
     if not p or p.get("source") == "none":
         return [], []
-    rows = [[row["step"], f"{float(row['seconds']):.0f}", f"{100 * float(row['sample_accuracy']):.1f}",
-             f"{100 * float(row['heldout_accuracy']):.1f}", f"{float(row['ratio']):.2f}"] for row in data.pretrain_curve]
+    rows = [[row["step"], f"{float(row['seconds']):.0f}" if row.get("seconds") else "–",
+             f"{100 * float(row['sample_accuracy']):.1f}", f"{100 * float(row['heldout_accuracy']):.1f}",
+             f"{float(row['ratio']):.2f}"] for row in data.pretrain_curve]
     check = p["self_check"]
-    rows.append([f"final ({p['steps']} steps, {p['images']} corpus images, {p['seconds']:.0f} s in all)", "",
+    rows.append([f"final ({p['steps']} steps, {p['images']} corpus images)", "",
                  f"{100 * check['sample_accuracy']:.1f}", f"{100 * check['heldout_accuracy']:.1f}",
                  f"{check['ratio']:.2f} ({'passed' if check['passed'] else 'not passed'}, {check['ratio_needed']} needed)"])
     return ["step", "seconds of training", "samples read as asked (%)", "held-out renders read right (%)", "ratio"], rows

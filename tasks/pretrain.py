@@ -23,7 +23,7 @@ from mvcaug.pretrain import (
     CHECK_SEED_OFFSET, NO_MIX, Corpus, SelfCheck, accuracy, build_text_to_image, corpus_conditions, glyph_corpus,
     sample_text_to_image, train_checker, training_params,
 )
-from mvcaug.pretrain_files import CORPUS, CORPUS_GRID, CURVE, METRICS, MODEL_PARTS, SAMPLES_GRID
+from mvcaug.pretrain_files import CORPUS, CORPUS_GRID, CURVE, CURVE_TIMES, METRICS, MODEL_PARTS, SAMPLES_GRID
 
 log = logging.getLogger("mvcaug.pretrain")
 
@@ -59,7 +59,8 @@ def clear_outputs(out: Path) -> None:
 @task(cache_policy=NO_CACHE)
 def pretrain(params: Params) -> dict:
     """Write <paths.pretrain>: unet/, scheduler/, codec.json, corpus.parquet, self_check.csv, the grids,
-    README.md and metrics.json; with pretrain.source none only the last two."""
+    README.md and metrics.json (with pretrain.source none only the last two), all of them the same bytes for the
+    same inputs; the self-checks' seconds go to <paths.run> (CURVE_TIMES)."""
     import torch
 
     p, out = params.pretrain, Path(params.paths.pretrain)
@@ -104,11 +105,14 @@ def pretrain(params: Params) -> dict:
                "format": f"{channels}x{resolution}"}
     losses = train_denoiser(denoiser, corpus.pixels, sampler, null, training_params(p), on_check=self_check,
                             check_every=p.check_every, checkpoint_dir=out / "checkpoints", data_digests=digests)
+    if not curve or curve[-1].step != len(losses):  # check_every 0: the final weights are checked all the same
+        self_check(len(losses))
     # 4. Save the model, the corpus, the curve and the grids.
     save_denoiser(denoiser, out)
     write_parquet(out / CORPUS, corpus_table(corpus))
-    write_text(out / CURVE, "step,seconds,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
-        f"{c.step},{c.seconds},{c.sample_accuracy:.4f},{c.heldout_accuracy:.4f},{c.ratio:.4f}\n" for c in curve))
+    write_text(out / CURVE, "step,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
+        f"{c.step},{c.sample_accuracy:.4f},{c.heldout_accuracy:.4f},{c.ratio:.4f}\n" for c in curve))
+    write_text(Path(params.paths.run) / CURVE_TIMES, "step,seconds\n" + "".join(f"{c.step},{c.seconds}\n" for c in curve))
     write_png(out / CORPUS_GRID, validation_grid(corpus.pixels[: 4 * len(p.glyphs)], columns=len(p.glyphs)))
     samples = sample_text_to_image(denoiser, check_text[: 4 * len(p.glyphs)], null, p.check_guidance_scale,
                                    p.check_steps, p.seed)
@@ -121,8 +125,8 @@ def pretrain(params: Params) -> dict:
         "self_check": {"sample_accuracy": round(final.sample_accuracy, 4),
                        "heldout_accuracy": round(final.heldout_accuracy, 4), "ratio": round(final.ratio, 4),
                        "ratio_needed": p.check_ratio, "passed": final.passed},
-        "seconds": round(time.perf_counter() - started, 1),
     }
+    log.info("pretrain: %.1f s in the stage (corpus, training and self-checks)", time.perf_counter() - started)
     write_json(out / METRICS, metrics)
     write_text(out / "README.md", pretrain_card(params, metrics))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # done: nothing left to resume

@@ -18,7 +18,7 @@ from mvcaug.atomic import write_json, write_text
 from mvcaug.cells import PREDICTIONS_FILE, RunResult
 from mvcaug.images import read_image, read_manifest
 from mvcaug.params import Params
-from mvcaug.pretrain_files import CORPUS_GRID, SAMPLES_GRID
+from mvcaug.pretrain_files import CORPUS_GRID, CURVE_TIMES, SAMPLES_GRID
 from mvcaug.pretrain_files import CURVE as PRETRAIN_CURVE
 from mvcaug.pretrain_files import METRICS as PRETRAIN_METRICS
 from mvcaug.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
@@ -114,6 +114,12 @@ def pretrain_parts(params: Params) -> dict:
         return {"pretrain": metrics}
     with open(folder / PRETRAIN_CURVE, newline="") as handle:
         curve = list(csv.DictReader(handle))
+    times_file = Path(params.paths.run) / CURVE_TIMES
+    seconds = {}
+    if times_file.is_file():  # the run's own record, not an output: absent after a checkout from DVC's cache
+        with open(times_file, newline="") as handle:
+            seconds = {row["step"]: row["seconds"] for row in csv.DictReader(handle)}
+    curve = [{**row, "seconds": seconds.get(row["step"], "")} for row in curve]
     grids = [(caption, read_image(folder / name)) for caption, name in
              (("the corpus (one glyph per column)", CORPUS_GRID), ("the pretrained model's samples of the same captions' "
               "glyphs (text only)", SAMPLES_GRID)) if (folder / name).is_file()]

@@ -32,10 +32,11 @@ SEEDS = len(TINY_PARAMS["train"]["seeds"])
 PER_CLASS = TINY_PARAMS["generate"]["images_per_class"]  # 4: budgets 0.25, 0.5, 1.0 -> 1, 2 and the full 4
 GRID = 5 * SEEDS  # real, combined, rsp, two_phase and its control (real only on the two-phase schedule)
 ABLATION = SEEDS  # combined on the P = Q = 0 set
+TABLE_4 = SEEDS  # combined on the pretrained model's own set (generate.compare_pretrained)
 BUDGET = 2 * SEEDS  # combined on 1 and 2 images per class
 REFERENCE = 3 * SEEDS  # real only plus 1, 2 and 4 held-out real images per class
 CORPUS = 3 * SEEDS  # real only plus 1, 2 and 4 pretraining-corpus images per class (the generator's training data)
-CELLS = GRID + ABLATION + BUDGET + REFERENCE + CORPUS
+CELLS = GRID + ABLATION + TABLE_4 + BUDGET + REFERENCE + CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_every_artifact(base: Path) -> None:
     assert names <= {p.name for p in (base / "data/07_train/cells").iterdir()}
 
     metrics = json.loads((base / "metrics.json").read_text())["small_cnn"]
-    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "real_two_phase", "syn_no_mvc", "syn_n1",
+    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "real_two_phase", "syn_no_mvc", "syn_pretrained", "syn_n1",
                             "syn_n2", "ref_n1", "ref_n2", "ref_n4", "corpus_n1", "corpus_n2", "corpus_n4"}
     syn = metrics["syn"]
     by_cell = {(r["cell"]["strategy"], r["cell"]["synthetic_set"], r["cell"]["per_class"], r["cell"]["seed"]): r["test_acc"]
@@ -165,10 +166,10 @@ def test_more_images_keep_finished_shards_and_cells(workspace: Path) -> None:
     assert shard_record.stat().st_mtime_ns == before
     assert logged(output, "generate mvc") == {"shards": 30, "generated": 10, "kept": 20, "removed": 0, "images": 60}
     assert logged(output, "generate no_mvc")["generated"] == 10
-    # budgets 0.25, 0.5, 1.0 of 6: 2, 3 and 6; real-only cells and reference cells at 2 keep their results
-    # (they do not depend on synthetic images), as do two-phase's real-only controls; the reference cells at 3
-    # and 6 are new
-    assert logged(output, "train")["kept"] == SEEDS + SEEDS + SEEDS
+    # budgets 0.25, 0.5, 1.0 of 6: 2, 3 and 6; real-only cells, reference cells and corpus cells at 2 keep their
+    # results (they do not depend on synthetic images), as do two-phase's real-only controls; the reference and
+    # corpus cells at 3 and 6 are new
+    assert logged(output, "train")["kept"] == SEEDS + SEEDS + SEEDS + SEEDS
 
 
 def edit(workspace: Path, module: str, old: str, new: str) -> None:
@@ -248,9 +249,9 @@ EXP_COLUMNS = ["--drop", ".*", "--keep", r"Experiment|small_cnn\.(baseline|syn)\
 def test_the_dvc_experiment_workflow(workspace: Path) -> None:
     result = run(["dvc", "exp", "run", "-n", "no-fine-steps", "-S", "mix.fine_steps=0"], workspace)
     assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed", "pretrain"}
-    # persisted outputs carry over: the real-only cells (two-phase's controls too) and reference cells do not
-    # depend on the mixes
-    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + SEEDS + REFERENCE
+    # persisted outputs carry over: the real-only cells (two-phase's controls too), reference cells and corpus
+    # cells do not depend on the mixes
+    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + SEEDS + REFERENCE + CORPUS
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
     experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])
                    for exp in [exp["revs"][0]]}

@@ -22,7 +22,7 @@ TINY = PretrainParams(glyphs="17K", per_glyph=4, check_per_glyph=2, block_out_ch
 
 
 def tiny_params(tmp_path, **pretrain) -> Params:
-    paths = PathsParams(pretrain=str(tmp_path / "pretrain"))
+    paths = PathsParams(pretrain=str(tmp_path / "pretrain"), run=str(tmp_path / ".mvcaug-run"))
     return dataclasses.replace(Params(), paths=paths, pretrain=dataclasses.replace(TINY, **pretrain))
 
 
@@ -76,7 +76,14 @@ def test_pretrain_writes_a_model_finetune_loads_as_it_loads_stable_diffusion(tmp
     assert 0 <= check["sample_accuracy"] <= 1 and 0 <= check["heldout_accuracy"] <= 1
     assert json.loads((out / "metrics.json").read_text()) == metrics
     curve = (out / "self_check.csv").read_text().splitlines()
-    assert curve[0].startswith("step,seconds") and [line.split(",")[0] for line in curve[1:]] == ["2", "3"]
+    assert curve[0] == "step,sample_accuracy,heldout_accuracy,ratio"
+    assert [line.split(",")[0] for line in curve[1:]] == ["2", "3"]
+    times = (tmp_path / ".mvcaug-run" / "pretrain-self-check-times.csv").read_text().splitlines()
+    assert times[0] == "step,seconds" and [line.split(",")[0] for line in times[1:]] == ["2", "3"]
+    # the same inputs write the same bytes (the seconds are kept out of the output)
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    pretrain.fn(params)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
     corpus = pq.read_table(out / "corpus.parquet")
     assert corpus.num_rows == 12 and set(corpus.column("glyph").to_pylist()) == set("17K")
     assert all(len(b) == 16 * 16 for b in corpus.column("pixels").to_pylist())
@@ -89,6 +96,9 @@ def test_pretrain_writes_a_model_finetune_loads_as_it_loads_stable_diffusion(tmp
     assert takes_image_condition(widened) and widened.unet.config.in_channels == 2
     assert torch.equal(widened.unet.conv_in.weight[:, :1], model.unet.conv_in.weight)
     assert torch.count_nonzero(widened.unet.conv_in.weight[:, 1:]) == 0
+    # check_every 0: no curve on the way, the final weights are checked all the same
+    assert pretrain.fn(tiny_params(tmp_path, check_every=0))["steps"] == 3
+    assert [line.split(",")[0] for line in (out / "self_check.csv").read_text().splitlines()[1:]] == ["3"]
     # rerun with source none: the old model is gone, only the card and metrics stay
     assert pretrain.fn(tiny_params(tmp_path, source="none")) == {"source": "none"}
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "metrics.json"]
@@ -113,3 +123,21 @@ def test_own_captions_follow_image_ids_not_row_order():
     assert own_captions(indices, image_ids, ["a2", "a0", "a1"]).tolist() == [1, 2, 0]
     with pytest.raises(MissingInputError, match="a2"):
         own_captions(indices, image_ids, ["a0", "a1"])
+
+
+def test_min_snr_weights_cap_the_easy_timesteps():
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    from mvcaug.finetune import min_snr_weights
+
+    t = torch.tensor([1, 100, 500, 999])
+    for kind in ("epsilon", "v_prediction"):
+        scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=kind)
+        snr = compute_snr(scheduler, t)
+        weights = min_snr_weights(scheduler, t, 5.0)
+        expected = torch.clamp(snr, max=5.0) / (snr + 1 if kind == "v_prediction" else snr)
+        assert torch.allclose(weights, expected)
+        assert weights[0] < weights[-1] or kind == "v_prediction"  # low noise (high SNR) counts less for epsilon
+    eps = min_snr_weights(DDPMScheduler(beta_schedule="squaredcos_cap_v2"), t, 5.0)
+    assert eps[-1] == pytest.approx(1.0)  # SNR below gamma: the plain loss
