@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.prefect_server import prefect_server  # noqa: E402
-from tests.workspace import OWN_IMAGES, make_workspace, run, write_digits  # noqa: E402
+from tests.workspace import make_workspace, own_images, run, write_digits  # noqa: E402
 
 log = logging.getLogger("benchmarks.incremental")
 STAGES = (["python", "-m", "flows.caption"], ["python", "-m", "flows.embed"])
@@ -63,9 +63,8 @@ def main() -> None:
 def measure(folder: Path, args: argparse.Namespace) -> None:
     """Run the first version, add 10%, then time the three cases."""
     added = max(1, args.per_class // 10)
-    params = {"prepare": {"source": "imagefolder", "image_folder": "data/00_source",
-                          "train_per_class": args.per_class - 10, "val_per_class": 5, "test_per_class": 0},
-              **OWN_IMAGES}
+    params = own_images({"prepare": {"source": "imagefolder", "image_folder": "data/00_source",
+                                     "train_per_class": args.per_class - 10, "val_per_class": 5, "test_per_class": 0}})
     ws = make_workspace(folder / "ws", params)
     source, cache = ws / "data/00_source", ws / ".mvcaug-cache"
     write_digits(source, 0, args.per_class)

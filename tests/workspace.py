@@ -30,9 +30,18 @@ TINY_PARAMS = {
 }
 
 
-OWN_IMAGES = {"pretrain": {"source": "none"}, "finetune": {"init": "scratch", "pretrained": ""}}
+OWN_IMAGES = {"pretrain": {"source": "none"}, "finetune": {"init": "scratch", "pretrained": ""},
+              "generate": {"compare_pretrained": False}}
 """What a run on an image folder changes besides prepare: the glyph corpus is the digits default's, so no
-pretraining and a U-Net from scratch (the README's "your own images")."""
+pretraining, a U-Net from scratch and no pretrained model to compare with (the README's "your own data")."""
+
+
+def own_images(params: dict) -> dict:
+    """params ({section: {key: value}}) with OWN_IMAGES merged into each section."""
+    merged = {section: dict(values) for section, values in params.items()}
+    for section, values in OWN_IMAGES.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
 
 
 def project_files() -> list[str]:

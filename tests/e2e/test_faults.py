@@ -25,9 +25,10 @@ EXIT_BOUND_S = 20.0
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory) -> Path:
-    """A tiny workspace reproduced up to the mix stage (prepare, caption, embed, mix), and committed."""
+    """A tiny workspace reproduced up to the mix stage (prepare, caption, embed, mix) and the pretrained model
+    that finetune starts from, and committed."""
     ws = make_workspace(tmp_path_factory.mktemp("faults"))
-    run(["dvc", "repro", "mix"], ws)
+    run(["dvc", "repro", "mix", "pretrain"], ws)
     return ws
 
 

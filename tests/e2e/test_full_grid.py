@@ -22,7 +22,8 @@ def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path)
              if not r["cell"]["per_class"]}
     baselines = ("default", "autoaugment", "randaugment", "trivialaugment")
     strategies = ("real", "combined", "rsp", "two_phase", "real_two_phase")  # two-phase's control too
-    assert cells == {(b, s, "mvc") for b in baselines for s in strategies} | {("default", "combined", "no_mvc")}
+    assert cells == ({(b, s, "mvc") for b in baselines for s in strategies}
+                     | {("default", "combined", "no_mvc"), ("default", "combined", "pretrained")})
     metrics = json.loads((ws / "metrics.json").read_text())["small_cnn"]
     for short in ("", "aa_", "ra_", "ta_"):
         for column in ("syn", "rsp", "two_phase"):
@@ -31,4 +32,5 @@ def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path)
     report = (ws / "data/08_report/report.md").read_text()
     assert "| model | Baseline | AA | RA | TA | Syn | AA+Syn | RA+Syn | TA+Syn |" in report
     confusion = sorted(p.stem for p in (ws / "data/07_train/plots/confusion").glob("*.json"))
-    assert len(confusion) == 22  # one per grid column (seeds pooled, controls too), the ablation's and the reference's
+    # one per grid column (seeds pooled, controls too), the ablation's, Table 4's, the reference's and the corpus's
+    assert len(confusion) == 24

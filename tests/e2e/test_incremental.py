@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.dask_cluster import finished_on_workers, local_cluster
-from tests.workspace import OWN_IMAGES, TINY_PARAMS, make_workspace, run, update_params, write_digits
+from tests.workspace import TINY_PARAMS, make_workspace, own_images, run, update_params, write_digits
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +41,8 @@ def outputs(ws: Path) -> dict:
 def test_new_images_are_captioned_and_embedded_alone(tmp_path: Path) -> None:
     params = {**TINY_PARAMS, "prepare": {"source": "imagefolder", "image_folder": "data/00_source",
                                          "train_per_class": 30, "val_per_class": 5, "test_per_class": 0},
-              "caption": {"shard_size": 40}, "pretrain": OWN_IMAGES["pretrain"],
-              "finetune": {**TINY_PARAMS["finetune"], **OWN_IMAGES["finetune"]}}
-    ws = make_workspace(tmp_path / "ws", params)
+              "caption": {"shard_size": 40}}
+    ws = make_workspace(tmp_path / "ws", own_images(params))
     write_digits(ws / "data/00_source", 0, PER_CLASS_FIRST)
     first = run(["dvc", "repro", "embed"], ws)
     assert logged_summary(first.stdout + first.stderr, "caption")["captioned"] == 300

@@ -22,20 +22,18 @@ import pytest
 from PIL import Image
 
 from tests.prefect_server import stop
-from tests.workspace import OWN_IMAGES, TINY_PARAMS, env, make_workspace, run, stages_ran
+from tests.workspace import TINY_PARAMS, env, make_workspace, own_images, run, stages_ran
 
 pytestmark = pytest.mark.slow
 
 DATASET = "data/00_source/set"
 CLASSES = ("red", "blue")
-PARAMS = {
+PARAMS = own_images({
     **TINY_PARAMS,
     "prepare": {**TINY_PARAMS.get("prepare", {}), "source": "imagefolder", "image_folder": DATASET,
                 "train_per_class": 3, "val_per_class": 1, "test_per_class": 1, "reference_per_class": 0},
     "train": {**TINY_PARAMS.get("train", {}), "seeds": [0]},
-    "pretrain": OWN_IMAGES["pretrain"],
-    "finetune": {**TINY_PARAMS["finetune"], **OWN_IMAGES["finetune"]},
-}
+})
 
 
 def write_images(folder: Path, indices: range, seed: int, classes: tuple[str, ...] = CLASSES) -> None:
