@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mvcaug.content_cache import fingerprint, folder_fingerprint
+from mvcaug.content_cache import ContentCache, fingerprint, folder_fingerprint, store_quietly, text_key
 from mvcaug.digests import code_digest
 from mvcaug.devices import resolve_device
 from mvcaug.model_sources import load_from_source
@@ -177,3 +177,24 @@ def to_bytes(embedding: np.ndarray) -> bytes:
 def from_bytes(value: bytes, max_length: int) -> np.ndarray:
     """The (m, d) float32 embedding of a cache value."""
     return np.frombuffer(value, np.float32).reshape(max_length, -1)
+
+
+def embed_texts(texts: list[str], params: EmbedParams, cache: ContentCache | None) -> tuple[np.ndarray, int]:
+    """((n, m, d) float32 embeddings, how many distinct texts the encoder ran on): each distinct text through the
+    encoder once, texts embedded before read back from the cache (paths.cache; None = no cache). Shared by the
+    embed and pretrain stages, so the corpus's captions are cached as the task's are."""
+    if not texts:
+        raise ValueError("no texts to embed")
+    keys = [text_key(text) for text in texts]
+    namespace = cache_namespace(params) if cache else ""
+    stored = {key: from_bytes(value, params.max_length) for key, value in cache.get_many(namespace, keys).items()} if cache else {}
+    todo = list(dict.fromkeys(text for text, key in zip(texts, keys) if key not in stored))
+    if todo:
+        encoder = load_text_encoder(params)
+        for start in range(0, len(todo), params.batch_size):
+            batch = todo[start : start + params.batch_size]
+            fresh = dict(zip((text_key(text) for text in batch), encode_texts(encoder, batch, params.batch_size)))
+            if cache:
+                store_quietly(cache, namespace, {key: to_bytes(value) for key, value in fresh.items()})
+            stored.update(fresh)
+    return np.stack([stored[key] for key in keys]), len(todo)

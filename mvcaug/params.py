@@ -35,7 +35,7 @@ StorageDtype = Literal["float32", "float16"]
 Init = Literal["scratch", "pretrained"]
 CodecName = Literal["pixel", "vae"]
 TextCondition = Literal["fresh", "table", "target"]
-PretrainSource = Literal["glyphs", "none"]
+PretrainSource = Literal["glyphs", "folder", "none"]
 PredictionType = Literal["epsilon", "v_prediction"]
 LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
@@ -259,8 +259,12 @@ class FinetuneParams:
 @dataclass(frozen=True)
 class PretrainParams:
     source: PretrainSource = "glyphs"
-    """glyphs: digits and letters rendered from matplotlib's font faces (mvcaug.glyphs); none: no pretraining
-    (finetune from scratch, or from a Stable Diffusion checkpoint)."""
+    """glyphs: digits and letters rendered from matplotlib's font faces (mvcaug.glyphs); folder: the user's own
+    unlabeled images in pretrain.folder; none: no pretraining (finetune from scratch, or from a Stable Diffusion
+    checkpoint)."""
+    folder: str = "data/00_unlabeled"
+    """For source folder: unlabeled images (any sub-folders), captioned by caption.backend without the class
+    prefix. A DVC dep of the pretrain stage, so never empty (the default holds only a README)."""
     glyphs: str = "0123456789ACEHKX"
     """The glyphs of the corpus: digits are named with their words ("three"), letters as "letter k"."""
     per_glyph: int = 300
@@ -430,6 +434,10 @@ class TrainParams:
     """Scheduler address of an existing Dask cluster; empty starts a LocalCluster."""
     dask_workers: int = 2
     """Workers of that LocalCluster (one GPU each on a GPU machine, at most one per GPU)."""
+    retrieval_folder: str = "data/00_retrieval"
+    """Real images retrieved for the task's classes (<class>/ subfolders): when it has class folders, the corpus
+    cells add its images instead of the pretraining corpus's (a user's own profile); without any, the corpus
+    cells come from the glyph corpus, or are off. A DVC dep of the train stage, so never empty."""
 
 
 @dataclass(frozen=True)
@@ -625,6 +633,10 @@ def _check_values(params: Params, source: str) -> None:
     """Ranges and checks across fields (types and allowed values are checked while coercing)."""
     _check_by_name(params, source)
     _check_prefix(params.caption.prefix, source)
+    for key, value in (("pretrain.folder", params.pretrain.folder), ("train.retrieval_folder", params.train.retrieval_folder)):
+        if not value.strip():  # dvc.yaml's pretrain and train stages depend on them
+            raise ParamsError(f"{source}: '{key}' is empty; leave the default ({_default_of(key)}) or name a folder "
+                              "(DVC cannot depend on an empty path)")
     if not params.caption.captions_file.strip():  # dvc.yaml's caption stage depends on it
         raise ParamsError(f"{source}: 'caption.captions_file' is empty; set it to the caption file or the folder "
                           f"holding it, e.g. {params.prepare.image_folder} (DVC cannot depend on an empty path)")
@@ -692,8 +704,10 @@ def _check_pretrain(params: Params, source: str) -> None:
                           "e.g. 0123456789ACEHK")
     if p.source == "glyphs" and params.prepare.source != "digits":
         raise ParamsError(f"{source}: 'pretrain.source' is glyphs, the digits default's corpus, but 'prepare.source' is "
-                          f"{params.prepare.source}; for your own images set pretrain.source: none and finetune.init: "
-                          "scratch (or a Stable Diffusion checkpoint: profiles/sd15.yaml)")
+                          f"{params.prepare.source}; for your own images set pretrain.source: none (or folder, with "
+                          "unlabeled images in pretrain.folder), and with none also finetune.init: scratch, "
+                          "finetune.pretrained: \"\" and generate.compare_pretrained: false (or a Stable Diffusion "
+                          "checkpoint: profiles/sd15.yaml)")
     from_pretrain = f.init == "pretrained" and f.pretrained.rstrip("/") == params.paths.pretrain.rstrip("/")
     if from_pretrain and p.source == "none":
         raise ParamsError(f"{source}: 'finetune.pretrained' is the pretrain stage's output "
@@ -701,6 +715,11 @@ def _check_pretrain(params: Params, source: str) -> None:
                           "glyphs or folder, or set finetune.init: scratch")
     if from_pretrain and f.codec != "pixel":
         raise ParamsError(f"{source}: the pretrain stage's model works on pixels; set finetune.codec: pixel")
+
+
+def _default_of(key: str) -> str:
+    section, name = key.split(".")
+    return getattr({"pretrain": PretrainParams, "train": TrainParams}[section], name)
 
 
 def _check_budgets(params: Params, source: str) -> None:

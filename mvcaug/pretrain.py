@@ -15,23 +15,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mvcaug.caption import AttributeCaptioner, Captioner
 from mvcaug.codecs import PixelCodec
 from mvcaug.denoiser import Denoiser, build_scratch_unet, scratch_noise_scheduler
 from mvcaug.finetune import ClassConditions
 from mvcaug.glyphs import GlyphSpec, draw_specs, faces_folder, render
-from mvcaug.image_attributes import describe, measure
-from mvcaug.params import FinetuneParams, MixParams, PretrainParams
+from mvcaug.params import FinetuneParams, MixParams, PretrainParams, ResizeMode
+from mvcaug.prepare import DatasetError, is_image_file, read_folder_image, to_working_image
 from mvcaug.small_cnn import SmallCNN
 
 __all__ = [
     "CHECK_SEED_OFFSET", "Corpus", "NO_MIX", "SelfCheck", "accuracy", "build_text_to_image", "corpus_conditions",
-    "glyph_corpus", "sample_text_to_image", "train_checker", "training_params",
+    "folder_corpus", "folder_files", "glyph_corpus", "sample_text_to_image", "train_checker", "training_params",
 ]
 
 NO_MIX = MixParams(per_class=1, coarse_steps=0, fine_steps=0)
@@ -58,11 +60,47 @@ def glyph_corpus(glyphs: str, per_glyph: int, seed: int, resolution: int, channe
     fonts = faces_folder()
     specs = [dataclasses.replace(spec, id=f"{split}-{spec.id}") for spec in draw_specs(glyphs, per_glyph, seed)]
     images = [render(spec, resolution, fonts) for spec in specs]
-    captions = [f"{prefix.format(label=spec.word)} {describe(measure(image))}" for spec, image in zip(specs, images)]
+    bodies = AttributeCaptioner().describe(images, [spec.id for spec in specs])
+    captions = [f"{prefix.format(label=spec.word)} {body}" for spec, body in zip(specs, bodies)]
     return Corpus(
         ids=[spec.id for spec in specs], labels=[spec.word for spec in specs], captions=captions,
         pixels=_to_pixels(images, channels), rows=[_row(spec, caption, split) for spec, caption in zip(specs, captions)],
     )
+
+
+def folder_files(folder: str | Path) -> list[Path]:
+    """The image files anywhere under `folder`, in path order (hidden files and other suffixes left out)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder for pretrain.source: folder; put your unlabeled images there or "
+                           "set pretrain.folder to the folder that holds them")
+    files = sorted((path for path in root.rglob("*") if path.is_file() and is_image_file(path)),
+                   key=lambda path: path.relative_to(root).as_posix())
+    if not files:
+        raise DatasetError(f"{root}: no images for pretrain.source: folder (it is searched with its sub-folders); add "
+                           "your unlabeled images, or set pretrain.source: none")
+    return files
+
+
+def folder_corpus(folder: str | Path, resolution: int, channels: int, resize: ResizeMode, captioner: Captioner,
+                  batch_size: int = 64) -> Corpus:
+    """A user's own unlabeled images as the corpus: each converted as prepare converts the task's images, and
+    captioned by the configured captioner without the class prefix (there is no class to name). Images are read
+    and captioned a batch at a time, so a large folder never sits in memory at full size."""
+    root = Path(folder)
+    files = folder_files(root)
+    sources = [path.relative_to(root).as_posix() for path in files]
+    images, captions = [], []
+    for start in range(0, len(files), batch_size):
+        batch = [to_working_image(read_folder_image(path), resolution, channels, resize)
+                 for path in files[start : start + batch_size]]
+        captions += [body.strip() for body in captioner.describe([image.convert("RGB") for image in batch],
+                                                                 sources[start : start + batch_size])]
+        images += batch
+    ids = [f"folder-{i:06d}" for i in range(len(files))]
+    rows = [{"id": i, "word": "", "source": source, "caption": caption, "split": "train"}
+            for i, source, caption in zip(ids, sources, captions)]
+    return Corpus(ids=ids, labels=[""] * len(ids), captions=captions, pixels=_to_pixels(images, channels), rows=rows)
 
 
 def _row(spec: GlyphSpec, caption: str, split: str) -> dict:
@@ -70,9 +108,12 @@ def _row(spec: GlyphSpec, caption: str, split: str) -> dict:
 
 
 def _to_pixels(images: list[Image.Image], channels: int) -> torch.Tensor:
-    """Grey renders as (n, channels, h, w) in [-1, 1]; three channels repeat the grey one."""
-    array = np.stack([np.asarray(image, np.float32) / 127.5 - 1.0 for image in images])[:, None]
-    return torch.from_numpy(np.repeat(array, channels, axis=1))
+    """Images as (n, channels, h, w) in [-1, 1]: grey ones (renders) repeated to three channels when asked,
+    RGB ones channels first."""
+    arrays = [np.asarray(image, np.float32) / 127.5 - 1.0 for image in images]
+    if all(array.ndim == 2 for array in arrays):
+        return torch.from_numpy(np.repeat(np.stack(arrays)[:, None], channels, axis=1))
+    return torch.from_numpy(np.stack([array.transpose(2, 0, 1) for array in arrays]))
 
 
 def corpus_conditions(corpus: Corpus, embeddings: np.ndarray) -> dict[str, ClassConditions]:

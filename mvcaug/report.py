@@ -91,6 +91,8 @@ class ReportData:
     where the run recorded them ("" otherwise)."""
     pretrain_grids: Sequence[tuple[str, Image.Image]] = ()
     """(caption, image): a grid of the corpus and of the pretrained model's own samples."""
+    corpus_words: str = "pretraining-corpus images"
+    """What the corpus cells add: the glyph corpus's images, or the retrieved real images of train.retrieval_folder."""
     title: str = "mvcaug report"
 
 
@@ -143,10 +145,12 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
             rows.append(["worth this many real images per class", worth])
     if h.corpus_gain is not None:
         k = data.images_per_class
-        rows.append([f"gain of {k} pretraining-corpus images per class (the generator's training data, added "
-                     "directly)", f"{100 * h.corpus_gain:+.2f} pp"])
+        what = ("the generator's training data, added directly" if data.corpus_words == ReportData.corpus_words
+                else "fetched instead of generated")
+        rows.append([f"gain of {k} {data.corpus_words} per class ({what})", f"{100 * h.corpus_gain:+.2f} pp"])
     if h.over_corpus is not None:
-        rows.append(["synthetic images against those corpus images, paired over seeds", format_gain(h.over_corpus)])
+        rows.append([f"synthetic images against those {data.corpus_words}, paired over seeds",
+                     format_gain(h.over_corpus)])
     if data.filter_metrics and "mvc" in data.filter_metrics:
         counts = data.filter_metrics["mvc"]["counts"].get("_all", {})
         if counts:
@@ -344,7 +348,8 @@ def _section(title: str, figure: Markup = Markup(""), table: tuple[list[str], li
 
 BUDGET_NOTE = ("Test accuracy against the images added per class to the real training split: synthetic (combined "
                "cells on the first k images of each class), held-out real ones (reference cells) and the generator's "
-               "own pretraining corpus (corpus cells: its glyphs of each class, added directly); 0 is real only. "
+               "own pretraining corpus (corpus cells: its glyphs of each class, added directly; with class folders in "
+               "train.retrieval_folder, retrieved real images instead); 0 is real only. "
                "Mean over seeds with the 95% CI band.")
 PRETRAIN_NOTE = ("The generator's starting point: a text-to-image U-Net pretrained on a corpus that holds none of the "
                  "task's images. Self-check: a classifier trained on the corpus reads the model's own samples as the "
@@ -360,7 +365,12 @@ def pretrain_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     rows = [[row["step"], f"{float(row['seconds']):.0f}" if row.get("seconds") else "–",
              f"{100 * float(row['sample_accuracy']):.1f}", f"{100 * float(row['heldout_accuracy']):.1f}",
              f"{float(row['ratio']):.2f}"] for row in data.pretrain_curve]
-    check = p["self_check"]
+    check = p.get("self_check")
+    if check is None:  # pretrain.source folder: unlabeled images name no glyph for a checker to read
+        rows.append([f"final ({p['steps']} steps, {p['images']} unlabeled images of pretrain.folder)", "", "–", "–",
+                     "no self-check: an unlabeled corpus names nothing to read (see the samples grid)"])
+        return ["step", "seconds of training", "samples read as asked (%)", "held-out renders read right (%)",
+                "ratio"], rows
     rows.append([f"final ({p['steps']} steps, {p['images']} corpus images)", "",
                  f"{100 * check['sample_accuracy']:.1f}", f"{100 * check['heldout_accuracy']:.1f}",
                  f"{check['ratio']:.2f} ({'passed' if check['passed'] else 'not passed'}, {check['ratio_needed']} needed)"])
@@ -429,7 +439,7 @@ def budget_chart(data: ReportData) -> Markup:
     """Test accuracy (%) against images added per class: synthetic and real, mean with the 95% CI band."""
     charts = []
     for model, curves in sorted(data.budget.items()):
-        series = [Series(f"{kind} images", colour, [(k, 100 * m, 100 * lo, 100 * hi) for k, m, lo, hi in points])
+        series = [Series(data.corpus_words if kind == "corpus" else f"{kind} images", colour, [(k, 100 * m, 100 * lo, 100 * hi) for k, m, lo, hi in points])
                   for (kind, colour) in (("synthetic", COLOURS[0]), ("real", COLOURS[1]), ("corpus", COLOURS[2]))
                   if (points := curves.get(kind))]
         if series:

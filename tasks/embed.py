@@ -13,39 +13,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.content_cache import ContentCache, open_cache, store_quietly, text_key
-from mvcaug.embed import (
-    cache_namespace, encode_texts, encoder_info, from_bytes, load_text_encoder, load_tokenizer, null_text,
-    storage_dtype, to_bytes, truncation_summary,
-)
+from mvcaug.content_cache import open_cache
+from mvcaug.embed import embed_texts, encoder_info, load_tokenizer, null_text, storage_dtype, truncation_summary
 from mvcaug.embedding_table import write_embeddings
 from mvcaug.params import EmbedParams
 
 log = logging.getLogger("mvcaug.embed")
-
-
-def embed_texts(texts: list[str], params: EmbedParams, cache: ContentCache | None) -> tuple[np.ndarray, int]:
-    """((n, m, d) float32 embeddings, how many distinct texts the encoder ran on)."""
-    if not texts:
-        raise ValueError("no texts to embed")
-    keys = [text_key(text) for text in texts]
-    namespace = cache_namespace(params) if cache else ""
-    stored = {key: from_bytes(value, params.max_length) for key, value in cache.get_many(namespace, keys).items()} if cache else {}
-    todo = list(dict.fromkeys(text for text, key in zip(texts, keys) if key not in stored))
-    if todo:
-        encoder = load_text_encoder(params)
-        for start in range(0, len(todo), params.batch_size):
-            batch = todo[start : start + params.batch_size]
-            fresh = dict(zip((text_key(text) for text in batch), encode_texts(encoder, batch, params.batch_size)))
-            if cache:
-                store_quietly(cache, namespace, {key: to_bytes(value) for key, value in fresh.items()})
-            stored.update(fresh)
-    return np.stack([stored[key] for key in keys]), len(todo)
 
 
 @task(cache_policy=NO_CACHE)

@@ -6,23 +6,26 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
 from mvcaug.digests import digest_files
-from mvcaug.errors import MissingInputError
+from mvcaug.errors import MissingInputError, UserError
 from mvcaug.denoiser import Denoiser, save_denoiser
 from mvcaug.embedding_table import read_embeddings
 from mvcaug.finetune import (
     ClassConditions, ConditionSampler, build_denoiser, train_denoiser, trained, validation_grid,
 )
-from mvcaug.images import ImageSet, load_split, resize
+from mvcaug.images import ImageSet, corpus_images, load_split, read_manifest, resize
 from mvcaug.lora import is_lora
 from mvcaug.model_card import CARD, CardFacts, model_card
 from mvcaug.params import Params
+from mvcaug.pretrain_files import CORPUS
 from mvcaug.pretrained import loads_as_pipeline, remove_pipeline_parts, save_pipeline_parts
+from mvcaug.retrieval import shared_images
 
 
 def data_digests(params: Params) -> dict[str, str]:
@@ -55,6 +58,28 @@ def load_inputs(params: Params) -> tuple[ImageSet, ConditionSampler, np.ndarray]
                                          mixed_emb[mixed_labels == label].astype(np.float32),
                                          caption_of_image=own_captions(indices, images.ids, [caption_ids[r] for r in rows]))
     return images, ConditionSampler(classes, params.mix, p.text_condition, p.seed), null[0].astype(np.float32)
+
+
+def check_corpus_disjoint(params: Params) -> None:
+    """A generator pretrains only on data that cannot hold the task's images: refuse a pretraining corpus (the
+    pretrain stage's corpus.parquet beside finetune.pretrained) with an image equal to one of any split of the
+    task's, e.g. a test image copied into pretrain.folder. Equal means equal 8-bit pixels once converted."""
+    p, prepare = params.finetune, params.prepare
+    corpus_file = Path(p.pretrained) / CORPUS
+    if p.init != "pretrained" or not corpus_file.is_file():
+        return
+    table = pq.read_table(corpus_file)
+    corpus = corpus_images(table, prepare.channels, prepare.resolution)
+    sources = dict(zip(corpus.ids, table.column("source").to_pylist())) if "source" in table.column_names else {}
+    splits = sorted(set(read_manifest(params.paths.prepared).column("split").to_pylist()))
+    for split in splits:
+        shared = shared_images(corpus, load_split(params.paths.prepared, split, prepare.channels))
+        if shared:
+            outside, inside = shared[0]
+            shown = f"{outside} ({sources[outside]})" if outside in sources else outside
+            raise UserError(f"{corpus_file}: {len(shared)} pretraining image(s) equal images of the task's {split} "
+                            f"split, e.g. {shown} = {inside}; remove them from the pretraining data (pretrain.folder) "
+                            "and rerun pretrain: a generator must not pretrain on the task's images")
 
 
 def own_captions(indices: np.ndarray, image_ids: list[str], caption_ids: list[str]) -> np.ndarray:
@@ -100,6 +125,7 @@ def finetune(params: Params) -> dict:
     from dvclive import Live
 
     model_dir, p, prepare = Path(params.paths.model), params.finetune, params.prepare
+    check_corpus_disjoint(params)
     images, sampler, null = load_inputs(params)
     state = PartialState(cpu=not torch.cuda.is_available())  # this process's device under `accelerate launch`
     resolution = p.resolution or prepare.model_resolution or prepare.resolution

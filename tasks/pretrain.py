@@ -14,14 +14,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_parquet, write_png, write_text
+from mvcaug.caption import Captioner, build_captioner
 from mvcaug.denoiser import save_denoiser
 from mvcaug.digests import json_digest
-from mvcaug.embed import encode_texts, load_text_encoder, null_text
+from mvcaug.content_cache import open_cache
+from mvcaug.embed import embed_texts, null_text
 from mvcaug.finetune import ConditionSampler, train_denoiser, validation_grid
 from mvcaug.params import Params
 from mvcaug.pretrain import (
-    CHECK_SEED_OFFSET, NO_MIX, Corpus, SelfCheck, accuracy, build_text_to_image, corpus_conditions, glyph_corpus,
-    sample_text_to_image, train_checker, training_params,
+    CHECK_SEED_OFFSET, NO_MIX, Corpus, SelfCheck, accuracy, build_text_to_image, corpus_conditions, folder_corpus,
+    glyph_corpus, sample_text_to_image, train_checker, training_params,
 )
 from mvcaug.pretrain_files import CORPUS, CORPUS_GRID, CURVE, CURVE_TIMES, METRICS, MODEL_PARTS, SAMPLES_GRID
 
@@ -29,12 +31,9 @@ log = logging.getLogger("mvcaug.pretrain")
 
 
 def embed_unique(texts: list[str], params: Params) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings of `texts`, the null text's): each distinct text through the encoder once."""
-    encoder = load_text_encoder(params.embed)
-    distinct = list(dict.fromkeys([*texts, null_text()]))
-    table = encode_texts(encoder, distinct, params.embed.batch_size)
-    row = {text: i for i, text in enumerate(distinct)}
-    return table[[row[text] for text in texts]], table[row[null_text()]]
+    """(embeddings of `texts`, the null text's), through the embed stage's cache (paths.cache)."""
+    embeddings, _ = embed_texts([*texts, null_text()], params.embed, open_cache(params.paths.cache))
+    return embeddings[:-1], embeddings[-1]
 
 
 def corpus_table(corpus: Corpus) -> pa.Table:
@@ -44,6 +43,28 @@ def corpus_table(corpus: Corpus) -> pa.Table:
     columns = {key: [row[key] for row in corpus.rows] for key in corpus.rows[0]}
     columns["pixels"] = [image.tobytes() for image in pixels]
     return pa.table(columns)
+
+
+def folder_captioner(params: Params) -> Captioner:
+    """caption.backend for an unlabeled folder: the offline captioner, BLIP-2, or (backend file) the
+    metadata.jsonl / captions.csv inside pretrain.folder, keyed by each image's path there."""
+    import dataclasses
+
+    return build_captioner(dataclasses.replace(params.caption, captions_file=params.pretrain.folder), params.prepare)
+
+
+def read_corpora(params: Params) -> tuple[Corpus, Corpus | None]:
+    """(the training corpus, the self-check's held-out renders): glyphs have both; an unlabeled folder has no
+    held-out set, since there is no glyph for a checker to read."""
+    p, prepare = params.pretrain, params.prepare
+    if p.source == "folder":
+        return folder_corpus(p.folder, prepare.resolution, prepare.channels, prepare.resize,
+                             folder_captioner(params), params.caption.batch_size), None
+    corpus = glyph_corpus(p.glyphs, p.per_glyph, p.seed, prepare.resolution, prepare.channels, params.caption.prefix,
+                          "train")
+    heldout = glyph_corpus(p.glyphs, p.check_per_glyph, p.seed + CHECK_SEED_OFFSET, prepare.resolution,
+                           prepare.channels, params.caption.prefix, "check")
+    return corpus, heldout
 
 
 def clear_outputs(out: Path) -> None:
@@ -65,8 +86,8 @@ def pretrain(params: Params) -> dict:
 
     p, out = params.pretrain, Path(params.paths.pretrain)
     out.mkdir(parents=True, exist_ok=True)
+    clear_outputs(out)  # a model of another source never stays beside this run's files
     if p.source == "none":
-        clear_outputs(out)
         write_text(out / "README.md", "# No pretrained model\n\npretrain.source is none: fine-tuning starts from "
                    "scratch or from the Stable Diffusion checkpoint that finetune.pretrained names.\n")
         metrics: dict = {"source": "none"}
@@ -74,18 +95,17 @@ def pretrain(params: Params) -> dict:
         return metrics
     resolution, channels = params.prepare.resolution, params.prepare.channels
     started = time.perf_counter()
-    # 1. The corpus and the self-check's held-out renders, captioned as the task's images are.
-    corpus = glyph_corpus(p.glyphs, p.per_glyph, p.seed, resolution, channels, params.caption.prefix, "train")
-    heldout = glyph_corpus(p.glyphs, p.check_per_glyph, p.seed + CHECK_SEED_OFFSET, resolution, channels,
-                           params.caption.prefix, "check")
-    embeddings, null = embed_unique(corpus.captions + heldout.captions, params)
+    # 1. The corpus (and for glyphs the self-check's held-out renders), captioned as the task's images are.
+    corpus, heldout = read_corpora(params)
+    check_captions = heldout.captions if heldout else []
+    embeddings, null = embed_unique(corpus.captions + check_captions, params)
     train_text, check_text = embeddings[: len(corpus.ids)], embeddings[len(corpus.ids) :]
-    log.info("pretrain corpus: %d images of %d glyphs, %d held out; rendered, captioned and embedded in %.1f s",
-             len(corpus.ids), len(p.glyphs), len(heldout.ids), time.perf_counter() - started)
-    # 2. The judge: a classifier of the corpus's glyphs, and how well it reads held-out renders.
+    log.info("pretrain corpus (%s): %d images, %d held out; read, captioned and embedded in %.1f s", p.source,
+             len(corpus.ids), len(check_captions), time.perf_counter() - started)
+    # 2. The judge (glyphs only): a classifier of the corpus's glyphs, and how well it reads held-out renders.
     classes = sorted(set(corpus.labels))
-    checker = train_checker(corpus.pixels, corpus.labels, classes, p.seed)
-    heldout_accuracy = accuracy(checker, heldout.pixels, heldout.labels, classes)
+    checker = train_checker(corpus.pixels, corpus.labels, classes, p.seed) if heldout else None
+    heldout_accuracy = accuracy(checker, heldout.pixels, heldout.labels, classes) if checker and heldout else 0.0
     # 3. Train, checking every check_every steps.
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
     denoiser = build_text_to_image(p, channels, resolution, train_text.shape[-1], device)
@@ -94,6 +114,7 @@ def pretrain(params: Params) -> dict:
     train_started = time.perf_counter()
 
     def self_check(done: int) -> None:
+        assert checker is not None and heldout is not None
         samples = sample_text_to_image(denoiser, check_text, null, p.check_guidance_scale, p.check_steps, p.seed)
         point = SelfCheck(done, round(time.perf_counter() - train_started, 1), heldout_accuracy,
                           accuracy(checker, samples.to(heldout.pixels.device), heldout.labels, classes), p.check_ratio)
@@ -103,52 +124,68 @@ def pretrain(params: Params) -> dict:
 
     digests = {"corpus": json_digest(corpus.rows), "encoder": json_digest(params.embed.encoder),
                "format": f"{channels}x{resolution}"}
-    losses = train_denoiser(denoiser, corpus.pixels, sampler, null, training_params(p), on_check=self_check,
-                            check_every=p.check_every, checkpoint_dir=out / "checkpoints", data_digests=digests)
-    if not curve or curve[-1].step != len(losses):  # check_every 0: the final weights are checked all the same
+    losses = train_denoiser(denoiser, corpus.pixels, sampler, null, training_params(p),
+                            on_check=self_check if checker else None, check_every=p.check_every if checker else 0,
+                            checkpoint_dir=out / "checkpoints", data_digests=digests)
+    if checker and (not curve or curve[-1].step != len(losses)):  # check_every 0: the final weights are checked
         self_check(len(losses))
     # 4. Save the model, the corpus, the curve and the grids.
     save_denoiser(denoiser, out)
     write_parquet(out / CORPUS, corpus_table(corpus))
-    write_text(out / CURVE, "step,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
-        f"{c.step},{c.sample_accuracy:.4f},{c.heldout_accuracy:.4f},{c.ratio:.4f}\n" for c in curve))
-    write_text(Path(params.paths.run) / CURVE_TIMES, "step,seconds\n" + "".join(f"{c.step},{c.seconds}\n" for c in curve))
-    write_png(out / CORPUS_GRID, validation_grid(corpus.pixels[: 4 * len(p.glyphs)], columns=len(p.glyphs)))
-    samples = sample_text_to_image(denoiser, check_text[: 4 * len(p.glyphs)], null, p.check_guidance_scale,
-                                   p.check_steps, p.seed)
-    write_png(out / SAMPLES_GRID, validation_grid(samples, columns=len(p.glyphs)))
-    final = curve[-1]
+    columns = len(p.glyphs) if heldout else 8
+    write_png(out / CORPUS_GRID, validation_grid(corpus.pixels[: 4 * columns], columns=columns))
+    shown = check_text[: 4 * columns] if heldout else train_text[: 4 * columns]
+    samples = sample_text_to_image(denoiser, shown, null, p.check_guidance_scale, p.check_steps, p.seed)
+    write_png(out / SAMPLES_GRID, validation_grid(samples, columns=columns))
+    if curve:
+        write_text(out / CURVE, "step,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
+            f"{c.step},{c.sample_accuracy:.4f},{c.heldout_accuracy:.4f},{c.ratio:.4f}\n" for c in curve))
+        write_text(Path(params.paths.run) / CURVE_TIMES,
+                   "step,seconds\n" + "".join(f"{c.step},{c.seconds}\n" for c in curve))
     tail = losses[-max(1, len(losses) // 10):]
     metrics = {
-        "source": p.source, "images": len(corpus.ids), "glyphs": len(p.glyphs), "steps": len(losses),
-        "loss_last": round(statistics.fmean(tail), 5),
-        "self_check": {"sample_accuracy": round(final.sample_accuracy, 4),
-                       "heldout_accuracy": round(final.heldout_accuracy, 4), "ratio": round(final.ratio, 4),
-                       "ratio_needed": p.check_ratio, "passed": final.passed},
+        "source": p.source, "images": len(corpus.ids), "glyphs": len(p.glyphs) if heldout else 0,
+        "steps": len(losses), "loss_last": round(statistics.fmean(tail), 5),
+        "self_check": self_check_metrics(curve[-1]) if curve else None,
     }
     log.info("pretrain: %.1f s in the stage (corpus, training and self-checks)", time.perf_counter() - started)
     write_json(out / METRICS, metrics)
     write_text(out / "README.md", pretrain_card(params, metrics))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # done: nothing left to resume
-    if not final.passed:
+    if curve and not curve[-1].passed:
         log.warning("the pretrained model fails its self-check (%.2f of the held-out accuracy, %.2f needed): its "
-                    "samples do not yet show the glyph their caption asks for", final.ratio, p.check_ratio)
+                    "samples do not yet show the glyph their caption asks for", curve[-1].ratio, p.check_ratio)
+    if not curve:
+        log.info("pretrain.source folder: no self-check (an unlabeled corpus names no glyph for a checker to read); "
+                 "see the samples grid %s", out / SAMPLES_GRID)
     return metrics
+
+
+def self_check_metrics(final: SelfCheck) -> dict:
+    """The last self-check, as metrics.json keeps it."""
+    return {"sample_accuracy": round(final.sample_accuracy, 4), "heldout_accuracy": round(final.heldout_accuracy, 4),
+            "ratio": round(final.ratio, 4), "ratio_needed": final.ratio_needed, "passed": final.passed}
 
 
 def pretrain_card(params: Params, metrics: dict) -> str:
     """The model folder's README: what it is, what it was trained on, how it did, how to load it."""
     p, check = params.pretrain, metrics["self_check"]
+    corpus = (f"{metrics['images']} unlabeled images of {p.folder}, each captioned by caption.backend "
+              f"({params.caption.backend}) without a class prefix" if p.source == "folder" else
+              f"{metrics['images']} glyph images ({len(p.glyphs)} glyphs: {p.glyphs}) rendered from matplotlib's font "
+              "faces, each captioned by the offline captioner")
+    verdict = ("Self-check: none (an unlabeled corpus names no glyph for a checker to read); see samples_grid.png."
+               if check is None else
+               f"Self-check: a corpus classifier reads {100 * check['sample_accuracy']:.1f}% of the model's samples as "
+               f"the glyph asked for, and {100 * check['heldout_accuracy']:.1f}% of held-out renders right (ratio "
+               f"{check['ratio']:.2f}; {'passed' if check['passed'] else 'not passed'} at {check['ratio_needed']}).")
     return "\n".join([
         "---", "library_name: diffusers", "pipeline_tag: text-to-image", "tags:", "- mvcaug", "---", "",
         "# Pretrained text-to-image U-Net (mvcaug pretrain stage)", "",
-        f"Trained from scratch for {metrics['steps']} steps on {metrics['images']} glyph images ({len(p.glyphs)} "
-        f"glyphs: {p.glyphs}) rendered from matplotlib's font faces, each captioned by the offline captioner.",
+        f"Trained from scratch for {metrics['steps']} steps on {corpus}.",
         f"Pixel space, {params.prepare.channels} channel(s) at {params.prepare.resolution} px; text from "
         f"{params.embed.encoder} (max_length {params.embed.max_length}).", "",
-        f"Self-check: a corpus classifier reads {100 * check['sample_accuracy']:.1f}% of the model's samples as the "
-        f"glyph asked for, and {100 * check['heldout_accuracy']:.1f}% of held-out renders right (ratio "
-        f"{check['ratio']:.2f}; {'passed' if check['passed'] else 'not passed'} at {check['ratio_needed']}).", "",
+        verdict, "",
         "Load: `mvcaug.denoiser.load_denoiser(<this folder>, device)`, or as finetune.pretrained with "
         "finetune.init: pretrained (conv_in is widened for the conditioning image).", "",
     ])

@@ -19,6 +19,7 @@ from mvcaug.cells import PREDICTIONS_FILE, RunResult
 from mvcaug.images import read_image, read_manifest
 from mvcaug.params import Params
 from mvcaug.pretrain_files import CORPUS_GRID, CURVE_TIMES, SAMPLES_GRID
+from mvcaug.retrieval import has_classes
 from mvcaug.pretrain_files import CURVE as PRETRAIN_CURVE
 from mvcaug.pretrain_files import METRICS as PRETRAIN_METRICS
 from mvcaug.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
@@ -112,8 +113,10 @@ def pretrain_parts(params: Params) -> dict:
     metrics = read_json(folder / PRETRAIN_METRICS)
     if not metrics or metrics.get("source") == "none":
         return {"pretrain": metrics}
-    with open(folder / PRETRAIN_CURVE, newline="") as handle:
-        curve = list(csv.DictReader(handle))
+    curve = []
+    if (folder / PRETRAIN_CURVE).is_file():  # pretrain.source folder has no self-check curve
+        with open(folder / PRETRAIN_CURVE, newline="") as handle:
+            curve = list(csv.DictReader(handle))
     times_file = Path(params.paths.run) / CURVE_TIMES
     seconds = {}
     if times_file.is_file():  # the run's own record, not an output: absent after a checkout from DVC's cache
@@ -152,6 +155,8 @@ def report(params: Params) -> dict:
         curves=mean_validation_curves(results, validation_logs(params, results)),
         mix_steps=(params.mix.coarse_steps, params.mix.fine_steps), images_per_class=images_per_class,
         coverage=coverage, **pretrain_parts(params),
+        **({"corpus_words": "retrieved real images (train.retrieval_folder)"} if has_classes(params.train.retrieval_folder)
+           else {}),
     )
     write_text(Path(paths.report) / "report.html", render_html(data))
     write_text(Path(paths.report) / "report.md", render_markdown(data))

@@ -23,11 +23,12 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_parquet
 from mvcaug.devices import load_once, worker_device
-from mvcaug.digests import digest_files
+from mvcaug.digests import digest_files, json_digest
 from mvcaug.errors import MissingInputError, UserError
 from mvcaug.images import ImageSet, corpus_images, load_images, read_manifest
 from mvcaug.params import Params, PathsParams, TrainParams, load_params
 from mvcaug.pretrain_files import CORPUS as CORPUS_FILE
+from mvcaug.retrieval import has_classes, retrieval_images, shared_images
 from mvcaug.stored import read_json
 from mvcaug.synthetic_sets import MVC, SyntheticSet, kept_rows, synthetic_sets
 from mvcaug.cells import CORPUS, PREDICTIONS_FILE, Cell, RunResult
@@ -59,9 +60,11 @@ class StoredData:
 
 
 def corpus_counts(params: Params) -> list[int]:
-    """Corpus images added per class in the corpus cells: the budget counts, when the pretrain stage made a corpus
-    (its images of the task's classes are read by read_corpus; a class the corpus lacks is a clear error there)."""
-    if params.pretrain.source == "none":
+    """Images added per class in the corpus cells: the budget counts, when there is a corpus to add from: the
+    real images of train.retrieval_folder (when it has class folders), else the glyph corpus the pretrain stage
+    made (its images of the task's classes are read by read_corpus; a class the corpus lacks is a clear error
+    there). An unlabeled pretraining folder names no class, so it gives no corpus cells."""
+    if not has_classes(params.train.retrieval_folder) and params.pretrain.source != "glyphs":
         return []
     return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
 
@@ -86,7 +89,28 @@ def read_corpus(params: Params, classes: list[str]) -> ImageSet:
     if missing:
         raise UserError(f"{path}: the pretraining corpus has no image of class(es) {', '.join(missing)}, so the corpus "
                         "cells cannot add any; name the classes' glyphs in pretrain.glyphs or set pretrain.source: none")
-    return corpus.subset([i for i, label in enumerate(corpus.labels) if label in set(classes)])
+    wanted = set(classes)
+    return corpus.subset([i for i, label in enumerate(corpus.labels) if label in wanted])
+
+
+def read_corpus_cells_data(params: Params, data: TrainingData, per_class: int) -> tuple[ImageSet, str]:
+    """(the images the corpus cells add, their digest): from train.retrieval_folder when it has class folders,
+    else the glyph corpus. Refused when any of them equals an image of the task (any split): the test images
+    would then be training data."""
+    folder = params.train.retrieval_folder
+    if has_classes(folder):
+        p = params.prepare
+        corpus = retrieval_images(folder, data.classes, per_class, p.resolution, p.channels, p.resize, p.seed)
+        where, digest = folder, json_digest(list(zip(corpus.ids, corpus.sha256)))
+    else:
+        corpus = read_corpus(params, data.classes)
+        where, digest = str(Path(params.paths.pretrain) / CORPUS_FILE), digest_files([Path(params.paths.pretrain) / CORPUS_FILE])
+    shared = [pair for split in (data.real, data.val, data.test, data.reference) if split is not None and split.ids
+              for pair in shared_images(corpus, split)]
+    if shared:
+        raise UserError(f"{where}: {len(shared)} image(s) equal images of the task, e.g. {shared[0][0]} = "
+                        f"{shared[0][1]}; remove them: an image of the task's splits must not be added as extra data")
+    return corpus, digest
 
 
 @task(cache_policy=NO_CACHE)
@@ -112,9 +136,9 @@ def read_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData,
     real, val, test, reference = (split(name) for name in ("train", "val", "test", "reference"))
     data = TrainingData(real, val, test, sorted(set(real.labels)), reference=reference)
     digests = {"data": digest_files([Path(paths.prepared) / "manifest.parquet"])}
-    if any(cell.strategy == CORPUS for cell in cells):
-        data.corpus = read_corpus(params, data.classes)
-        digests[CORPUS] = digest_files([Path(paths.pretrain) / CORPUS_FILE])
+    corpus_cells = [cell for cell in cells if cell.strategy == CORPUS]
+    if corpus_cells:
+        data.corpus, digests[CORPUS] = read_corpus_cells_data(params, data, max(c.per_class for c in corpus_cells))
     # Only the synthetic sets some cell trains on are read: real-only grids need none.
     for name in sorted({cell.synthetic_set for cell in cells if cell.uses_synthetic}):
         synthetic = SyntheticSet.named(name, paths)

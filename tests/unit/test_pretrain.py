@@ -22,7 +22,7 @@ TINY = PretrainParams(glyphs="17K", per_glyph=4, check_per_glyph=2, block_out_ch
 
 
 def tiny_params(tmp_path, **pretrain) -> Params:
-    paths = PathsParams(pretrain=str(tmp_path / "pretrain"), run=str(tmp_path / ".mvcaug-run"))
+    paths = PathsParams(pretrain=str(tmp_path / "pretrain"), run=str(tmp_path / ".mvcaug-run"), cache=str(tmp_path / "cache"))
     return dataclasses.replace(Params(), paths=paths, pretrain=dataclasses.replace(TINY, **pretrain))
 
 
@@ -141,3 +141,82 @@ def test_min_snr_weights_cap_the_easy_timesteps():
         assert weights[0] < weights[-1] or kind == "v_prediction"  # low noise (high SNR) counts less for epsilon
     eps = min_snr_weights(DDPMScheduler(beta_schedule="squaredcos_cap_v2"), t, 5.0)
     assert eps[-1] == pytest.approx(1.0)  # SNR below gamma: the plain loss
+
+
+def unlabeled_folder(root, make_imagefolder):
+    """root/a/ and root/b/nested/ with random images, a README and a hidden file (neither read)."""
+    make_imagefolder(root, {"a": 3, "b/nested": 2}, size=(20, 12))
+    (root / "README.md").write_text("# unlabeled")
+    (root / "a" / ".hidden.png").write_bytes(b"not an image")
+    return root
+
+
+def test_a_folder_corpus_is_every_image_below_it_captioned_without_a_class_prefix(make_imagefolder, tmp_path):
+    from mvcaug.caption import AttributeCaptioner
+    from mvcaug.pretrain import folder_corpus
+
+    root = unlabeled_folder(tmp_path / "unlabeled", make_imagefolder)
+    corpus = folder_corpus(root, 16, 3, "center_crop", AttributeCaptioner(), batch_size=2)
+    sources = [row["source"] for row in corpus.rows]
+    assert sources == ["a/img00.png", "a/img01.png", "a/img02.png", "b/nested/img00.png", "b/nested/img01.png"]
+    assert corpus.pixels.shape == (5, 3, 16, 16) and corpus.labels == [""] * 5
+    assert all(caption and "image of" not in caption for caption in corpus.captions)
+    assert [row["caption"] for row in corpus.rows] == corpus.captions
+    again = folder_corpus(root, 16, 3, "center_crop", AttributeCaptioner(), batch_size=64)
+    assert again.captions == corpus.captions and torch.equal(again.pixels, corpus.pixels)
+
+
+def test_a_missing_or_empty_pretraining_folder_is_one_line(tmp_path):
+    from mvcaug.prepare import DatasetError
+    from mvcaug.pretrain import folder_files
+
+    with pytest.raises(DatasetError, match="no such folder for pretrain.source: folder"):
+        folder_files(tmp_path / "missing")
+    (tmp_path / "README.md").write_text("# only this")
+    with pytest.raises(DatasetError, match=f"^{tmp_path}: no images for pretrain.source: folder"):
+        folder_files(tmp_path)
+
+
+def test_finetune_refuses_a_pretraining_corpus_that_holds_a_task_image(digits_prepared, make_imagefolder, tmp_path):
+    import shutil
+
+    from mvcaug.atomic import write_parquet
+    from mvcaug.caption import AttributeCaptioner
+    from mvcaug.errors import UserError
+    from mvcaug.pretrain import folder_corpus
+    from tasks.finetune import check_corpus_disjoint
+    from tasks.pretrain import corpus_table
+
+    prepared, manifest = digits_prepared
+    root = unlabeled_folder(tmp_path / "unlabeled", make_imagefolder)
+    model = tmp_path / "pretrain"
+    params = dataclasses.replace(Params(), paths=PathsParams(prepared=str(prepared), pretrain=str(model)),
+                                 finetune=FinetuneParams(init="pretrained", pretrained=str(model)))
+    write_parquet(model / "corpus.parquet", corpus_table(folder_corpus(root, 16, 1, "center_crop", AttributeCaptioner())))
+    check_corpus_disjoint(params)  # random images: none is a digit
+    row = next(r for r in manifest.to_pylist() if r["split"] == "test")
+    shutil.copy(prepared / row["path"], root / "a" / "leaked.png")
+    write_parquet(model / "corpus.parquet", corpus_table(folder_corpus(root, 16, 1, "center_crop", AttributeCaptioner())))
+    with pytest.raises(UserError, match=rf"1 pretraining image\(s\) equal images of the task's test split, e.g. "
+                                        rf"folder-000003 \(a/leaked.png\) = {row['id']}; remove them"):
+        check_corpus_disjoint(params)
+
+
+@pytest.mark.slow
+def test_pretrain_on_an_unlabeled_folder_writes_a_model_without_a_self_check(make_imagefolder, tmp_path):
+    from mvcaug.report import ReportData, pretrain_table
+    from tasks.pretrain import pretrain
+
+    root = unlabeled_folder(tmp_path / "unlabeled", make_imagefolder)
+    params = tiny_params(tmp_path, source="folder", folder=str(root))
+    metrics = pretrain.fn(params)
+    out = tmp_path / "pretrain"
+    assert metrics["source"] == "folder" and metrics["images"] == 5 and metrics["self_check"] is None
+    assert not (out / "self_check.csv").exists() and (out / "samples_grid.png").is_file()
+    corpus = pq.read_table(out / "corpus.parquet")
+    assert corpus.column("source").to_pylist()[0] == "a/img00.png"
+    assert "self-check: none (an unlabeled corpus" in (out / "README.md").read_text().lower()
+    model = load_denoiser(out, torch.device("cpu"))
+    assert not takes_image_condition(model)
+    _, rows = pretrain_table(ReportData(metrics={}, results=[], pretrain=metrics))
+    assert rows[-1][-1].startswith("no self-check")
