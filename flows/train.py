@@ -14,6 +14,7 @@ from flows.cli import run_stage
 from flows.runners import shard_runner
 from mvcaug.classifiers import check_pretrained_files
 from mvcaug.params import load_params
+from mvcaug.replicates import repeated_cells
 from mvcaug.train_plots import PLOTS
 from tasks.train import (
     StoredData, load_training_data, plan, remove_stale_cells, train_cell, train_plots, write_results,
@@ -23,12 +24,15 @@ log = logging.getLogger("mvcaug.train")
 
 
 @flow(name="train")
-def train_grid(root: str, params_file: str) -> dict:
-    """Train every cell whose inputs changed; write results.json for all of them and the plots folders."""
+def train_grid(root: str, params_file: str, repeated_only: bool = False) -> dict:
+    """Train every cell whose inputs changed; write results.json for all of them and the plots folders.
+    repeated_only: only the cells an extra generator repeats (mvcaug.replicates.repeated_cells)."""
     params = load_params(Path(root) / params_file)
     train_dir = Path(root) / params.paths.train
     cells_dir = str(train_dir / "cells")
     cells = plan(params)
+    if repeated_only:
+        cells = repeated_cells(cells)
     data, digests = load_training_data(params, cells)
     removed = remove_stale_cells(cells_dir, cells)
     # Dask workers read the data themselves (once each) rather than receive it with every cell.
@@ -43,12 +47,12 @@ def train_grid(root: str, params_file: str) -> dict:
     return summary
 
 
-def train_flow(params_file: str = "params.yaml") -> dict:
+def train_flow(params_file: str = "params.yaml", repeated_only: bool = False) -> dict:
     """Run train_grid with the task runner that params.yaml asks for (train.task_runner)."""
     t = load_params(params_file).train
     check_pretrained_files(t.models, t.model_settings)  # before any cell or worker starts
     runner = shard_runner(t.task_runner, t.dask_address, t.dask_workers)
-    return train_grid.with_options(task_runner=runner)(str(Path.cwd()), params_file)
+    return train_grid.with_options(task_runner=runner)(str(Path.cwd()), params_file, repeated_only)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ class Resamples:
     """(draws, seeds): multiplicity of seed s in replicate b (each row sums to the number of seeds)."""
     image_counts: np.ndarray
     """(draws, images): multiplicity of test image i in replicate b (a drawn cluster brings all its images)."""
+    generator_counts: np.ndarray | None = None
+    """(draws, generators): multiplicity of generator r in replicate b, the outermost level, for a synthetic set
+    drawn by several generators (generate.replicates); None with one generator."""
 
     @property
     def draws(self) -> int:
@@ -34,7 +37,7 @@ class Resamples:
 
 
 def draw_resamples(seeds: int, images: int, clusters: np.ndarray | None = None, draws: int = 2000,
-                   seed: int = 0) -> Resamples:
+                   seed: int = 0, generators: int = 1) -> Resamples:
     """Multiplicities of `draws` two-level bootstrap replicates.
 
     Args:
@@ -44,12 +47,15 @@ def draw_resamples(seeds: int, images: int, clusters: np.ndarray | None = None, 
             one cluster are not independent. None treats every image as its own cluster.
         draws: replicates.
         seed: the resampling stream's seed, so a report is reproducible.
+        generators: finetune-generate draws (the outermost level, drawn after the others from the same stream,
+            so seeds and images are drawn alike whatever their number).
 
     Raises:
         ValueError: no seed or image, or clusters of the wrong length.
     """
-    if seeds < 1 or images < 1 or draws < 1:
-        raise ValueError(f"a bootstrap needs seeds, images and draws >= 1, got {seeds}, {images}, {draws}")
+    if seeds < 1 or images < 1 or draws < 1 or generators < 1:
+        raise ValueError(f"a bootstrap needs generators, seeds, images and draws >= 1, got {generators}, {seeds}, "
+                         f"{images}, {draws}")
     rng = np.random.default_rng(seed)
     seed_counts = rng.multinomial(seeds, np.full(seeds, 1.0 / seeds), size=draws)
     if clusters is None:
@@ -62,7 +68,9 @@ def draw_resamples(seeds: int, images: int, clusters: np.ndarray | None = None, 
         groups = int(member_of.max()) + 1
         cluster_counts = rng.multinomial(groups, np.full(groups, 1.0 / groups), size=draws)
         image_counts = cluster_counts[:, member_of]
-    return Resamples(seed_counts.astype(np.float64), image_counts.astype(np.float64))
+    generator_counts = (rng.multinomial(generators, np.full(generators, 1.0 / generators), size=draws).astype(np.float64)
+                        if generators > 1 else None)
+    return Resamples(seed_counts.astype(np.float64), image_counts.astype(np.float64), generator_counts)
 
 
 def resampled_gains(treatment: np.ndarray, control: np.ndarray, resamples: Resamples) -> np.ndarray:
@@ -70,12 +78,16 @@ def resampled_gains(treatment: np.ndarray, control: np.ndarray, resamples: Resam
 
     Args:
         treatment, control: (seeds, images) correctness (1 right, 0 wrong) of the paired cells: row s of
-            both came from the same seed, column i is the same test image.
+            both came from the same seed, column i is the same test image. A treatment of shape
+            (generators, seeds, images) is a synthetic set drawn by several generators, each paired with the
+            same control: the resamples then need generator_counts.
 
     Returns:
-        (draws,) gains: the weighted mean over drawn seeds and drawn images of the per-image differences.
+        (draws,) gains: the weighted mean over drawn generators, seeds and images of the per-image differences.
     """
     treatment, control = np.asarray(treatment, np.float64), np.asarray(control, np.float64)
+    if treatment.ndim == 3:
+        return _nested_gains(treatment, control, resamples)
     if treatment.shape != control.shape or treatment.ndim != 2:
         raise ValueError(f"treatment and control must be paired (seeds, images) arrays, got {treatment.shape} "
                          f"and {control.shape}")
@@ -101,3 +113,17 @@ def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[f
         return float("nan"), float("nan")
     low, high = np.quantile(finite, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def _nested_gains(treatment: np.ndarray, control: np.ndarray, resamples: Resamples) -> np.ndarray:
+    """resampled_gains for a (generators, seeds, images) treatment: generators drawn first, then seeds, then images."""
+    counts = resamples.generator_counts
+    if counts is None or treatment.shape != (counts.shape[1], *control.shape):
+        raise ValueError(f"a treatment of shape {treatment.shape} needs resamples drawn with its generators and a "
+                         f"control of shape {treatment.shape[1:]}, got {control.shape}")
+    if control.shape != (resamples.seed_counts.shape[1], resamples.image_counts.shape[1]):
+        raise ValueError(f"arrays of shape {control.shape} do not match the resamples' (seeds, images)")
+    differences = treatment - control[None]
+    # sum_r sum_s sum_i u_r w_s v_i d[r, s, i] / (sum_r u_r * sum_s w_s * sum_i v_i)
+    weighted = np.einsum("br,bs,rsi,bi->b", counts, resamples.seed_counts, differences, resamples.image_counts)
+    return weighted / (counts.sum(1) * resamples.seed_counts.sum(1) * resamples.image_counts.sum(1))

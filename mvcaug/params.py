@@ -87,6 +87,8 @@ class PathsParams:
     """The DVC metrics file compared by `dvc metrics diff`."""
     cache: str = ".mvcaug-cache"
     """Content-addressed captions and embeddings kept across runs (not a DVC output); empty = off."""
+    replicates: str = "data/11_replicates"
+    """r<k>/: the k-th extra generator's mixes, model, synthetic set, filter and cells (generate.replicates)."""
     run: str = ".mvcaug-run"
     """Stage locks, stage logs (full tracebacks) and stage wall times; not a DVC output."""
 
@@ -354,6 +356,9 @@ class GenerateParams:
     compare_pretrained: bool = False
     """The paper's Table 4: also generate with finetune.pretrained alone (text-to-image, same mixes and seeds)
     and train combined cells on that set, beside the fine-tuned model's."""
+    replicates: int = 1
+    """Generators: R > 1 repeats mix, finetune, generate, filter and the MVC set's cells R - 1 more times with
+    seeds + 1, ..., + R - 1 (the replicates stage), so the verdict's intervals cover the generator draw too."""
 
 
 @dataclass(frozen=True)
@@ -661,7 +666,7 @@ def _check_values(params: Params, source: str) -> None:
         ("finetune", "steps"), ("finetune", "batch_size"), ("generate", "shard_size"),
         ("generate", "steps"), ("embed", "max_length"), ("embed", "batch_size"),
         ("generate", "batch_size"), ("caption", "batch_size"), ("caption", "shard_size"),
-        ("generate", "images_per_class"), ("generate", "task_batches"),
+        ("generate", "images_per_class"), ("generate", "task_batches"), ("generate", "replicates"),
     ]
     for section, key in positive:
         if getattr(getattr(params, section), key) <= 0:

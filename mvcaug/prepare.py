@@ -23,6 +23,7 @@ A source is listed first (ids, labels, no pixels), then converted one image at a
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import io
@@ -58,6 +59,11 @@ MANIFEST_COLUMNS = ("id", "path", "label", "split", "source", "sha256", "width",
 MODEL_COLUMNS = ("model_path", "model_sha256")
 """With prepare.model_resolution: each training image at the model's resolution ("" for the other splits)."""
 RESIZE_COLUMN = "resize"
+GROUPS_FILE = "groups.csv"
+"""Beside an image folder's class folders: which images belong together (file_name, group), e.g. one writer's or one
+patient's; the test images of a group are then resampled together by the bootstrap (mvcaug.bootstrap clusters)."""
+GROUP_COLUMN = "group"
+"""The manifest's column of groups (only when the image folder has a groups.csv); "" = the image alone."""
 """For an image folder: the prepare.resize that made each image square. (The digits are all 8 x 8 squares,
 which every mode treats alike, so their manifest stays as it was.)"""
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -565,9 +571,39 @@ def model_png(item: SourceImage, params: PrepareParams) -> bytes:
     return png_bytes(to_working_image(item.read(), params.model_resolution, params.channels, params.resize))
 
 
-def manifest_table(planned: list[PlannedImage], params: PrepareParams, model_sha256: Mapping[str, str]) -> pa.Table:
+def read_groups(folder: str | Path, items: list[SourceImage]) -> dict[str, str] | None:
+    """{source path: group} from the image folder's groups.csv (columns file_name, group; file_name as the
+    image's path under the folder, e.g. cat/img01.png), or None without one. A row naming no image of the
+    folder, or a file named twice, is a DatasetError naming the line; an image without a row is a group alone."""
+    path = Path(folder) / GROUPS_FILE
+    if not path.is_file():
+        return None
+    known = {item.source for item in items}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"file_name", "group"} <= set(reader.fieldnames):
+                raise DatasetError(f"{path}: needs the columns file_name and group (the header row), got "
+                                   f"{reader.fieldnames}")
+            groups: dict[str, str] = {}
+            for row in reader:
+                name, group = (row.get("file_name") or "").strip(), (row.get("group") or "").strip()
+                if name not in known:
+                    raise DatasetError(f"{path}:{reader.line_num}: '{name}' is no image of {folder} (file_name is the "
+                                       "path under the image folder, e.g. cat/img01.png); fix or remove the row")
+                if name in groups:
+                    raise DatasetError(f"{path}:{reader.line_num}: '{name}' is named twice; keep one row per image")
+                groups[name] = group
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"{path}: not a UTF-8 CSV file ({err}); save it as UTF-8 CSV with a header row") from err
+    return groups
+
+
+def manifest_table(planned: list[PlannedImage], params: PrepareParams, model_sha256: Mapping[str, str],
+                   groups: Mapping[str, str] | None = None) -> pa.Table:
     """One row per planned image (MANIFEST_COLUMNS; MODEL_COLUMNS with a model resolution, the model copy's
-    hash from `model_sha256` by id; RESIZE_COLUMN for an image folder)."""
+    hash from `model_sha256` by id; RESIZE_COLUMN for an image folder; GROUP_COLUMN when `groups` maps
+    source paths to groups)."""
     rows: dict[str, list] = defaultdict(list)
     for row in planned:
         item = row.image.item
@@ -578,8 +614,11 @@ def manifest_table(planned: list[PlannedImage], params: PrepareParams, model_sha
             values += [("model_path", row.model_path), ("model_sha256", model_sha256.get(item.id, ""))]
         if params.source == "imagefolder":
             values.append((RESIZE_COLUMN, params.resize))
+        if groups is not None:
+            values.append((GROUP_COLUMN, groups.get(item.source, "")))
         for key, value in values:
             rows[key].append(value)
     columns = (MANIFEST_COLUMNS + (MODEL_COLUMNS if params.model_resolution else ())
-               + ((RESIZE_COLUMN,) if params.source == "imagefolder" else ()))
+               + ((RESIZE_COLUMN,) if params.source == "imagefolder" else ())
+               + ((GROUP_COLUMN,) if groups is not None else ()))
     return pa.table({key: rows[key] for key in columns})

@@ -120,9 +120,16 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
     chosen = model[h.column]
     rows = [["real only (baseline)", _percent(model.get("baseline"))],
             [f"{h.strategy} with synthetic images (chosen on validation)", _percent(chosen)],
-            ["gain, paired over seeds", format_gain(h.gain)]]
+            ["gain, paired over seeds" if h.gain.generators == 1 else
+             f"gain, over {h.gain.generators} generators (seeds paired and nested in each)", format_gain(h.gain)]]
+    per_generator = [chosen[key] for key in sorted((k for k in chosen if k.startswith("gain_generator_")),
+                                                    key=lambda k: int(k.rsplit("_", 1)[1]))]
+    if per_generator:
+        rows.append([f"gain of each generator (seeds + 0 to + {len(per_generator) - 1})",
+                     ", ".join(f"{100 * value:+.2f} pp" for value in per_generator)])
     if "gain_boot_low" in chosen:
-        rows.append(["gain, bootstrap over seeds and test images",
+        over = "seeds and test images" if h.gain.generators == 1 else "generators, seeds and test images"
+        rows.append([f"gain, bootstrap over {over}",
                      f"[{100 * chosen['gain_boot_low']:+.2f}, {100 * chosen['gain_boot_high']:+.2f}] pp"])
     if "gain_p_holm" in chosen:
         rows.append(["p, Holm-adjusted over the strategies the headline was chosen from", f"{chosen['gain_p_holm']:.3f}"])

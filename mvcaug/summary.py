@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 from mvcaug.bootstrap import Resamples, draw_resamples, percentile_interval, resampled_gains
 from mvcaug.cells import CONTROL_OF, CORPUS, REAL_TWO_PHASE, REFERENCE, RunResult
-from mvcaug.stats import PairedGain, exchange_rate, gap_closed, holm, paired_gain, verdict
+from mvcaug.stats import PairedGain, exchange_rate, gap_closed, holm, nested_gain, paired_gain, verdict
 from mvcaug.synthetic_sets import MVC
 
 SHORT = {"default": "baseline", "autoaugment": "aa", "randaugment": "ra", "trivialaugment": "ta"}
@@ -60,8 +60,25 @@ def result_column(result: RunResult) -> str:
 
 
 @dataclass(frozen=True)
+class Replicates:
+    """The extra generators' cells (generate.replicates > 1): generator r >= 1 -> its synthetic cells' results,
+    and their per-image test correctness by cell name. Generator 0 is the main run's."""
+
+    results: Mapping[int, Sequence[RunResult]] = field(default_factory=dict)
+    correct: Mapping[int, Mapping[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def generators(self) -> int:
+        return 1 + len(self.results)
+
+
+NO_REPLICATES = Replicates()
+
+
+@dataclass(frozen=True)
 class Column:
-    """One column's runs: test and validation accuracy by seed."""
+    """One column's runs: test and validation accuracy by seed (the main run's generator), and by generator and
+    seed when its cells were repeated with other generators (generate.replicates)."""
 
     model: str
     baseline: str
@@ -71,10 +88,28 @@ class Column:
     per_class: int
     test: dict[int, float]
     val: dict[int, float]
+    by_generator: dict[int, dict[int, float]] = field(default_factory=dict)
+    """{generator: {seed: test accuracy}}, generator 0 the main run; empty for a column of one generator."""
+    val_by_generator: dict[int, dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def test_runs(self) -> list[float]:
+        """Every test accuracy of the column: each generator's seeds."""
+        return [acc for runs in (self.by_generator or {0: self.test}).values() for acc in runs.values()]
+
+    @property
+    def val_runs(self) -> list[float]:
+        return [acc for runs in (self.val_by_generator or {0: self.val}).values() for acc in runs.values()]
+
+    @property
+    def generator_means(self) -> list[float]:
+        """Mean test accuracy of each generator (the one mean of a column of one generator)."""
+        return [statistics.fmean(runs.values()) for runs in (self.by_generator or {0: self.test}).values()]
 
 
-def columns(results: Sequence[RunResult]) -> dict[tuple[str, str], Column]:
-    """{(model, column name): Column}, in the order the results come."""
+def columns(results: Sequence[RunResult], replicates: Replicates = NO_REPLICATES) -> dict[tuple[str, str], Column]:
+    """{(model, column name): Column}, in the order the results come; columns whose cells the extra generators
+    repeated (replicates) hold every generator's runs."""
     found: dict[tuple[str, str], Column] = {}
     for r in results:
         key = (r.cell.model, result_column(r))
@@ -83,6 +118,15 @@ def columns(results: Sequence[RunResult]) -> dict[tuple[str, str], Column]:
                                 r.cell.per_class, {}, {})
         found[key].test[r.cell.seed] = r.test_acc
         found[key].val[r.cell.seed] = r.val_acc
+    for generator, repeated in sorted(replicates.results.items()):
+        for r in repeated:
+            column = found.get((r.cell.model, result_column(r)))
+            if column is None:
+                continue  # a column the main run does not have: nothing to nest it in
+            if not column.by_generator:
+                column.by_generator[0], column.val_by_generator[0] = column.test, column.val
+            column.by_generator.setdefault(generator, {})[r.cell.seed] = r.test_acc
+            column.val_by_generator.setdefault(generator, {})[r.cell.seed] = r.val_acc
     return found
 
 
@@ -102,6 +146,8 @@ def gain_over_baseline(column: Column, table: dict[tuple[str, str], Column]) -> 
     control = control_column(column, table)
     if control is None or control.name == column.name or not set(control.test) & set(column.test):
         return None
+    if column.by_generator:  # the classifier seeds nested in each generator, every one paired with the control
+        return nested_gain(column.by_generator, control.test, CONFIDENCE)
     return paired_gain(column.test, control.test, CONFIDENCE)
 
 
@@ -140,28 +186,33 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
-def summarise(results: Sequence[RunResult], images_per_class: int = 0) -> dict:
+def summarise(results: Sequence[RunResult], images_per_class: int = 0, replicates: Replicates = NO_REPLICATES) -> dict:
     """{model: {column: {acc_mean, acc_std, val_acc_mean, runs[, gain, gain_ci_low, gain_ci_high, gain_p]
     [, gap_closed, exchange_rate]}}}: `dvc metrics diff` shows flat keys such as small_cnn.syn.gain_ci_low.
     gap_closed and exchange_rate (real images per class; negative for a harmful set; the curve's largest k
     with exchange_rate_beyond when the gain lies beyond the curve) are given to the synthetic columns when
-    reference columns exist; the gap is to ref_n<images_per_class> (none below stats.GAP_FLOOR)."""
-    table = columns(results)
+    reference columns exist; the gap is to ref_n<images_per_class> (none below stats.GAP_FLOOR). Columns the
+    extra generators repeated (replicates) pool every generator's runs and say how many generators they hold."""
+    table = columns(results, replicates)
     metrics: dict = {}
     for (model, name), column in sorted(table.items()):
-        accs = list(column.test.values())
+        accs, vals = column.test_runs, column.val_runs
         entry = {
             "acc_mean": round(statistics.fmean(accs), 4),
             "acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
-            "val_acc_mean": round(statistics.fmean(column.val.values()), 4),
-            "val_acc_std": round(statistics.stdev(column.val.values()), 4) if len(column.val) > 1 else 0.0,
+            "val_acc_mean": round(statistics.fmean(vals), 4),
+            "val_acc_std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
             "runs": len(accs),
+            **({"generators": len(column.by_generator)} if column.by_generator else {}),
         }
         gain = gain_over_baseline(column, table)
         if gain is not None:
             entry.update({key: value for key, value in (
                 ("gain", _rounded(gain.mean)), ("gain_ci_low", _rounded(gain.ci_low)),
                 ("gain_ci_high", _rounded(gain.ci_high)), ("gain_p", _rounded(gain.p_value))) if value is not None})
+            control = control_column(column, table)
+            for generator, runs in sorted(column.by_generator.items()) if control else ():
+                entry[f"gain_generator_{generator}"] = _rounded(paired_gain(runs, control.test, CONFIDENCE).mean)
         metrics.setdefault(model, {})[name] = entry
     for model in metrics:
         for name, adjusted in holm_adjusted(headline_family(model, table)).items():
@@ -192,19 +243,22 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tu
     return mean, mean - half, mean + half
 
 
-def budget_curves(results: Sequence[RunResult], images_per_class: int) -> dict[str, dict[str, list[tuple]]]:
+def budget_curves(results: Sequence[RunResult], images_per_class: int,
+                  replicates: Replicates = NO_REPLICATES) -> dict[str, dict[str, list[tuple]]]:
     """{model: {"synthetic": [(k, mean, low, high)], "real": [...], "corpus": [...]}}: test accuracy against the
     images added per class, 0 being the real-only baseline; synthetic = the first augmentation's combined columns
     (the full set at images_per_class), real = its reference columns, corpus = its corpus columns (the
-    generator's pretraining data added directly). Means with their 95% t-interval."""
-    table = columns(results)
+    generator's pretraining data added directly). Means with their 95% t-interval: over seeds, or over the
+    generators' means for points the extra generators repeated."""
+    table = columns(results, replicates)
     curves: dict[str, dict[str, list[tuple]]] = {}
     for (model, _), column in table.items():
         first = next(c.baseline for c in table.values() if c.model == model)
         kind = {"real": None, "combined": "synthetic", REFERENCE: "real", CORPUS: "corpus"}.get(column.strategy, "")
         if column.baseline != first or kind == "" or (kind == "synthetic" and column.synthetic_set != MVC):
             continue  # other augmentations, rsp and two_phase, combined runs on another synthetic set
-        point = (column.per_class or images_per_class, *mean_interval(list(column.test.values())))
+        runs = column.generator_means if column.by_generator else list(column.test.values())
+        point = (column.per_class or images_per_class, *mean_interval(runs))
         if kind is None:  # the baseline starts every curve
             for series in ("synthetic", "real", "corpus"):
                 curves.setdefault(model, {}).setdefault(series, []).append((0, *point[1:]))
@@ -237,18 +291,19 @@ class Headline:
     its training data?"""
 
 
-def headline(results: Sequence[RunResult], images_per_class: int) -> Headline | None:
+def headline(results: Sequence[RunResult], images_per_class: int,
+             replicates: Replicates = NO_REPLICATES) -> Headline | None:
     """The first model's synthetic strategy (of its first augmentation, on the MVC set, all images) with the
     best mean validation accuracy, its paired gain over real only, and the verdict sentence; None without
     synthetic runs. Validation picks; the test split only reports."""
-    table = columns(results)
+    table = columns(results, replicates)
     if not table:
         return None
     model = next(iter(table.values())).model
     family = headline_family(model, table)
     if not family:
         return None
-    chosen = max((table[(model, name)] for name in family), key=lambda c: statistics.fmean(c.val.values()))
+    chosen = max((table[(model, name)] for name in family), key=lambda c: statistics.fmean(c.val_runs))
     gain = family[chosen.name]
     reference = dict(reference_curve(model, table)).get(images_per_class)
     what = f"Synthetic images ({STRATEGY_TITLES[chosen.strategy]}, chosen on validation)"
@@ -257,7 +312,7 @@ def headline(results: Sequence[RunResult], images_per_class: int) -> Headline | 
                        adjusted_p=holm_adjusted(family)[chosen.name], tried=tested)
     corpus = table.get((model, column_name(chosen.baseline, CORPUS) + f"_n{images_per_class}"))
     corpus_gain = gain_over_baseline(corpus, table) if corpus else None
-    over_corpus = (paired_gain(chosen.test, corpus.test, CONFIDENCE)
+    over_corpus = (nested_gain(chosen.by_generator or {0: chosen.test}, corpus.test, CONFIDENCE)
                    if corpus and set(chosen.test) & set(corpus.test) else None)
     return Headline(model, chosen.name, chosen.strategy, gain, reference,
                     images_per_class if reference is not None else None, sentence,
@@ -270,7 +325,7 @@ BOOTSTRAP_DRAWS = 2000
 
 def bootstrap_intervals(results: Sequence[RunResult], correct: Mapping[str, np.ndarray], images_per_class: int,
                         clusters: np.ndarray | None = None, draws: int = BOOTSTRAP_DRAWS,
-                        seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+                        seed: int = 0, replicates: Replicates = NO_REPLICATES) -> dict[str, dict[str, dict[str, float]]]:
     """{model: {column: {gain_boot_low, gain_boot_high[, gap_closed_ci_low/high, exchange_rate_ci_low/high]}}}.
 
     The paired two-level bootstrap (mvcaug.bootstrap) of every gain over real only, resampling the seeds and
@@ -278,18 +333,19 @@ def bootstrap_intervals(results: Sequence[RunResult], correct: Mapping[str, np.n
     draws per model so that every column's replicates are paired with every other's: the reference
     curve, the share of the gap closed and the exchange rate are recomputed in each replicate. Columns
     whose cells lack per-image predictions (`correct`: {cell name: 1/0 per test image, test order}) or
-    whose seeds differ from real only's get none.
+    whose seeds differ from real only's get none. Columns the extra generators repeated (replicates) resample
+    the generators first, then the seeds and images shared with every other column.
     """
-    table = columns(results)
+    table = columns(results, replicates)
     by_column: dict[tuple[str, str], dict[int, str]] = {}
     for r in results:
         by_column.setdefault((r.cell.model, result_column(r)), {})[r.cell.seed] = r.cell.name
     out: dict[str, dict[str, dict[str, float]]] = {}
     for model in dict.fromkeys(c.model for c in table.values()):
-        replicates = _replicate_gains(model, table, by_column, correct, clusters, draws, seed)
-        entries = {name: dict(zip(("gain_boot_low", "gain_boot_high"), _interval(gains)))
-                   for name, gains in replicates.items()}
-        _ratio_intervals(model, table, replicates, entries, images_per_class)
+        gains = _replicate_gains(model, table, by_column, correct, clusters, draws, seed, replicates)
+        entries = {name: dict(zip(("gain_boot_low", "gain_boot_high"), _interval(values)))
+                   for name, values in gains.items()}
+        _ratio_intervals(model, table, gains, entries, images_per_class)
         out[model] = {name: {k: v for k, v in entry.items() if math.isfinite(v)} for name, entry in entries.items()}
     return out
 
@@ -302,10 +358,13 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 
 def _replicate_gains(model: str, table: dict[tuple[str, str], Column], by_column: dict[tuple[str, str], dict[int, str]],
                      correct: Mapping[str, np.ndarray], clusters: np.ndarray | None, draws: int,
-                     seed: int) -> dict[str, np.ndarray]:
-    """{column: (draws,) replicate gains over its real-only column}, for the columns that can be paired."""
+                     seed: int, replicates: Replicates = NO_REPLICATES) -> dict[str, np.ndarray]:
+    """{column: (draws,) replicate gains over its real-only column}, for the columns that can be paired. One set
+    of draws per set of seeds; with extra generators, their draws are taken after the seeds' and images', so
+    every column shares those."""
     gains: dict[str, np.ndarray] = {}
     resamples: dict[tuple[int, ...], Resamples] = {}
+    generators = replicates.generators
     for (m, name), column in table.items():
         if m != model:
             continue
@@ -319,9 +378,28 @@ def _replicate_gains(model: str, table: dict[tuple[str, str], Column], by_column
         stacked = np.stack([np.asarray(correct[cell], np.float64) for cell in cells])
         treatment, baseline = stacked[: len(seeds)], stacked[len(seeds):]
         if seeds not in resamples:
-            resamples[seeds] = draw_resamples(len(seeds), treatment.shape[1], clusters, draws, seed)
+            resamples[seeds] = draw_resamples(len(seeds), treatment.shape[1], clusters, draws, seed, generators)
+        if column.by_generator:
+            nested = _generator_stack(column, seeds, by_column[(m, name)], correct, replicates)
+            if nested is None or len(nested) != generators:
+                continue  # a generator without every seed's predictions: no nested interval rather than a partial one
+            treatment = nested
         gains[name] = resampled_gains(treatment, baseline, resamples[seeds])
     return gains
+
+
+def _generator_stack(column: Column, seeds: tuple[int, ...], cell_of_seed: dict[int, str],
+                     correct: Mapping[str, np.ndarray], replicates: Replicates) -> np.ndarray | None:
+    """(generators, seeds, images) correctness of a repeated column: generator 0 from the main run's cells,
+    generator r from replicate r's cells of the same names; None when one is missing."""
+    layers = []
+    for generator in sorted(column.by_generator):
+        found = correct if generator == 0 else replicates.correct.get(generator, {})
+        names = [cell_of_seed[s] for s in seeds]
+        if set(column.by_generator[generator]) != set(seeds) or not all(name in found for name in names):
+            return None
+        layers.append(np.stack([np.asarray(found[name], np.float64) for name in names]))
+    return np.stack(layers)
 
 
 def _ratio_intervals(model: str, table: dict[tuple[str, str], Column], replicates: dict[str, np.ndarray],

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import fsync_path, replacing_folder, write_bytes, write_parquet
 from mvcaug.params import PrepareParams
-from mvcaug.prepare import SPLITS, load_source, manifest_table, model_png, plan_splits, working_images
+from mvcaug.prepare import SPLITS, load_source, manifest_table, model_png, plan_splits, read_groups, working_images
 
 log = logging.getLogger("mvcaug.prepare")
 
@@ -34,6 +34,7 @@ def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
     its working PNG waits under staging/ until every image is known (the split and the copies need them
     all), then is moved into its split; the training images are read once more for the model copies."""
     items = load_source(params)  # listing errors (folders, names, ids) before anything is built
+    groups = read_groups(params.image_folder, items) if params.source == "imagefolder" else None
     with replacing_folder(out_dir) as build:
         staging = build / STAGING
         staging.mkdir()
@@ -53,7 +54,7 @@ def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
                 model_sha256[row.image.item.id] = hashlib.sha256(data).hexdigest()
         shutil.rmtree(staging)
         fsync_folders(build)
-        manifest = manifest_table(planned, params, model_sha256)
+        manifest = manifest_table(planned, params, model_sha256, groups)
         write_parquet(build / "manifest.parquet", manifest)
     splits = manifest["split"].to_pylist()
     log.info("prepared %d images: %s", manifest.num_rows, {s: splits.count(s) for s in SPLITS})

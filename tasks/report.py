@@ -16,8 +16,10 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.atomic import write_json, write_text
 from mvcaug.cells import PREDICTIONS_FILE, RunResult
+from mvcaug.errors import MissingInputError
 from mvcaug.images import read_image, read_manifest
 from mvcaug.params import Params
+from mvcaug.prepare import GROUP_COLUMN
 from mvcaug.pretrain_files import CORPUS_GRID, CURVE_TIMES, SAMPLES_GRID
 from mvcaug.retrieval import has_classes
 from mvcaug.pretrain_files import CURVE as PRETRAIN_CURVE
@@ -25,7 +27,9 @@ from mvcaug.pretrain_files import METRICS as PRETRAIN_METRICS
 from mvcaug.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
 from mvcaug.stage_times import read_stage_times
 from mvcaug.stored import read_json
-from mvcaug.summary import bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
+from mvcaug.replicates import SUMMARY as REPLICATES_SUMMARY
+from mvcaug.replicates import replicate_params
+from mvcaug.summary import Replicates, bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
 from mvcaug.synthetic_sets import MVC, SyntheticSet, decision_rows
 from mvcaug.train_plots import DVCLIVE_CURVES
 
@@ -63,6 +67,38 @@ def test_correctness(params: Params, results: list[RunResult]) -> dict[str, np.n
             correct[result.cell.name] = np.equal(table["truth"].to_numpy(zero_copy_only=False),
                                                  table["predicted"].to_numpy(zero_copy_only=False)).astype(np.float64)
     return correct
+
+
+def test_clusters(params: Params) -> np.ndarray | None:
+    """The group of each test image, in test-id order (the order of the cells' correctness vectors), when the
+    image folder named groups (groups.csv: one writer's or one patient's images); None otherwise. An image
+    without a group is a cluster alone."""
+    manifest = read_manifest(params.paths.prepared)
+    if GROUP_COLUMN not in manifest.column_names:
+        return None
+    rows = sorted((row for row in manifest.to_pylist() if row["split"] == "test"), key=lambda row: row["id"])
+    if not any(row[GROUP_COLUMN] for row in rows):
+        return None
+    return np.array([f"group:{row[GROUP_COLUMN]}" if row[GROUP_COLUMN] else f"image:{row['id']}" for row in rows])
+
+
+def read_results(params: Params) -> list[RunResult]:
+    """The cells' results (results.json of paths.train)."""
+    return [RunResult.from_json(r) for r in json.loads((Path(params.paths.train) / "results.json").read_text())]
+
+
+def read_replicates(params: Params) -> Replicates:
+    """The extra generators' results and per-image correctness (generate.replicates > 1; the replicates stage)."""
+    summary = read_json(Path(params.paths.replicates) / REPLICATES_SUMMARY)
+    if params.generate.replicates > 1 and (not isinstance(summary, dict) or summary.get("generators") != params.generate.replicates):
+        raise MissingInputError(f"{params.paths.replicates}/{REPLICATES_SUMMARY}: not written for generate.replicates "
+                                f"{params.generate.replicates}; run the replicates stage first (dvc repro replicates)")
+    results, correct = {}, {}
+    for generator in range(1, params.generate.replicates):
+        own = replicate_params(params, generator)
+        results[generator] = read_results(own)
+        correct[generator] = test_correctness(own, results[generator])
+    return Replicates(results, correct)
 
 
 def sample_rows(params: Params, decisions: list[dict]) -> list[SampleRow]:
@@ -134,20 +170,22 @@ def report(params: Params) -> dict:
     """metrics.json (DVC metrics), the budget curve's CSVs, report.html and report.md; returns the metrics
     and the verdict."""
     paths, images_per_class = params.paths, params.generate.images_per_class
-    results = [RunResult.from_json(r) for r in json.loads((Path(paths.train) / "results.json").read_text())]
-    metrics = summarise(results, images_per_class)
-    correct = test_correctness(params, results)
-    for model, by_column in bootstrap_intervals(results, correct, images_per_class).items():
+    results, replicates = read_results(params), read_replicates(params)
+    metrics = summarise(results, images_per_class, replicates)
+    correct, clusters = test_correctness(params, results), test_clusters(params)
+    for model, by_column in bootstrap_intervals(results, correct, images_per_class, clusters,
+                                                replicates=replicates).items():
         for column, intervals in by_column.items():
             metrics[model][column].update(intervals)
     write_json(paths.metrics, metrics)
     test_images = len(next(iter(correct.values()))) if correct else None
-    coverage = interval_coverage(len({r.cell.seed for r in results}), test_images, clustered=False)
-    budget = budget_curves(results, images_per_class)
+    coverage = interval_coverage(len({r.cell.seed for r in results}), test_images, clustered=clusters is not None,
+                                 generators=replicates.generators)
+    budget = budget_curves(results, images_per_class, replicates)
     write_budget_plots(Path(paths.report) / BUDGET, budget)
     decisions = decision_rows(SyntheticSet.named(MVC, paths), paths)
     data = ReportData(
-        metrics=metrics, results=results, headline=headline(results, images_per_class), budget=budget,
+        metrics=metrics, results=results, headline=headline(results, images_per_class, replicates), budget=budget,
         quality=read_json(Path(paths.quality) / "metrics.json"), filter_metrics=read_json(Path(paths.filter) / "metrics.json"),
         stage_times=read_stage_times(Path(paths.run) / "stage-times.json"),
         samples=sample_rows(params, decisions), dropped=dropped_images(params, decisions),

@@ -26,7 +26,7 @@ from tests.workspace import (
 pytestmark = pytest.mark.slow
 
 ALL_STAGES = {"prepare", "caption", "embed", "pretrain", "mix", "finetune", "generate", "filter", "quality", "train",
-              "report"}
+              "replicates", "report"}
 CLASSES = 10
 SEEDS = len(TINY_PARAMS["train"]["seeds"])
 PER_CLASS = TINY_PARAMS["generate"]["images_per_class"]  # 4: budgets 0.25, 0.5, 1.0 -> 1, 2 and the full 4
@@ -162,7 +162,8 @@ def test_more_images_keep_finished_shards_and_cells(workspace: Path) -> None:
     update_params(workspace, {"generate": {"images_per_class": 6}})
     result = run(["dvc", "repro"], workspace)
     output = result.stdout + result.stderr
-    assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "report"}
+    # (replicates reruns on any generate param: with generate.replicates 1 it only writes its summary)
+    assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "replicates", "report"}
     assert shard_record.stat().st_mtime_ns == before
     assert logged(output, "generate mvc") == {"shards": 30, "generated": 10, "kept": 20, "removed": 0, "images": 60}
     assert logged(output, "generate no_mvc")["generated"] == 10
@@ -186,7 +187,7 @@ def test_a_code_change_recomputes_exactly_what_ran_that_code(workspace: Path) ->
     edit(workspace, "mvcaug/generate.py", '"label": job.shard.label,', '"label": str(job.shard.label),')
     result = run(["dvc", "repro"], workspace)
     output = result.stdout + result.stderr
-    assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "report"}
+    assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "replicates", "report"}
     assert logged(output, "generate mvc")["kept"] == 0 and logged(output, "generate no_mvc")["kept"] == 0
     assert logged(output, "train")["trained"] == 0
     # 2. A change in a module no shard or cell runs: only its stage reruns, nothing is recomputed.
@@ -201,7 +202,7 @@ def test_the_pipeline_flow_reproduces_only_what_changed(workspace: Path) -> None
     update_params(workspace, {"train": {"rsp_p": 0.5}})
     result = run(["python", "-m", "flows.pipeline"], workspace)
     output = result.stdout + result.stderr
-    assert "ran: ['train', 'report']" in output
+    assert "ran: ['train', 'replicates', 'report']" in output
     assert logged(output, "train")["trained"] == SEEDS  # only the RSP cells depend on rsp_p
     assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
 
@@ -209,13 +210,43 @@ def test_the_pipeline_flow_reproduces_only_what_changed(workspace: Path) -> None
 def test_ablation_off_empties_its_set_and_drops_its_cells(workspace: Path) -> None:
     update_params(workspace, {"generate": {"ablation": False}})
     result = run(["dvc", "repro"], workspace)
-    assert stages_ran(result.stdout) == {"generate", "filter", "train", "report"}  # the MVC set is unchanged
+    # the MVC set is unchanged
+    assert stages_ran(result.stdout) == {"generate", "filter", "train", "replicates", "report"}
     assert logged(result.stdout + result.stderr, "train")["trained"] == 0
     folder = workspace / "data/06_synthetic_ablation"
     assert pq.read_table(folder / "manifest.parquet").num_rows == 0 and not list(folder.glob("shard-*"))
     assert not list((workspace / "data/07_train/cells").glob("*no_mvc*"))
     assert "syn_no_mvc" not in json.loads((workspace / "metrics.json").read_text())["small_cnn"]
     assert "MVC ablation" not in (workspace / "data/08_report/report.html").read_text()
+
+
+def test_repeated_generators_nest_the_seeds_in_the_verdict(workspace: Path) -> None:
+    update_params(workspace, {"generate": {"replicates": 2}})
+    result = run(["dvc", "repro"], workspace)
+    # the main run's generator is unchanged: generate reruns on its section's new key, keeps every shard, and no
+    # later stage of the main run reruns
+    assert stages_ran(result.stdout) == {"generate", "replicates", "report"}
+    folder = workspace / "data/11_replicates"
+    summary = json.loads((folder / "replicates.json").read_text())
+    assert summary["generators"] == 2 and summary["seeds"][1] == {"generator": 1, "mix": 1, "finetune": 1, "generate": 1}
+    # generator 1: its own mixes, model and synthetic set (the MVC set alone) and only the cells on that set
+    assert (folder / "r1/model/unet/diffusion_pytorch_model.safetensors").is_file()
+    assert pq.read_table(folder / "r1/synthetic/manifest.parquet").num_rows == CLASSES * PER_CLASS
+    cells = {r["cell"]["strategy"] for r in json.loads((folder / "r1/train/results.json").read_text())}
+    assert cells == {"combined", "rsp", "two_phase"}
+    main = {r["cell"]["strategy"] for r in json.loads((workspace / "data/07_train/results.json").read_text())}
+    assert {"real", "reference", "corpus"} <= main  # the controls are the main run's, not repeated
+    metrics = json.loads((workspace / "metrics.json").read_text())["small_cnn"]
+    assert metrics["syn"]["generators"] == 2 and metrics["syn"]["runs"] == 2 * SEEDS
+    assert "generators" not in metrics["baseline"]
+    report = (workspace / "data/08_report/report.md").read_text()
+    assert "over 2 generators (fine-tuning, mixing and generation repeated)" in report
+    assert "gain of each generator (seeds + 0 to + 1)" in report and "gain_generator_1" in json.dumps(metrics["syn"])
+    # back to one generator: its folder goes, the verdict is for one generator again
+    update_params(workspace, {"generate": {"replicates": 1}})
+    run(["dvc", "repro"], workspace)
+    assert not (folder / "r1").exists()
+    assert "generators" not in json.loads((workspace / "metrics.json").read_text())["small_cnn"]["syn"]
 
 
 def api_post(api: str, path: str, body: dict) -> list[dict]:

@@ -400,7 +400,7 @@ def test_the_manifest_names_every_prepared_file_with_its_sha256(tmp_path, make_i
     readers = {name for name, stage in stages.items() if "${paths.prepared}/manifest.parquet" in stage["deps"]}
     assert "${paths.prepared}" in stages["prepare"]["outs"]
     assert not [name for name, stage in stages.items() if "${paths.prepared}" in stage["deps"]]
-    assert readers == {"caption", "finetune", "generate", "filter", "quality", "train", "report"}
+    assert readers == {"caption", "finetune", "generate", "filter", "quality", "train", "replicates", "report"}
 
 
 # --- ids, failures, names, pixels, geometry and memory of an image folder ------------------------------------

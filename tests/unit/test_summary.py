@@ -3,6 +3,7 @@ the budget curve and the headline chosen on validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -177,3 +178,48 @@ def test_corpus_cells_make_a_curve_and_the_headline_compares_with_them():
     # the strategy validation chose (rsp: -1 pp over real) against the corpus cells (+1 pp), seed by seed
     assert chosen.column == "rsp" and chosen.over_corpus.mean == pytest.approx(-0.01 - 0.01)
     assert headline(grid(), images_per_class=20).over_corpus is None
+
+
+def repeated(results: list[RunResult], shifts: dict[int, float]) -> "Replicates":
+    """Extra generators whose MVC-set cells score `shift` above the main run's, seed by seed."""
+    from mvcaug.summary import Replicates
+
+    cells = [r for r in results if r.cell.uses_synthetic and r.cell.synthetic_set == "mvc"]
+    runs = {g: [dataclasses.replace(r, test_acc=r.test_acc + shift) for r in cells] for g, shift in shifts.items()}
+    return Replicates(runs, {g: correctness(rs, images=400, seed=g) for g, rs in runs.items()})
+
+
+def test_repeated_generators_nest_the_seeds_and_widen_the_interval():
+    rs = grid()
+    replicates = repeated(rs, {1: -0.015, 2: 0.01})
+    one = summarise(rs, 20)["small_cnn"]["syn"]
+    nested = summarise(rs, 20, replicates)["small_cnn"]
+    syn = nested["syn"]
+    # per generator: the mean paired gain over its seeds; the interval: the t-interval over those three
+    gains = [np.mean([0.02, 0.02, 0.03]) + shift for shift in (0.0, -0.015, 0.01)]
+    interval = stats.ttest_1samp(gains, 0.0).confidence_interval(0.95)
+    assert syn["gain"] == pytest.approx(np.mean(gains), abs=1e-4)
+    assert syn["gain_ci_low"] == pytest.approx(interval.low, abs=1e-4)
+    assert syn["gain_ci_high"] == pytest.approx(interval.high, abs=1e-4)
+    assert syn["generators"] == 3 and syn["runs"] == 9 and "generators" not in one
+    assert [syn[f"gain_generator_{g}"] for g in range(3)] == pytest.approx(gains, abs=1e-4)
+    assert syn["gain_ci_high"] - syn["gain_ci_low"] > one["gain_ci_high"] - one["gain_ci_low"]
+    assert "generators" not in nested["baseline"] and "generators" not in nested["ref_n20"]  # controls: not repeated
+    # the bootstrap resamples the generators too, and still pairs every column with the same seeds and images
+    boot = bootstrap_intervals(rs, correctness(rs, images=400), 20, draws=500, replicates=replicates)["small_cnn"]
+    alone = bootstrap_intervals(rs, correctness(rs, images=400), 20, draws=500)["small_cnn"]
+    assert boot["syn"]["gain_boot_high"] - boot["syn"]["gain_boot_low"] > \
+        alone["syn"]["gain_boot_high"] - alone["syn"]["gain_boot_low"]
+    assert boot["ref_n20"] == alone["ref_n20"]  # the controls' draws do not move with the generators
+    # the verdict says what it covers
+    chosen = headline(rs, 20, replicates)
+    assert chosen is not None and "3 generators, paired seeds nested in each" in chosen.sentence
+
+
+def test_one_generator_is_the_paired_gain_unchanged():
+    from mvcaug.stats import nested_gain, paired_gain
+
+    treatment, control = {0: 0.82, 1: 0.85, 2: 0.86}, {0: 0.80, 1: 0.82, 2: 0.84}
+    assert nested_gain({0: treatment}, control) == paired_gain(treatment, control)
+    same = nested_gain({0: treatment, 1: treatment}, control)
+    assert same.generators == 2 and not same.has_interval  # two generators alike: no spread, no interval
