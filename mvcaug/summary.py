@@ -430,12 +430,17 @@ def _ratio_intervals(model: str, table: dict[tuple[str, str], Column], replicate
 
 def interval_coverage(seeds: int, test_images: int | None, clustered: bool, generators: int = 1) -> str:
     """One line under the verdict: which sources of variation its intervals cover, and which they hold fixed."""
+    unit = "clusters of test images" if clustered else "test images"
+    if generators > 1:
+        text = (f"What the intervals cover: the t-interval, {generators} generators (fine-tuning, mixing and generation "
+                f"repeated with other seeds) with the {seeds} classifier seeds paired and nested in each")
+        if test_images:
+            text += f"; the bootstrap interval, those generators, seeds and the {test_images} test images ({unit} resampled)"
+        return text + (". Columns no generator changes (real only, reference, corpus) and the yardsticks drawn once "
+                       "(the P = Q = 0 ablation, Table 4) are for the main run's generator.")
     text = f"What the intervals cover: the t-interval, the {seeds} classifier seeds (paired)"
     if test_images:
-        unit = "clusters of test images" if clustered else "test images"
         text += f"; the bootstrap interval, those seeds and the {test_images} test images ({unit} resampled)"
     else:
         text += "; the test images are held fixed (no per-image predictions for a bootstrap)"
-    if generators == 1:
-        return text + ". Both are for one generator: fine-tuning, mixing and generation were drawn once."
-    return text + f", over {generators} generators (fine-tuning, mixing and generation repeated)."
+    return text + ". Both are for one generator: fine-tuning, mixing and generation were drawn once."

@@ -240,7 +240,7 @@ def test_repeated_generators_nest_the_seeds_in_the_verdict(workspace: Path) -> N
     assert metrics["syn"]["generators"] == 2 and metrics["syn"]["runs"] == 2 * SEEDS
     assert "generators" not in metrics["baseline"]
     report = (workspace / "data/08_report/report.md").read_text()
-    assert "over 2 generators (fine-tuning, mixing and generation repeated)" in report
+    assert "the t-interval, 2 generators (fine-tuning, mixing and generation repeated with other seeds)" in report
     assert "gain of each generator (seeds + 0 to + 1)" in report and "gain_generator_1" in json.dumps(metrics["syn"])
     # back to one generator: its folder goes, the verdict is for one generator again
     update_params(workspace, {"generate": {"replicates": 1}})

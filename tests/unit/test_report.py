@@ -156,6 +156,11 @@ def test_the_verdict_says_what_its_intervals_cover_and_how_the_headline_was_chos
     assert coverage.startswith("What the intervals cover: the t-interval, the 3 classifier seeds (paired); "
                                "the bootstrap interval, those seeds and the 50 test images")
     assert "one generator" in coverage
+    many = interval_coverage(5, 1347, clustered=True, generators=3)
+    assert many.startswith("What the intervals cover: the t-interval, 3 generators (fine-tuning, mixing and generation "
+                           "repeated with other seeds) with the 5 classifier seeds paired and nested in each; the "
+                           "bootstrap interval, those generators, seeds and the 1347 test images (clusters of test")
+    assert "one generator" not in many and "are for the main run's generator" in many
     page, markdown = (render(data(metrics=metrics, coverage=coverage)) for render in (render_html, render_markdown))
     for text in (page, markdown):
         assert "What the intervals cover" in text and "after Holm" in text
