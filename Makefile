@@ -23,10 +23,10 @@ $(TEST_STAMP): $(STAMP)
 	touch $(TEST_STAMP)
 
 ## run: reproduce the whole pipeline (dvc repro) on the embedded default, with one Prefect API server for
-## all stages (flows/api_server.py); the report lands in data/08_report/
+## all stages (flows/api_server.py); the report lands in data/12_report/
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.api_server -- $(BIN)/dvc repro
-	@echo "report: data/08_report/report.html   metrics: metrics.json"
+	@echo "report: data/12_report/report.html   metrics: metrics.json"
 
 ## run-profile: the same with a profile, e.g. `make run-profile PROFILE=profiles/sd15.yaml`: flows.profile checks
 ## it (and the model folders and weights files it names), writes it as params.yaml (the previous one is kept in
@@ -36,7 +36,7 @@ PROFILE ?= profiles/sd15.yaml
 run-profile: setup
 	$(BIN)/python -m flows.profile $(PROFILE)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m flows.api_server -- $(BIN)/dvc repro
-	@echo "report: data/08_report/report.html   metrics: metrics.json"
+	@echo "report: data/12_report/report.html   metrics: metrics.json"
 
 ## pipeline: the same through the whole-pipeline Prefect flow (one flow run with a task per stage)
 pipeline: setup

@@ -10,7 +10,7 @@ checkpoint folder and goes through the product's own loaders. Then it measures a
 
 1. fine-tuning samples/s and peak GPU memory at 256 px, batch 8, bf16 with gradient checkpointing, for full
    and LoRA fine-tuning, EMA on the GPU, on the CPU and off, beside the pre-training memory estimate
-   (mvcaug/gpu_memory.py) to show how close it is; and at 512 px for full and LoRA without EMA; against the
+   (mvcaug/models/gpu_memory.py) to show how close it is; and at 512 px for full and LoRA without EMA; against the
    targets: a full fine-tune at 256 px with the profile's memory options within 24 GB, LoRA within 12 GB;
 2. generation images/s of our sampler against diffusers' StableDiffusionInstructPix2PixPipeline at the
    same settings (--dtype: fp16 on CUDA by default, DDIM, 25 steps), at the profile's guidance (Eq. 6:
@@ -41,13 +41,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mvcaug.checkpoints import list_checkpoints  # noqa: E402
-from mvcaug.finetune import (  # noqa: E402
+from mvcaug.io.checkpoints import list_checkpoints  # noqa: E402
+from mvcaug.method.finetune import (  # noqa: E402
     ClassConditions, ConditionSampler, build_denoiser, memory_estimate, train_denoiser,
 )
-from mvcaug.gpu_memory import GIB  # noqa: E402
-from mvcaug.params import FinetuneParams, MixParams  # noqa: E402
-from mvcaug.sampling import sample  # noqa: E402
+from mvcaug.models.gpu_memory import GIB  # noqa: E402
+from mvcaug.core.params import FinetuneParams, MixParams  # noqa: E402
+from mvcaug.method.sampling import sample  # noqa: E402
 from tests.sd_checkpoint import build_tiny_sd, instruct_pix2pix_pipeline  # noqa: E402
 
 log = logging.getLogger("benchmarks.gpu")
@@ -170,8 +170,8 @@ def generation(folder: Path, scale: Scale, device: torch.device, dtype: torch.dt
 def generation_at(folder: Path, scale: Scale, device: torch.device, dtype: torch.dtype, text_scale: float,
                   image_scale: float, compile_unet: bool) -> dict:
     """generation's figures at one guidance setting."""
-    from mvcaug.generate import tune_denoiser
-    from mvcaug.params import GenerateParams
+    from mvcaug.method.generate import tune_denoiser
+    from mvcaug.core.params import GenerateParams
 
     params = FinetuneParams(init="pretrained", codec="vae", pretrained=str(folder))
     denoiser = build_denoiser(params, 3, scale.size, scale.text[1], device)

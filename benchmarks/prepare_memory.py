@@ -30,7 +30,7 @@ log = logging.getLogger("benchmarks.prepare_memory")
 
 CHILD = """
 import sys
-from mvcaug.params import PrepareParams
+from mvcaug.core.params import PrepareParams
 from tasks.prepare import prepare_dataset
 prepare_dataset(PrepareParams(source="imagefolder", image_folder=sys.argv[1], train_per_class=2, val_per_class=1,
                               test_per_class=0, resolution=int(sys.argv[3]), channels=3), sys.argv[2])

@@ -9,7 +9,7 @@ from prefect import flow, unmapped
 
 from flows.cli import run_stage
 from flows.runners import shard_runner
-from mvcaug.params import load_params
+from mvcaug.core.params import load_params
 from tasks.caption import caption_shard, plan_captions, write_captions
 
 

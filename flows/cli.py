@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from flows.api_server import die_with_parent, prefect_api
-from mvcaug.errors import MissingInputError, UserError
-from mvcaug.locks import exclusive_lock, lock_holder
-from mvcaug.params import load_params
+from mvcaug.core.errors import MissingInputError, UserError
+from mvcaug.io.locks import exclusive_lock, lock_holder
+from mvcaug.core.params import load_params
 
 log = logging.getLogger("mvcaug.stage")
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
@@ -100,7 +100,7 @@ def stage_log(log_file: Path, debug: bool) -> Iterator[HoldRunFailures]:
 def recorded_time(times_file: Path, stage: str) -> Iterator[None]:
     """Record the stage's wall time (since the process started, imports and server included) when it
     finishes without error."""
-    from mvcaug.stage_times import process_seconds, record_stage_time
+    from mvcaug.io.stage_times import process_seconds, record_stage_time
 
     start = time.perf_counter()
     yield

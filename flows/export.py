@@ -15,10 +15,10 @@ from prefect import flow
 
 from flows.api_server import prefect_api
 from flows.cli import user_errors_as_one_line
-from mvcaug.params import load_params
+from mvcaug.core.params import load_params
 from tasks.export import plan_export, write_export
 
-log = logging.getLogger("mvcaug.export")
+log = logging.getLogger("mvcaug.data.export")
 
 
 @flow(name="export")

@@ -3,8 +3,8 @@
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.params import load_params
-from mvcaug.synthetic_sets import SET_NAMES
+from mvcaug.core.params import load_params
+from mvcaug.data.synthetic_sets import SET_NAMES
 from tasks.filter import filter_set, train_real_classifier, write_filter_metrics
 
 

@@ -10,7 +10,7 @@ import os
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.params import load_params
+from mvcaug.core.params import load_params
 from tasks.finetune import finetune
 
 

@@ -8,11 +8,11 @@ from prefect import flow, unmapped
 
 from flows.cli import run_stage
 from flows.runners import shard_runner
-from mvcaug.params import load_params
-from mvcaug.synthetic_sets import SET_NAMES, synthetic_sets
+from mvcaug.core.params import load_params
+from mvcaug.data.synthetic_sets import SET_NAMES, synthetic_sets
 from tasks.generate import clear_set, generate, plan_set, plan_tasks, remove_stale, write_manifest
 
-log = logging.getLogger("mvcaug.generate")
+log = logging.getLogger("mvcaug.method.generate")
 
 
 @flow(name="generate")

@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.cli import user_errors_as_one_line
-from mvcaug.params import load_params
+from mvcaug.core.params import load_params
 from tasks.ingest import announce_arrival, ingest_images
 
 

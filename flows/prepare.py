@@ -3,7 +3,7 @@
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.params import load_params
+from mvcaug.core.params import load_params
 from tasks.prepare import prepare
 
 

@@ -1,9 +1,9 @@
-"""Flow of the pretrain stage: a small text-to-image model pretrained on a generic corpus (mvcaug.pretrain)."""
+"""Flow of the pretrain stage: a small text-to-image model pretrained on a generic corpus (mvcaug.method.pretrain)."""
 
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.params import load_params
+from mvcaug.core.params import load_params
 from tasks.pretrain import pretrain
 
 

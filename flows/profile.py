@@ -21,10 +21,10 @@ import logging
 import sys
 from pathlib import Path
 
-from mvcaug.atomic import write_text
-from mvcaug.errors import UserError
-from mvcaug.model_sources import resolve_source
-from mvcaug.params import Params, load_params
+from mvcaug.io.atomic import write_text
+from mvcaug.core.errors import UserError
+from mvcaug.models.model_sources import resolve_source
+from mvcaug.core.params import Params, load_params
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ BACKUP = "params-before-profile.yaml"
 def check_local_inputs(params: Params) -> None:
     """The files a run with these params reads from outside the pipeline exist: model folders given as
     local paths, and each classifier's pretrained weights. One line naming the key when one does not."""
-    from mvcaug.classifiers import check_pretrained_files  # torch and timm: only when a profile is applied
-    from mvcaug.embed import PACKAGED_ENCODER
+    from mvcaug.models.classifiers import check_pretrained_files  # torch and timm: only when a profile is applied
+    from mvcaug.method.embed import PACKAGED_ENCODER
 
     if params.caption.backend == "blip2":
         resolve_source(params.caption.model, "caption.model", "a local BLIP-2 folder or a hub id")

@@ -22,8 +22,8 @@ from prefect.artifacts import create_markdown_artifact
 from flows.api_server import prefect_api
 from flows.cli import user_errors_as_one_line
 from flows.pipeline import pipeline_flow
-from mvcaug.locks import exclusive_lock, lock_holder
-from mvcaug.params import load_params
+from mvcaug.io.locks import exclusive_lock, lock_holder
+from mvcaug.core.params import load_params
 from tasks.ingest import DATA_EVENT
 from tasks.vcs import CommandFailed, commit_branch, head, metrics_diff, push, stale_stages, uncommitted
 

@@ -1,5 +1,5 @@
 """Flow of the replicates stage: generate.replicates - 1 more generators, each its own mix, finetune,
-generate, filter and MVC-set cells (mvcaug.replicates); with generate.replicates: 1 it only writes the summary."""
+generate, filter and MVC-set cells (mvcaug.method.replicates); with generate.replicates: 1 it only writes the summary."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from flows.finetune import finetune_flow
 from flows.generate import generate_flow
 from flows.mix import mix_flow
 from flows.train import train_flow
-from mvcaug.params import load_params
+from mvcaug.core.params import load_params
 from tasks.replicates import clear_replicates, write_replicate_params, write_summary
 
 

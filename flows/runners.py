@@ -4,7 +4,7 @@ started here, or an existing cluster's address).
 Every cluster started here has one thread per worker process, so a worker holds one copy of its model,
 and on a GPU machine one worker per GPU, each pinned to its own: dask-cuda's LocalCUDACluster when it is
 installed (`pip install '.[gpu]'`), else a LocalCluster whose worker k gets CUDA_VISIBLE_DEVICES=<GPU k>
-in its Nanny's environment. A worker then takes cuda:0 of what it sees (mvcaug.devices.worker_device).
+in its Nanny's environment. A worker then takes cuda:0 of what it sees (mvcaug.core.devices.worker_device).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from mvcaug.devices import cluster_gpus
+from mvcaug.core.devices import cluster_gpus
 
 if TYPE_CHECKING:
     from distributed.deploy import Cluster

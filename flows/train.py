@@ -12,21 +12,21 @@ from prefect import flow, unmapped
 
 from flows.cli import run_stage
 from flows.runners import shard_runner
-from mvcaug.classifiers import check_pretrained_files
-from mvcaug.params import load_params
-from mvcaug.replicates import repeated_cells
-from mvcaug.train_plots import PLOTS
+from mvcaug.models.classifiers import check_pretrained_files
+from mvcaug.core.params import load_params
+from mvcaug.method.replicates import repeated_cells
+from mvcaug.reporting.train_plots import PLOTS
 from tasks.train import (
     StoredData, load_training_data, plan, remove_stale_cells, train_cell, train_plots, write_results,
 )
 
-log = logging.getLogger("mvcaug.train")
+log = logging.getLogger("mvcaug.judging.train")
 
 
 @flow(name="train")
 def train_grid(root: str, params_file: str, repeated_only: bool = False) -> dict:
     """Train every cell whose inputs changed; write results.json for all of them and the plots folders.
-    repeated_only: only the cells an extra generator repeats (mvcaug.replicates.repeated_cells)."""
+    repeated_only: only the cells an extra generator repeats (mvcaug.method.replicates.repeated_cells)."""
     params = load_params(Path(root) / params_file)
     train_dir = Path(root) / params.paths.train
     cells_dir = str(train_dir / "cells")

@@ -11,7 +11,7 @@ It copies the project into a throw-away git + DVC workspace (the params as commi
 carry over when their inputs match), reads the results with `dvc exp show --json`, ranks the settings by
 the mean validation accuracy of the combined cells (`small_cnn.syn.val_acc_mean`, 5 seeds) and prints
 one table: every setting's validation accuracy, its difference from the top setting with a 95% Welch
-interval (mvcaug.stats.rank_with_ties), and the test accuracy and paired gain of the chosen one only. Test
+interval (mvcaug.judging.stats.rank_with_ties), and the test accuracy and paired gain of the chosen one only. Test
 figures of the other settings are never printed, so nothing is picked by its test score. A tie is called a
 tie: when the defaults cannot be told from the top setting on validation, the defaults stay chosen (no
 change without evidence).
@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mvcaug.stats import rank_with_ties  # noqa: E402
+from mvcaug.judging.stats import rank_with_ties  # noqa: E402
 from tests.workspace import ROOT, make_workspace, run  # noqa: E402
 
 log = logging.getLogger("sweeps.diversity")

@@ -15,16 +15,16 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_parquet
-from mvcaug.caption import (
+from mvcaug.io.atomic import write_parquet
+from mvcaug.method.caption import (
     Captioner, build_captioner, cache_namespace, caption_bodies, caption_table, captioner_config, image_key,
     shard_rows, training_rows, uncached_rows,
 )
-from mvcaug.content_cache import ContentCache, open_cache, store_quietly
-from mvcaug.images import read_manifest
-from mvcaug.params import CaptionParams, Params, PrepareParams
+from mvcaug.io.content_cache import ContentCache, open_cache, store_quietly
+from mvcaug.data.images import read_manifest
+from mvcaug.core.params import CaptionParams, Params, PrepareParams
 
-log = logging.getLogger("mvcaug.caption")
+log = logging.getLogger("mvcaug.method.caption")
 
 
 @dataclass

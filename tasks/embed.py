@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.content_cache import open_cache
-from mvcaug.embed import embed_texts, encoder_info, load_tokenizer, null_text, storage_dtype, truncation_summary
-from mvcaug.embedding_table import write_embeddings
-from mvcaug.params import EmbedParams
+from mvcaug.io.content_cache import open_cache
+from mvcaug.method.embed import embed_texts, encoder_info, load_tokenizer, null_text, storage_dtype, truncation_summary
+from mvcaug.io.embedding_table import write_embeddings
+from mvcaug.core.params import EmbedParams
 
-log = logging.getLogger("mvcaug.embed")
+log = logging.getLogger("mvcaug.method.embed")
 
 
 @task(cache_policy=NO_CACHE)

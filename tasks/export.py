@@ -12,11 +12,11 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.errors import MissingInputError, UserError
-from mvcaug.export import METADATA, ExportFile, check_unique, real_files, synthetic_files
-from mvcaug.images import read_manifest
-from mvcaug.params import Params
-from mvcaug.synthetic_sets import MVC, SyntheticSet, decision_rows
+from mvcaug.core.errors import MissingInputError, UserError
+from mvcaug.data.export import METADATA, ExportFile, check_unique, real_files, synthetic_files
+from mvcaug.data.images import read_manifest
+from mvcaug.core.params import Params
+from mvcaug.data.synthetic_sets import MVC, SyntheticSet, decision_rows
 
 
 class ExportError(UserError, ValueError):

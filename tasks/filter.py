@@ -19,17 +19,17 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json, write_parquet
-from mvcaug.cells import Cell
-from mvcaug.classifiers import load_classifier, save_classifier
-from mvcaug.filter import CLASSIFIER, count_decisions, filter_synthetic, label_scorer
-from mvcaug.images import ImageSet, load_images, read_manifest
-from mvcaug.params import Params
-from mvcaug.quality import classifier_feature_fns
-from mvcaug.synthetic_sets import SyntheticSet, manifest_rows
-from mvcaug.train import TrainingData, fit_cell
+from mvcaug.io.atomic import write_json, write_parquet
+from mvcaug.judging.cells import Cell
+from mvcaug.models.classifiers import load_classifier, save_classifier
+from mvcaug.judging.filter import CLASSIFIER, count_decisions, filter_synthetic, label_scorer
+from mvcaug.data.images import ImageSet, load_images, read_manifest
+from mvcaug.core.params import Params
+from mvcaug.judging.quality import classifier_feature_fns
+from mvcaug.data.synthetic_sets import SyntheticSet, manifest_rows
+from mvcaug.judging.train import TrainingData, fit_cell
 
-log = logging.getLogger("mvcaug.filter")
+log = logging.getLogger("mvcaug.judging.filter")
 
 
 def real_splits(params: Params) -> tuple[ImageSet, ImageSet]:

@@ -11,21 +11,21 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json, write_text
-from mvcaug.digests import digest_files
-from mvcaug.errors import MissingInputError, UserError
-from mvcaug.denoiser import Denoiser, save_denoiser
-from mvcaug.embedding_table import read_embeddings
-from mvcaug.finetune import (
+from mvcaug.io.atomic import write_json, write_text
+from mvcaug.io.digests import digest_files
+from mvcaug.core.errors import MissingInputError, UserError
+from mvcaug.models.denoiser import Denoiser, save_denoiser
+from mvcaug.io.embedding_table import read_embeddings
+from mvcaug.method.finetune import (
     ClassConditions, ConditionSampler, build_denoiser, train_denoiser, trained, validation_grid,
 )
-from mvcaug.images import ImageSet, corpus_images, load_split, read_manifest, resize
-from mvcaug.lora import is_lora
-from mvcaug.model_card import CARD, CardFacts, model_card
-from mvcaug.params import Params
-from mvcaug.pretrain_files import CORPUS
-from mvcaug.pretrained import loads_as_pipeline, remove_pipeline_parts, save_pipeline_parts
-from mvcaug.retrieval import shared_images
+from mvcaug.data.images import ImageSet, corpus_images, load_split, read_manifest, resize
+from mvcaug.models.lora import is_lora
+from mvcaug.models.model_card import CARD, CardFacts, model_card
+from mvcaug.core.params import Params
+from mvcaug.models.pretrain_files import CORPUS
+from mvcaug.models.pretrained import loads_as_pipeline, remove_pipeline_parts, save_pipeline_parts
+from mvcaug.data.retrieval import shared_images
 
 
 def data_digests(params: Params) -> dict[str, str]:

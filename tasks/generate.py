@@ -21,20 +21,20 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import fsync_path, write_json, write_parquet, write_png
-from mvcaug.denoiser import Denoiser
-from mvcaug.devices import load_once
-from mvcaug.errors import MissingInputError
-from mvcaug.generate import (
+from mvcaug.io.atomic import fsync_path, write_json, write_parquet, write_png
+from mvcaug.models.denoiser import Denoiser
+from mvcaug.core.devices import load_once
+from mvcaug.core.errors import MissingInputError
+from mvcaug.method.generate import (
     SHARD_RECORD, GenerationInputs, Shard, ShardJob, WorkUnit, image_specs, plan_shards, plan_work, render_shards,
     shard_fingerprint, synthetic_manifest, tune_denoiser,
 )
-from mvcaug.generation_inputs import load_inputs, load_model
-from mvcaug.params import load_params
-from mvcaug.stored import read_json
-from mvcaug.synthetic_sets import SyntheticSet
+from mvcaug.method.generation_inputs import load_inputs, load_model
+from mvcaug.core.params import load_params
+from mvcaug.io.stored import read_json
+from mvcaug.data.synthetic_sets import SyntheticSet
 
-log = logging.getLogger("mvcaug.generate")
+log = logging.getLogger("mvcaug.method.generate")
 TEMPORARY = ".tmp-"
 
 
@@ -152,7 +152,7 @@ def generation_inputs(root: str, params_file: str, set_name: str) -> GenerationI
 
 @task(cache_policy=NO_CACHE)
 def plan_tasks(root: str, params_file: str, shards: dict[str, list[Shard]]) -> list[WorkUnit]:
-    """The planned shards of every set (set name -> shards) grouped into work units (mvcaug.generate.plan_work)."""
+    """The planned shards of every set (set name -> shards) grouped into work units (mvcaug.method.generate.plan_work)."""
     params = load_params(Path(root) / params_file)
     return plan_work(shards, {name: set_model(name, root, params_file) for name in shards}, params.generate)
 

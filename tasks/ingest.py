@@ -9,12 +9,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import atomic_path
-from mvcaug.digests import file_sha256
-from mvcaug.ingest import Candidate, IngestError, plan_copies
-from mvcaug.prepare import DatasetError, is_image_file, open_image
+from mvcaug.io.atomic import atomic_path
+from mvcaug.io.digests import file_sha256
+from mvcaug.data.ingest import Candidate, IngestError, plan_copies
+from mvcaug.data.prepare import DatasetError, is_image_file, open_image
 
-log = logging.getLogger("mvcaug.ingest")
+log = logging.getLogger("mvcaug.data.ingest")
 
 DATA_EVENT = "mvcaug.data.arrived"
 

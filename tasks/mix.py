@@ -5,9 +5,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.embedding_table import read_embeddings, write_embeddings
-from mvcaug.mix import ablation_params, mix_embeddings
-from mvcaug.params import MixParams
+from mvcaug.io.embedding_table import read_embeddings, write_embeddings
+from mvcaug.method.mix import ablation_params, mix_embeddings
+from mvcaug.core.params import MixParams
 
 
 @task(cache_policy=NO_CACHE)

@@ -12,11 +12,11 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import fsync_path, replacing_folder, write_bytes, write_parquet
-from mvcaug.params import PrepareParams
-from mvcaug.prepare import SPLITS, load_source, manifest_table, model_png, plan_splits, read_groups, working_images
+from mvcaug.io.atomic import fsync_path, replacing_folder, write_bytes, write_parquet
+from mvcaug.core.params import PrepareParams
+from mvcaug.data.prepare import SPLITS, load_source, manifest_table, model_png, plan_splits, read_groups, working_images
 
-log = logging.getLogger("mvcaug.prepare")
+log = logging.getLogger("mvcaug.data.prepare")
 
 STAGING = "staging"
 """Inside the folder being built: each working PNG as it is converted, before its split is known."""
@@ -26,7 +26,7 @@ def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
     """Write images/<split>/<label>/<id>.png (and images_model/ with a model resolution) and
     manifest.parquet as out_dir; return the manifest.
 
-    The whole folder is built beside out_dir and swapped in when complete (mvcaug.atomic.replacing_folder):
+    The whole folder is built beside out_dir and swapped in when complete (mvcaug.io.atomic.replacing_folder):
     a failed or interrupted run outside `dvc repro` (`python -m flows.prepare`) leaves the last good output
     whole, never a manifest naming deleted files; under `dvc repro`, DVC removes the output before the stage
     runs and keeps the last good one in its cache.

@@ -13,21 +13,21 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json, write_parquet, write_png, write_text
-from mvcaug.caption import Captioner, build_captioner
-from mvcaug.denoiser import save_denoiser
-from mvcaug.digests import json_digest
-from mvcaug.content_cache import open_cache
-from mvcaug.embed import embed_texts, null_text
-from mvcaug.finetune import ConditionSampler, train_denoiser, validation_grid
-from mvcaug.params import Params
-from mvcaug.pretrain import (
+from mvcaug.io.atomic import write_json, write_parquet, write_png, write_text
+from mvcaug.method.caption import Captioner, build_captioner
+from mvcaug.models.denoiser import save_denoiser
+from mvcaug.io.digests import json_digest
+from mvcaug.io.content_cache import open_cache
+from mvcaug.method.embed import embed_texts, null_text
+from mvcaug.method.finetune import ConditionSampler, train_denoiser, validation_grid
+from mvcaug.core.params import Params
+from mvcaug.method.pretrain import (
     CHECK_SEED_OFFSET, NO_MIX, Corpus, SelfCheck, accuracy, build_text_to_image, corpus_conditions, folder_corpus,
     glyph_corpus, sample_text_to_image, train_checker, training_params,
 )
-from mvcaug.pretrain_files import CORPUS, CORPUS_GRID, CURVE, CURVE_TIMES, METRICS, MODEL_PARTS, SAMPLES_GRID
+from mvcaug.models.pretrain_files import CORPUS, CORPUS_GRID, CURVE, CURVE_TIMES, METRICS, MODEL_PARTS, SAMPLES_GRID
 
-log = logging.getLogger("mvcaug.pretrain")
+log = logging.getLogger("mvcaug.method.pretrain")
 
 
 def embed_unique(texts: list[str], params: Params) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +186,6 @@ def pretrain_card(params: Params, metrics: dict) -> str:
         f"Pixel space, {params.prepare.channels} channel(s) at {params.prepare.resolution} px; text from "
         f"{params.embed.encoder} (max_length {params.embed.max_length}).", "",
         verdict, "",
-        "Load: `mvcaug.denoiser.load_denoiser(<this folder>, device)`, or as finetune.pretrained with "
+        "Load: `mvcaug.models.denoiser.load_denoiser(<this folder>, device)`, or as finetune.pretrained with "
         "finetune.init: pretrained (conv_in is widened for the conditioning image).", "",
     ])

@@ -9,17 +9,17 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json
-from mvcaug.classifiers import load_classifier
-from mvcaug.condition_effect import condition_effect
-from mvcaug.filter import CLASSIFIER
-from mvcaug.generation_inputs import load_inputs
-from mvcaug.devices import resolve_device
-from mvcaug.images import ImageSet, load_images, load_split
-from mvcaug.inception import inception_feature_fn, load_inception
-from mvcaug.params import load_params
-from mvcaug.quality import classifier_feature_fns, quality_report
-from mvcaug.synthetic_sets import MVC, SyntheticSet, manifest_rows
+from mvcaug.io.atomic import write_json
+from mvcaug.models.classifiers import load_classifier
+from mvcaug.judging.condition_effect import condition_effect
+from mvcaug.judging.filter import CLASSIFIER
+from mvcaug.method.generation_inputs import load_inputs
+from mvcaug.core.devices import resolve_device
+from mvcaug.data.images import ImageSet, load_images, load_split
+from mvcaug.judging.inception import inception_feature_fn, load_inception
+from mvcaug.core.params import load_params
+from mvcaug.judging.quality import classifier_feature_fns, quality_report
+from mvcaug.data.synthetic_sets import MVC, SyntheticSet, manifest_rows
 
 NOT_COMPUTED = "not computed: quality.inception_weights is empty"
 NOT_APPLICABLE = "not applicable: the generator takes no conditioning image (generate.mode: pretrained)"

@@ -10,11 +10,11 @@ import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json, write_text
-from mvcaug.params import Params
-from mvcaug.replicates import PARAMS_FILE, SUMMARY, params_document, replicate_folder, replicate_params
+from mvcaug.io.atomic import write_json, write_text
+from mvcaug.core.params import Params
+from mvcaug.method.replicates import PARAMS_FILE, SUMMARY, params_document, replicate_folder, replicate_params
 
-log = logging.getLogger("mvcaug.replicates")
+log = logging.getLogger("mvcaug.method.replicates")
 
 
 @task(cache_policy=NO_CACHE)
@@ -34,7 +34,7 @@ def write_replicate_params(params: Params, generator: int) -> str:
     """<paths.replicates>/r<k>/params.yaml: the params generator k's stages run with (replicate_params)."""
     path = replicate_folder(params, generator) / PARAMS_FILE
     document = params_document(replicate_params(params, generator))
-    write_text(path, "# written by the replicates stage (mvcaug.replicates.replicate_params); do not edit\n"
+    write_text(path, "# written by the replicates stage (mvcaug.method.replicates.replicate_params); do not edit\n"
                + yaml.safe_dump(document, sort_keys=False))
     return str(path)
 

@@ -1,5 +1,5 @@
 """Task of the report stage: read the train stage's results and logs, the quality and filter measures,
-the stage times and sample images; the domain (mvcaug.summary, mvcaug.report) summarises and renders;
+the stage times and sample images; the domain (mvcaug.judging.summary, mvcaug.reporting.report) summarises and renders;
 write metrics.json, the budget-curve data for `dvc plots`, report.html and report.md."""
 
 from __future__ import annotations
@@ -14,24 +14,24 @@ import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json, write_text
-from mvcaug.cells import PREDICTIONS_FILE, RunResult
-from mvcaug.errors import MissingInputError
-from mvcaug.images import read_image, read_manifest
-from mvcaug.params import Params
-from mvcaug.prepare import GROUP_COLUMN
-from mvcaug.pretrain_files import CORPUS_GRID, CURVE_TIMES, SAMPLES_GRID
-from mvcaug.retrieval import has_classes
-from mvcaug.pretrain_files import CURVE as PRETRAIN_CURVE
-from mvcaug.pretrain_files import METRICS as PRETRAIN_METRICS
-from mvcaug.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
-from mvcaug.stage_times import read_stage_times
-from mvcaug.stored import read_json
-from mvcaug.replicates import SUMMARY as REPLICATES_SUMMARY
-from mvcaug.replicates import replicate_params
-from mvcaug.summary import Replicates, bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
-from mvcaug.synthetic_sets import MVC, SyntheticSet, decision_rows
-from mvcaug.train_plots import DVCLIVE_CURVES
+from mvcaug.io.atomic import write_json, write_text
+from mvcaug.judging.cells import PREDICTIONS_FILE, RunResult
+from mvcaug.core.errors import MissingInputError
+from mvcaug.data.images import read_image, read_manifest
+from mvcaug.core.params import Params
+from mvcaug.data.prepare import GROUP_COLUMN
+from mvcaug.models.pretrain_files import CORPUS_GRID, CURVE_TIMES, SAMPLES_GRID
+from mvcaug.data.retrieval import has_classes
+from mvcaug.models.pretrain_files import CURVE as PRETRAIN_CURVE
+from mvcaug.models.pretrain_files import METRICS as PRETRAIN_METRICS
+from mvcaug.reporting.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
+from mvcaug.io.stage_times import read_stage_times
+from mvcaug.io.stored import read_json
+from mvcaug.method.replicates import SUMMARY as REPLICATES_SUMMARY
+from mvcaug.method.replicates import replicate_params
+from mvcaug.judging.summary import Replicates, bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
+from mvcaug.data.synthetic_sets import MVC, SyntheticSet, decision_rows
+from mvcaug.reporting.train_plots import DVCLIVE_CURVES
 
 BUDGET = "budget"
 """Folder of the budget curve's data (one CSV per series), inside paths.report: what `dvc plots` draws."""

@@ -21,23 +21,23 @@ from dvclive import Live
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from mvcaug.atomic import write_json, write_parquet
-from mvcaug.devices import load_once, worker_device
-from mvcaug.digests import digest_files, json_digest
-from mvcaug.errors import MissingInputError, UserError
-from mvcaug.images import ImageSet, corpus_images, load_images, read_manifest
-from mvcaug.params import Params, PathsParams, TrainParams, load_params
-from mvcaug.pretrain_files import CORPUS as CORPUS_FILE
-from mvcaug.retrieval import has_classes, retrieval_images, shared_images
-from mvcaug.stored import read_json
-from mvcaug.synthetic_sets import MVC, SyntheticSet, kept_rows, synthetic_sets
-from mvcaug.cells import CORPUS, PREDICTIONS_FILE, Cell, RunResult
-from mvcaug.train import (
+from mvcaug.io.atomic import write_json, write_parquet
+from mvcaug.core.devices import load_once, worker_device
+from mvcaug.io.digests import digest_files, json_digest
+from mvcaug.core.errors import MissingInputError, UserError
+from mvcaug.data.images import ImageSet, corpus_images, load_images, read_manifest
+from mvcaug.core.params import Params, PathsParams, TrainParams, load_params
+from mvcaug.models.pretrain_files import CORPUS as CORPUS_FILE
+from mvcaug.data.retrieval import has_classes, retrieval_images, shared_images
+from mvcaug.io.stored import read_json
+from mvcaug.data.synthetic_sets import MVC, SyntheticSet, kept_rows, synthetic_sets
+from mvcaug.judging.cells import CORPUS, PREDICTIONS_FILE, Cell, RunResult
+from mvcaug.judging.train import (
     TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, stored_result,
 )
-from mvcaug.train_plots import CONFUSION_FILE, write_train_plots
+from mvcaug.reporting.train_plots import CONFUSION_FILE, write_train_plots
 
-log = logging.getLogger("mvcaug.train")
+log = logging.getLogger("mvcaug.judging.train")
 
 
 class NothingKept(UserError, ValueError):

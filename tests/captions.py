@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from mvcaug.caption import Captioner, caption_bodies, caption_table, training_rows
-from mvcaug.params import CaptionParams
+from mvcaug.method.caption import Captioner, caption_bodies, caption_table, training_rows
+from mvcaug.core.params import CaptionParams
 
 
 def caption_manifest(manifest: pa.Table, folder: Path, captioner: Captioner, params: CaptionParams) -> pa.Table:

@@ -11,8 +11,8 @@ TINY_RES, TINY_TOKENS, TINY_TEXT_DIM = 8, 4, 16
 
 def tiny_denoiser():
     """A small scratch denoiser (1 channel, 8 px, 16-d text) in eval mode, seeded: for sampling tests."""
-    from mvcaug.finetune import build_denoiser
-    from mvcaug.params import FinetuneParams
+    from mvcaug.method.finetune import build_denoiser
+    from mvcaug.core.params import FinetuneParams
 
     torch.manual_seed(0)
     denoiser = build_denoiser(FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4), channels=1,

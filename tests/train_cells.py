@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mvcaug.images import ImageSet
-from mvcaug.params import ModelSettings, TrainParams
-from mvcaug.prepare import DIGIT_NAMES
-from mvcaug.cells import Cell
-from mvcaug.train import TrainingData
-from mvcaug.train_plots import PLOTS
+from mvcaug.data.images import ImageSet
+from mvcaug.core.params import ModelSettings, TrainParams
+from mvcaug.data.prepare import DIGIT_NAMES
+from mvcaug.judging.cells import Cell
+from mvcaug.judging.train import TrainingData
+from mvcaug.reporting.train_plots import PLOTS
 
 # two seeds of one grid column and one seed of another: seeds pool, columns stay apart
 CELLS = (Cell("small_cnn", "default", "real", 0), Cell("small_cnn", "default", "real", 1),

@@ -129,7 +129,7 @@ def test_a_bug_keeps_its_traceback(workspace: Path) -> None:
     ({"train": {"seeds": [0, -1]}}, "error: params.yaml: 'train.seeds' must be distinct integers >= 0"),
 ])
 def test_bad_seeds_stop_the_train_stage_and_keep_its_cells(workspace: Path, changes, message) -> None:
-    kept = workspace / "data/07_train/cells/small_cnn-default-real-seed0"
+    kept = workspace / "data/10_train/cells/small_cnn-default-real-seed0"
     kept.mkdir(parents=True)
     (kept / "result.json").write_text("{}")
     update_params(workspace, changes)
@@ -210,7 +210,7 @@ def test_a_killed_dvc_repro_takes_its_stage_along_and_two_writers_never_meet(wor
 
 def test_files_kept_in_git_survive_a_failed_rerun(workspace: Path) -> None:
     run(["dvc", "repro", "finetune"], workspace)
-    model = workspace / "data/05_model"
+    model = workspace / "data/06_model"
     before = {name: (model / name).read_bytes() for name in ("metrics.json", "loss.csv")}
     update_params(workspace, {"finetune": {"mixed_precision": "fp16", "steps": 9}})  # fp16 needs a GPU: fails
     failed = run(["dvc", "repro", "finetune"], workspace, check=False)
@@ -224,7 +224,7 @@ def test_files_kept_in_git_survive_a_failed_rerun(workspace: Path) -> None:
 def test_prepare_to_mix_is_byte_identical_at_one_and_two_threads(workspace: Path, tmp_path: Path) -> None:
     """Torch's thread count (OMP_NUM_THREADS) changes nothing up to the mixes; fine-tuning and what follows
     are identical at a fixed thread count (the next test) but differ in the last bits across counts."""
-    outputs = ("data/01_prepared", "data/02_captions", "data/03_embeddings", "data/04_mixed")
+    outputs = ("data/01_prepared", "data/02_captions", "data/03_embeddings", "data/05_mixed")
     hashes = {}
     for threads in (1, 2):
         copy = copy_workspace(workspace, tmp_path / f"threads-{threads}")
@@ -237,7 +237,7 @@ def test_prepare_to_mix_is_byte_identical_at_one_and_two_threads(workspace: Path
 
 
 def test_finetune_reruns_byte_identical_at_a_fixed_thread_count(workspace: Path) -> None:
-    weights = workspace / "data/05_model/unet/diffusion_pytorch_model.safetensors"
+    weights = workspace / "data/06_model/unet/diffusion_pytorch_model.safetensors"
     digests = []
     for _ in range(2):
         subprocess.run([sys.executable, "-m", "flows.finetune"], cwd=workspace, check=True, capture_output=True,

@@ -17,7 +17,7 @@ def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path)
     ws = make_workspace(tmp_path, params)
     run(["dvc", "repro"], ws)
 
-    results = json.loads((ws / "data/07_train/results.json").read_text())
+    results = json.loads((ws / "data/10_train/results.json").read_text())
     cells = {(r["cell"]["baseline"], r["cell"]["strategy"], r["cell"]["synthetic_set"]) for r in results
              if not r["cell"]["per_class"]}
     baselines = ("default", "autoaugment", "randaugment", "trivialaugment")
@@ -29,8 +29,8 @@ def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path)
         for column in ("syn", "rsp", "two_phase"):
             assert f"{short}{column}" in metrics and "gain" in metrics[f"{short}{column}"]
     assert {"baseline", "aa", "ra", "ta", "syn_no_mvc"} <= set(metrics)
-    report = (ws / "data/08_report/report.md").read_text()
+    report = (ws / "data/12_report/report.md").read_text()
     assert "| model | Baseline | AA | RA | TA | Syn | AA+Syn | RA+Syn | TA+Syn |" in report
-    confusion = sorted(p.stem for p in (ws / "data/07_train/plots/confusion").glob("*.json"))
+    confusion = sorted(p.stem for p in (ws / "data/10_train/plots/confusion").glob("*.json"))
     # one per grid column (seeds pooled, controls too), the ablation's, Table 4's, the reference's and the corpus's
     assert len(confusion) == 24

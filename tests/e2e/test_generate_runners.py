@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 
 def synthetic_pixels(workspace: Path) -> dict[str, np.ndarray]:
-    folder = workspace / "data/06_synthetic"
+    folder = workspace / "data/07_synthetic"
     rows = pq.read_table(folder / "manifest.parquet").to_pylist()
     return {r["path"]: np.asarray(Image.open(folder / r["path"]), dtype=np.int16) for r in rows}
 
@@ -29,7 +29,7 @@ def test_dask_runner_matches_local(tmp_path: Path) -> None:
     run(["python", "-m", "flows.generate"], ws)
     local = synthetic_pixels(ws)
 
-    shutil.rmtree(ws / "data/06_synthetic")
+    shutil.rmtree(ws / "data/07_synthetic")
     with local_cluster(2) as (address, client):
         update_params(ws, {"generate": {"task_runner": "dask", "dask_address": address}})
         run(["python", "-m", "flows.generate"], ws)

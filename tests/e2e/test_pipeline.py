@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mvcaug.embedding_table import read_embeddings
+from mvcaug.io.embedding_table import read_embeddings
 from tests.browser import browser  # noqa: F401  (a pytest fixture)
 from tests.workspace import (
     TINY_PARAMS, commit_all, copy_workspace, make_workspace, run, stages_ran, update_params,
@@ -76,41 +76,41 @@ def test_every_artifact(base: Path) -> None:
 
     caption_table, embeddings, info = read_embeddings(base / "data/03_embeddings/embeddings.parquet")
     assert embeddings.shape == (len(captions), 16, 384) and info["shape"] == [16, 384]
-    mixed, _, _ = read_embeddings(base / "data/04_mixed/mixed.parquet")
+    mixed, _, _ = read_embeddings(base / "data/05_mixed/mixed.parquet")
     assert all(len(edits) == 1 + 8 for edits in mixed["edits"].to_pylist())  # P=1, Q=8 by default
-    unmixed, unmixed_emb, unmixed_info = read_embeddings(base / "data/04_mixed/mixed_ablation.parquet")
+    unmixed, unmixed_emb, unmixed_info = read_embeddings(base / "data/05_mixed/mixed_ablation.parquet")
     assert (unmixed_info["coarse_steps"], unmixed_info["fine_steps"]) == (0, 0)
     caption_ids = caption_table["id"].to_pylist()
     for row, embedding in zip(unmixed.to_pylist(), unmixed_emb):
         assert np.array_equal(embedding, embeddings[caption_ids.index(row["start_id"])])
 
-    model = base / "data/05_model"
+    model = base / "data/06_model"
     assert json.loads((model / "unet/config.json").read_text())["in_channels"] == 2
     assert json.loads((model / "metrics.json").read_text())["steps"] == p["finetune"]["steps"]
 
-    synthetic = pq.read_table(base / "data/06_synthetic/manifest.parquet").to_pylist()
+    synthetic = pq.read_table(base / "data/07_synthetic/manifest.parquet").to_pylist()
     assert len(synthetic) == CLASSES * PER_CLASS
     train_ids = {r["id"] for r in manifest.to_pylist() if r["split"] == "train"}
     assert all(s["cond_id"] in train_ids for s in synthetic)
-    with Image.open(base / "data/06_synthetic" / synthetic[0]["path"]) as image:
+    with Image.open(base / "data/07_synthetic" / synthetic[0]["path"]) as image:
         assert image.size == (16, 16) and image.mode == "L"
-    ablation = pq.read_table(base / "data/06_synthetic_ablation/manifest.parquet").to_pylist()
+    ablation = pq.read_table(base / "data/07_synthetic_ablation/manifest.parquet").to_pylist()
     assert ablation == synthetic  # same seeds, conditioning images and mix indices; only the text differs
 
-    decisions = pq.read_table(base / "data/10_filter/mvc.parquet").to_pylist()
+    decisions = pq.read_table(base / "data/08_filter/mvc.parquet").to_pylist()
     assert [d["path"] for d in decisions] == [s["path"] for s in synthetic]
     assert {"kept", "reason", "confidence", "nearest_real_distance", "nearest_real_id"} <= set(decisions[0])
     # tiny params: filter.enabled false, so every image is kept; a reason is what the filter flags
     assert all(d["kept"] for d in decisions)
     assert {d["reason"] for d in decisions} <= {"", "low_confidence", "near_copy", "near_duplicate"}
     assert all(d["nearest_real_id"] in train_ids for d in decisions)
-    assert (base / "data/10_filter/classifier/model.safetensors").is_file()
+    assert (base / "data/08_filter/classifier/model.safetensors").is_file()
 
-    results = json.loads((base / "data/07_train/results.json").read_text())
+    results = json.loads((base / "data/10_train/results.json").read_text())
     assert len(results) == CELLS
     names = {"small_cnn-default-combined-no_mvc-seed1", "small_cnn-default-combined-n1-seed0",
              "small_cnn-default-combined-n2-seed1", "small_cnn-default-two_phase-seed0"}
-    assert names <= {p.name for p in (base / "data/07_train/cells").iterdir()}
+    assert names <= {p.name for p in (base / "data/10_train/cells").iterdir()}
 
     metrics = json.loads((base / "metrics.json").read_text())["small_cnn"]
     assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "real_two_phase", "syn_no_mvc", "syn_pretrained", "syn_n1",
@@ -125,15 +125,15 @@ def test_every_artifact(base: Path) -> None:
     quality = json.loads((base / "data/09_quality/metrics.json").read_text())
     assert {"fid", "kid_mean", "fidelity._all", "memorisation.near_copies", "condition.text_change",
             "condition.image_change", "near_copy_fraction.zero"} <= set(quality)
-    html = (base / "data/08_report/report.html").read_text()
+    html = (base / "data/12_report/report.html").read_text()
     assert html.index('<p class="verdict">') < html.index("<h2>")
     assert "Where the time went" in html and "What the filter flags (filter.enabled is false" in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
-    markdown = (base / "data/08_report/report.md").read_text()
+    markdown = (base / "data/12_report/report.md").read_text()
     assert markdown.splitlines()[2].startswith("**") and "| small_cnn | default |" in markdown
-    budget = sorted(p.name for p in (base / "data/08_report/budget").iterdir())
+    budget = sorted(p.name for p in (base / "data/12_report/budget").iterdir())
     assert budget == ["small_cnn-corpus.csv", "small_cnn-real.csv", "small_cnn-synthetic.csv"]
-    assert (base / "data/08_report/budget/small_cnn-real.csv").read_text().splitlines()[0] == (
+    assert (base / "data/12_report/budget/small_cnn-real.csv").read_text().splitlines()[0] == (
         "images_per_class,accuracy,low,high")
 
 
@@ -153,11 +153,11 @@ def test_a_mix_change_reruns_mix_and_after_only_and_commits_compare(workspace: P
     metrics_diff = run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all"], workspace).stdout
     # (gain_ci_low too, where the seeds disagree: the tiny classifiers often agree exactly, and then there is none)
     assert "small_cnn.syn.gain" in metrics_diff and "small_cnn.baseline.acc_mean" in metrics_diff
-    assert "Syn, P = 1, Q = 3" in (workspace / "data/08_report/report.html").read_text()
+    assert "Syn, P = 1, Q = 3" in (workspace / "data/12_report/report.html").read_text()
 
 
 def test_more_images_keep_finished_shards_and_cells(workspace: Path) -> None:
-    shard_record = workspace / "data/06_synthetic/shard-zero-0000/shard.json"
+    shard_record = workspace / "data/07_synthetic/shard-zero-0000/shard.json"
     before = shard_record.stat().st_mtime_ns
     update_params(workspace, {"generate": {"images_per_class": 6}})
     result = run(["dvc", "repro"], workspace)
@@ -184,15 +184,15 @@ def test_a_code_change_recomputes_exactly_what_ran_that_code(workspace: Path) ->
     # 1. A change in the generation code (same images): DVC reruns generate, which must not keep its old
     #    shards (they are persisted). The shard records hold the new fingerprint, so the later stages rerun,
     #    but the images came out the same and the cells (keyed by the images they train on) are all kept.
-    edit(workspace, "mvcaug/generate.py", '"label": job.shard.label,', '"label": str(job.shard.label),')
+    edit(workspace, "mvcaug/method/generate.py", '"label": job.shard.label,', '"label": str(job.shard.label),')
     result = run(["dvc", "repro"], workspace)
     output = result.stdout + result.stderr
     assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "replicates", "report"}
     assert logged(output, "generate mvc")["kept"] == 0 and logged(output, "generate no_mvc")["kept"] == 0
     assert logged(output, "train")["trained"] == 0
     # 2. A change in a module no shard or cell runs: only its stage reruns, nothing is recomputed.
-    edit(workspace, "mvcaug/report.py", "def loss_chart(", "def fine_tuning_loss_chart(")
-    edit(workspace, "mvcaug/report.py", "_section(\"Denoiser fine-tuning loss\", loss_chart(",
+    edit(workspace, "mvcaug/reporting/report.py", "def loss_chart(", "def fine_tuning_loss_chart(")
+    edit(workspace, "mvcaug/reporting/report.py", "_section(\"Denoiser fine-tuning loss\", loss_chart(",
          "_section(\"Denoiser fine-tuning loss\", fine_tuning_loss_chart(")
     result = run(["dvc", "repro"], workspace)
     assert stages_ran(result.stdout) == {"report"}
@@ -214,11 +214,11 @@ def test_ablation_off_empties_its_set_and_drops_its_cells(workspace: Path) -> No
     # the MVC set is unchanged
     assert stages_ran(result.stdout) == {"generate", "filter", "train", "replicates", "report"}
     assert logged(result.stdout + result.stderr, "train")["trained"] == 0
-    folder = workspace / "data/06_synthetic_ablation"
+    folder = workspace / "data/07_synthetic_ablation"
     assert pq.read_table(folder / "manifest.parquet").num_rows == 0 and not list(folder.glob("shard-*"))
-    assert not list((workspace / "data/07_train/cells").glob("*no_mvc*"))
+    assert not list((workspace / "data/10_train/cells").glob("*no_mvc*"))
     assert "syn_no_mvc" not in json.loads((workspace / "metrics.json").read_text())["small_cnn"]
-    assert "MVC ablation" not in (workspace / "data/08_report/report.html").read_text()
+    assert "MVC ablation" not in (workspace / "data/12_report/report.html").read_text()
 
 
 def test_repeated_generators_nest_the_seeds_in_the_verdict(workspace: Path) -> None:
@@ -235,12 +235,12 @@ def test_repeated_generators_nest_the_seeds_in_the_verdict(workspace: Path) -> N
     assert pq.read_table(folder / "r1/synthetic/manifest.parquet").num_rows == CLASSES * PER_CLASS
     cells = {r["cell"]["strategy"] for r in json.loads((folder / "r1/train/results.json").read_text())}
     assert cells == {"combined", "rsp", "two_phase"}
-    main = {r["cell"]["strategy"] for r in json.loads((workspace / "data/07_train/results.json").read_text())}
+    main = {r["cell"]["strategy"] for r in json.loads((workspace / "data/10_train/results.json").read_text())}
     assert {"real", "reference", "corpus"} <= main  # the controls are the main run's, not repeated
     metrics = json.loads((workspace / "metrics.json").read_text())["small_cnn"]
     assert metrics["syn"]["generators"] == 2 and metrics["syn"]["runs"] == 2 * SEEDS
     assert "generators" not in metrics["baseline"]
-    report = (workspace / "data/08_report/report.md").read_text()
+    report = (workspace / "data/12_report/report.md").read_text()
     assert "the t-interval, 2 generators (fine-tuning, mixing and generation repeated with other seeds)" in report
     assert "gain of each generator (seeds + 0 to + 1)" in report and "gain_generator_1" in json.dumps(metrics["syn"])
     # back to one generator: its folder goes, the verdict is for one generator again
@@ -269,7 +269,7 @@ def test_every_stage_is_a_completed_flow_run_in_prefect(base: Path, prefect_serv
     keys = ["mvcaug-metrics", "mvcaug-report"]
     artifacts = api_post(prefect_server, "artifacts/filter", {"artifacts": {"key": {"any_": keys}}})
     assert set(keys) <= {a["key"] for a in artifacts}
-    verdict = (base / "data/08_report/report.md").read_text().splitlines()[2].strip("*")
+    verdict = (base / "data/12_report/report.md").read_text().splitlines()[2].strip("*")
     metrics_descriptions = [a["description"] for a in artifacts if a["key"] == "mvcaug-metrics"]
     assert verdict in metrics_descriptions  # the verdict opens the artifact too
 
@@ -305,11 +305,11 @@ def test_the_report_reads_at_a_glance_in_a_browser(base: Path, browser) -> None:
 
     from tests.browser import ARTIFACTS
 
-    browser.get((base / "data/08_report/report.html").as_uri())
+    browser.get((base / "data/12_report/report.html").as_uri())
     verdict = browser.find_element(By.CLASS_NAME, "verdict")
     first_heading = browser.find_element(By.TAG_NAME, "h2")
     assert verdict.is_displayed() and verdict.location["y"] < first_heading.location["y"]
-    assert verdict.text == (base / "data/08_report/report.md").read_text().splitlines()[2].strip("*")
+    assert verdict.text == (base / "data/12_report/report.md").read_text().splitlines()[2].strip("*")
     headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
     assert headings[:3] == ["How many images: synthetic vs real", "Training strategies: real only, combined, RSP, "
                             "two-phase", "Test accuracy (%) as in the paper (gain over the matching baseline)"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvcaug.train_plots import CONFUSION, CURVES, PLOTS
+from mvcaug.reporting.train_plots import CONFUSION, CURVES, PLOTS
 from tests.train_cells import CELLS, train_cells
 from tests.workspace import make_workspace, run
 

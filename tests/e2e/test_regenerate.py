@@ -125,10 +125,10 @@ def test_new_data_regenerates_on_a_branch(workspace: Path, tmp_path: Path) -> No
 
     # the remote holds every output: in sync, and a pull after losing outputs and cache restores them
     assert "in sync" in run(["dvc", "status", "-c"], workspace).stdout
-    shutil.rmtree(workspace / "data/08_report")
+    shutil.rmtree(workspace / "data/12_report")
     shutil.rmtree(workspace / ".dvc/cache")
     run(["dvc", "pull"], workspace)
-    assert (workspace / "data/08_report/report.html").is_file()
+    assert (workspace / "data/12_report/report.html").is_file()
     assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
 
     artifact = latest_artifact("regen-metrics-diff")  # the e2e session's server received it

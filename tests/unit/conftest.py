@@ -59,7 +59,7 @@ def imagefolder(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def digits_prepared(tmp_path_factory: pytest.TempPathFactory):
     """The bundled digits at 16 px, 6 train / 4 val / 4 test images per class: (folder, manifest)."""
-    from mvcaug.params import PrepareParams
+    from mvcaug.core.params import PrepareParams
     from tasks.prepare import prepare_dataset
 
     folder = tmp_path_factory.mktemp("digits")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mvcaug.atomic import atomic_path, name_beside, replacing_folder, write_json, write_text
-from mvcaug.errors import DiskFullError
+from mvcaug.io.atomic import atomic_path, name_beside, replacing_folder, write_json, write_text
+from mvcaug.core.errors import DiskFullError
 
 
 def test_files_get_the_mode_the_umask_gives(tmp_path):
@@ -119,7 +119,7 @@ def test_a_half_built_output_of_a_dead_process_is_removed_and_a_live_ones_kept(t
     import subprocess
     import sys
 
-    from mvcaug.atomic import name_beside, replacing_folder
+    from mvcaug.io.atomic import name_beside, replacing_folder
 
     target = tmp_path / "data" / "01_prepared"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from mvcaug.augment import BASELINES, BaselineAugmentation, from_uint8, random_crop, to_uint8
+from mvcaug.judging.augment import BASELINES, BaselineAugmentation, from_uint8, random_crop, to_uint8
 
 SIZE = 16
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.blip2 import Blip2Captioner, clean_caption
-from mvcaug.model_sources import ModelError
-from mvcaug.params import CaptionParams
+from mvcaug.method.blip2 import Blip2Captioner, clean_caption
+from mvcaug.models.model_sources import ModelError
+from mvcaug.core.params import CaptionParams
 from tests.captions import caption_manifest
 
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mvcaug.bootstrap import draw_resamples, percentile_interval, resampled_gains
+from mvcaug.judging.bootstrap import draw_resamples, percentile_interval, resampled_gains
 
 
 def interval(treatment, control, clusters=None, draws=2000):

@@ -13,12 +13,12 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from mvcaug.caption import (
+from mvcaug.method.caption import (
     AttributeCaptioner, CaptionError, FileCaptioner, build_captioner, prefixed,
     read_caption_file,
 )
-from mvcaug.images import read_manifest
-from mvcaug.params import CaptionParams, PrepareParams
+from mvcaug.data.images import read_manifest
+from mvcaug.core.params import CaptionParams, PrepareParams
 from tasks.prepare import prepare_dataset
 from tests.captions import caption_manifest
 
@@ -177,8 +177,8 @@ def test_caption_module_works_on_its_own(tmp_path):
         from pathlib import Path
         import pyarrow as pa
         from PIL import Image
-        from mvcaug.caption import AttributeCaptioner
-        from mvcaug.params import CaptionParams
+        from mvcaug.method.caption import AttributeCaptioner
+        from mvcaug.core.params import CaptionParams
         from tests.captions import caption_manifest
         folder = Path({str(tmp_path)!r})
         Image.new("L", (8, 8)).save(folder / "a.png")

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from mvcaug.charts import MAX_MARKERS, Series, indexed, line_chart, nice_ticks, running_mean
+from mvcaug.reporting.charts import MAX_MARKERS, Series, indexed, line_chart, nice_ticks, running_mean
 
 SVG = "{http://www.w3.org/2000/svg}"
 # Images per class on an uneven scale, given out of order, with 95% bands on the real curve.

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from mvcaug.checkpoints import NOT_RESUMED, RunInputs, flatten_state, list_checkpoints
-from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser
-from mvcaug.params import FinetuneParams, MixParams
+from mvcaug.io.checkpoints import NOT_RESUMED, RunInputs, flatten_state, list_checkpoints
+from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser
+from mvcaug.core.params import FinetuneParams, MixParams
 
 SCRATCH = FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4, batch_size=4, learning_rate=2e-3,
                          lr_warmup_steps=2, validation_every=0, steps=8, checkpoint_every=2)
@@ -78,7 +78,7 @@ def test_a_run_that_differs_only_in_its_process_count_resumes_and_says_the_strea
     train(straight, stop_after=3)  # its checkpoint at step 4: the LR an uninterrupted schedule has there
     train(resumed, stop_after=2)  # interrupted after step 3, last checkpoint at step 2
     as_if_written_by(resumed, 4)  # ... by `accelerate launch` on 4 GPUs
-    with caplog.at_level(logging.WARNING, logger="mvcaug.finetune"):
+    with caplog.at_level(logging.WARNING, logger="mvcaug.method.finetune"):
         seen = train(resumed, stop_after=3)  # a plain `dvc repro`: one process
     assert seen == [2, 3]  # resumed from step 2, not started over
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -97,7 +97,7 @@ def test_a_checkpoint_of_other_inputs_is_kept_aside_with_one_line_saying_why(tmp
     [old] = list_checkpoints(root)
     files = sorted(p.name for p in old.path.iterdir())
     (root / ".tmp-step-000006-123").mkdir()  # a save cut short: never complete, removed
-    with caplog.at_level(logging.WARNING, logger="mvcaug.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="mvcaug.io.checkpoints"):
         seen = train(root, stop_after=1, data="data-2", learning_rate=1e-3)
     assert seen == [0, 1]  # not resumed
     assert [p.name for p in root.iterdir()] == ["step-000002"]  # the new run's own

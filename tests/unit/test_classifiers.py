@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mvcaug.classifiers import ClassifierError, builtin_names, create_classifier
-from mvcaug.errors import MissingInputError
-from mvcaug.wide_resnet import wide_resnet28
+from mvcaug.models.classifiers import ClassifierError, builtin_names, create_classifier
+from mvcaug.core.errors import MissingInputError
+from mvcaug.models.wide_resnet import wide_resnet28
 
 
 

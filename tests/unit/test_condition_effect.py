@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mvcaug.condition_effect import condition_effect, probe_specs
-from mvcaug.generate import GenerationInputs
-from mvcaug.images import ImageSet
-from mvcaug.params import GenerateParams
+from mvcaug.judging.condition_effect import condition_effect, probe_specs
+from mvcaug.method.generate import GenerationInputs
+from mvcaug.data.images import ImageSet
+from mvcaug.core.params import GenerateParams
 from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 
 RES, M, TEXT_DIM = TINY_RES, TINY_TOKENS, TINY_TEXT_DIM

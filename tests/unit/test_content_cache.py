@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mvcaug.caption import (
+from mvcaug.method.caption import (
     AttributeCaptioner, cache_namespace, caption_bodies, captioner_config, shard_rows, training_rows, uncached_rows,
 )
-from mvcaug.content_cache import ContentCache, fingerprint, folder_fingerprint, open_cache, text_key
-from mvcaug.embed import encoder_config
-from mvcaug.params import CaptionParams, EmbedParams, Params, PathsParams
+from mvcaug.io.content_cache import ContentCache, fingerprint, folder_fingerprint, open_cache, text_key
+from mvcaug.method.embed import encoder_config
+from mvcaug.core.params import CaptionParams, EmbedParams, Params, PathsParams
 from tasks.caption import caption_shard, plan_captions
-from mvcaug.embed import embed_texts
+from mvcaug.method.embed import embed_texts
 
 
 def test_put_get_namespaces_and_first_value_wins(tmp_path):
@@ -130,7 +130,7 @@ def test_embeddings_are_stored_batch_by_batch(tmp_path, monkeypatch):
     params = EmbedParams(device="cpu", max_length=8, batch_size=4)
     texts = [f"This is an image of {k}." for k in range(10)]
     cache = ContentCache(tmp_path / "content.sqlite")
-    encode = __import__("mvcaug.embed", fromlist=["encode_texts"]).encode_texts
+    encode = __import__("mvcaug.method.embed", fromlist=["encode_texts"]).encode_texts
     calls = []
 
     def failing_third_batch(encoder, batch, batch_size):
@@ -139,10 +139,10 @@ def test_embeddings_are_stored_batch_by_batch(tmp_path, monkeypatch):
             raise RuntimeError("the encoder died")
         return encode(encoder, batch, batch_size)
 
-    monkeypatch.setattr("mvcaug.embed.encode_texts", failing_third_batch)
+    monkeypatch.setattr("mvcaug.method.embed.encode_texts", failing_third_batch)
     with pytest.raises(RuntimeError, match="died"):
         embed_texts(texts, params, cache)
-    monkeypatch.setattr("mvcaug.embed.encode_texts", encode)
+    monkeypatch.setattr("mvcaug.method.embed.encode_texts", encode)
     _, encoded = embed_texts(texts, params, cache)
     assert calls == [4, 4, 2] and encoded == 2  # the two finished batches were kept
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from mvcaug.devices import (
+from mvcaug.core.devices import (
     UnpinnedWorker, choose_worker_device, cluster_gpus, load_once, started_by_dask_cuda, worker_device,
 )
 

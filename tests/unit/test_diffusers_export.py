@@ -18,12 +18,12 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 from safetensors import safe_open
 
-from mvcaug.denoiser import load_denoiser
-from mvcaug.digests import json_digest
-from mvcaug.finetune import build_denoiser
-from mvcaug.lora import WEIGHTS
-from mvcaug.params import FinetuneParams, Params, PathsParams, PrepareParams
-from mvcaug.sampling import sample
+from mvcaug.models.denoiser import load_denoiser
+from mvcaug.io.digests import json_digest
+from mvcaug.method.finetune import build_denoiser
+from mvcaug.models.lora import WEIGHTS
+from mvcaug.core.params import FinetuneParams, Params, PathsParams, PrepareParams
+from mvcaug.method.sampling import sample
 from tasks.finetune import card_facts, data_digests, finetune, save_model
 from tests.sd_checkpoint import build_tiny_sd
 
@@ -38,8 +38,8 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 def task_params(tmp: Path, prepared: Path, tuning: FinetuneParams, text_dim: int = TEXT_DIM) -> Params:
     """The finetune task on the digits (grayscale, 16 px) with random embeddings of width `text_dim`."""
-    from mvcaug.embedding_table import write_embeddings
-    from mvcaug.images import read_manifest
+    from mvcaug.io.embedding_table import write_embeddings
+    from mvcaug.data.images import read_manifest
 
     train = [r for r in read_manifest(prepared).to_pylist() if r["split"] == "train"]
     rng = np.random.default_rng(0)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mvcaug import caption, embed, generate, train
-from mvcaug.checkpoints import CODE_ENTRIES as FINETUNE_ENTRIES
-from mvcaug.digests import PROJECT_PACKAGES, PROJECT_ROOT, code_digest, digest_files, file_sha256, import_closure
+from mvcaug.judging import train
+from mvcaug.method import caption, embed, generate
+from mvcaug.io.checkpoints import CODE_ENTRIES as FINETUNE_ENTRIES
+from mvcaug.io.digests import PROJECT_PACKAGES, PROJECT_ROOT, code_digest, digest_files, file_sha256, import_closure
 
 RESULTS = {  # what each cached or persisted result is keyed by
     "generate shard": generate.CODE_ENTRIES,
@@ -50,7 +51,7 @@ def test_a_copy_digests_like_the_checkout(project):
 
 def test_changing_the_sampler_recomputes_shards_and_checkpoints_only(project):
     before = digests(project)
-    edit(project, "mvcaug/sampling.py", "return guidance * full + (1 - guidance) * text_free",
+    edit(project, "mvcaug/method/sampling.py", "return guidance * full + (1 - guidance) * text_free",
          "return guidance * full + (1.0 - guidance) * text_free + 0.0")
     after = digests(project)
     changed = {name for name in before if before[name] != after[name]}
@@ -60,7 +61,7 @@ def test_changing_the_sampler_recomputes_shards_and_checkpoints_only(project):
 
 def test_changing_the_trainer_recomputes_cells_only(project):
     before = digests(project)
-    edit(project, "mvcaug/strategies.py", "included = torch.rand(len(real), generator=generator) < p",
+    edit(project, "mvcaug/judging/strategies.py", "included = torch.rand(len(real), generator=generator) < p",
          "included = torch.rand(len(real), generator=generator) <= p")
     after = digests(project)
     assert {name for name in before if before[name] != after[name]} == {"train cell"}
@@ -68,21 +69,21 @@ def test_changing_the_trainer_recomputes_cells_only(project):
 
 def test_an_unrelated_module_or_a_comment_recomputes_nothing(project):
     before = digests(project)
-    edit(project, "mvcaug/report.py", "def render_markdown(", "def render_markdown_renamed(")  # no result imports it
-    edit(project, "mvcaug/train.py", "# 1. Inputs at the model's size", "# 1. Inputs, resized to the model's size")
-    edit(project, "mvcaug/generate.py", "\n\n\ndef plan_shards", "\n\n\n\ndef plan_shards")
+    edit(project, "mvcaug/reporting/report.py", "def render_markdown(", "def render_markdown_renamed(")  # no result imports it
+    edit(project, "mvcaug/judging/train.py", "# 1. Inputs at the model's size", "# 1. Inputs, resized to the model's size")
+    edit(project, "mvcaug/method/generate.py", "\n\n\ndef plan_shards", "\n\n\n\ndef plan_shards")
     assert digests(project) == before
 
 
 def test_the_closure_follows_lazy_imports(project):
-    closure = {p.relative_to(project).as_posix() for p in import_closure(["mvcaug.caption"], project)}
-    assert {"mvcaug/caption.py", "mvcaug/image_attributes.py", "mvcaug/blip2.py"} <= closure  # blip2: lazy
-    assert "mvcaug/train.py" not in closure
+    closure = {p.relative_to(project).as_posix() for p in import_closure(["mvcaug.method.caption"], project)}
+    assert {"mvcaug/method/caption.py", "mvcaug/method/image_attributes.py", "mvcaug/method/blip2.py"} <= closure  # blip2: lazy
+    assert "mvcaug/judging/train.py" not in closure
 
 
 def test_library_versions_count(project):
-    assert code_digest(["mvcaug.mix"], ["numpy"], root=project) != code_digest(["mvcaug.mix"], [], root=project)
-    assert code_digest(["mvcaug.mix"], ["numpy", "numpy"], root=project) == code_digest(["mvcaug.mix"], ["numpy"],
+    assert code_digest(["mvcaug.method.mix"], ["numpy"], root=project) != code_digest(["mvcaug.method.mix"], [], root=project)
+    assert code_digest(["mvcaug.method.mix"], ["numpy", "numpy"], root=project) == code_digest(["mvcaug.method.mix"], ["numpy"],
                                                                                             root=project)
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mvcaug.embed import (
+from mvcaug.method.embed import (
     PACKAGED_ENCODER, encode_texts, load_text_encoder, storage_dtype,
 )
-from mvcaug.embedding_table import read_embeddings
-from mvcaug.model_sources import ModelError
-from mvcaug.params import EmbedParams, ParamsError
+from mvcaug.io.embedding_table import read_embeddings
+from mvcaug.models.model_sources import ModelError
+from mvcaug.core.params import EmbedParams, ParamsError
 
 CAPTIONS = [
     "This is an image of zero. A thin, upright, small narrow grey shape.",
@@ -118,8 +118,8 @@ def test_a_max_length_above_the_encoders_limit_is_refused_in_one_line(tmp_path, 
 @pytest.fixture(scope="module")
 def digits_captions(digits_prepared, tmp_path_factory) -> Path:
     """The digits' training captions as the caption stage writes them (the attribute captioner)."""
-    from mvcaug.caption import build_captioner
-    from mvcaug.params import CaptionParams, PrepareParams
+    from mvcaug.method.caption import build_captioner
+    from mvcaug.core.params import CaptionParams, PrepareParams
     from tests.captions import caption_manifest
 
     folder, manifest = digits_prepared
@@ -135,7 +135,7 @@ def test_the_embed_stage_records_and_logs_how_many_captions_max_length_truncates
     from tasks.embed import embed
 
     captions = pq.read_table(digits_captions)["caption"].to_pylist()
-    with caplog.at_level(logging.WARNING, logger="mvcaug.embed"):
+    with caplog.at_level(logging.WARNING, logger="mvcaug.method.embed"):
         summary = embed.fn(EmbedParams(device="cpu"), str(digits_captions), str(tmp_path / "default"))
     truncation = read_embeddings(tmp_path / "default" / "embeddings.parquet")[2]["truncation"]
     assert truncation["truncated"] == truncation["texts"] == len(captions) == summary["truncated"] > 0
@@ -143,7 +143,7 @@ def test_the_embed_stage_records_and_logs_how_many_captions_max_length_truncates
     [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert line.startswith(f"embed: {len(captions)} of {len(captions)} captions are longer than embed.max_length=24")
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="mvcaug.embed"):
+    with caplog.at_level(logging.WARNING, logger="mvcaug.method.embed"):
         embed.fn(EmbedParams(device="cpu", max_length=64), str(digits_captions), str(tmp_path / "long"))
     truncation = read_embeddings(tmp_path / "long" / "embeddings.parquet")[2]["truncation"]
     assert truncation["truncated"] == 0 and not caplog.records

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mvcaug.embedding_table import (
+from mvcaug.io.embedding_table import (
     EMBEDDING_COLUMN, METADATA_KEY, embedding_info, embedding_table, read_embeddings, write_embeddings,
 )
 

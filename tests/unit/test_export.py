@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from mvcaug.errors import MissingInputError
-from mvcaug.params import Params, PathsParams, PrepareParams
+from mvcaug.core.errors import MissingInputError
+from mvcaug.core.params import Params, PathsParams, PrepareParams
 from tasks.export import ExportError, plan_export, write_export
 from tasks.prepare import prepare_dataset
 

@@ -12,8 +12,8 @@ import pytest
 import scipy.special
 import torch
 
-from mvcaug.errors import UserError
-from mvcaug.filter import (
+from mvcaug.core.errors import UserError
+from mvcaug.judging.filter import (
     ClassifierScorer,
     FilterError,
     FilterResult,
@@ -27,10 +27,10 @@ from mvcaug.filter import (
     label_scorer,
     true_class_probability,
 )
-from mvcaug.params import FilterParams, ModelSettings, ParamsError, TrainParams, params_from_dict
-from mvcaug.quality import classifier_feature_fns
-from mvcaug.cells import Cell
-from mvcaug.train import TrainingData, fit_cell
+from mvcaug.core.params import FilterParams, ModelSettings, ParamsError, TrainParams, params_from_dict
+from mvcaug.judging.quality import classifier_feature_fns
+from mvcaug.judging.cells import Cell
+from mvcaug.judging.train import TrainingData, fit_cell
 from tests.sd_checkpoint import MAX_TOKENS, write_tokenizer
 from tests.train_cells import digits_data
 
@@ -254,7 +254,7 @@ def tiny_clip(tmp_path_factory) -> Path:
 
 
 def test_clip_scorer_gives_class_probabilities_and_its_own_calibrated_threshold(tiny_clip, scorer, classifier, data):
-    from mvcaug.clip_scores import ClipScorer
+    from mvcaug.judging.clip_scores import ClipScorer
 
     params = FilterParams(clip_model=str(tiny_clip))
     clip = label_scorer(params, classifier[1], device="cpu")
@@ -276,7 +276,7 @@ def test_clip_scorer_gives_class_probabilities_and_its_own_calibrated_threshold(
 
 
 def test_a_missing_or_broken_clip_folder_is_a_one_line_user_error(tmp_path, classifier):
-    from mvcaug.clip_scores import ClipModelError
+    from mvcaug.judging.clip_scores import ClipModelError
 
     broken = tmp_path / "broken"
     broken.mkdir()

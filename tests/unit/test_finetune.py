@@ -9,9 +9,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from mvcaug.denoiser import build_scratch_unet, expand_conv_in, load_denoiser, save_denoiser
-from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, dropout_masks, train_denoiser
-from mvcaug.params import FinetuneParams, MixParams
+from mvcaug.models.denoiser import build_scratch_unet, expand_conv_in, load_denoiser, save_denoiser
+from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser, dropout_masks, train_denoiser
+from mvcaug.core.params import FinetuneParams, MixParams
 
 TINY = FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4)
 CPU = torch.device("cpu")

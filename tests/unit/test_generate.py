@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.generate import (
+from mvcaug.method.generate import (
     SHARD_RECORD, GenerationInputs, Shard, ShardJob, WorkUnit, denoise_items, image_specs, plan_shards, plan_work,
     shard_fingerprint, synthetic_manifest, tune_denoiser,
 )
-from mvcaug.images import ImageSet
-from mvcaug.params import GenerateParams
-from mvcaug.sampling import sample
+from mvcaug.data.images import ImageSet
+from mvcaug.core.params import GenerateParams
+from mvcaug.method.sampling import sample
 from tasks.generate import remove_stale_shards, store_shard as generate_shard, store_shards
 from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 

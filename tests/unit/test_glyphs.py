@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvcaug.glyphs import DIGIT_WORDS, FACES, draw_specs, faces_folder, glyph_word, render
-from mvcaug.prepare import DIGIT_NAMES
-from mvcaug.pretrain import glyph_corpus
+from mvcaug.data.glyphs import DIGIT_WORDS, FACES, draw_specs, faces_folder, glyph_word, render
+from mvcaug.data.prepare import DIGIT_NAMES
+from mvcaug.method.pretrain import glyph_corpus
 
 GLYPHS = "0123456789ACEHKLMNPRTUXY"
 

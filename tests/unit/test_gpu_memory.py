@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mvcaug.denoiser import build_scratch_unet
-from mvcaug.finetune import ClassConditions, ConditionSampler, train_denoiser
-from mvcaug.gpu_memory import GIB, activation_bytes_per_sample, check_fits, estimate_peak_memory
-from mvcaug.params import FinetuneParams, MixParams, ParamsError
+from mvcaug.models.denoiser import build_scratch_unet
+from mvcaug.method.finetune import ClassConditions, ConditionSampler, train_denoiser
+from mvcaug.models.gpu_memory import GIB, activation_bytes_per_sample, check_fits, estimate_peak_memory
+from mvcaug.core.params import FinetuneParams, MixParams, ParamsError
 
 TEXT = (6, 16)
 PARAMS = FinetuneParams(block_out_channels=(16, 32), attention_head_dim=4, batch_size=8, validation_every=0)
@@ -41,8 +41,8 @@ def test_the_parts_add_up_and_follow_the_knobs(unet):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adafactor"])
 def test_the_optimizer_state_is_what_the_optimizer_allocates(unet, optimizer):
-    from mvcaug.finetune import make_optimizer
-    from mvcaug.gpu_memory import optimizer_state_bytes
+    from mvcaug.method.finetune import make_optimizer
+    from mvcaug.models.gpu_memory import optimizer_state_bytes
 
     copy = build_scratch_unet(3, 16, TEXT[1], PARAMS)
     optim = make_optimizer(copy.parameters(), dataclasses.replace(PARAMS, optimizer=optimizer))
@@ -85,7 +85,7 @@ def two_classes() -> tuple[torch.Tensor, ConditionSampler, np.ndarray]:
 
 @pytest.mark.parametrize("changes", [{"optimizer": "adafactor"}, {"ema": True, "ema_decay": 0.9, "ema_device": "cpu"}])
 def test_the_memory_saving_options_train(changes):
-    from mvcaug.finetune import build_denoiser
+    from mvcaug.method.finetune import build_denoiser
 
     params = FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4, batch_size=4, learning_rate=3e-3,
                             lr_warmup_steps=0, steps=30, lr_scheduler="constant", validation_every=0, **changes)
@@ -98,8 +98,8 @@ def test_the_memory_saving_options_train(changes):
 
 
 def test_the_optimizer_steps_temporaries_are_counted_beside_its_state():
-    from mvcaug.finetune import adamw_kernel
-    from mvcaug.gpu_memory import optimizer_step_bytes
+    from mvcaug.method.finetune import adamw_kernel
+    from mvcaug.models.gpu_memory import optimizer_step_bytes
 
     parameters = [torch.nn.Parameter(torch.zeros(6, 5)), torch.nn.Parameter(torch.zeros(7))]
     assert optimizer_step_bytes(parameters, "adamw", fused=False) == 4 * 37  # foreach: one list as large as the weights

@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from mvcaug.images import read_image
+from mvcaug.data.images import read_image
 
 
 def open_files() -> int:

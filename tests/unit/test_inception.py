@@ -8,9 +8,9 @@ import safetensors.torch
 import torch
 import torchvision
 
-from mvcaug.errors import UserError
-from mvcaug.inception import INCEPTION_DIM, InceptionWeightsError, inception_feature_fn, load_inception
-from mvcaug.quality import distribution_distances, extract, frechet_distance
+from mvcaug.core.errors import UserError
+from mvcaug.judging.inception import INCEPTION_DIM, InceptionWeightsError, inception_feature_fn, load_inception
+from mvcaug.judging.quality import distribution_distances, extract, frechet_distance
 
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mvcaug.ingest import Candidate, IngestError, contained_target, plan_copies
+from mvcaug.data.ingest import Candidate, IngestError, contained_target, plan_copies
 from tasks.ingest import ingest_images
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mvcaug.digests import PROJECT_ROOT
+from mvcaug.io.digests import PROJECT_ROOT
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -28,10 +28,11 @@ def test_no_task_imports_a_task_or_a_flow(path):
     assert not wrong, f"tasks/{path.name} imports {', '.join(wrong)}: move what they share into mvcaug/"
 
 
-@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "mvcaug").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((PROJECT_ROOT / "mvcaug").rglob("*.py")),
+                         ids=lambda p: p.relative_to(PROJECT_ROOT).as_posix())
 def test_the_domain_imports_no_task_flow_or_orchestrator(path):
     wrong = sorted(m for m in imported_modules(path) if m.split(".")[0] in ("tasks", "flows", "prefect", "dvc"))
-    assert not wrong, f"mvcaug/{path.name} imports {', '.join(wrong)}: the domain is pure of orchestration"
+    assert not wrong, f"{path.relative_to(PROJECT_ROOT)} imports {', '.join(wrong)}: the domain is pure of orchestration"
 
 
 def test_the_checks_see_imports_inside_functions(tmp_path):

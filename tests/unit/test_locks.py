@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from mvcaug.locks import exclusive_lock, lock_holder
+from mvcaug.io.locks import exclusive_lock, lock_holder
 
 
 def test_a_second_holder_is_turned_away_and_learns_the_pid(tmp_path):
@@ -13,7 +13,7 @@ def test_a_second_holder_is_turned_away_and_learns_the_pid(tmp_path):
     with exclusive_lock(path) as first:
         assert first
         holder = subprocess.run([sys.executable, "-c", f"""
-from mvcaug.locks import exclusive_lock, lock_holder
+from mvcaug.io.locks import exclusive_lock, lock_holder
 with exclusive_lock({str(path)!r}) as held:
     print(held, lock_holder({str(path)!r}))
 """], capture_output=True, text=True, check=True).stdout.split()
@@ -26,7 +26,7 @@ def test_the_lock_goes_with_a_killed_holder(tmp_path):
     path = tmp_path / "stage.lock"
     killed = subprocess.Popen([sys.executable, "-c", f"""
 import time
-from mvcaug.locks import exclusive_lock
+from mvcaug.io.locks import exclusive_lock
 with exclusive_lock({str(path)!r}):
     print("held", flush=True)
     time.sleep(60)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from mvcaug.checkpoints import list_checkpoints
-from mvcaug.denoiser import load_denoiser, save_denoiser
-from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser
-from mvcaug.lora import UNET_WEIGHTS, WEIGHTS
-from mvcaug.params import FinetuneParams, MixParams, ParamsError, load_params
-from mvcaug.sampling import sample
+from mvcaug.io.checkpoints import list_checkpoints
+from mvcaug.models.denoiser import load_denoiser, save_denoiser
+from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser
+from mvcaug.models.lora import UNET_WEIGHTS, WEIGHTS
+from mvcaug.core.params import FinetuneParams, MixParams, ParamsError, load_params
+from mvcaug.method.sampling import sample
 from tests.sd_checkpoint import build_tiny_sd
 
 CPU = torch.device("cpu")

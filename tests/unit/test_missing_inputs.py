@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.cli import missing_input
-from mvcaug.cells import Cell
-from mvcaug.embedding_table import read_embeddings
-from mvcaug.images import read_image
-from mvcaug.params import PrepareParams, load_params
+from mvcaug.judging.cells import Cell
+from mvcaug.io.embedding_table import read_embeddings
+from mvcaug.data.images import read_image
+from mvcaug.core.params import PrepareParams, load_params
 from tasks.prepare import prepare_dataset
 from tests.workspace import env, make_workspace
 
@@ -39,8 +39,8 @@ def raised(read) -> FileNotFoundError:
 @pytest.mark.parametrize(("read", "stage", "named"), [
     (lambda: pq.read_table("data/02_captions/captions.parquet"), "caption", "data/02_captions/captions.parquet"),
     (lambda: read_embeddings("data/03_embeddings/embeddings.parquet"), "embed", "embeddings.parquet"),
-    (lambda: read_image("data/06_synthetic/shard-zero-0000/zero-00000.png"), "generate", "zero-00000.png"),
-    (lambda: open("data/07_train/results.json"), "train", "data/07_train/results.json"),
+    (lambda: read_image("data/07_synthetic/shard-zero-0000/zero-00000.png"), "generate", "zero-00000.png"),
+    (lambda: open("data/10_train/results.json"), "train", "data/10_train/results.json"),
     (lambda: read_image("data/01_prepared/images/train/zero/gone.png"), "prepare", "gone.png"),
 ])
 def test_a_missing_file_of_an_earlier_stage_names_the_file_and_that_stage(workspace, monkeypatch, read, stage, named):

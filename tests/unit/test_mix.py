@@ -8,11 +8,11 @@ import itertools
 import numpy as np
 import pytest
 
-from mvcaug.embedding_table import read_embeddings, write_embeddings
-from mvcaug.mix import (
+from mvcaug.io.embedding_table import read_embeddings, write_embeddings
+from mvcaug.method.mix import (
     MixError, ablation_params, apply_plan, class_stream, draw_plan, mix_class, mix_embeddings, replay_row,
 )
-from mvcaug.params import MixParams
+from mvcaug.core.params import MixParams
 
 M, D = 6, 10
 

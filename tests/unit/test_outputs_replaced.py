@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mvcaug.train_plots import DVCLIVE_CONFUSION, PLOTS, write_train_plots
+from mvcaug.reporting.train_plots import DVCLIVE_CONFUSION, PLOTS, write_train_plots
 from tests.train_cells import CELLS, train_cells
 
 

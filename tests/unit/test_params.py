@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 import yaml
 
-from mvcaug.params import (
+from mvcaug.core.params import (
     FinetuneParams, GenerateParams, ModelSettings, Params, ParamsError, PrepareParams, load_params, params_from_dict,
 )
 
@@ -151,7 +151,7 @@ def test_a_classifier_needs_a_positive_batch_size(tmp_path):
 def test_the_real_model_profile_loads_and_matches_params_yaml_key_for_key():
     import yaml
 
-    from mvcaug.params import load_params
+    from mvcaug.core.params import load_params
 
     profile = load_params(REPO_ROOT / "profiles/sd15.yaml")
     assert (profile.caption.backend, profile.finetune.init, profile.finetune.codec) == ("blip2", "pretrained", "vae")
@@ -162,7 +162,7 @@ def test_the_real_model_profile_loads_and_matches_params_yaml_key_for_key():
 
 
 def test_two_phase_needs_a_shorter_second_phase():
-    from mvcaug.params import ParamsError, params_from_dict
+    from mvcaug.core.params import ParamsError, params_from_dict
 
     raw = {"train": {"phase2_epochs": 10, "model_settings": {"small_cnn": {"epochs": 5}}}}
     with pytest.raises(ParamsError, match="phase2_epochs"):
@@ -247,7 +247,7 @@ def qualified(obj: object) -> str:
 def finetune_optimizer(params: Params) -> str:
     import torch
 
-    from mvcaug.finetune import make_optimizer
+    from mvcaug.method.finetune import make_optimizer
 
     return qualified(make_optimizer([torch.nn.Parameter(torch.zeros(3))], params.finetune))
 
@@ -255,7 +255,7 @@ def finetune_optimizer(params: Params) -> str:
 def classifier_optimizer(params: Params) -> str:
     import torch
 
-    from mvcaug.train import make_optimizer
+    from mvcaug.judging.train import make_optimizer
 
     return qualified(make_optimizer(torch.nn.Linear(2, 2), params.train.model_settings[MODEL], lr=0.1))
 
@@ -263,7 +263,7 @@ def classifier_optimizer(params: Params) -> str:
 def ema_device(params: Params) -> str:
     import torch
 
-    from mvcaug.finetune import ema_device
+    from mvcaug.method.finetune import ema_device
 
     return str(ema_device(params.finetune, torch.device("meta")))  # meta stands for the accelerator
 
@@ -271,7 +271,7 @@ def ema_device(params: Params) -> str:
 def generate_dtype(params: Params) -> str:
     import torch
 
-    from mvcaug.devices import resolve_dtype
+    from mvcaug.core.devices import resolve_dtype
 
     return str(resolve_dtype(params.generate.dtype, torch.device("cpu")))
 
@@ -307,7 +307,8 @@ def test_each_optimizer_choice_reaches_the_optimizer_its_section_builds(tmp_path
     section takes the other's words (finetune.optimizer: sgd used to be accepted, then trained with AdamW)."""
     import torch
 
-    from mvcaug import finetune, train
+    from mvcaug.judging import train
+    from mvcaug.method import finetune
 
     paths = {path for path, _ in field_types()}  # the walk the tests above and below rely on reaches both
     assert {path[0] for path in paths} == {item.name for item in dataclasses.fields(Params)}
@@ -425,7 +426,7 @@ PREFIXES_KEPT = [
 
 def test_caption_prefix_takes_the_label_field_alone(tmp_path):
     """Any other field, or a stray brace, used to fail in the caption stage (KeyError, IndexError, ValueError)."""
-    from mvcaug.caption import prefixed
+    from mvcaug.method.caption import prefixed
 
     for prefix, named in PREFIXES_REFUSED:
         path = write_yaml(tmp_path, yaml.safe_dump({"caption": {"prefix": prefix}}))

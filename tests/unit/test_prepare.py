@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mvcaug.params import PrepareParams
+from mvcaug.core.params import PrepareParams
 from tasks.prepare import prepare_dataset
-from mvcaug.prepare import (
+from mvcaug.data.prepare import (
     DIGIT_NAMES, MANIFEST_COLUMNS, DatasetError, eight_bit, load_imagefolder_source, stratified_split,
 )
 
@@ -354,9 +354,9 @@ def test_a_decompression_bomb_names_the_file(tmp_path, make_imagefolder, monkeyp
 
 
 def test_model_resolution_copies_come_from_the_source_resized_once(tmp_path, make_imagefolder):
-    from mvcaug.caption import image_key, image_path
-    from mvcaug.images import load_split
-    from mvcaug.prepare import png_bytes, to_working_image
+    from mvcaug.method.caption import image_key, image_path
+    from mvcaug.data.images import load_split
+    from mvcaug.data.prepare import png_bytes, to_working_image
 
     source = make_imagefolder(tmp_path / "src", {"cat": 5, "dog": 5}, size=(48, 48))
     params = folder_params(source, resolution=16, model_resolution=32, channels=3)
@@ -386,7 +386,7 @@ def test_the_manifest_names_every_prepared_file_with_its_sha256(tmp_path, make_i
     named in it with the sha256 of its bytes."""
     import yaml
 
-    from mvcaug.digests import PROJECT_ROOT
+    from mvcaug.io.digests import PROJECT_ROOT
 
     source = make_imagefolder(tmp_path / "src", {"cat": 5, "dog": 5}, size=(48, 48))
     out = tmp_path / "out"
@@ -428,7 +428,7 @@ def test_a_failed_rerun_leaves_the_last_good_output_whole(tmp_path, make_imagefo
     writing (here a full disk at the manifest, the last write) or stops at a corrupt image midway leaves the
     old manifest naming exactly the files on disk, with their hashes, and no half-built folder."""
     import tasks.prepare
-    from mvcaug.errors import DiskFullError
+    from mvcaug.core.errors import DiskFullError
 
     source = make_imagefolder(tmp_path / "src", {"cat": 6, "dog": 6})
     out = tmp_path / "out"
@@ -517,7 +517,7 @@ def test_nan_and_infinite_pixels_are_left_out_of_the_range(tmp_path, make_imagef
 def test_transparent_pixels_are_composited_on_white(tmp_path, channels):
     """The colour a file keeps under transparent pixels (here red) is hidden: it must not become the
     background. RGBA, LA and a palette image with a transparent entry alike."""
-    from mvcaug.prepare import to_working_image
+    from mvcaug.data.prepare import to_working_image
 
     rgba = np.zeros((8, 8, 4), dtype=np.uint8)
     rgba[..., 0] = 255  # red everywhere, ...
@@ -606,7 +606,7 @@ def test_exif_orientation_is_applied(tmp_path, make_imagefolder):
 
 def test_square_sources_are_the_same_in_every_resize_mode():
     """The bundled digits are 8 x 8 squares: each mode gives the very bytes the default pipeline wrote."""
-    from mvcaug.prepare import load_digits_source, png_bytes, to_working_image
+    from mvcaug.data.prepare import load_digits_source, png_bytes, to_working_image
 
     for item in load_digits_source()[:20]:
         image = item.image
@@ -717,7 +717,7 @@ def test_a_tilde_in_the_image_folder_is_explained(tmp_path):
 def test_a_sliver_padded_keeps_its_pixels(tmp_path, make_imagefolder):
     """A 64 x 1 strip under prepare.resize: pad was scaled to 8 x 0 px: an all-black square (and a 1 x 64
     strip in another class the same black square, refused as one image under two labels)."""
-    from mvcaug.prepare import to_working_image
+    from mvcaug.data.prepare import to_working_image
 
     strip = Image.fromarray(np.full((1, 64, 3), 200, dtype=np.uint8))
     for image in (strip, strip.transpose(Image.Transpose.TRANSPOSE)):

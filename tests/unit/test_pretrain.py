@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from mvcaug.denoiser import load_denoiser, takes_image_condition
-from mvcaug.finetune import ClassConditions, ConditionSampler, build_denoiser
-from mvcaug.mix import draw_plan
-from mvcaug.params import FinetuneParams, MixParams, Params, ParamsError, PathsParams, PretrainParams, params_from_dict
-from mvcaug.pretrain import SelfCheck, corpus_conditions, glyph_corpus
+from mvcaug.models.denoiser import load_denoiser, takes_image_condition
+from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser
+from mvcaug.method.mix import draw_plan
+from mvcaug.core.params import FinetuneParams, MixParams, Params, ParamsError, PathsParams, PretrainParams, params_from_dict
+from mvcaug.method.pretrain import SelfCheck, corpus_conditions, glyph_corpus
 
 TINY = PretrainParams(glyphs="17K", per_glyph=4, check_per_glyph=2, block_out_channels=(8, 16), attention_head_dim=4,
                       steps=3, batch_size=4, lr_warmup_steps=1, check_every=2, check_steps=2)
@@ -115,7 +115,7 @@ def test_finetune_from_the_pretrain_output_needs_a_pretrain_source():
 
 
 def test_own_captions_follow_image_ids_not_row_order():
-    from mvcaug.errors import MissingInputError
+    from mvcaug.core.errors import MissingInputError
     from tasks.finetune import own_captions
 
     image_ids = ["a0", "b0", "a1", "a2"]
@@ -129,7 +129,7 @@ def test_min_snr_weights_cap_the_easy_timesteps():
     from diffusers import DDPMScheduler
     from diffusers.training_utils import compute_snr
 
-    from mvcaug.finetune import min_snr_weights
+    from mvcaug.method.finetune import min_snr_weights
 
     t = torch.tensor([1, 100, 500, 999])
     for kind in ("epsilon", "v_prediction"):
@@ -152,8 +152,8 @@ def unlabeled_folder(root, make_imagefolder):
 
 
 def test_a_folder_corpus_is_every_image_below_it_captioned_without_a_class_prefix(make_imagefolder, tmp_path):
-    from mvcaug.caption import AttributeCaptioner
-    from mvcaug.pretrain import folder_corpus
+    from mvcaug.method.caption import AttributeCaptioner
+    from mvcaug.method.pretrain import folder_corpus
 
     root = unlabeled_folder(tmp_path / "unlabeled", make_imagefolder)
     corpus = folder_corpus(root, 16, 3, "center_crop", AttributeCaptioner(), batch_size=2)
@@ -167,8 +167,8 @@ def test_a_folder_corpus_is_every_image_below_it_captioned_without_a_class_prefi
 
 
 def test_a_missing_or_empty_pretraining_folder_is_one_line(tmp_path):
-    from mvcaug.prepare import DatasetError
-    from mvcaug.pretrain import folder_files
+    from mvcaug.data.prepare import DatasetError
+    from mvcaug.method.pretrain import folder_files
 
     with pytest.raises(DatasetError, match="no such folder for pretrain.source: folder"):
         folder_files(tmp_path / "missing")
@@ -180,10 +180,10 @@ def test_a_missing_or_empty_pretraining_folder_is_one_line(tmp_path):
 def test_finetune_refuses_a_pretraining_corpus_that_holds_a_task_image(digits_prepared, make_imagefolder, tmp_path):
     import shutil
 
-    from mvcaug.atomic import write_parquet
-    from mvcaug.caption import AttributeCaptioner
-    from mvcaug.errors import UserError
-    from mvcaug.pretrain import folder_corpus
+    from mvcaug.io.atomic import write_parquet
+    from mvcaug.method.caption import AttributeCaptioner
+    from mvcaug.core.errors import UserError
+    from mvcaug.method.pretrain import folder_corpus
     from tasks.finetune import check_corpus_disjoint
     from tasks.pretrain import corpus_table
 
@@ -204,7 +204,7 @@ def test_finetune_refuses_a_pretraining_corpus_that_holds_a_task_image(digits_pr
 
 @pytest.mark.slow
 def test_pretrain_on_an_unlabeled_folder_writes_a_model_without_a_self_check(make_imagefolder, tmp_path):
-    from mvcaug.report import ReportData, pretrain_table
+    from mvcaug.reporting.report import ReportData, pretrain_table
     from tasks.pretrain import pretrain
 
     root = unlabeled_folder(tmp_path / "unlabeled", make_imagefolder)

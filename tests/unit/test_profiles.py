@@ -14,8 +14,8 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from mvcaug.errors import MissingInputError
-from mvcaug.params import _section_class, load_params
+from mvcaug.core.errors import MissingInputError
+from mvcaug.core.params import _section_class, load_params
 from flows.profile import BACKUP, apply_profile
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mvcaug.small_cnn import SmallCNN
-from mvcaug.prepare import DIGIT_NAMES
-from mvcaug.quality import (
+from mvcaug.models.small_cnn import SmallCNN
+from mvcaug.data.prepare import DIGIT_NAMES
+from mvcaug.judging.quality import (
     NEAR_COPY_RMSE,
     classifier_feature_fns,
     diversity,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from mvcaug.digests import PROJECT_ROOT
-from mvcaug.image_attributes import STROKE_CUTS, measure
-from mvcaug.images import ImageSet, load_split, to_image
-from mvcaug.params import PrepareParams, load_params
-from mvcaug.quality import NEAR_COPY_RMSE
+from mvcaug.io.digests import PROJECT_ROOT
+from mvcaug.method.image_attributes import STROKE_CUTS, measure
+from mvcaug.data.images import ImageSet, load_split, to_image
+from mvcaug.core.params import PrepareParams, load_params
+from mvcaug.judging.quality import NEAR_COPY_RMSE
 from tasks.prepare import prepare_dataset
 from tasks.quality import fid_reference
 
@@ -60,7 +60,7 @@ def test_the_stroke_words_cut_at_the_tertiles_of_non_test_digits(default_non_tes
 
 
 def test_kid_subsets_are_smaller_than_the_sets_so_their_spread_means_something():
-    from mvcaug.quality import kernel_inception_distance
+    from mvcaug.judging.quality import kernel_inception_distance
     from tasks.quality import kid_subset_size
 
     rng = np.random.default_rng(0)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mvcaug.cells import Cell
-from mvcaug.params import Params, load_params
-from mvcaug.replicates import REPEATED_PATHS, params_document, repeated_cells, replicate_params
+from mvcaug.judging.cells import Cell
+from mvcaug.core.params import Params, load_params
+from mvcaug.method.replicates import REPEATED_PATHS, params_document, repeated_cells, replicate_params
 
 
 def test_a_generator_writes_into_its_own_folder_with_shifted_seeds():

@@ -11,13 +11,13 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
-from mvcaug.cells import Cell, RunResult
-from mvcaug.report import (
+from mvcaug.judging.cells import Cell, RunResult
+from mvcaug.reporting.report import (
     DroppedImage, ReportData, SampleRow, ablation_table, mean_validation_curves, pretrained_table, quality_per_class,
     render_html,
     render_markdown, strategy_table, time_table,
 )
-from mvcaug.summary import bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
+from mvcaug.judging.summary import bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
 
 
 def run(strategy: str, seed: int, test: float, val: float = 0.5, synthetic_set: str = "mvc", per_class: int = 0,
@@ -196,7 +196,7 @@ def test_a_label_with_html_special_characters_is_escaped_exactly_once():
     assert "&amp;amp;" not in page and "&amp;lt;" not in page  # and not twice
     shown = {where: re.findall(pattern, page) for where, pattern in {
         "title": r'<meta charset="utf-8"><title>(.*?)</title>', "h1": r"<h1>(.*?)</h1>",
-        "sample grid row": r"<tr><th>([^<]*)</th><td><img",  # markup built in mvcaug.report
+        "sample grid row": r"<tr><th>([^<]*)</th><td><img",  # markup built in mvcaug.reporting.report
         "dropped caption": r"<figcaption>([^<]*)<br>",
         "image titles": r'title="([^"]*)"',
         "quality table": r"<tr><td>([^<]*)</td><td>37%</td>",  # the template's tables

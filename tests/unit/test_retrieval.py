@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from mvcaug.cells import CORPUS, Cell
-from mvcaug.params import Params, PathsParams, PretrainParams, TrainParams
-from mvcaug.retrieval import RetrievalError, has_classes, pixel_digests, retrieval_images, shared_images
+from mvcaug.judging.cells import CORPUS, Cell
+from mvcaug.core.params import Params, PathsParams, PretrainParams, TrainParams
+from mvcaug.data.retrieval import RetrievalError, has_classes, pixel_digests, retrieval_images, shared_images
 from tasks.train import corpus_counts, load_training_data
 
 CLASSES = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
@@ -80,7 +80,7 @@ def test_corpus_cells_train_on_the_retrieved_images_and_refuse_a_task_image_amon
 
 
 def test_shared_images_are_found_by_their_pixels(digits_prepared):
-    from mvcaug.images import load_split
+    from mvcaug.data.images import load_split
 
     prepared, _ = digits_prepared
     test = load_split(prepared, "test", 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvcaug.sampling import sample
+from mvcaug.method.sampling import sample
 from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 
 RES, M, TEXT_DIM = TINY_RES, TINY_TOKENS, TINY_TEXT_DIM

@@ -12,13 +12,13 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from mvcaug.checkpoints import flatten_state, list_checkpoints, unflatten_state
-from mvcaug.codecs import VaeCodec
-from mvcaug.model_sources import ModelError
-from mvcaug.finetune import (
+from mvcaug.io.checkpoints import flatten_state, list_checkpoints, unflatten_state
+from mvcaug.models.codecs import VaeCodec
+from mvcaug.models.model_sources import ModelError
+from mvcaug.method.finetune import (
     ClassConditions, ConditionSampler, build_denoiser, diffusion_loss, train_denoiser, validation_grid,
 )
-from mvcaug.params import FinetuneParams, MixParams, ParamsError
+from mvcaug.core.params import FinetuneParams, MixParams, ParamsError
 from tests.sd_checkpoint import build_tiny_sd
 
 CPU = torch.device("cpu")
@@ -300,9 +300,9 @@ def test_validation_grids_at_intervals_leave_training_unchanged():
 
 
 def test_finetune_task_logs_grids_and_removes_its_checkpoints(tmp_path, digits_prepared):
-    from mvcaug.embedding_table import write_embeddings
-    from mvcaug.images import read_manifest
-    from mvcaug.params import Params, PathsParams, PrepareParams
+    from mvcaug.io.embedding_table import write_embeddings
+    from mvcaug.data.images import read_manifest
+    from mvcaug.core.params import Params, PathsParams, PrepareParams
     from tasks.finetune import finetune
 
     prepared, _ = digits_prepared
@@ -392,7 +392,7 @@ if __name__ == "__main__":  # a rank of the test above
 
 
 def test_training_images_go_through_the_vae_once_and_draw_what_the_vae_would(tiny_sd):
-    from mvcaug.codecs import LatentCache
+    from mvcaug.models.codecs import LatentCache
 
     params = sd_params(tiny_sd, steps=3, batch_size=4)
     denoiser = build_denoiser(params, channels=3, resolution=32, text_dim=TEXT_DIM, device=CPU)

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.embed import encode_texts, load_text_encoder
-from mvcaug.finetune import build_denoiser
-from mvcaug.generate import GenerationInputs, Shard
-from mvcaug.images import ImageSet
-from mvcaug.params import EmbedParams, FinetuneParams, GenerateParams
-from mvcaug.denoiser import takes_image_condition
-from mvcaug.pretrained import load_text_to_image
+from mvcaug.method.embed import encode_texts, load_text_encoder
+from mvcaug.method.finetune import build_denoiser
+from mvcaug.method.generate import GenerationInputs, Shard
+from mvcaug.data.images import ImageSet
+from mvcaug.core.params import EmbedParams, FinetuneParams, GenerateParams
+from mvcaug.models.denoiser import takes_image_condition
+from mvcaug.models.pretrained import load_text_to_image
 from tasks.generate import store_shard as generate_shard
 from tests.sd_checkpoint import build_tiny_sd
 

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
-from mvcaug.denoiser import Denoiser
-from mvcaug.embed import encode_texts, load_text_encoder
-from mvcaug.finetune import build_denoiser, diffusion_loss
-from mvcaug.params import EmbedParams, FinetuneParams, ParamsError
-from mvcaug.sampling import sample
+from mvcaug.models.denoiser import Denoiser
+from mvcaug.method.embed import encode_texts, load_text_encoder
+from mvcaug.method.finetune import build_denoiser, diffusion_loss
+from mvcaug.core.params import EmbedParams, FinetuneParams, ParamsError
+from mvcaug.method.sampling import sample
 from tests.sd_checkpoint import build_tiny_sd, instruct_pix2pix_pipeline, write_scheduler
 
 CPU = torch.device("cpu")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvcaug.digests import PROJECT_ROOT, import_closure
+from mvcaug.io.digests import PROJECT_ROOT, import_closure
 
 STAGES = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
 

@@ -8,7 +8,7 @@ import math
 import pytest
 from scipy import stats
 
-from mvcaug.stats import (
+from mvcaug.judging.stats import (
     PairedGain, exchange_rate, format_gain, gap_closed, holm, paired_gain, rank_with_ties, verdict,
 )
 

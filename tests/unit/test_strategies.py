@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvcaug.strategies import Phase, combined_epoch, epoch_batches, rsp_epoch, two_phase_plan
+from mvcaug.judging.strategies import Phase, combined_epoch, epoch_batches, rsp_epoch, two_phase_plan
 
 
 N_REAL, N_SYNTHETIC = 50, 200

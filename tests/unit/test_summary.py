@@ -9,10 +9,10 @@ import math
 import pytest
 from scipy import stats
 
-from mvcaug.cells import Cell, RunResult
+from mvcaug.judging.cells import Cell, RunResult
 import numpy as np
 
-from mvcaug.summary import bootstrap_intervals, budget_curves, headline, result_column, summarise
+from mvcaug.judging.summary import bootstrap_intervals, budget_curves, headline, result_column, summarise
 
 
 def run(strategy: str, seed: int, test: float, val: float = 0.5, baseline: str = "default", per_class: int = 0,
@@ -182,7 +182,7 @@ def test_corpus_cells_make_a_curve_and_the_headline_compares_with_them():
 
 def repeated(results: list[RunResult], shifts: dict[int, float]) -> "Replicates":
     """Extra generators whose MVC-set cells score `shift` above the main run's, seed by seed."""
-    from mvcaug.summary import Replicates
+    from mvcaug.judging.summary import Replicates
 
     cells = [r for r in results if r.cell.uses_synthetic and r.cell.synthetic_set == "mvc"]
     runs = {g: [dataclasses.replace(r, test_acc=r.test_acc + shift) for r in cells] for g, shift in shifts.items()}
@@ -217,7 +217,7 @@ def test_repeated_generators_nest_the_seeds_and_widen_the_interval():
 
 
 def test_one_generator_is_the_paired_gain_unchanged():
-    from mvcaug.stats import nested_gain, paired_gain
+    from mvcaug.judging.stats import nested_gain, paired_gain
 
     treatment, control = {0: 0.82, 1: 0.85, 2: 0.86}, {0: 0.80, 1: 0.82, 2: 0.84}
     assert nested_gain({0: treatment}, control) == paired_gain(treatment, control)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mvcaug.params import GenerateParams, ParamsError, PathsParams, params_from_dict
-from mvcaug.synthetic_sets import SyntheticSet, synthetic_sets
+from mvcaug.core.params import GenerateParams, ParamsError, PathsParams, params_from_dict
+from mvcaug.data.synthetic_sets import SyntheticSet, synthetic_sets
 
 
 def test_the_sets_follow_the_switches():

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.images import ImageSet, load_split, to_image, to_tensor
-from mvcaug.params import ModelSettings, TrainParams
-from mvcaug.prepare import DIGIT_NAMES
-from mvcaug.cells import Cell, RunResult
-from mvcaug.train import (
+from mvcaug.data.images import ImageSet, load_split, to_image, to_tensor
+from mvcaug.core.params import ModelSettings, TrainParams
+from mvcaug.data.prepare import DIGIT_NAMES
+from mvcaug.judging.cells import Cell, RunResult
+from mvcaug.judging.train import (
     TrainError, TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, strategy_settings,
 )
 

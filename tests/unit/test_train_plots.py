@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvcaug.train_plots import CONFUSION, CURVES, DVCLIVE_CONFUSION, DVCLIVE_CURVES, PLOTS, write_train_plots
+from mvcaug.reporting.train_plots import CONFUSION, CURVES, DVCLIVE_CONFUSION, DVCLIVE_CURVES, PLOTS, write_train_plots
 from tests.train_cells import CELLS, train_cells
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

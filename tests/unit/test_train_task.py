@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mvcaug.cells import Cell
-from mvcaug.params import Params, PathsParams
+from mvcaug.judging.cells import Cell
+from mvcaug.core.params import Params, PathsParams
 from tasks.train import NothingKept, load_training_data
 
 
@@ -31,7 +31,7 @@ def test_a_filter_that_kept_nothing_is_one_clear_error(digits_prepared, tmp_path
 
 
 def test_a_cell_stores_its_test_predictions_and_a_cell_without_them_is_trained_again(tmp_path):
-    from mvcaug.cells import PREDICTIONS_FILE
+    from mvcaug.judging.cells import PREDICTIONS_FILE
     from tests.train_cells import GRID, digits_data
     from tasks.train import train_cell
 

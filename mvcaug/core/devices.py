@@ -1,0 +1,110 @@
+"""Device and dtype choice, in one place so every stage agrees; and what one worker process holds: its
+own GPU, and each model or dataset loaded once."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+from mvcaug.core.errors import UserError
+
+T = TypeVar("T")
+LOAD_LOCK = threading.RLock()
+"""Held while a load_once loader runs: one load at a time per process (re-entrant: loaders nest)."""
+
+
+class UnpinnedWorker(UserError, RuntimeError):
+    """A Dask worker sees several GPUs and nothing says which one is its own."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto follows auto_dtype; an explicit name is taken as it is."""
+    if name == "auto":
+        return auto_dtype(device)
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def choose_worker_device(gpus_seen: int, in_dask_worker: bool = False, dask_cuda_worker: bool = False,
+                         visible: str | None = None) -> torch.device:
+    """The device of one worker process, from what it sees (pure, so every case is testable without a GPU).
+
+    gpus_seen is torch.cuda.device_count(), which already honours CUDA_VISIBLE_DEVICES (`visible`, named in
+    the error only). No GPU: the CPU. This process alone, or a worker that sees one GPU (a worker pinned by
+    CUDA_VISIBLE_DEVICES): cuda:0. A dask-cuda worker sees every GPU with its own listed first, so cuda:0
+    is its own. Any other Dask worker that sees several GPUs would share cuda:0 with its neighbours (two
+    models on one card, the others idle), so it is refused.
+    """
+    if gpus_seen == 0:
+        return torch.device("cpu")
+    if gpus_seen == 1 or not in_dask_worker or dask_cuda_worker:
+        return torch.device("cuda", 0)
+    seen = f"CUDA_VISIBLE_DEVICES={visible}" if visible else "CUDA_VISIBLE_DEVICES unset"
+    raise UnpinnedWorker(
+        f"a Dask worker sees {gpus_seen} GPUs ({seen}) and none is its own, so workers would share one; start "
+        "one worker per GPU with `dask cuda worker` (pip install '.[gpu]') or `CUDA_VISIBLE_DEVICES=<gpu> dask "
+        "worker ...`, or leave dask_address empty for a LocalCluster pinned to the GPUs")
+
+
+def started_by_dask_cuda(worker: object) -> bool:
+    """Whether a Dask worker was started by dask-cuda (LocalCUDACluster, `dask cuda worker`): every such
+    worker carries dask-cuda's plugins, and dask-cuda orders its CUDA_VISIBLE_DEVICES own GPU first."""
+    plugins = getattr(worker, "plugins", {}) or {}
+    return any(type(plugin).__module__.startswith("dask_cuda") for plugin in plugins.values())
+
+
+def worker_device() -> torch.device:
+    """This process's device, by choose_worker_device: inside a Dask worker or not, started by dask-cuda
+    or not, and how many GPUs it sees."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # no distributed, or not inside a Dask worker
+        worker = None
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return choose_worker_device(gpus, worker is not None, worker is not None and started_by_dask_cuda(worker),
+                                os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def cluster_gpus(visible: str | None, gpus_seen: int) -> list[str]:
+    """The GPUs a LocalCluster started here pins its workers to, one each: the ids this process sees
+    (CUDA_VISIBLE_DEVICES entries when it is set, so a worker never escapes the user's choice; else 0..n-1)."""
+    if gpus_seen == 0:
+        return []
+    named = [d.strip() for d in (visible or "").split(",") if d.strip()]
+    return named[:gpus_seen] if named else [str(i) for i in range(gpus_seen)]
+
+
+def load_once(fn: Callable[..., T]) -> Callable[..., T]:
+    """fn cached per process and arguments, and computed under one lock: functools.lru_cache alone lets two
+    threads that ask at once both load the model (two copies on one GPU). Re-entrant, so one cached
+    loader may call another."""
+    cached = functools.lru_cache(maxsize=4)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with LOAD_LOCK:
+            return cached(*args, **kwargs)
+
+    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return wrapper
+

@@ -1,0 +1,95 @@
+"""Zero-shot class probabilities from a local CLIP model: a LabelScorer for mvcaug.judging.filter.
+
+A classifier trained on five real images per class is a weak judge of whether a synthetic image shows
+its class; CLIP, trained on image-text pairs, judges from the class name alone. The probability of a
+class is the softmax, over every class, of CLIP's scaled cosine similarity between the image and a
+prompt naming that class ("a photo of a {label}."). The model comes only from a local folder holding
+safetensors weights (never a download, never pickle, never remote code).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mvcaug.core.devices import resolve_device
+from mvcaug.core.errors import UserError
+from mvcaug.data.images import to_image
+
+log = logging.getLogger(__name__)
+
+PROMPT = "a photo of a {label}."
+"""CLIP's usual zero-shot prompt; {label} is the class name with underscores as spaces."""
+
+HOW_TO_GET = (
+    "save a CLIP model there once on a machine with internet (`hf download openai/clip-vit-base-patch32 "
+    "--local-dir models/clip-vit-base-patch32`: config, safetensors weights, tokenizer, preprocessor_config.json) "
+    "and point filter.clip_model at it, or set filter.clip_model to \"\" to score with the classifier"
+)
+
+
+class ClipModelError(UserError, ValueError):
+    """filter.clip_model is not a loadable local CLIP folder."""
+
+
+def _pooled(output: torch.Tensor | object) -> torch.Tensor:
+    """The projected embedding: transformers 5 returns it as pooler_output, 4.x as the tensor itself."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class ClipScorer:
+    """Zero-shot probabilities of each class, from CLIPModel + CLIPTokenizer + CLIPImageProcessor."""
+
+    def __init__(self, folder: str | Path, device: str = "auto", batch_size: int = 64, prompt: str = PROMPT):
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+        path = Path(folder)
+        if not path.is_dir():
+            raise ClipModelError(f"filter.clip_model: no such folder '{path}'; {HOW_TO_GET}")
+        try:
+            self.model = CLIPModel.from_pretrained(path, use_safetensors=True, local_files_only=True)
+            self.tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
+            self.image_processor = CLIPImageProcessor.from_pretrained(path, local_files_only=True)
+        except Exception as err:  # OSError for missing files, ValueError/JSON/safetensors errors for broken ones
+            reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+            raise ClipModelError(f"filter.clip_model: cannot load a CLIP model from '{path}' "
+                                 f"({type(err).__name__}: {reason}); {HOW_TO_GET}") from err
+        self.name = f"clip:{path}"
+        self.device = resolve_device(device)
+        self.model.eval().to(self.device)
+        self.batch_size = batch_size
+        self.prompt = prompt
+        self._text: dict[tuple[str, ...], torch.Tensor] = {}
+        log.info("CLIP label scorer: %s on %s", path, self.device)
+
+    @torch.inference_mode()
+    def class_embeddings(self, classes: Sequence[str]) -> torch.Tensor:
+        """(K, p) unit text embeddings of the class prompts, computed once per class list."""
+        key = tuple(classes)
+        if key not in self._text:
+            prompts = [self.prompt.format(label=label.replace("_", " ")) for label in key]
+            tokens = self.tokenizer(prompts, padding=True, truncation=True, return_tensors="pt").to(self.device)
+            embeddings = _pooled(self.model.get_text_features(**tokens))
+            self._text[key] = F.normalize(embeddings.double(), dim=-1)
+        return self._text[key]
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor, classes: Sequence[str]) -> np.ndarray:
+        """(n, K) probabilities over `classes` for (n, C, H, W) images in [-1, 1] (grayscale is repeated to RGB)."""
+        text = self.class_embeddings(classes)
+        scale = self.model.logit_scale.exp().double()
+        probabilities = []
+        for batch in pixels.split(self.batch_size):
+            # the processor resizes, crops and normalises as the model was trained; it takes PIL images
+            images = [to_image(image).convert("RGB") for image in batch]
+            inputs = self.image_processor(images=images, return_tensors="pt").to(self.device)
+            embeddings = F.normalize(_pooled(self.model.get_image_features(**inputs)).double(), dim=-1)
+            probabilities.append((scale * embeddings @ text.T).softmax(1).cpu().numpy())
+        if not probabilities:
+            raise ValueError("no images")
+        return np.concatenate(probabilities)

@@ -1,0 +1,246 @@
+"""Train classifiers over the evaluation grid: model x augmentation baseline x strategy x seed.
+
+Each cell is one classifier run with a fingerprint of everything it is made from (its settings, its
+data and its code), so a stored result is kept exactly while nothing it depends on changed: adding a
+cell trains only that cell, changing one model's settings retrains only that model's cells. Model
+selection uses the validation split only; the test split is scored once, with the best validation weights.
+
+Besides the grid, cells answer three questions, all paired with the grid's cells by seed:
+- the MVC ablation: combined cells trained on the set generated from P = Q = 0 embeddings (`no_mvc`);
+- the budget curve: combined cells with only the first k synthetic images per class;
+- the real-data reference: `reference` cells trained on the real training split plus k held-out real
+  images per class (the `reference` split), at the same counts: what the same number of real images gives;
+- the generator's own training data: `corpus` cells trained on the real training split plus k pretraining-corpus
+  images per class, at the same counts: what the data behind the generator gives, added directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from mvcaug.judging.augment import BASELINES, BaselineAugmentation
+from mvcaug.judging.cells import CONTROL_OF, CORPUS, REAL_TWO_PHASE, REFERENCE, STRATEGIES, Cell, RunResult
+from mvcaug.models.classifiers import create_classifier
+from mvcaug.io.digests import code_digest, json_digest
+from mvcaug.data.images import ImageSet, resize
+from mvcaug.core.params import ModelSettings, TrainParams
+from mvcaug.judging.strategies import Phase, epoch_batches, two_phase_plan
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+CODE_ENTRIES = ("mvcaug.judging.train",)
+"""The modules (with their import closure) whose code computes a cell's result."""
+CODE_LIBRARIES = ("torch", "torchvision", "timm", "numpy")
+
+
+class TrainError(ValueError):
+    """A cell cannot be trained on the data given (a bug in the caller, not a user error)."""
+
+
+@dataclass
+class TrainingData:
+    """Every split in memory, the synthetic sets by name, and the class order shared by all cells."""
+
+    real: ImageSet
+    val: ImageSet
+    test: ImageSet
+    classes: list[str]
+    synthetic: dict[str, ImageSet] = field(default_factory=dict)
+    reference: ImageSet | None = None
+    corpus: ImageSet | None = None
+    """The pretraining corpus's images of the task's classes, for corpus cells."""
+
+    def pool(self, cell: Cell) -> tuple[ImageSet, ImageSet | None]:
+        """(the real images, the synthetic images) a cell trains on."""
+        if cell.strategy == REFERENCE:
+            if self.reference is None or not self.reference.ids:
+                raise TrainError(f"cell {cell.name} needs the reference split; set prepare.reference_per_class")
+            return self.real.concat(self.reference.first_per_class(cell.per_class)), None
+        if cell.strategy == CORPUS:
+            if self.corpus is None or not self.corpus.ids:
+                raise TrainError(f"cell {cell.name} needs the pretraining corpus; run the pretrain stage")
+            return self.real.concat(self.corpus.first_per_class(cell.per_class)), None
+        if not cell.uses_synthetic:
+            return self.real, None
+        synthetic = self.synthetic.get(cell.synthetic_set)
+        if synthetic is None or not synthetic.ids:
+            raise TrainError(f"cell {cell.name} needs synthetic images ({cell.synthetic_set}); run the generate stage")
+        return self.real, (synthetic.first_per_class(cell.per_class) if cell.per_class else synthetic)
+
+
+def budget_counts(fractions: Sequence[float], images_per_class: int) -> list[int]:
+    """Images per class at each budget: round(fraction x images_per_class), at least 1, in increasing order."""
+    return sorted({max(1, round(f * images_per_class)) for f in fractions})
+
+
+def plan_cells(params: TrainParams, twin_sets: Sequence[str] = (), budgets: Sequence[int] = (),
+               images_per_class: int = 0, reference: Sequence[int] = (), corpus: Sequence[int] = ()) -> list[Cell]:
+    """The grid (full_grid: every baseline and strategy), then twins of the first baseline's combined cells
+    on each other synthetic set in `twin_sets` (no_mvc: the MVC ablation; pretrained: Table 4), then the
+    budget curve of the first baseline: combined cells at each budget below images_per_class (the full
+    budget is the grid's combined cell), reference cells at each count in `reference` and corpus cells at
+    each count in `corpus`. Each two_phase
+    cell gets a control right after the grid: real only on the same two-phase schedule (REAL_TWO_PHASE)."""
+    baselines = BASELINES if params.full_grid else params.baselines
+    strategies = STRATEGIES if params.full_grid else params.strategies
+    grid = [Cell(m, b, s, seed) for m in params.models for b in baselines for s in strategies for seed in params.seeds]
+    cells = list(grid)
+    cells += [replace(c, strategy=CONTROL_OF[c.strategy]) for c in grid if c.strategy in CONTROL_OF]
+    first = [c for c in grid if c.baseline == baselines[0] and c.strategy == "combined"]
+    cells += [replace(c, synthetic_set=name) for name in twin_sets for c in first]
+    cells += [replace(c, per_class=k) for k in budgets if k < images_per_class for c in first]
+    cells += [Cell(m, baselines[0], REFERENCE, seed, per_class=k)
+              for k in reference for m in params.models for seed in params.seeds]
+    cells += [Cell(m, baselines[0], CORPUS, seed, per_class=k)
+              for k in corpus for m in params.models for seed in params.seeds]
+    return cells
+
+
+def strategy_settings(cell: Cell, params: TrainParams) -> dict:
+    """The strategy params a cell's result depends on."""
+    return {
+        "combined": {"ratio": params.synthetic_ratio},
+        "rsp": {"p": params.rsp_p},
+        "two_phase": {"ratio": params.synthetic_ratio, "epochs": params.phase2_epochs,
+                      "factor": params.phase2_lr_factor},
+        REAL_TWO_PHASE: {"epochs": params.phase2_epochs, "factor": params.phase2_lr_factor},
+    }.get(cell.strategy, {})
+
+
+def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, synthetic_digests: Mapping[str, str]) -> str:
+    """A hash of everything the cell's result depends on, and nothing else (so other cells stay): its
+    identity, its model's settings, its strategy's params, the real data, the one synthetic set it
+    trains on (`synthetic_digests` maps each set to a digest of its images; "corpus" the pretraining corpus's
+    images, for corpus cells) and the training code."""
+    return json_digest({
+        "cell": asdict(cell), "settings": asdict(params.model_settings[cell.model]), "flip": params.flip,
+        "strategy": strategy_settings(cell, params), "data": data_digest,
+        "synthetic": synthetic_digests[cell.synthetic_set] if cell.uses_synthetic else "",
+        "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES),
+        **({"corpus": synthetic_digests[CORPUS]} if cell.strategy == CORPUS else {}),
+    })
+
+
+def phases(cell: Cell, settings: ModelSettings, params: TrainParams) -> list[Phase]:
+    if cell.strategy in ("two_phase", REAL_TWO_PHASE):
+        plan = two_phase_plan(settings.epochs, params.phase2_epochs, settings.learning_rate, params.phase2_lr_factor)
+        # the control runs the same schedule on real images alone: its first phase sees no synthetic image
+        return plan if cell.uses_synthetic else [replace(plan[0], use_synthetic=False), plan[1]]
+    return [Phase(cell.strategy, settings.epochs, settings.learning_rate, cell.uses_synthetic)]
+
+
+def make_optimizer(model: torch.nn.Module, settings: ModelSettings, lr: float) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                               weight_decay=settings.weight_decay)
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
+
+
+@torch.inference_mode()
+def predict_classes(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Class indices (on the CPU) predicted for (n, C, H, W) pixels, in eval mode, on the model's device: the
+    pixels stay where they are and move there batch by batch."""
+    model.eval()
+    if not len(pixels):
+        return torch.zeros(0, dtype=torch.int64)
+    device = next(model.parameters()).device
+    return torch.cat([model(pixels[start : start + batch].to(device)).argmax(1).cpu()
+                      for start in range(0, len(pixels), batch)])
+
+
+def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor) -> float:
+    """The fraction of correct predictions (an exact count over the split, 0.0 for an empty one)."""
+    return (predict_classes(model, pixels) == targets).sum().item() / max(1, len(pixels))
+
+
+def fit_cell(
+    cell: Cell, data: TrainingData, params: TrainParams, on_epoch: EpochCallback | None = None,
+    device: torch.device | None = None,
+) -> tuple[RunResult, torch.nn.Module]:
+    """Train one cell; keep the weights of the best validation epoch of its last phase; report their
+    test accuracy. Returns the result and the model with those weights (in eval mode).
+
+    The model trains on `device` (the CPU by default; a Dask worker's own GPU on a GPU machine): images stay
+    in CPU memory and move a batch at a time, so a large pool need not fit on the GPU. Batches, seeds and
+    augmentation draws are the same on every device."""
+    device = device or torch.device("cpu")
+    # 1. Inputs at the model's size, labels as indices, one seeded stream for everything random.
+    settings = params.model_settings[cell.model]
+    size = settings.image_size or data.real.pixels.shape[-1]
+    torch.manual_seed(cell.seed)
+    gen = torch.Generator().manual_seed(cell.seed)
+    index = {label: i for i, label in enumerate(data.classes)}
+
+    def targets(images: ImageSet) -> torch.Tensor:
+        return torch.tensor([index[label] for label in images.labels], dtype=torch.int64)
+
+    real, synthetic = data.pool(cell)
+    parts = [real] + ([synthetic] if synthetic is not None else [])
+    pool = resize(torch.cat([p.pixels for p in parts]), size)
+    y_pool = torch.cat([targets(p) for p in parts])
+    val_x, test_x = resize(data.val.pixels, size), resize(data.test.pixels, size)
+    y_val, y_test = targets(data.val), targets(data.test)
+    n_real, n_syn = len(real.ids), (len(synthetic.ids) if synthetic is not None else 0)
+    ratio = None if params.synthetic_ratio < 0 else params.synthetic_ratio
+    # 2. The model and its augmentation.
+    extra = {"width": settings.width} if cell.model == "small_cnn" else {}
+    model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained, **extra).to(device)
+    augment = BaselineAugmentation(cell.baseline, size, params.flip)
+    # 3. Phases (one, or two for two_phase), each with its own one-cycle schedule. The kept weights are
+    # the best validation epoch of the *last* phase: a two-phase classifier has always been through its
+    # real-only phase (else selection could return a phase-1, i.e. combined, model).
+    best, epoch_number = (-1.0, 0, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}), 0
+    for phase in phases(cell, settings, params):
+        best = (-1.0, epoch_number, best[2])
+        steps = sum(1 for _ in epoch_batches(phase, cell.strategy, n_real, n_syn, settings.batch_size, params.rsp_p,
+                                             ratio, torch.Generator().manual_seed(0)))
+        optimizer = make_optimizer(model, settings, phase.lr)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, phase.lr, total_steps=phase.epochs * steps + 1)
+        for _ in range(phase.epochs):
+            model.train()
+            total, seen = 0.0, 0
+            for batch in epoch_batches(phase, cell.strategy, n_real, n_syn, settings.batch_size, params.rsp_p,
+                                       ratio, gen):
+                images = augment(pool[batch]).to(device)
+                loss = F.cross_entropy(model(images), y_pool[batch].to(device), label_smoothing=0.1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total, seen = total + loss.item() * len(batch), seen + len(batch)
+            val_acc = accuracy(model, val_x, y_val)
+            if val_acc > best[0]:
+                best = (val_acc, epoch_number, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            if on_epoch is not None:
+                on_epoch(epoch_number, {"train_loss": total / max(1, seen), "val_acc": val_acc, "lr": phase.lr})
+            epoch_number += 1
+    # 4. The test split, once, with the best validation weights.
+    model.load_state_dict(best[2])
+    test_acc = accuracy(model, test_x, y_test)
+    log.info("%s: best val %.3f at epoch %d, test %.3f", cell.name, best[0], best[1], test_acc)
+    return RunResult(cell, best[1], best[0], test_acc), model.eval()
+
+
+def predict(model: torch.nn.Module, split: ImageSet, classes: list[str], image_size: int = 0) -> tuple[list[str], list[str]]:
+    """(true labels, predicted labels) of a split, for a confusion matrix."""
+    predicted = predict_classes(model, resize(split.pixels, image_size or split.pixels.shape[-1]))
+    return list(split.labels), [classes[i] for i in predicted.tolist()]
+
+
+def stored_result(record: Mapping | None, fingerprint: str) -> RunResult | None:
+    """The stored result if it was made from the same inputs, else None."""
+    if not record or record.get("fingerprint") != fingerprint:
+        return None
+    try:
+        return RunResult.from_json(record["result"])
+    except (KeyError, TypeError, ValueError):  # a result stored in an older format
+        return None
