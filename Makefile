@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $(STAMP)
 
-# the test tools (pytest, prefect-dask, selenium, datasets) on top of the runtime
+# the test tools (pytest, mypy, prefect-dask, selenium, datasets) on top of the runtime
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(TEST_STAMP)
@@ -48,12 +48,14 @@ browser:
 	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 	  ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
-## test: the whole suite, end-to-end tests included
+## test: mypy over mvcaug/, tasks/, flows/ (pyproject.toml's [tool.mypy]), then the whole suite, end-to-end tests included
 test: setup-test browser
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
-## test-fast: without the slow end-to-end tests
+## test-fast: mypy, then the suite without the slow end-to-end tests
 test-fast: setup-test
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 ## export: the kept synthetic images (and the real training split) as a Hugging Face ImageFolder in OUT

@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a tiny checkpoint on the CPU: checks the script itself")
     parser.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
-                        help="generation's dtype, for our sampler and the whole reference pipeline alike "
+                        help="generation's dtype, for our sampler and the whole stock pipeline alike "
                              "(auto: fp16 on CUDA, fp32 on the CPU; bf16 runs on the CPU too)")
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.add_argument("--compile", action="store_true",

@@ -28,6 +28,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+__all__ = ["die_with_parent", "free_port", "wait_healthy", "stop_server", "prefect_api"]
+
 log = logging.getLogger("mvcaug.api_server")
 
 PR_SET_PDEATHSIG = 1

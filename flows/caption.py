@@ -9,12 +9,14 @@ from prefect import flow, unmapped
 
 from flows.cli import run_stage
 from flows.runners import shard_runner
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from tasks.caption import caption_shard, plan_captions, write_captions
+
+__all__ = ["caption_flow"]
 
 
 @flow(name="caption")
-def caption_images_flow(params_file: str = "params.yaml") -> dict:
+def caption_flow(params_file: str = "params.yaml") -> dict:
     """Caption the training split, reusing cached bodies; returns counts."""
     params = load_params(params_file)
     plan = plan_captions(params)
@@ -26,13 +28,13 @@ def caption_images_flow(params_file: str = "params.yaml") -> dict:
     return write_captions(plan, results, params)
 
 
-def caption_flow(params_file: str = "params.yaml") -> dict:
-    """Run the caption flow on the task runner that params.yaml asks for."""
+def run_caption_flow(params_file: str = "params.yaml") -> dict:
+    """Run caption_flow on the task runner that params.yaml asks for (caption.task_runner)."""
     c = load_params(params_file).caption
-    return caption_images_flow.with_options(task_runner=shard_runner(c.task_runner, c.dask_address, c.dask_workers))(
+    return caption_flow.with_options(task_runner=shard_runner(c.task_runner, c.dask_address, c.dask_workers))(
         params_file
     )
 
 
 if __name__ == "__main__":
-    run_stage(caption_flow)
+    run_stage(run_caption_flow)

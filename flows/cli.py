@@ -31,7 +31,10 @@ from pathlib import Path
 from flows.api_server import die_with_parent, prefect_api
 from mvcaug.core.errors import MissingInputError, UserError
 from mvcaug.io.locks import exclusive_lock, lock_holder
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
+from mvcaug.io.catalog import FILES
+
+__all__ = ["run_stage", "error_line", "missing_input", "user_errors_as_one_line"]
 
 log = logging.getLogger("mvcaug.stage")
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
@@ -176,15 +179,15 @@ def run_stage(flow: Callable[..., object]) -> None:
     try:
         run_dir = Path(load_params(args.params).paths.run)
     except UserError as err:
-        sys.exit(f"error: {err}")
-    lock_file, log_file = run_dir / "locks" / f"{stage}.lock", run_dir / "logs" / f"{stage}.log"
+        sys.exit(error_line(err))
+    lock_file, log_file = run_dir / FILES.locks / f"{stage}.lock", run_dir / FILES.logs / f"{stage}.log"
     with stage_log(log_file, debug) as hold:
         try:
             with exclusive_lock(lock_file) as held:
                 if not held:
                     raise StageBusy(f"stage '{stage}' is already running here (pid {lock_holder(lock_file)}) and "
                                     "writes the same outputs; wait for it to finish or stop it, then rerun")
-                with prefect_api(), recorded_time(run_dir / "stage-times.json", stage):
+                with prefect_api(), recorded_time(run_dir / FILES.stage_times, stage):
                     flow(params_file=args.params)
         except UserError as err:
             exit_with_one_line(err, err, hold)
@@ -209,7 +212,15 @@ def exit_with_one_line(err: UserError, cause: BaseException, hold: HoldRunFailur
     LOG_FILE_ONLY.error("user error:\n%s", "".join(traceback.format_exception(cause)))
     for record in hold.held:
         LOG_FILE_ONLY.handle(record)
-    sys.exit(f"error: {err}")
+    sys.exit(error_line(err))
+
+
+def error_line(err: BaseException) -> str:
+    """The one line a user error prints: `error: <message>`, and for an input that an earlier stage writes
+    (MissingInputError.stage) the command that runs that stage. The domain names the stage; only this command
+    line knows that stages run under DVC."""
+    stage = getattr(err, "stage", None)
+    return f"error: {err} (dvc repro {stage})" if stage else f"error: {err}"
 
 
 def show_held(hold: HoldRunFailures) -> None:
@@ -233,8 +244,7 @@ def missing_input(err: FileNotFoundError, running: str) -> MissingInputError | N
     stage = writer_stage(Path(named))
     if stage is None or stage == running:
         return None
-    return MissingInputError(f"{named}: not found; the '{stage}' stage writes it: run that stage first "
-                             f"(dvc repro {stage})")
+    return MissingInputError(f"{named}: not found; the '{stage}' stage writes it: run that stage first", stage=stage)
 
 
 def writer_stage(path: Path) -> str | None:
@@ -258,7 +268,8 @@ def writer_stage(path: Path) -> str | None:
 @contextlib.contextmanager
 def user_errors_as_one_line(*also: type[BaseException]) -> Iterator[None]:
     """For command-line entry points other than stages: a user error (or one of `also`) exits with one line."""
+    caught: tuple[type[BaseException], ...] = (UserError, *also)
     try:
         yield
-    except (UserError, *also) as err:
-        sys.exit(f"error: {err}")
+    except caught as err:
+        sys.exit(error_line(err))

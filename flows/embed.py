@@ -3,8 +3,10 @@
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from tasks.embed import embed
+
+__all__ = ["embed_flow"]
 
 
 @flow(name="embed")

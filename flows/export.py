@@ -15,8 +15,10 @@ from prefect import flow
 
 from flows.api_server import prefect_api
 from flows.cli import user_errors_as_one_line
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from tasks.export import plan_export, write_export
+
+__all__ = ["export_flow"]
 
 log = logging.getLogger("mvcaug.data.export")
 

@@ -3,9 +3,11 @@
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from mvcaug.data.synthetic_sets import SET_NAMES
 from tasks.filter import filter_set, train_real_classifier, write_filter_metrics
+
+__all__ = ["filter_flow"]
 
 
 @flow(name="filter")

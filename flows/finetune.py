@@ -10,8 +10,10 @@ import os
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from tasks.finetune import finetune
+
+__all__ = ["finetune_flow"]
 
 
 @flow(name="finetune")

@@ -8,18 +8,20 @@ from prefect import flow, unmapped
 
 from flows.cli import run_stage
 from flows.runners import shard_runner
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from mvcaug.data.synthetic_sets import SET_NAMES, synthetic_sets
 from tasks.generate import clear_set, generate, plan_set, plan_tasks, remove_stale, write_manifest
+
+__all__ = ["generate_flow", "run_generate_flow"]
 
 log = logging.getLogger("mvcaug.method.generate")
 
 
 @flow(name="generate")
-def generate_shards(root: str, params_file: str) -> dict:
-    """Every set this configuration generates (MVC's; the P = Q = 0 one with generate.ablation; the pretrained
+def generate_flow(root: str, params_file: str) -> dict:
+    """Every set this configuration generates (MVC's; the unmixed one, P = Q = 0, with generate.ablation; the pretrained
     model's with generate.compare_pretrained); a set switched off is emptied, so no stage finds stale images.
-    A task holds whole shards of every set one model makes, so the MVC set and its twin share batches."""
+    A task holds whole shards of every set one model makes, so the MVC and unmixed sets share batches."""
     params = load_params(Path(root) / params_file)
     wanted = {s.name for s in synthetic_sets(params.paths, params.generate)}
     summary, plans = {}, {}
@@ -43,12 +45,12 @@ def generate_shards(root: str, params_file: str) -> dict:
     return summary
 
 
-def generate_flow(params_file: str = "params.yaml") -> dict:
-    """Run generate_shards with the task runner that params.yaml asks for."""
+def run_generate_flow(params_file: str = "params.yaml") -> dict:
+    """Run generate_flow with the task runner that params.yaml asks for."""
     g = load_params(params_file).generate
     runner = shard_runner(g.task_runner, g.dask_address, g.dask_workers)
-    return generate_shards.with_options(task_runner=runner)(str(Path.cwd()), params_file)
+    return generate_flow.with_options(task_runner=runner)(str(Path.cwd()), params_file)
 
 
 if __name__ == "__main__":
-    run_stage(generate_flow)
+    run_stage(run_generate_flow)

@@ -15,8 +15,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.cli import user_errors_as_one_line
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from tasks.ingest import announce_arrival, ingest_images
+
+__all__ = ["ingest"]
 
 
 @flow(name="ingest")

@@ -1,17 +1,20 @@
-"""Flow of the mix stage: N_y MVC embeddings per class, with provenance (and P = Q = 0 ones for the ablation)."""
+"""Flow of the mix stage: N_y MVC embeddings per class, with provenance (and the unmixed P = Q = 0 ones for the
+MVC ablation)."""
 
 from prefect import flow
 
 from flows.cli import run_stage
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
 from tasks.mix import mix
+
+__all__ = ["mix_flow"]
 
 
 @flow(name="mix")
 def mix_flow(params_file: str = "params.yaml") -> int:
     """Mix visual concepts (Algorithm 1), and the unmixed P = Q = 0 table of the MVC ablation."""
     params = load_params(params_file)
-    return mix(params.mix, params.paths.embeddings, params.paths.mixed, params.paths.mixed_ablation)
+    return mix(params.mix, params.paths.embeddings, params.paths.mixed, params.paths.unmixed)
 
 
 if __name__ == "__main__":

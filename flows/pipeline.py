@@ -13,6 +13,8 @@ from flows.api_server import prefect_api
 from flows.cli import user_errors_as_one_line
 from tasks.vcs import CommandFailed, reproduce, stage_order
 
+__all__ = ["pipeline_flow"]
+
 log = logging.getLogger("mvcaug.pipeline")
 
 

@@ -23,8 +23,11 @@ from pathlib import Path
 
 from mvcaug.io.atomic import write_text
 from mvcaug.core.errors import UserError
-from mvcaug.models.model_sources import resolve_source
-from mvcaug.core.params import Params, load_params
+from mvcaug.io.model_sources import resolve_source
+from mvcaug.core.params import Params
+from mvcaug.io.params_file import load_params
+
+__all__ = ["BACKUP", "apply_profile"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ BACKUP = "params-before-profile.yaml"
 def check_local_inputs(params: Params) -> None:
     """The files a run with these params reads from outside the pipeline exist: model folders given as
     local paths, and each classifier's pretrained weights. One line naming the key when one does not."""
-    from mvcaug.models.classifiers import check_pretrained_files  # torch and timm: only when a profile is applied
+    from mvcaug.io.classifiers import check_pretrained_files  # torch and timm: only when a profile is applied
     from mvcaug.method.embed import PACKAGED_ENCODER
 
     if params.caption.backend == "blip2":

@@ -7,6 +7,8 @@ from prefect import flow
 from flows.cli import run_stage
 from tasks.quality import quality
 
+__all__ = ["quality_flow"]
+
 
 @flow(name="quality")
 def quality_flow(params_file: str = "params.yaml") -> dict:

@@ -23,9 +23,12 @@ from flows.api_server import prefect_api
 from flows.cli import user_errors_as_one_line
 from flows.pipeline import pipeline_flow
 from mvcaug.io.locks import exclusive_lock, lock_holder
-from mvcaug.core.params import load_params
+from mvcaug.io.params_file import load_params
+from mvcaug.reporting.regeneration import Reproduced, commit_message, metrics_artifact, reproduced
 from tasks.ingest import DATA_EVENT
 from tasks.vcs import CommandFailed, commit_branch, head, metrics_diff, push, stale_stages, uncommitted
+
+__all__ = ["regenerate"]
 
 ARTIFACT_KEY = "regen-metrics-diff"
 LOCK_FILE = ".dvc/tmp/regenerate.lock"  # .dvc/tmp is git-ignored by DVC itself
@@ -45,26 +48,17 @@ def regenerate(root: str = ".", branch_prefix: str = "regen") -> dict:
             logger.info("nothing changed since the last run (dvc status: up to date); nothing to do")
             return {"status": "unchanged"}
         previous = head(root)
-        ran: list[str] = []
-        updated: list[str] = []
+        run = Reproduced([], [])
         if stale:
             logger.info("stale: %s; reproducing the pipeline", ", ".join(stale))
-            reproduced = [name for name, did_run in pipeline_flow(root).items() if did_run]
-            ran = [name for name in reproduced if not name.endswith(".dvc")]  # stages; .dvc files are data
-            updated = [name for name in reproduced if name.endswith(".dvc")]
+            run = reproduced(pipeline_flow(root))
         push(root)
-        message = (f"Regenerate: {', '.join(ran) or 'no stage ran'}\n\n"
-                   f"Data updated: {', '.join(updated) or 'none'}\nStale before the run: {', '.join(stale) or 'none'}\n")
-        branch = commit_branch(root, branch_prefix, message)
+        branch = commit_branch(root, branch_prefix, commit_message(run.ran, run.updated, stale))
         diff = metrics_diff(root, previous)
-        create_markdown_artifact(
-            key=ARTIFACT_KEY,
-            markdown=(f"## Regeneration `{branch or 'no commit'}`\n\nStages run: {', '.join(ran) or 'none'}\n\n"
-                      f"Metrics, `{previous[:8]}` vs this run:\n\n{diff or 'No metric changed.'}\n"),
-            description=f"dvc metrics diff {previous[:8]} --md",
-        )
-        logger.info("regenerated on branch %s; ran: %s\n%s", branch, ran or "none", diff or "no metric changed")
-        return {"status": "regenerated", "branch": branch, "ran": ran, "metrics_diff": diff}
+        artifact = metrics_artifact(branch, run.ran, previous, diff)
+        create_markdown_artifact(key=ARTIFACT_KEY, markdown=artifact.markdown, description=artifact.description)
+        logger.info("regenerated on branch %s; ran: %s\n%s", branch, run.ran or "none", diff or "no metric changed")
+        return {"status": "regenerated", "branch": branch, "ran": run.ran, "metrics_diff": diff}
 
 
 def serve(root: str, cron: str, branch_prefix: str) -> None:

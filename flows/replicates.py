@@ -8,11 +8,13 @@ from prefect import flow
 from flows.cli import run_stage
 from flows.filter import filter_flow
 from flows.finetune import finetune_flow
-from flows.generate import generate_flow
+from flows.generate import run_generate_flow
 from flows.mix import mix_flow
-from flows.train import train_flow
-from mvcaug.core.params import load_params
+from flows.train import run_train_flow
+from mvcaug.io.params_file import load_params
 from tasks.replicates import clear_replicates, write_replicate_params, write_summary
+
+__all__ = ["replicates_flow"]
 
 
 @flow(name="replicates")
@@ -25,9 +27,9 @@ def replicates_flow(params_file: str = "params.yaml") -> dict:
         own = write_replicate_params(params, generator)
         mix_flow(own)
         finetune_flow(own)
-        generate_flow(own)
+        run_generate_flow(own)
         filter_flow(own)
-        trained[generator] = train_flow(own, repeated_only=True)
+        trained[generator] = run_train_flow(own, repeated_only=True)
     return write_summary(params, trained)
 
 

@@ -13,11 +13,13 @@ import copy
 import functools
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from mvcaug.core.devices import cluster_gpus
+
+__all__ = ["shard_runner", "start_cluster"]
 
 if TYPE_CHECKING:
     from distributed.deploy import Cluster
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mvcaug.runners")
 
 
-def shard_runner(kind: str, dask_address: str = "", dask_workers: int = 2) -> TaskRunner:
+def shard_runner(kind: str, dask_address: str = "", dask_workers: int = 2) -> TaskRunner[Any]:
     """local: one task at a time in this process; dask: prefect-dask's DaskTaskRunner, on the cluster at
     dask_address or on one started by start_cluster."""
     if kind == "dask":
@@ -33,7 +35,9 @@ def shard_runner(kind: str, dask_address: str = "", dask_workers: int = 2) -> Ta
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(cluster_class=start_cluster, cluster_kwargs={"n_workers": dask_workers})
+        # prefect-dask calls cluster_class(**cluster_kwargs); its annotation allows only a no-argument callable
+        return DaskTaskRunner(cluster_class=start_cluster,  # type: ignore[arg-type]
+                              cluster_kwargs={"n_workers": dask_workers})
     return ThreadPoolTaskRunner(max_workers=1)
 
 

@@ -12,48 +12,48 @@ from prefect import flow, unmapped
 
 from flows.cli import run_stage
 from flows.runners import shard_runner
-from mvcaug.models.classifiers import check_pretrained_files
-from mvcaug.core.params import load_params
+from mvcaug.io.classifiers import check_pretrained_files
+from mvcaug.io.params_file import load_params
 from mvcaug.method.replicates import repeated_cells
-from mvcaug.reporting.train_plots import PLOTS
 from tasks.train import (
-    StoredData, load_training_data, plan, remove_stale_cells, train_cell, train_plots, write_results,
+    StoredData, load_training_data, plan, remove_stale_cells, train_cell, train_outputs, train_plots, write_results,
 )
+
+__all__ = ["train_flow", "run_train_flow"]
 
 log = logging.getLogger("mvcaug.judging.train")
 
 
 @flow(name="train")
-def train_grid(root: str, params_file: str, repeated_only: bool = False) -> dict:
+def train_flow(root: str, params_file: str, repeated_only: bool = False) -> dict:
     """Train every cell whose inputs changed; write results.json for all of them and the plots folders.
     repeated_only: only the cells an extra generator repeats (mvcaug.method.replicates.repeated_cells)."""
     params = load_params(Path(root) / params_file)
-    train_dir = Path(root) / params.paths.train
-    cells_dir = str(train_dir / "cells")
+    outputs = train_outputs(root, params)
     cells = plan(params)
     if repeated_only:
         cells = repeated_cells(cells)
     data, digests = load_training_data(params, cells)
-    removed = remove_stale_cells(cells_dir, cells)
+    removed = remove_stale_cells(outputs.cells, cells)
     # Dask workers read the data themselves (once each) rather than receive it with every cell.
     source = data if params.train.task_runner == "local" else StoredData(root, params_file)
     outcomes = train_cell.map(cells, data=unmapped(source), params=unmapped(params.train),
-                              digests=unmapped(digests), cells_dir=unmapped(cells_dir)).result()
-    write_results(str(train_dir / "results.json"), [result for result, _ in outcomes])
-    train_plots(cells, cells_dir, str(train_dir / PLOTS))
+                              digests=unmapped(digests), cells_dir=unmapped(outputs.cells)).result()
+    write_results(outputs.results, [result for result, _ in outcomes])
+    train_plots(cells, outputs.cells, outputs.plots)
     trained = sum(now for _, now in outcomes)
     summary = {"cells": len(cells), "trained": trained, "kept": len(cells) - trained, "removed": len(removed)}
     log.info("train: %s", summary)
     return summary
 
 
-def train_flow(params_file: str = "params.yaml", repeated_only: bool = False) -> dict:
-    """Run train_grid with the task runner that params.yaml asks for (train.task_runner)."""
+def run_train_flow(params_file: str = "params.yaml", repeated_only: bool = False) -> dict:
+    """Run train_flow with the task runner that params.yaml asks for (train.task_runner)."""
     t = load_params(params_file).train
     check_pretrained_files(t.models, t.model_settings)  # before any cell or worker starts
     runner = shard_runner(t.task_runner, t.dask_address, t.dask_workers)
-    return train_grid.with_options(task_runner=runner)(str(Path.cwd()), params_file, repeated_only)
+    return train_flow.with_options(task_runner=runner)(str(Path.cwd()), params_file, repeated_only)
 
 
 if __name__ == "__main__":
-    run_stage(train_flow)
+    run_stage(run_train_flow)

@@ -21,8 +21,10 @@ from mvcaug.method.caption import (
     shard_rows, training_rows, uncached_rows,
 )
 from mvcaug.io.content_cache import ContentCache, open_cache, store_quietly
-from mvcaug.data.images import read_manifest
+from mvcaug.io.images import read_manifest
 from mvcaug.core.params import CaptionParams, Params, PrepareParams
+
+__all__ = ["worker_captioner", "plan_captions", "caption_shard", "write_captions"]
 
 log = logging.getLogger("mvcaug.method.caption")
 
@@ -55,6 +57,7 @@ def plan_captions(params: Params) -> CaptionPlan:
     cache = open_cache(params.paths.cache) if config else None
     if cache is None:
         return CaptionPlan(rows, {}, shard_rows(rows, c.shard_size), config["id"] if config else "", str(prepared))
+    assert config is not None  # a cache is opened only with a config
     namespace = cache_namespace(config)
     known = {k: v.decode() for k, v in cache.get_many(namespace, [image_key(r) for r in rows]).items()}
     todo = uncached_rows(rows, known)

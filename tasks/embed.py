@@ -21,6 +21,9 @@ from mvcaug.io.content_cache import open_cache
 from mvcaug.method.embed import embed_texts, encoder_info, load_tokenizer, null_text, storage_dtype, truncation_summary
 from mvcaug.io.embedding_table import write_embeddings
 from mvcaug.core.params import EmbedParams
+from mvcaug.io.catalog import FILES
+
+__all__ = ["embed"]
 
 log = logging.getLogger("mvcaug.method.embed")
 
@@ -40,8 +43,8 @@ def embed(params: EmbedParams, captions_file: str, out_dir: str, cache_dir: str 
     array, null = embeddings[:-1].astype(dtype), embeddings[-1:].astype(dtype)
     info = encoder_info(params)
     columns = {name: captions[name].to_pylist() for name in ("id", "label", "caption")}
-    write_embeddings(Path(out_dir) / "embeddings.parquet", columns, array, {**info, "truncation": truncation})
-    write_embeddings(Path(out_dir) / "null.parquet", {"caption": [null_text()]}, null, info)
+    write_embeddings(Path(out_dir) / FILES.embeddings, columns, array, {**info, "truncation": truncation})
+    write_embeddings(Path(out_dir) / FILES.null_embedding, {"caption": [null_text()]}, null, info)
     summary = {"captions": len(texts), "encoded": encoded, "shape": list(array.shape),
                "truncated": truncation["truncated"]}
     log.info("embed: %s", summary)

@@ -14,9 +14,12 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.core.errors import MissingInputError, UserError
 from mvcaug.data.export import METADATA, ExportFile, check_unique, real_files, synthetic_files
-from mvcaug.data.images import read_manifest
+from mvcaug.io.images import read_manifest
 from mvcaug.core.params import Params
-from mvcaug.data.synthetic_sets import MVC, SyntheticSet, decision_rows
+from mvcaug.data.synthetic_sets import MVC, SyntheticSet
+from mvcaug.io.synthetic_sets import decision_rows
+
+__all__ = ["ExportError", "plan_export", "write_export"]
 
 
 class ExportError(UserError, ValueError):
@@ -33,7 +36,7 @@ def plan_export(params: Params, with_real: bool, include_dropped: bool) -> list[
     if with_real:
         captions_file = Path(paths.captions)
         if not captions_file.is_file():
-            raise MissingInputError(f"{captions_file}: no captions; run the caption stage first (dvc repro caption)")
+            raise MissingInputError(f"{captions_file}: no captions; run the caption stage first", stage="caption")
         captions = dict(zip(*(pq.read_table(captions_file, columns=["id", "caption"]).column(c).to_pylist()
                               for c in ("id", "caption"))))
         files += real_files(read_manifest(paths.prepared).to_pylist(), captions, paths.prepared)

@@ -2,7 +2,7 @@
 
 import dataclasses
 import shutil
-import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,84 +13,70 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json, write_text
 from mvcaug.io.digests import digest_files
-from mvcaug.core.errors import MissingInputError, UserError
-from mvcaug.models.denoiser import Denoiser, save_denoiser
+from mvcaug.models.denoiser import Denoiser
 from mvcaug.io.embedding_table import read_embeddings
 from mvcaug.method.finetune import (
-    ClassConditions, ConditionSampler, build_denoiser, train_denoiser, trained, validation_grid,
+    ConditionSampler, build_denoiser, class_conditions, summarise_losses, train_denoiser, trained, validation_grid,
 )
-from mvcaug.data.images import ImageSet, corpus_images, load_split, read_manifest, resize
+from mvcaug.data.images import ImageSet, corpus_images, refuse_task_images, resize
+from mvcaug.io.images import has_model_copies, load_split, load_splits
 from mvcaug.models.lora import is_lora
-from mvcaug.models.model_card import CARD, CardFacts, model_card
+from mvcaug.models.model_card import CardFacts, model_card
 from mvcaug.core.params import Params
-from mvcaug.models.pretrain_files import CORPUS
-from mvcaug.models.pretrained import loads_as_pipeline, remove_pipeline_parts, save_pipeline_parts
-from mvcaug.data.retrieval import shared_images
+from mvcaug.models.pretrained import loads_as_pipeline
+from mvcaug.io.models import remove_pipeline_parts, save_denoiser, save_pipeline_parts
+from mvcaug.io.catalog import FILES
+
+__all__ = ["data_digests", "check_corpus_disjoint", "card_facts", "save_model", "finetune"]
 
 
 def data_digests(params: Params) -> dict[str, str]:
-    """What the checkpoints' fingerprint needs of the stage's inputs (the manifest holds every image's sha256)."""
+    """What the checkpoints' digest needs of the stage's inputs (the manifest holds every image's sha256)."""
     paths = params.paths
     embeddings = Path(paths.embeddings)
     return {
-        "images": digest_files([Path(paths.prepared) / "manifest.parquet"]),
-        "embeddings": digest_files([embeddings / "embeddings.parquet", embeddings / "null.parquet"]),
+        "images": digest_files([Path(paths.prepared) / FILES.manifest]),
+        "embeddings": digest_files([embeddings / FILES.embeddings, embeddings / FILES.null_embedding]),
         "mixed": digest_files([paths.mixed]),
         "format": f"{params.prepare.channels}x{params.prepare.resolution}",
     }
 
 
-def load_inputs(params: Params) -> tuple[ImageSet, ConditionSampler, np.ndarray]:
-    """(training images, the sampler over their classes, the null text embedding)."""
+def load_inputs(params: Params, working: Mapping[str, ImageSet] | None = None
+                ) -> tuple[ImageSet, ConditionSampler, np.ndarray]:
+    """(training images, the sampler over their classes, the null text embedding). `working`: the task's splits
+    already read at the working resolution (check_corpus_disjoint's), whose training split is the training images
+    when prepare wrote no copies at the model's resolution: no split is read twice."""
     paths, p = params.paths, params.finetune
-    images = load_split(paths.prepared, "train", params.prepare.channels, model_resolution=True)
-    captions, caption_emb, _ = read_embeddings(Path(paths.embeddings) / "embeddings.parquet")
-    _, null, _ = read_embeddings(Path(paths.embeddings) / "null.parquet")
+    if working and "train" in working and not has_model_copies(paths.prepared):
+        images = working["train"]
+    else:
+        images = load_split(paths.prepared, "train", params.prepare.channels, model_resolution=True)
+    captions, caption_emb, _ = read_embeddings(Path(paths.embeddings) / FILES.embeddings)
+    _, null, _ = read_embeddings(Path(paths.embeddings) / FILES.null_embedding)
     mixed, mixed_emb, _ = read_embeddings(paths.mixed)
-    caption_labels = np.array(captions["label"].to_pylist())
-    caption_ids = captions["id"].to_pylist()
-    mixed_labels = np.array(mixed["label"].to_pylist())
-    classes = {}
-    for label in sorted(set(images.labels)):
-        rows = np.flatnonzero(caption_labels == label)
-        indices = images.of_class(label)
-        classes[label] = ClassConditions(indices, caption_emb[rows].astype(np.float32),
-                                         mixed_emb[mixed_labels == label].astype(np.float32),
-                                         caption_of_image=own_captions(indices, images.ids, [caption_ids[r] for r in rows]))
+    classes = class_conditions(images.labels, images.ids, captions["label"].to_pylist(), captions["id"].to_pylist(),
+                               caption_emb, mixed["label"].to_pylist(), mixed_emb)
     return images, ConditionSampler(classes, params.mix, p.text_condition, p.seed), null[0].astype(np.float32)
 
 
-def check_corpus_disjoint(params: Params) -> None:
+def check_corpus_disjoint(params: Params) -> dict[str, ImageSet]:
     """A generator pretrains only on data that cannot hold the task's images: refuse a pretraining corpus (the
     pretrain stage's corpus.parquet beside finetune.pretrained) with an image equal to one of any split of the
-    task's, e.g. a test image copied into pretrain.folder. Equal means equal 8-bit pixels once converted."""
+    task's, e.g. a test image copied into pretrain.folder. Equal means equal 8-bit pixels once converted.
+    Returns the splits it read (every split, at the working resolution), {} when there is no corpus to check."""
     p, prepare = params.finetune, params.prepare
-    corpus_file = Path(p.pretrained) / CORPUS
+    corpus_file = Path(p.pretrained) / FILES.corpus
     if p.init != "pretrained" or not corpus_file.is_file():
-        return
+        return {}
     table = pq.read_table(corpus_file)
     corpus = corpus_images(table, prepare.channels, prepare.resolution)
     sources = dict(zip(corpus.ids, table.column("source").to_pylist())) if "source" in table.column_names else {}
-    splits = sorted(set(read_manifest(params.paths.prepared).column("split").to_pylist()))
-    for split in splits:
-        shared = shared_images(corpus, load_split(params.paths.prepared, split, prepare.channels))
-        if shared:
-            outside, inside = shared[0]
-            shown = f"{outside} ({sources[outside]})" if outside in sources else outside
-            raise UserError(f"{corpus_file}: {len(shared)} pretraining image(s) equal images of the task's {split} "
-                            f"split, e.g. {shown} = {inside}; remove them from the pretraining data (pretrain.folder) "
-                            "and rerun pretrain: a generator must not pretrain on the task's images")
-
-
-def own_captions(indices: np.ndarray, image_ids: list[str], caption_ids: list[str]) -> np.ndarray:
-    """For each image of a class (rows `indices` of the training images), the position of its own caption among
-    the class's captions: what finetune.text_condition target starts from."""
-    position = {caption_id: k for k, caption_id in enumerate(caption_ids)}
-    missing = [image_ids[i] for i in indices if image_ids[i] not in position]
-    if missing:
-        raise MissingInputError(f"no caption embedding for training image '{missing[0]}'; rerun the caption and embed "
-                                "stages (dvc repro embed)")
-    return np.array([position[image_ids[i]] for i in indices], dtype=np.int64)
+    splits = load_splits(params.paths.prepared, None, prepare.channels)
+    refuse_task_images(corpus, splits, str(corpus_file), "pretraining image",
+                       "remove them from the pretraining data (pretrain.folder) and rerun pretrain: a generator must "
+                       "not pretrain on the task's images", sources)
+    return splits
 
 
 def card_facts(params: Params, denoiser: Denoiser, resolution: int, steps: int, digests: dict[str, str]) -> CardFacts:
@@ -113,7 +99,7 @@ def save_model(params: Params, denoiser: Denoiser, model_dir: Path, facts: CardF
     save_denoiser(denoiser, model_dir)
     if facts.pipeline and not save_pipeline_parts(model_dir, denoiser, params.finetune.pretrained):
         facts = dataclasses.replace(facts, pipeline=False)
-    write_text(model_dir / CARD, model_card(facts))
+    write_text(model_dir / FILES.model_card, model_card(facts))
 
 
 @task(cache_policy=NO_CACHE)
@@ -125,30 +111,29 @@ def finetune(params: Params) -> dict:
     from dvclive import Live
 
     model_dir, p, prepare = Path(params.paths.model), params.finetune, params.prepare
-    check_corpus_disjoint(params)
-    images, sampler, null = load_inputs(params)
+    images, sampler, null = load_inputs(params, check_corpus_disjoint(params))
     state = PartialState(cpu=not torch.cuda.is_available())  # this process's device under `accelerate launch`
     resolution = p.resolution or prepare.model_resolution or prepare.resolution
     denoiser = build_denoiser(p, prepare.channels, resolution, null.shape[-1], state.device)
-    live = Live(str(model_dir / "live"), save_dvc_exp=False, dvcyaml=None, report=None) if state.is_main_process else None
+    live = Live(str(model_dir / FILES.live), save_dvc_exp=False, dvcyaml=None, report=None) if state.is_main_process else None
 
     def log_grid(step: int, grid: torch.Tensor) -> None:
+        assert live is not None  # passed on only with a Live (the main process)
         live.log_image(f"validation/{step:06d}.png", validation_grid(grid))
 
     digests = data_digests(params)
     losses = train_denoiser(
         denoiser, resize(images.pixels, resolution), sampler, null, p, on_validation=log_grid if live else None,
-        checkpoint_dir=model_dir / "checkpoints", data_digests=digests,
+        checkpoint_dir=model_dir / FILES.checkpoints, data_digests=digests,
     )
-    tail = losses[-max(1, len(losses) // 10):]
-    metrics = {"loss_first": round(statistics.fmean(losses[: len(tail)]), 5),
-               "loss_last": round(statistics.fmean(tail), 5), "steps": len(losses),
+    metrics = {**summarise_losses(losses),
                "parameters": sum(t.numel() for t in denoiser.unet.parameters()),
                "trained_parameters": sum(t.numel() for t in trained(denoiser.unet))}
     if state.is_main_process:
         save_model(params, denoiser, model_dir, card_facts(params, denoiser, resolution, len(losses), digests))
-        write_json(model_dir / "metrics.json", metrics)
-        write_text(model_dir / "loss.csv", "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
+        write_json(model_dir / FILES.metrics, metrics)
+        write_text(model_dir / FILES.loss, "step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
+        assert live is not None  # the main process made one
         live.end()
-        shutil.rmtree(model_dir / "checkpoints", ignore_errors=True)  # done: nothing left to resume
+        shutil.rmtree(model_dir / FILES.checkpoints, ignore_errors=True)  # done: nothing left to resume
     return metrics

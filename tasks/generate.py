@@ -4,7 +4,7 @@ A task receives only a WorkUnit (whole shards, with their sets' names) and the p
 process (a thread here, a Dask worker elsewhere) loads the model and embeddings once and keeps them, so
 nothing large is shipped between processes. The unit's pending shards are denoised together, in full
 batches across shards, classes and sets, and each is stored as soon as its images are done. A shard is written into a hidden temporary folder that one rename
-makes visible, with shard.json (its fingerprint and rows) inside: a shard folder is complete or absent,
+makes visible, with shard.json (its digest and rows) inside: a shard folder is complete or absent,
 and an interrupted shard leaves only a temporary folder, removed by the next run.
 """
 
@@ -26,35 +26,39 @@ from mvcaug.models.denoiser import Denoiser
 from mvcaug.core.devices import load_once
 from mvcaug.core.errors import MissingInputError
 from mvcaug.method.generate import (
-    SHARD_RECORD, GenerationInputs, Shard, ShardJob, WorkUnit, image_specs, plan_shards, plan_work, render_shards,
-    shard_fingerprint, synthetic_manifest, tune_denoiser,
+    GenerationInputs, Shard, ShardJob, WorkUnit, image_specs, plan_shards, plan_work, render_shards,
+    shard_digest, synthetic_manifest, tune_denoiser,
 )
-from mvcaug.method.generation_inputs import load_inputs, load_model
-from mvcaug.core.params import load_params
+from mvcaug.io.generation_inputs import load_inputs, load_model
+from mvcaug.io.params_file import load_params
 from mvcaug.io.stored import read_json
 from mvcaug.data.synthetic_sets import SyntheticSet
+from mvcaug.io.catalog import FILES
+
+__all__ = ["store_shard", "store_shards", "remove_stale_shards", "plan_set", "remove_stale", "plan_tasks",
+    "generate", "write_manifest", "clear_set"]
 
 log = logging.getLogger("mvcaug.method.generate")
 TEMPORARY = ".tmp-"
 
 
-def completed_rows(shard_dir: Path, fingerprint: str) -> list[dict] | None:
-    """The shard's rows if its shard.json holds the fingerprint and every image is there, else None."""
-    record = read_json(shard_dir / SHARD_RECORD)
-    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint:
+def completed_rows(shard_dir: Path, digest: str) -> list[dict] | None:
+    """The shard's rows if its shard.json holds the digest and every image is there, else None."""
+    record = read_json(shard_dir / FILES.shard_record)
+    if not isinstance(record, dict) or record.get("digest") != digest:
         return None
     rows = record.get("rows", [])
     return rows if all((shard_dir.parent / r["path"]).is_file() for r in rows) else None
 
 
 def store_shard(shard: Shard, inputs: GenerationInputs, out_dir: str | Path) -> tuple[list[dict], bool]:
-    """Keep the stored shard when its fingerprint matches, else generate it into a temporary folder and
+    """Keep the stored shard when its digest matches, else generate it into a temporary folder and
     rename that into place; returns (manifest rows, whether it was generated now)."""
     return store_shards([(shard, inputs, Path(out_dir))])[0]
 
 
 def store_shards(entries: list[tuple[Shard, GenerationInputs, Path]]) -> list[tuple[list[dict], bool]]:
-    """(shard, its set's inputs, its set's folder) each: keep every stored shard whose fingerprint matches;
+    """(shard, its set's inputs, its set's folder) each: keep every stored shard whose digest matches;
     generate the others together (their images share batches) and store each as soon as its images are
     done, so an interruption loses only unfinished shards. Returns (manifest rows, whether generated now)
     per entry, in order."""
@@ -63,22 +67,22 @@ def store_shards(entries: list[tuple[Shard, GenerationInputs, Path]]) -> list[tu
     target: dict[int, tuple[int, str, Path]] = {}
     for i, (shard, inputs, out_dir) in enumerate(entries):
         specs = image_specs(shard, inputs)
-        fingerprint = shard_fingerprint(shard, specs, inputs)
-        done = completed_rows(Path(out_dir) / shard.name, fingerprint)
+        digest = shard_digest(shard, specs, inputs)
+        done = completed_rows(Path(out_dir) / shard.name, digest)
         if done is not None:
             results[i] = (done, False)
             continue
         job = ShardJob(shard, specs, inputs)
         pending.append(job)
-        target[id(job)] = (i, fingerprint, Path(out_dir))
+        target[id(job)] = (i, digest, Path(out_dir))
     if pending:
         for job, rendered in render_shards(pending):
-            i, fingerprint, out_dir = target[id(job)]
-            results[i] = (write_shard(job.shard, rendered, fingerprint, out_dir), True)
-    return results  # type: ignore[return-value]
+            i, digest, out_dir = target[id(job)]
+            results[i] = (write_shard(job.shard, rendered, digest, out_dir), True)
+    return results  # type: ignore[return-value]  # no None left: each entry was stored before or generated now
 
 
-def write_shard(shard: Shard, rendered: list, fingerprint: str, out_dir: Path) -> list[dict]:
+def write_shard(shard: Shard, rendered: list, digest: str, out_dir: Path) -> list[dict]:
     """The shard's images and shard.json into a temporary folder, renamed into place; returns its rows."""
     shard_dir = out_dir / shard.name
     tmp = out_dir / f"{TEMPORARY}{shard.name}-{os.getpid()}"
@@ -86,7 +90,7 @@ def write_shard(shard: Shard, rendered: list, fingerprint: str, out_dir: Path) -
     for row, image in rendered:
         write_png(tmp / Path(row["path"]).name, image)
     rows = [row for row, _ in rendered]
-    write_json(tmp / SHARD_RECORD, {"fingerprint": fingerprint, "rows": rows})
+    write_json(tmp / FILES.shard_record, {"digest": digest, "rows": rows})
     shutil.rmtree(shard_dir, ignore_errors=True)
     os.replace(tmp, shard_dir)
     fsync_path(out_dir)
@@ -101,7 +105,7 @@ def remove_stale_shards(out_dir: str | Path, shards: list[Shard]) -> list[str]:
     for folder in Path(out_dir).glob("*"):
         if folder.is_dir() and folder.name.startswith(TEMPORARY):
             shutil.rmtree(folder)
-        elif folder.is_dir() and folder.name.startswith("shard-") and folder.name not in keep:
+        elif folder.is_dir() and folder.name.startswith(FILES.shard_prefix) and folder.name not in keep:
             shutil.rmtree(folder)
             removed.append(folder.name)
     return sorted(removed)
@@ -119,7 +123,7 @@ def plan_set(root: str, params_file: str, set_name: str) -> list[Shard]:
     params = load_params(Path(root) / params_file)
     mixed_file = Path(root) / SyntheticSet.named(set_name, params.paths).mixed
     if not mixed_file.is_file():
-        raise MissingInputError(f"{mixed_file}: no mixes to generate from; run the mix stage first (dvc repro mix)")
+        raise MissingInputError(f"{mixed_file}: no mixes to generate from; run the mix stage first", stage="mix")
     labels = pc.unique(pq.read_table(mixed_file, columns=["label"])["label"]).to_pylist()
     return plan_shards(labels, params.generate)
 
@@ -159,7 +163,7 @@ def plan_tasks(root: str, params_file: str, shards: dict[str, list[Shard]]) -> l
 
 @task(cache_policy=NO_CACHE, task_run_name="{work.name}")
 def generate(work: WorkUnit, root: str, params_file: str) -> list[tuple[str, list[dict], bool]]:
-    """Generate the shards of a work unit, their images in shared batches, keeping each whose fingerprint
+    """Generate the shards of a work unit, their images in shared batches, keeping each whose digest
     matches; (set name, manifest rows, whether generated now) per shard."""
     entries = [(shard, generation_inputs(root, params_file, name), set_folder(root, params_file, name))
                for name, shard in work.items]
@@ -169,7 +173,7 @@ def generate(work: WorkUnit, root: str, params_file: str) -> list[tuple[str, lis
 @task(cache_policy=NO_CACHE)
 def write_manifest(root: str, params_file: str, set_name: str, rows: list[dict]) -> int:
     """The set's manifest.parquet (sorted by class and index); returns its number of rows."""
-    write_parquet(set_folder(root, params_file, set_name) / "manifest.parquet", synthetic_manifest(rows))
+    write_parquet(set_folder(root, params_file, set_name) / FILES.manifest, synthetic_manifest(rows))
     return len(rows)
 
 
@@ -177,5 +181,5 @@ def write_manifest(root: str, params_file: str, set_name: str, rows: list[dict])
 def clear_set(root: str, params_file: str, set_name: str) -> int:
     """Empty a set that is switched off (an empty manifest, then its shards removed), so no stale image remains
     and no manifest ever names a removed one."""
-    write_parquet(set_folder(root, params_file, set_name) / "manifest.parquet", synthetic_manifest([]))
+    write_parquet(set_folder(root, params_file, set_name) / FILES.manifest, synthetic_manifest([]))
     return len(remove_stale_shards(set_folder(root, params_file, set_name), []))

@@ -12,7 +12,10 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.io.atomic import atomic_path
 from mvcaug.io.digests import file_sha256
 from mvcaug.data.ingest import Candidate, IngestError, plan_copies
-from mvcaug.data.prepare import DatasetError, is_image_file, open_image
+from mvcaug.data.prepare import DatasetError, is_image_file
+from mvcaug.io.image_folders import open_image
+
+__all__ = ["DATA_EVENT", "ingest_images", "announce_arrival"]
 
 log = logging.getLogger("mvcaug.data.ingest")
 

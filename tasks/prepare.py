@@ -14,7 +14,11 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import fsync_path, replacing_folder, write_bytes, write_parquet
 from mvcaug.core.params import PrepareParams
-from mvcaug.data.prepare import SPLITS, load_source, manifest_table, model_png, plan_splits, read_groups, working_images
+from mvcaug.data.prepare import SPLITS, manifest_table, model_png, plan_splits, working_images
+from mvcaug.io.image_folders import load_source, read_groups
+from mvcaug.io.catalog import FILES
+
+__all__ = ["prepare_dataset", "prepare"]
 
 log = logging.getLogger("mvcaug.data.prepare")
 
@@ -55,7 +59,7 @@ def prepare_dataset(params: PrepareParams, out_dir: str | Path) -> pa.Table:
         shutil.rmtree(staging)
         fsync_folders(build)
         manifest = manifest_table(planned, params, model_sha256, groups)
-        write_parquet(build / "manifest.parquet", manifest)
+        write_parquet(build / FILES.manifest, manifest)
     splits = manifest["split"].to_pylist()
     log.info("prepared %d images: %s", manifest.num_rows, {s: splits.count(s) for s in SPLITS})
     return manifest

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json, write_parquet, write_png, write_text
 from mvcaug.method.caption import Captioner, build_captioner
-from mvcaug.models.denoiser import save_denoiser
+from mvcaug.io.models import save_denoiser
 from mvcaug.io.digests import json_digest
 from mvcaug.io.content_cache import open_cache
 from mvcaug.method.embed import embed_texts, null_text
@@ -25,9 +25,15 @@ from mvcaug.method.pretrain import (
     CHECK_SEED_OFFSET, NO_MIX, Corpus, SelfCheck, accuracy, build_text_to_image, corpus_conditions, folder_corpus,
     glyph_corpus, sample_text_to_image, train_checker, training_params,
 )
-from mvcaug.models.pretrain_files import CORPUS, CORPUS_GRID, CURVE, CURVE_TIMES, METRICS, MODEL_PARTS, SAMPLES_GRID
+from mvcaug.io.catalog import FILES
+
+__all__ = ["corpus_table", "pretrain"]
 
 log = logging.getLogger("mvcaug.method.pretrain")
+
+MODEL_PARTS = (FILES.unet, FILES.scheduler, FILES.codec, FILES.corpus, FILES.self_check, FILES.corpus_grid,
+               FILES.samples_grid)
+"""What a pretraining run writes besides metrics.json and README.md (removed when pretrain.source is none)."""
 
 
 def embed_unique(texts: list[str], params: Params) -> tuple[np.ndarray, np.ndarray]:
@@ -81,17 +87,17 @@ def clear_outputs(out: Path) -> None:
 def pretrain(params: Params) -> dict:
     """Write <paths.pretrain>: unet/, scheduler/, codec.json, corpus.parquet, self_check.csv, the grids,
     README.md and metrics.json (with pretrain.source none only the last two), all of them the same bytes for the
-    same inputs; the self-checks' seconds go to <paths.run> (CURVE_TIMES)."""
+    same inputs; the self-checks' seconds go to <paths.run> (FILES.self_check_times)."""
     import torch
 
     p, out = params.pretrain, Path(params.paths.pretrain)
     out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)  # a model of another source never stays beside this run's files
     if p.source == "none":
-        write_text(out / "README.md", "# No pretrained model\n\npretrain.source is none: fine-tuning starts from "
+        write_text(out / FILES.model_card, "# No pretrained model\n\npretrain.source is none: fine-tuning starts from "
                    "scratch or from the Stable Diffusion checkpoint that finetune.pretrained names.\n")
         metrics: dict = {"source": "none"}
-        write_json(out / METRICS, metrics)
+        write_json(out / FILES.metrics, metrics)
         return metrics
     resolution, channels = params.prepare.resolution, params.prepare.channels
     started = time.perf_counter()
@@ -126,21 +132,21 @@ def pretrain(params: Params) -> dict:
                "format": f"{channels}x{resolution}"}
     losses = train_denoiser(denoiser, corpus.pixels, sampler, null, training_params(p),
                             on_check=self_check if checker else None, check_every=p.check_every if checker else 0,
-                            checkpoint_dir=out / "checkpoints", data_digests=digests)
+                            checkpoint_dir=out / FILES.checkpoints, data_digests=digests)
     if checker and (not curve or curve[-1].step != len(losses)):  # check_every 0: the final weights are checked
         self_check(len(losses))
     # 4. Save the model, the corpus, the curve and the grids.
     save_denoiser(denoiser, out)
-    write_parquet(out / CORPUS, corpus_table(corpus))
+    write_parquet(out / FILES.corpus, corpus_table(corpus))
     columns = len(p.glyphs) if heldout else 8
-    write_png(out / CORPUS_GRID, validation_grid(corpus.pixels[: 4 * columns], columns=columns))
+    write_png(out / FILES.corpus_grid, validation_grid(corpus.pixels[: 4 * columns], columns=columns))
     shown = check_text[: 4 * columns] if heldout else train_text[: 4 * columns]
     samples = sample_text_to_image(denoiser, shown, null, p.check_guidance_scale, p.check_steps, p.seed)
-    write_png(out / SAMPLES_GRID, validation_grid(samples, columns=columns))
+    write_png(out / FILES.samples_grid, validation_grid(samples, columns=columns))
     if curve:
-        write_text(out / CURVE, "step,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
+        write_text(out / FILES.self_check, "step,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
             f"{c.step},{c.sample_accuracy:.4f},{c.heldout_accuracy:.4f},{c.ratio:.4f}\n" for c in curve))
-        write_text(Path(params.paths.run) / CURVE_TIMES,
+        write_text(Path(params.paths.run) / FILES.self_check_times,
                    "step,seconds\n" + "".join(f"{c.step},{c.seconds}\n" for c in curve))
     tail = losses[-max(1, len(losses) // 10):]
     metrics = {
@@ -149,15 +155,15 @@ def pretrain(params: Params) -> dict:
         "self_check": self_check_metrics(curve[-1]) if curve else None,
     }
     log.info("pretrain: %.1f s in the stage (corpus, training and self-checks)", time.perf_counter() - started)
-    write_json(out / METRICS, metrics)
-    write_text(out / "README.md", pretrain_card(params, metrics))
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # done: nothing left to resume
+    write_json(out / FILES.metrics, metrics)
+    write_text(out / FILES.model_card, pretrain_card(params, metrics))
+    shutil.rmtree(out / FILES.checkpoints, ignore_errors=True)  # done: nothing left to resume
     if curve and not curve[-1].passed:
         log.warning("the pretrained model fails its self-check (%.2f of the held-out accuracy, %.2f needed): its "
                     "samples do not yet show the glyph their caption asks for", curve[-1].ratio, p.check_ratio)
     if not curve:
         log.info("pretrain.source folder: no self-check (an unlabeled corpus names no glyph for a checker to read); "
-                 "see the samples grid %s", out / SAMPLES_GRID)
+                 "see the samples grid %s", out / FILES.samples_grid)
     return metrics
 
 
@@ -174,7 +180,7 @@ def pretrain_card(params: Params, metrics: dict) -> str:
               f"({params.caption.backend}) without a class prefix" if p.source == "folder" else
               f"{metrics['images']} glyph images ({len(p.glyphs)} glyphs: {p.glyphs}) rendered from matplotlib's font "
               "faces, each captioned by the offline captioner")
-    verdict = ("Self-check: none (an unlabeled corpus names no glyph for a checker to read); see samples_grid.png."
+    verdict = (f"Self-check: none (an unlabeled corpus names no glyph for a checker to read); see {FILES.samples_grid}."
                if check is None else
                f"Self-check: a corpus classifier reads {100 * check['sample_accuracy']:.1f}% of the model's samples as "
                f"the glyph asked for, and {100 * check['heldout_accuracy']:.1f}% of held-out renders right (ratio "
@@ -186,6 +192,6 @@ def pretrain_card(params: Params, metrics: dict) -> str:
         f"Pixel space, {params.prepare.channels} channel(s) at {params.prepare.resolution} px; text from "
         f"{params.embed.encoder} (max_length {params.embed.max_length}).", "",
         verdict, "",
-        "Load: `mvcaug.models.denoiser.load_denoiser(<this folder>, device)`, or as finetune.pretrained with "
+        "Load: `mvcaug.io.models.load_denoiser(<this folder>, device)`, or as finetune.pretrained with "
         "finetune.init: pretrained (conv_in is widened for the conditioning image).", "",
     ])

@@ -12,7 +12,10 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json, write_text
 from mvcaug.core.params import Params
-from mvcaug.method.replicates import PARAMS_FILE, SUMMARY, params_document, replicate_folder, replicate_params
+from mvcaug.method.replicates import PARAMS_FILE, params_document, replicate_folder, replicate_params
+from mvcaug.io.catalog import FILES
+
+__all__ = ["clear_replicates", "write_replicate_params", "write_summary"]
 
 log = logging.getLogger("mvcaug.method.replicates")
 
@@ -46,6 +49,6 @@ def write_summary(params: Params, trained: dict[int, dict]) -> dict:
         {"generator": k, "mix": params.mix.seed + k, "finetune": params.finetune.seed + k,
          "generate": params.generate.seed + k} for k in range(params.generate.replicates)],
         "cells": {str(k): value for k, value in trained.items()}}
-    write_json(Path(params.paths.replicates) / SUMMARY, summary)
+    write_json(Path(params.paths.replicates) / FILES.replicates, summary)
     log.info("replicates: %d generator(s)", params.generate.replicates)
     return summary

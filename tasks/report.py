@@ -15,28 +15,26 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json, write_text
-from mvcaug.judging.cells import PREDICTIONS_FILE, RunResult
+from mvcaug.judging.cells import RunResult
 from mvcaug.core.errors import MissingInputError
-from mvcaug.data.images import read_image, read_manifest
+from mvcaug.io.images import read_image, read_manifest
 from mvcaug.core.params import Params
 from mvcaug.data.prepare import GROUP_COLUMN
-from mvcaug.models.pretrain_files import CORPUS_GRID, CURVE_TIMES, SAMPLES_GRID
 from mvcaug.data.retrieval import has_classes
-from mvcaug.models.pretrain_files import CURVE as PRETRAIN_CURVE
-from mvcaug.models.pretrain_files import METRICS as PRETRAIN_METRICS
-from mvcaug.reporting.report import DroppedImage, ReportData, SampleRow, mean_validation_curves, render_html, render_markdown
+from mvcaug.reporting.report import (
+    DroppedImage, ReportData, SampleRow, mean_validation_curves, pick_dropped, pick_samples, render_html, render_markdown,
+)
 from mvcaug.io.stage_times import read_stage_times
 from mvcaug.io.stored import read_json
-from mvcaug.method.replicates import SUMMARY as REPLICATES_SUMMARY
 from mvcaug.method.replicates import replicate_params
 from mvcaug.judging.summary import Replicates, bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
-from mvcaug.data.synthetic_sets import MVC, SyntheticSet, decision_rows
-from mvcaug.reporting.train_plots import DVCLIVE_CURVES
+from mvcaug.data.synthetic_sets import MVC, SyntheticSet
+from mvcaug.io.synthetic_sets import decision_rows
+from mvcaug.io.train_plots import DVCLIVE_CURVES
+from mvcaug.io.catalog import FILES
 
-BUDGET = "budget"
-"""Folder of the budget curve's data (one CSV per series), inside paths.report: what `dvc plots` draws."""
-DROPPED_SHOWN = 40
-"""Dropped images shown in the report at most (the first ones of each reason, in class order)."""
+__all__ = ["test_clusters", "report", "publish"]
+
 
 
 def read_column(path: Path, column: str, delimiter: str = ",") -> list[float]:
@@ -47,7 +45,7 @@ def read_column(path: Path, column: str, delimiter: str = ",") -> list[float]:
 
 def validation_logs(params: Params, results: list[RunResult]) -> dict[str, list[float]]:
     """{cell name: validation accuracy per epoch} from the cells' dvclive logs (cells without one are left out)."""
-    cells = Path(params.paths.train) / "cells"
+    cells = Path(params.paths.train) / FILES.cells
     logs = {}
     for result in results:
         tsv = cells / result.cell.name / DVCLIVE_CURVES / "val_acc.tsv"
@@ -58,10 +56,10 @@ def validation_logs(params: Params, results: list[RunResult]) -> dict[str, list[
 
 def test_correctness(params: Params, results: list[RunResult]) -> dict[str, np.ndarray]:
     """{cell name: 1.0 / 0.0 per test image, in test-id order} for the cells that stored their predictions."""
-    cells = Path(params.paths.train) / "cells"
+    cells = Path(params.paths.train) / FILES.cells
     correct = {}
     for result in results:
-        path = cells / result.cell.name / PREDICTIONS_FILE
+        path = cells / result.cell.name / FILES.predictions
         if path.is_file():
             table = pq.read_table(path).sort_by("id")
             correct[result.cell.name] = np.equal(table["truth"].to_numpy(zero_copy_only=False),
@@ -84,15 +82,16 @@ def test_clusters(params: Params) -> np.ndarray | None:
 
 def read_results(params: Params) -> list[RunResult]:
     """The cells' results (results.json of paths.train)."""
-    return [RunResult.from_json(r) for r in json.loads((Path(params.paths.train) / "results.json").read_text())]
+    return [RunResult.from_json(r) for r in json.loads((Path(params.paths.train) / FILES.results).read_text())]
 
 
 def read_replicates(params: Params) -> Replicates:
     """The extra generators' results and per-image correctness (generate.replicates > 1; the replicates stage)."""
-    summary = read_json(Path(params.paths.replicates) / REPLICATES_SUMMARY)
+    summary = read_json(Path(params.paths.replicates) / FILES.replicates)
     if params.generate.replicates > 1 and (not isinstance(summary, dict) or summary.get("generators") != params.generate.replicates):
-        raise MissingInputError(f"{params.paths.replicates}/{REPLICATES_SUMMARY}: not written for generate.replicates "
-                                f"{params.generate.replicates}; run the replicates stage first (dvc repro replicates)")
+        raise MissingInputError(f"{params.paths.replicates}/{FILES.replicates}: not written for generate.replicates "
+                                f"{params.generate.replicates}; run the replicates stage first",
+                                stage="replicates")
     results, correct = {}, {}
     for generator in range(1, params.generate.replicates):
         own = replicate_params(params, generator)
@@ -104,33 +103,23 @@ def read_replicates(params: Params) -> Replicates:
 def sample_rows(params: Params, decisions: list[dict]) -> list[SampleRow]:
     """For every class: the first real training images, and kept synthetic ones with their conditioning
     image. Every image is read into memory and its file closed at once."""
-    n, paths = params.report.samples_per_class, params.paths
-    real = [r for r in read_manifest(paths.prepared).to_pylist() if r["split"] == "train"]
-    path_of = {r["id"]: Path(paths.prepared) / r["path"] for r in real}
+    paths = params.paths
+    manifest = read_manifest(paths.prepared).to_pylist()
+    path_of = {r["id"]: Path(paths.prepared) / r["path"] for r in manifest}
     folder = Path(SyntheticSet.named(MVC, paths).folder)
-    rows = []
-    for label in sorted({r["label"] for r in real}):
-        synth = [s for s in decisions if s["label"] == label and s["kept"]][:n]
-        rows.append(SampleRow(
-            label,
-            [read_image(path_of[r["id"]]) for r in real if r["label"] == label][:n],
-            [read_image(folder / s["path"]) for s in synth],
-            [read_image(path_of[s["cond_id"]]) if s["cond_id"] else read_image(folder / s["path"]) for s in synth],
-        ))
-    return rows
+    return [SampleRow(
+        pick.label,
+        [read_image(path_of[r["id"]]) for r in pick.real],
+        [read_image(folder / s["path"]) for s in pick.synthetic],
+        [read_image(path_of[s["cond_id"]]) if s["cond_id"] else read_image(folder / s["path"]) for s in pick.synthetic],
+    ) for pick in pick_samples(manifest, decisions, params.report.samples_per_class)]
 
 
 def dropped_images(params: Params, decisions: list[dict]) -> list[DroppedImage]:
     """The first dropped images (flagged ones, with the filter off), spread over the reasons, with their
     class and reason."""
     folder = Path(SyntheticSet.named(MVC, params.paths).folder)
-    dropped = [row for row in decisions if row["reason"]]
-    by_reason: dict[str, list[dict]] = {}
-    for row in dropped:
-        by_reason.setdefault(row["reason"], []).append(row)
-    shown = [row for rows in zip(*by_reason.values()) for row in rows] if by_reason else []
-    shown += [row for row in dropped if row not in shown]
-    return [DroppedImage(row["label"], row["reason"], read_image(folder / row["path"])) for row in shown[:DROPPED_SHOWN]]
+    return [DroppedImage(row["label"], row["reason"], read_image(folder / row["path"])) for row in pick_dropped(decisions)]
 
 
 def write_budget_plots(folder: Path, budget: dict[str, dict[str, list[tuple]]]) -> None:
@@ -146,22 +135,22 @@ def write_budget_plots(folder: Path, budget: dict[str, dict[str, list[tuple]]]) 
 def pretrain_parts(params: Params) -> dict:
     """The pretrain stage's metrics, self-check curve and grids, for ReportData (empty without a pretrained model)."""
     folder = Path(params.paths.pretrain)
-    metrics = read_json(folder / PRETRAIN_METRICS)
+    metrics = read_json(folder / FILES.metrics)
     if not metrics or metrics.get("source") == "none":
         return {"pretrain": metrics}
     curve = []
-    if (folder / PRETRAIN_CURVE).is_file():  # pretrain.source folder has no self-check curve
-        with open(folder / PRETRAIN_CURVE, newline="") as handle:
+    if (folder / FILES.self_check).is_file():  # pretrain.source folder has no self-check curve
+        with open(folder / FILES.self_check, newline="") as handle:
             curve = list(csv.DictReader(handle))
-    times_file = Path(params.paths.run) / CURVE_TIMES
+    times_file = Path(params.paths.run) / FILES.self_check_times
     seconds = {}
     if times_file.is_file():  # the run's own record, not an output: absent after a checkout from DVC's cache
         with open(times_file, newline="") as handle:
             seconds = {row["step"]: row["seconds"] for row in csv.DictReader(handle)}
     curve = [{**row, "seconds": seconds.get(row["step"], "")} for row in curve]
     grids = [(caption, read_image(folder / name)) for caption, name in
-             (("the corpus (one glyph per column)", CORPUS_GRID), ("the pretrained model's samples of the same captions' "
-              "glyphs (text only)", SAMPLES_GRID)) if (folder / name).is_file()]
+             (("the corpus (one glyph per column)", FILES.corpus_grid), ("the pretrained model's samples of the same captions' "
+              "glyphs (text only)", FILES.samples_grid)) if (folder / name).is_file()]
     return {"pretrain": metrics, "pretrain_curve": curve, "pretrain_grids": grids}
 
 
@@ -182,22 +171,22 @@ def report(params: Params) -> dict:
     coverage = interval_coverage(len({r.cell.seed for r in results}), test_images, clustered=clusters is not None,
                                  generators=replicates.generators)
     budget = budget_curves(results, images_per_class, replicates)
-    write_budget_plots(Path(paths.report) / BUDGET, budget)
+    write_budget_plots(Path(paths.report) / FILES.budget, budget)
     decisions = decision_rows(SyntheticSet.named(MVC, paths), paths)
     data = ReportData(
         metrics=metrics, results=results, headline=headline(results, images_per_class, replicates), budget=budget,
-        quality=read_json(Path(paths.quality) / "metrics.json"), filter_metrics=read_json(Path(paths.filter) / "metrics.json"),
-        stage_times=read_stage_times(Path(paths.run) / "stage-times.json"),
+        quality=read_json(Path(paths.quality) / FILES.metrics), filter_metrics=read_json(Path(paths.filter) / FILES.metrics),
+        stage_times=read_stage_times(Path(paths.run) / FILES.stage_times),
         samples=sample_rows(params, decisions), dropped=dropped_images(params, decisions),
-        losses=read_column(Path(paths.model) / "loss.csv", "loss"),
+        losses=read_column(Path(paths.model) / FILES.loss, "loss"),
         curves=mean_validation_curves(results, validation_logs(params, results)),
         mix_steps=(params.mix.coarse_steps, params.mix.fine_steps), images_per_class=images_per_class,
         coverage=coverage, **pretrain_parts(params),
-        **({"corpus_words": "retrieved real images (train.retrieval_folder)"} if has_classes(params.train.retrieval_folder)
-           else {}),
+        corpus_words=("retrieved real images (train.retrieval_folder)" if has_classes(params.train.retrieval_folder)
+                      else ReportData.corpus_words),
     )
-    write_text(Path(paths.report) / "report.html", render_html(data))
-    write_text(Path(paths.report) / "report.md", render_markdown(data))
+    write_text(Path(paths.report) / FILES.report_html, render_html(data))
+    write_text(Path(paths.report) / FILES.report_md, render_markdown(data))
     return {"metrics": metrics, "verdict": data.headline.sentence if data.headline else ""}
 
 
@@ -207,7 +196,8 @@ def publish(params: Params, verdict: str) -> None:
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
     folder = Path(params.paths.report)
-    create_markdown_artifact(markdown=(folder / "report.md").read_text(), key="mvcaug-metrics",
+    create_markdown_artifact(markdown=(folder / FILES.report_md).read_text(), key="mvcaug-metrics",
                              description=verdict or "Test accuracy per training set and synthetic-set quality")
-    create_link_artifact(link=(folder / "report.html").resolve().as_uri(), link_text="report.html (real vs synthetic grid)",
+    create_link_artifact(link=(folder / FILES.report_html).resolve().as_uri(),
+                         link_text=f"{FILES.report_html} (real vs synthetic grid)",
                          key="mvcaug-report", description="The offline HTML report")

@@ -1,5 +1,5 @@
 """Tasks of the train stage: read the splits and synthetic sets, then one task per cell, which keeps a
-stored result whose fingerprint matches and otherwise trains the cell (dvclive logs, result.json).
+stored result whose digest matches and otherwise trains the cell (dvclive logs, result.json).
 
 On the local runner a cell task receives the data in memory; on Dask it receives a StoredData (the project
 root and params file) and each worker process reads the data itself, once: shipping every split with each
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dvclive import Live
 from prefect import task
@@ -25,30 +24,29 @@ from mvcaug.io.atomic import write_json, write_parquet
 from mvcaug.core.devices import load_once, worker_device
 from mvcaug.io.digests import digest_files, json_digest
 from mvcaug.core.errors import MissingInputError, UserError
-from mvcaug.data.images import ImageSet, corpus_images, load_images, read_manifest
-from mvcaug.core.params import Params, PathsParams, TrainParams, load_params
-from mvcaug.models.pretrain_files import CORPUS as CORPUS_FILE
-from mvcaug.data.retrieval import has_classes, retrieval_images, shared_images
+from mvcaug.data.images import ImageSet, corpus_images, refuse_task_images
+from mvcaug.io.images import load_images, load_splits
+from mvcaug.core.params import Params, PathsParams, TrainParams
+from mvcaug.io.params_file import load_params
+from mvcaug.data.retrieval import has_classes, retrieval_images
 from mvcaug.io.stored import read_json
-from mvcaug.data.synthetic_sets import MVC, SyntheticSet, kept_rows, synthetic_sets
-from mvcaug.judging.cells import CORPUS, PREDICTIONS_FILE, Cell, RunResult
+from mvcaug.data.synthetic_sets import SyntheticSet, decisions_file
+from mvcaug.io.synthetic_sets import kept_rows
+from mvcaug.judging.cells import CORPUS, Cell, RunResult
 from mvcaug.judging.train import (
-    TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, stored_result,
+    TrainingData, cell_digest, fit_cell, plan_stage_cells, predict, stored_result,
 )
-from mvcaug.reporting.train_plots import CONFUSION_FILE, write_train_plots
+from mvcaug.io.train_plots import write_train_plots
+from mvcaug.io.catalog import FILES
+
+__all__ = ["NothingKept", "StoredData", "TrainOutputs", "train_outputs", "plan_grid", "plan", "load_training_data",
+    "read_training_data", "remove_stale_cells", "train_cell", "write_results", "train_plots"]
 
 log = logging.getLogger("mvcaug.judging.train")
 
 
 class NothingKept(UserError, ValueError):
     """The filter kept no image of a synthetic set that cells train on."""
-
-
-def reference_counts(params: Params) -> list[int]:
-    """Real images added per class in the reference cells: the budget counts, when the reference split exists."""
-    if not params.prepare.reference_per_class:
-        return []
-    return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
 
 
 @dataclass(frozen=True)
@@ -59,31 +57,34 @@ class StoredData:
     params_file: str
 
 
-def corpus_counts(params: Params) -> list[int]:
-    """Images added per class in the corpus cells: the budget counts, when there is a corpus to add from: the
-    real images of train.retrieval_folder (when it has class folders), else the glyph corpus the pretrain stage
-    made (its images of the task's classes are read by read_corpus; a class the corpus lacks is a clear error
-    there). An unlabeled pretraining folder names no class, so it gives no corpus cells."""
-    if not has_classes(params.train.retrieval_folder) and params.pretrain.source != "glyphs":
-        return []
-    return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where the train stage writes: a folder per cell, every cell's result in one file, the plots folders."""
+
+    cells: str
+    results: str
+    plots: str
+
+
+def train_outputs(root: str | Path, params: Params) -> TrainOutputs:
+    """The train stage's outputs, paths.train taken under `root`, the project root the flow is given (not the
+    working directory: the flow may run from elsewhere, and every task it hands a folder must write into the same
+    one); as strings, which Prefect passes to tasks and Dask ships to workers as they are."""
+    folder = Path(root) / params.paths.train
+    return TrainOutputs(str(folder / FILES.cells), str(folder / FILES.results), str(folder / FILES.plots))
 
 
 def plan_grid(params: Params) -> list[Cell]:
-    """Every cell of the stage: the grid, the MVC ablation's cells, the budget curve, the reference cells and the
-    corpus cells."""
-    t, g = params.train, params.generate
-    twins = [s.name for s in synthetic_sets(params.paths, g) if s.name != MVC]
-    return plan_cells(t, twin_sets=twins, budgets=budget_counts(t.synthetic_budgets, g.images_per_class),
-                      images_per_class=g.images_per_class, reference=reference_counts(params),
-                      corpus=corpus_counts(params))
+    """Every cell of the stage (mvcaug.judging.train.plan_stage_cells), once train.retrieval_folder is looked at."""
+    return plan_stage_cells(params, has_classes(params.train.retrieval_folder))
 
 
 def read_corpus(params: Params, classes: list[str]) -> ImageSet:
     """The pretraining corpus's images whose label is one of the task's classes, in corpus order."""
-    path = Path(params.paths.pretrain) / CORPUS_FILE
+    path = Path(params.paths.pretrain) / FILES.corpus
     if not path.is_file():
-        raise MissingInputError(f"{path}: no pretraining corpus; run the pretrain stage first (dvc repro pretrain)")
+        raise MissingInputError(f"{path}: no pretraining corpus; run the pretrain stage first",
+                                stage="pretrain")
     corpus = corpus_images(pq.read_table(path), params.prepare.channels, params.prepare.resolution)
     missing = sorted(set(classes) - set(corpus.labels))
     if missing:
@@ -104,12 +105,10 @@ def read_corpus_cells_data(params: Params, data: TrainingData, per_class: int) -
         where, digest = folder, json_digest(list(zip(corpus.ids, corpus.sha256)))
     else:
         corpus = read_corpus(params, data.classes)
-        where, digest = str(Path(params.paths.pretrain) / CORPUS_FILE), digest_files([Path(params.paths.pretrain) / CORPUS_FILE])
-    shared = [pair for split in (data.real, data.val, data.test, data.reference) if split is not None and split.ids
-              for pair in shared_images(corpus, split)]
-    if shared:
-        raise UserError(f"{where}: {len(shared)} image(s) equal images of the task, e.g. {shared[0][0]} = "
-                        f"{shared[0][1]}; remove them: an image of the task's splits must not be added as extra data")
+        where, digest = str(Path(params.paths.pretrain) / FILES.corpus), digest_files([Path(params.paths.pretrain) / FILES.corpus])
+    splits = {"train": data.real, "val": data.val, "test": data.test, "reference": data.reference}
+    refuse_task_images(corpus, {name: split for name, split in splits.items() if split is not None}, where, "image",
+                       "remove them: an image of the task's splits must not be added as extra data")
     return corpus, digest
 
 
@@ -128,25 +127,20 @@ def load_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData,
 def read_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData, dict[str, str]]:
     """load_training_data's work, also done by each Dask worker for itself (stored_training_data)."""
     paths, channels = params.paths, params.prepare.channels
-    manifest = read_manifest(paths.prepared)
-
-    def split(name: str):
-        return load_images(paths.prepared, manifest.filter(pc.equal(manifest["split"], name)).to_pylist(), channels)
-
-    real, val, test, reference = (split(name) for name in ("train", "val", "test", "reference"))
+    real, val, test, reference = load_splits(paths.prepared, ("train", "val", "test", "reference"), channels).values()
     data = TrainingData(real, val, test, sorted(set(real.labels)), reference=reference)
-    digests = {"data": digest_files([Path(paths.prepared) / "manifest.parquet"])}
+    digests = {"data": digest_files([Path(paths.prepared) / FILES.manifest])}
     corpus_cells = [cell for cell in cells if cell.strategy == CORPUS]
     if corpus_cells:
-        data.corpus, digests[CORPUS] = read_corpus_cells_data(params, data, max(c.per_class for c in corpus_cells))
+        data.corpus, digests[CORPUS] = read_corpus_cells_data(params, data, max(c.added_per_class for c in corpus_cells))
     # Only the synthetic sets some cell trains on are read: real-only grids need none.
     for name in sorted({cell.synthetic_set for cell in cells if cell.uses_synthetic}):
         synthetic = SyntheticSet.named(name, paths)
         rows = kept_rows(synthetic, paths)
         if not rows:
             raise NothingKept(
-                f"{paths.filter}/{name}.parquet: the filter kept none of the synthetic images ({name}), so no cell can "
-                "train on them; see its metrics.json for why, then lower filter.confidence_quantile / "
+                f"{decisions_file(synthetic, paths)}: the filter kept none of the synthetic images ({name}), so no "
+                f"cell can train on them; see its {FILES.metrics} for why, then lower filter.confidence_quantile / "
                 "near_copy_quantile / duplicate_quantile, or set filter.enabled: false")
         data.synthetic[name] = load_images(synthetic.folder, rows, channels, id_key="path")
         digests[name] = digest_files([Path(synthetic.folder) / row["path"] for row in rows])
@@ -177,14 +171,14 @@ def remove_stale_cells(cells_dir: str, cells: list[Cell]) -> list[str]:
 @task(cache_policy=NO_CACHE, task_run_name="{cell.name}")
 def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams, digests: dict[str, str],
                cells_dir: str) -> tuple[RunResult, bool]:
-    """(the cell's result, whether it was trained now): a stored result with the same fingerprint is kept;
+    """(the cell's result, whether it was trained now): a stored result with the same digest is kept;
     otherwise the cell is trained, its per-epoch loss and validation accuracy and the test confusion
-    matrix of its kept weights go to dvclive, and result.json stores the result with its fingerprint.
+    matrix of its kept weights go to dvclive, and result.json stores the result with its digest.
     The data in memory, or a StoredData this worker reads once (stored_training_data)."""
     cell_dir = Path(cells_dir) / cell.name
-    fingerprint = cell_fingerprint(cell, params, digests["data"], digests)
-    kept = stored_result(read_json(cell_dir / "result.json"), fingerprint)
-    if kept is not None and (cell_dir / PREDICTIONS_FILE).is_file():
+    digest = cell_digest(cell, params, digests["data"], digests)
+    kept = stored_result(read_json(cell_dir / FILES.cell_result), digest)
+    if kept is not None and (cell_dir / FILES.predictions).is_file():
         return kept, False
     if isinstance(data, StoredData):
         data = stored_training_data(data.root, data.params_file)
@@ -198,10 +192,10 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
         device = worker_device()
         result, model = fit_cell(cell, data, params, log_epoch, device=device)
         truth, predicted = predict(model, data.test, data.classes, params.model_settings[cell.model].image_size)
-        live.log_sklearn_plot("confusion_matrix", truth, predicted, name=CONFUSION_FILE)
+        live.log_sklearn_plot("confusion_matrix", truth, predicted, name=FILES.confusion_matrix)
         live.summary.update({"test_acc": result.test_acc, "best_val_acc": result.val_acc})
-    write_parquet(cell_dir / PREDICTIONS_FILE, pa.table({"id": data.test.ids, "truth": truth, "predicted": predicted}))
-    write_json(cell_dir / "result.json", {"fingerprint": fingerprint, "result": result.to_json(), "device": str(device)})
+    write_parquet(cell_dir / FILES.predictions, pa.table({"id": data.test.ids, "truth": truth, "predicted": predicted}))
+    write_json(cell_dir / FILES.cell_result, {"digest": digest, "result": result.to_json(), "device": str(device)})
     return result, True
 
 

@@ -22,6 +22,9 @@ import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+__all__ = ["CommandFailed", "dag_order", "head", "stage_order", "stale_stages", "reproduce", "uncommitted", "push",
+    "commit_branch", "metrics_diff"]
+
 log = logging.getLogger("mvcaug.regenerate")
 
 EDGE = re.compile(r'^"(?P<source>[^"]+)"\s*->\s*"(?P<target>[^"]+)"')

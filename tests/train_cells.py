@@ -13,7 +13,7 @@ from mvcaug.core.params import ModelSettings, TrainParams
 from mvcaug.data.prepare import DIGIT_NAMES
 from mvcaug.judging.cells import Cell
 from mvcaug.judging.train import TrainingData
-from mvcaug.reporting.train_plots import PLOTS
+from mvcaug.io.catalog import FILES
 
 # two seeds of one grid column and one seed of another: seeds pool, columns stay apart
 CELLS = (Cell("small_cnn", "default", "real", 0), Cell("small_cnn", "default", "real", 1),
@@ -47,5 +47,5 @@ def train_cells(train_dir: Path, cells: tuple[Cell, ...] = CELLS) -> TrainingDat
     data = digits_data()
     for cell in cells:
         train_cell.fn(cell, data, GRID, {"data": "test", "mvc": "test"}, str(train_dir / "cells"))
-    train_plots.fn(list(cells), str(train_dir / "cells"), str(train_dir / PLOTS))
+    train_plots.fn(list(cells), str(train_dir / "cells"), str(train_dir / FILES.plots))
     return data

@@ -13,6 +13,9 @@ import torch
 
 from mvcaug.core.errors import UserError
 
+__all__ = ["UnpinnedWorker", "resolve_device", "auto_dtype", "resolve_dtype", "choose_worker_device",
+    "started_by_dask_cuda", "worker_device", "cluster_gpus", "load_once"]
+
 T = TypeVar("T")
 LOAD_LOCK = threading.RLock()
 """Held while a load_once loader runs: one load at a time per process (re-entrant: loaders nest)."""
@@ -105,6 +108,6 @@ def load_once(fn: Callable[..., T]) -> Callable[..., T]:
         with LOAD_LOCK:
             return cached(*args, **kwargs)
 
-    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]  # as lru_cache's own wrapper has
     return wrapper
 

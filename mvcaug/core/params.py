@@ -14,12 +14,15 @@ import string
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from mvcaug.core.errors import UserError
+
+__all__ = ["ParamsError", "ResizeMode", "Baseline", "Strategy", "PathsParams", "PrepareParams", "CaptionParams",
+    "EmbedParams", "MixParams", "FinetuneParams", "PretrainParams", "GenerateParams", "FilterParams",
+    "ModelSettings", "TrainParams", "Params", "params_from_yaml", "params_from_dict"]
 
 
 class ParamsError(UserError, ValueError):
@@ -62,8 +65,9 @@ class PathsParams:
     """embeddings.parquet (one m x d matrix per caption) and null.parquet (the empty text)."""
     mixed: str = "data/05_mixed/mixed.parquet"
     """MVC embeddings with their provenance."""
-    mixed_ablation: str = "data/05_mixed/mixed_ablation.parquet"
-    """The MVC ablation's embeddings: the same N_y and seed with P = Q = 0 (unedited caption embeddings)."""
+    unmixed: str = "data/05_mixed/unmixed.parquet"  # catalog-exempt: a path default, not the filter's file
+    """The unmixed embeddings (the MVC ablation's): the same N_y and seed with P = Q = 0 (unedited caption
+    embeddings)."""
     pretrain: str = "data/04_pretrain"
     """The pretrained text-to-image model (unet/, scheduler/, codec.json), its corpus (corpus.parquet) and
     self-check (metrics.json, self_check.csv); only metrics.json and the model card when pretrain.source is none."""
@@ -71,8 +75,9 @@ class PathsParams:
     """The fine-tuned denoiser: unet/ (safetensors + config), codec.json, metrics.json."""
     synthetic: str = "data/07_synthetic"
     """Generated shards and manifest.parquet."""
-    synthetic_ablation: str = "data/07_synthetic_ablation"
-    """The same shards generated from the P = Q = 0 embeddings (empty when generate.ablation is off)."""
+    synthetic_unmixed: str = "data/07_synthetic_unmixed"
+    """The unmixed set: the same shards generated from the P = Q = 0 embeddings (empty when generate.ablation is
+    off)."""
     synthetic_pretrained: str = "data/07_synthetic_pretrained"
     """The same shards from the pretrained model alone, text-to-image (empty unless generate.compare_pretrained)."""
     train: str = "data/10_train"
@@ -83,7 +88,7 @@ class PathsParams:
     """Quality measures of the synthetic set (metrics.json)."""
     filter: str = "data/08_filter"
     """Keep/drop decisions per synthetic set (<set>.parquet), metrics.json and the real-only classifier."""
-    metrics: str = "metrics.json"
+    metrics: str = "metrics.json"  # catalog-exempt: a path of params.yaml (paths.metrics), not a name in a folder
     """The DVC metrics file compared by `dvc metrics diff`."""
     cache: str = ".mvcaug-cache"
     """Content-addressed captions and embeddings kept across runs (not a DVC output); empty = off."""
@@ -112,7 +117,8 @@ class PrepareParams:
     seed: int = 0
     """Seed of the stratified split."""
     reference_per_class: int = 0
-    """Held-out real images per class (split `reference`), used only by the reference cells; 0 = none."""
+    """Held-out real images per class (split `reference`), used only by the more_real cells and as FID's
+    comparison set; 0 = none."""
     model_resolution: int = 0
     """The generative model's resolution (e.g. 256 for Stable Diffusion): the training images are also written
     at it, resized once from the source, for captioning, fine-tuning and conditioning; 0 = the working images."""
@@ -334,11 +340,11 @@ class GenerateParams:
     """A task (what a Dask worker takes) holds whole shards, up to task_batches x batch_size images."""
     compile: bool = False
     """torch.compile the U-Net: faster steps after a one-off compilation (on a GPU); pixels may move in the
-    last bits, so it is in the shard fingerprint."""
+    last bits, so it is in the shard digest."""
     channels_last: bool = False
-    """The U-Net in channels_last memory format (faster convolutions on recent GPUs); in the fingerprint."""
+    """The U-Net in channels_last memory format (faster convolutions on recent GPUs); in the digest."""
     fuse_qkv: bool = False
-    """diffusers' fuse_qkv_projections: one matmul for the q, k, v projections; in the fingerprint."""
+    """diffusers' fuse_qkv_projections: one matmul for the q, k, v projections; in the digest."""
     seed: int = 0
     """Base seed; image i of class y has its own seed derived from it."""
     mode: GenerateMode = "finetuned"
@@ -352,7 +358,7 @@ class GenerateParams:
     dask_workers: int = 2
     """Workers of that LocalCluster (one GPU each on a GPU machine)."""
     ablation: bool = True
-    """The MVC ablation: also generate from P = Q = 0 embeddings and train combined cells on them."""
+    """The MVC ablation: also generate the unmixed set (from P = Q = 0 embeddings) and train combined cells on it."""
     compare_pretrained: bool = False
     """The paper's Table 4: also generate with finetune.pretrained alone (text-to-image, same mixes and seeds)
     and train combined cells on that set, beside the fine-tuned model's."""
@@ -401,7 +407,7 @@ class ModelSettings:
     image_size: int = 0
     """Input size; 0 = the working resolution (images are resized when it differs)."""
     width: int = 32
-    """small_cnn only: channels of the first block."""
+    """Channels of the first block, for a model whose timm entrypoint takes a width (small_cnn)."""
     pretrained: str = ""
     """A local .safetensors file of pretrained weights; empty trains from scratch."""
 
@@ -430,7 +436,7 @@ class TrainParams:
     """two_phase: phase-2 learning rate as a fraction of the first."""
     synthetic_budgets: tuple[float, ...] = (0.25, 0.5, 1.0)
     """The budget curve: fractions of generate.images_per_class used per class by extra combined cells
-    (and, with a reference split, the numbers of real images added per class by the reference cells)."""
+    (and, with a reference split, the numbers of real images added per class by the more_real cells)."""
     model_settings: dict[str, ModelSettings] = field(default_factory=lambda: {"small_cnn": ModelSettings()})
     """Per-model settings, keyed by model name; changing one retrains only that model's cells."""
     task_runner: TaskRunner = "local"
@@ -478,18 +484,16 @@ class Params:
     filter: FilterParams = field(default_factory=FilterParams)
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file; every problem names the file, the key and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found; run from the project root or pass its path")
+def params_from_yaml(text: str, source: str) -> Params:
+    """Parse and validate a params file's text (mvcaug.io.params_file.load_params reads the file); every problem
+    names `source` (the file), the key and the fix."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+        raise ParamsError(f"{source}: not valid YAML: {err}") from err
     if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    return params_from_dict(raw, source=str(path))
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    return params_from_dict(raw, source=source)
 
 
 def params_from_dict(raw: dict[str, Any], source: str = "params") -> Params:
@@ -683,6 +687,7 @@ def _check_values(params: Params, source: str) -> None:
     if f.method == "lora" and (f.init != "pretrained" or f.lora_rank < 1 or f.lora_alpha <= 0 or not f.lora_targets):
         raise ParamsError(f"{source}: 'finetune.method: lora' adapts a pretrained U-Net: it needs finetune.init: "
                           "pretrained, lora_rank >= 1, lora_alpha > 0 and at least one name in lora_targets")
+    _check_finetune_loop(f, source)
     if params.prepare.channels not in (1, 3):
         raise ParamsError(f"{source}: 'prepare.channels' must be 1 or 3")
     if params.mix.coarse_steps < 0 or params.mix.fine_steps < 0:
@@ -690,6 +695,19 @@ def _check_values(params: Params, source: str) -> None:
     for key in ("confidence_quantile", "near_copy_quantile", "duplicate_quantile"):
         if not 0.0 <= getattr(params.filter, key) < 1.0:
             raise ParamsError(f"{source}: 'filter.{key}' must be a quantile in [0, 1), e.g. 0.05")
+
+
+def _check_finetune_loop(f: FinetuneParams, source: str) -> None:
+    """The training loop's counts and EMA decay, which Accelerate and diffusers' EMAModel would refuse later (or
+    not at all: a negative checkpoint_every never checkpoints). Whether the device runs finetune.mixed_precision
+    is known only on the machine that trains (mvcaug.method.finetune.check_device_supports)."""
+    if f.gradient_accumulation_steps < 1 or f.validation_images < 1 or f.validation_steps < 1:
+        raise ParamsError(f"{source}: 'finetune.gradient_accumulation_steps', 'validation_images' and "
+                          "'validation_steps' must be >= 1")
+    if f.checkpoint_every < 0 or f.validation_every < 0:
+        raise ParamsError(f"{source}: 'finetune.checkpoint_every' and 'validation_every' must be >= 0 (0 = off)")
+    if not 0.0 <= f.ema_decay <= 1.0:
+        raise ParamsError(f"{source}: 'finetune.ema_decay' must be between 0 and 1")
 
 
 def _check_pretrain(params: Params, source: str) -> None:
@@ -737,7 +755,7 @@ def _check_budgets(params: Params, source: str) -> None:
     if 0 < reference < largest:
         raise ParamsError(
             f"{source}: 'prepare.reference_per_class' ({reference}) must be at least {largest}, the largest budget of "
-            "train.synthetic_budgets x generate.images_per_class: reference cells add that many real images per class"
+            "train.synthetic_budgets x generate.images_per_class: more_real cells add that many real images per class"
         )
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+__all__ = ["METADATA", "ExportFile", "synthetic_files", "real_files", "check_unique"]
+
 METADATA = "metadata.jsonl"
 
 

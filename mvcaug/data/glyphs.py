@@ -14,15 +14,14 @@ pretrained model learns are the ones the task's captions use.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageFont
 
-__all__ = [
-    "DIGIT_WORDS", "FACES", "GlyphSpec", "draw_specs", "faces_folder", "glyph_word", "render", "spec_rows",
-]
+__all__ = ["DIGIT_WORDS", "FACES", "CANVAS", "faces_folder", "glyph_word", "GlyphSpec", "draw_specs", "render"]
 
 DIGIT_WORDS = {str(i): w for i, w in enumerate(
     ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))}
@@ -100,9 +99,10 @@ def _safe(glyph: str) -> str:
     return glyph if glyph.isdigit() else f"{'u' if glyph.isupper() else 'l'}{glyph.lower()}"
 
 
-def render(spec: GlyphSpec, resolution: int, fonts: Path) -> Image.Image:
-    """The glyph white on black (as the digits are), in mode L at resolution x resolution."""
-    font = ImageFont.truetype(str(fonts / spec.face), size=CANVAS)
+def render(spec: GlyphSpec, resolution: int, fonts: Mapping[str, ImageFont.FreeTypeFont]) -> Image.Image:
+    """The glyph white on black (as the digits are), in mode L at resolution x resolution; `fonts`: each face of
+    FACES at CANVAS size (mvcaug.io.fonts.load_faces)."""
+    font = fonts[spec.face]
     mask = font.getmask(spec.glyph, mode="L")
     glyph = Image.frombytes("L", mask.size, bytes(mask)) if mask.size[0] and mask.size[1] else Image.new("L", (1, 1))
     box = glyph.getbbox() or (0, 0, glyph.width, glyph.height)

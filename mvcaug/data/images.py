@@ -1,19 +1,21 @@
-"""Images <-> tensors in [-1, 1], and reading a manifest's split into memory."""
+"""Images <-> tensors in [-1, 1], image sets in memory, and which images of two sets are the same picture
+(files are read in mvcaug.io.images)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from mvcaug.core.errors import MissingInputError
+from mvcaug.core.errors import MissingInputError, UserError
+
+__all__ = ["ImageSet", "corpus_images", "to_tensor", "to_image", "resize", "pixel_digests", "shared_images",
+    "TaskImageError", "refuse_task_images"]
 
 
 @dataclass
@@ -91,35 +93,35 @@ def resize(pixels: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
 
 
-def read_manifest(prepared_dir: str | Path) -> pa.Table:
-    path = Path(prepared_dir) / "manifest.parquet"
-    if not path.is_file():
-        raise MissingInputError(f"{path}: no dataset manifest; run the prepare stage first (dvc repro prepare)")
-    return pq.read_table(path)
+def pixel_digests(pixels: torch.Tensor) -> list[str]:
+    """sha256 of each image's 8-bit pixels (channels x height x width): equal for equal images whichever file,
+    format or folder they were read from."""
+    eight_bit = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    return [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in eight_bit]
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """An image fully decoded into memory, its file closed (a set of thousands stays under the open-file limit)."""
-    with Image.open(path) as image:
-        image.load()
-        return image.copy()
+def shared_images(outside: ImageSet, task: ImageSet) -> list[tuple[str, str]]:
+    """(outside id, task id) for every image of `outside` whose pixels equal an image of the task's."""
+    if not outside.ids or not task.ids or outside.pixels.shape[1:] != task.pixels.shape[1:]:
+        return []
+    by_digest = dict(zip(pixel_digests(task.pixels), task.ids))
+    return [(ident, by_digest[digest]) for ident, digest in zip(outside.ids, pixel_digests(outside.pixels))
+            if digest in by_digest]
 
 
-def load_images(folder: str | Path, rows: list[dict], channels: int, id_key: str = "id") -> ImageSet:
-    """The images of manifest rows (path relative to folder, label, optional sha256), in row order."""
-    tensors = []
-    for row in rows:
-        with Image.open(Path(folder) / row["path"]) as image:
-            tensors.append(to_tensor(image, channels))
-    pixels = torch.stack(tensors) if tensors else torch.zeros(0, channels, 1, 1)
-    return ImageSet([r[id_key] for r in rows], [r["label"] for r in rows], [r.get("sha256", "") for r in rows], pixels)
+class TaskImageError(UserError, ValueError):
+    """Extra data (a pretraining corpus, retrieved images) holds an image of the task's splits."""
 
 
-def load_split(prepared_dir: str | Path, split: str, channels: int, model_resolution: bool = False) -> ImageSet:
-    """Every image of one split, in manifest order; with model_resolution, the copies prepare wrote at the
-    generative model's resolution when it wrote them (prepare.model_resolution), else the working images."""
-    manifest = read_manifest(prepared_dir)
-    rows = manifest.filter(pc.equal(manifest["split"], split)).to_pylist()
-    if model_resolution and "model_path" in manifest.column_names:
-        rows = [{**row, "path": row["model_path"], "sha256": row["model_sha256"]} for row in rows]
-    return load_images(prepared_dir, rows, channels)
+def refuse_task_images(outside: ImageSet, splits: Mapping[str, ImageSet], where: str, what: str, fix: str,
+                       sources: Mapping[str, str] | None = None) -> None:
+    """Refuse `outside` when one of its images equals an image of one of the task's `splits` ({split: images}, looked
+    at in that order): a TaskImageError naming `where`, how many of its `what`s equal images of the first such
+    split, one pair (the outside image with its source from `sources` when known) and `fix`."""
+    for split, images in splits.items():
+        shared = shared_images(outside, images)
+        if shared:
+            ident, inside = shared[0]
+            shown = f"{ident} ({sources[ident]})" if sources and ident in sources else ident
+            raise TaskImageError(f"{where}: {len(shared)} {what}(s) equal images of the task's {split} split, e.g. "
+                                 f"{shown} = {inside}; {fix}")

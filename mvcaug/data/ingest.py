@@ -13,6 +13,8 @@ from pathlib import Path
 
 from mvcaug.core.errors import UserError
 
+__all__ = ["IngestError", "Candidate", "contained_target", "plan_copies"]
+
 
 class IngestError(UserError, ValueError):
     """New images cannot be ingested as asked; the message names the folder and the fix."""

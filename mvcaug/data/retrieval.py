@@ -11,18 +11,17 @@ training data.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mvcaug.core.errors import UserError
-from mvcaug.data.images import ImageSet, to_tensor
+from mvcaug.data.images import ImageSet, pixel_digests, to_tensor
 from mvcaug.core.params import ResizeMode
-from mvcaug.data.prepare import DatasetError, class_folders, load_imagefolder_source, split_rank, to_working_image
+from mvcaug.data.prepare import DatasetError, split_rank, to_working_image
+from mvcaug.io.image_folders import class_folders, load_imagefolder_source
 
-__all__ = ["RetrievalError", "has_classes", "pixel_digests", "retrieval_images", "shared_images"]
+__all__ = ["RetrievalError", "has_classes", "retrieval_images"]
 
 
 class RetrievalError(UserError, ValueError):
@@ -64,19 +63,3 @@ def retrieval_images(folder: str | Path, classes: list[str], per_class: int, res
     pixels = torch.stack(tensors) if tensors else torch.zeros(0, channels, resolution, resolution)
     return ImageSet([f"retrieval-{item.id}" for item in chosen], [item.label for item in chosen],
                     pixel_digests(pixels), pixels)
-
-
-def pixel_digests(pixels: torch.Tensor) -> list[str]:
-    """sha256 of each image's 8-bit pixels (channels x height x width): equal for equal images whichever file,
-    format or folder they were read from."""
-    eight_bit = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    return [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in eight_bit]
-
-
-def shared_images(outside: ImageSet, task: ImageSet) -> list[tuple[str, str]]:
-    """(outside id, task id) for every image of `outside` whose pixels equal an image of the task's."""
-    if not outside.ids or not task.ids or outside.pixels.shape[1:] != task.pixels.shape[1:]:
-        return []
-    by_digest = dict(zip(pixel_digests(task.pixels), task.ids))
-    return [(ident, by_digest[digest]) for ident, digest in zip(outside.ids, pixel_digests(outside.pixels))
-            if digest in by_digest]

@@ -1,10 +1,10 @@
 """The synthetic sets a run generates, by name, and where each one's files are.
 
-`mvc` is the set generated from the MVC mixes; `no_mvc` the same shards generated from the P = Q = 0
+`mvc` is the set generated from the MVC mixes; `unmixed` the same shards generated from the P = Q = 0
 mixes (the MVC ablation, when generate.ablation is on); `pretrained` the same shards from the pretrained
 model alone, text-to-image (the paper's Table 4, when generate.compare_pretrained is on). Every stage that handles synthetic images
 (generate, quality, train, report) finds a set's folder and mixes through here, so adding a set is one
-entry, not an edit in each stage.
+entry, not an edit in each stage. Its tables are read in mvcaug.io.synthetic_sets.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from mvcaug.core.errors import MissingInputError
 from mvcaug.core.params import GenerateParams, PathsParams
+from mvcaug.io.catalog import FILES
 
-MVC, NO_MVC, PRETRAINED = "mvc", "no_mvc", "pretrained"
-SET_NAMES = (MVC, NO_MVC, PRETRAINED)
-MANIFEST = "manifest.parquet"
+__all__ = ["MVC", "UNMIXED", "PRETRAINED", "SET_NAMES", "SyntheticSet", "synthetic_sets", "decisions_file"]
+
+MVC, UNMIXED, PRETRAINED = "mvc", "unmixed", "pretrained"
+SET_NAMES = (MVC, UNMIXED, PRETRAINED)
 
 
 @dataclass(frozen=True)
@@ -36,41 +35,20 @@ class SyntheticSet:
     def named(cls, name: str, paths: PathsParams) -> SyntheticSet:
         if name == MVC:
             return cls(MVC, paths.synthetic, paths.mixed)
-        if name == NO_MVC:
-            return cls(NO_MVC, paths.synthetic_ablation, paths.mixed_ablation)
+        if name == UNMIXED:
+            return cls(UNMIXED, paths.synthetic_unmixed, paths.unmixed)
         if name == PRETRAINED:
             return cls(PRETRAINED, paths.synthetic_pretrained, paths.mixed, pretrained_only=True)
         raise ValueError(f"unknown synthetic set {name!r}: one of {', '.join(SET_NAMES)}")
 
 
 def synthetic_sets(paths: PathsParams, generate: GenerateParams) -> list[SyntheticSet]:
-    """The sets this configuration generates: MVC's, the ablation's with generate.ablation, the pretrained
+    """The sets this configuration generates: MVC's, the unmixed one with generate.ablation, the pretrained
     model's with generate.compare_pretrained."""
-    wanted = [MVC] + ([NO_MVC] if generate.ablation else []) + ([PRETRAINED] if generate.compare_pretrained else [])
+    wanted = [MVC] + ([UNMIXED] if generate.ablation else []) + ([PRETRAINED] if generate.compare_pretrained else [])
     return [SyntheticSet.named(name, paths) for name in wanted]
-
-
-def manifest_rows(synthetic: SyntheticSet) -> list[dict]:
-    """The rows of a set's manifest.parquet (path, label, shard, index, seed, mixed_id, cond_id)."""
-    path = Path(synthetic.folder) / MANIFEST
-    if not path.is_file():
-        raise MissingInputError(f"{path}: no synthetic manifest; run the generate stage first (dvc repro generate)")
-    return pq.read_table(path).to_pylist()
 
 
 def decisions_file(synthetic: SyntheticSet, paths: PathsParams) -> Path:
     """The filter stage's decisions for a set: its manifest rows plus kept, reason and the scores."""
-    return Path(paths.filter) / f"{synthetic.name}.parquet"
-
-
-def decision_rows(synthetic: SyntheticSet, paths: PathsParams) -> list[dict]:
-    """Every image of a set with the filter's decision, in manifest order."""
-    path = decisions_file(synthetic, paths)
-    if not path.is_file():
-        raise MissingInputError(f"{path}: no filter decisions; run the filter stage first (dvc repro filter)")
-    return pq.read_table(path).to_pylist()
-
-
-def kept_rows(synthetic: SyntheticSet, paths: PathsParams) -> list[dict]:
-    """The images of a set that the filter kept (all of them with filter.enabled false), in manifest order."""
-    return [row for row in decision_rows(synthetic, paths) if row["kept"]]
+    return Path(paths.filter) / FILES.decisions[synthetic.name]

@@ -26,6 +26,9 @@ from PIL import Image
 
 from mvcaug.core.errors import DiskFullError, OutputNotWritableError
 
+__all__ = ["fsync_path", "NAME_MAX", "name_beside", "atomic_path", "write_bytes", "write_text", "write_json",
+    "write_parquet", "write_png", "replacing_folder"]
+
 
 def fsync_path(path: str | Path) -> None:
     """Flush a file's (or a folder's entries') data to disk."""

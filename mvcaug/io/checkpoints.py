@@ -5,10 +5,10 @@ A checkpoint is a folder `<root>/step-XXXXXX/`:
 - `<name>.safetensors`: tensors (unet, ema, optimizer), loadable without running code;
 - `<name>.json`: the non-tensor structure of a state dict (optimizer, scheduler), where each tensor
   is a reference into `<name>.safetensors`;
-- `state.json`: the step, the run's fingerprint, the loss history and the RNG states.
+- `state.json`: the step, the run's digest, the loss history and the RNG states.
 
 It is written into a hidden temporary folder and renamed into place, so a crash never leaves a
-half-written checkpoint that a rerun would resume from. The fingerprint (a hash of every input that
+half-written checkpoint that a rerun would resume from. The digest (a hash of every input that
 changes the trained weights) decides which checkpoints a rerun may resume from; state.json also keeps
 those inputs part by part, so a rerun can say what differs.
 
@@ -35,6 +35,9 @@ from safetensors.torch import load_file, save_file
 
 from mvcaug.io.digests import code_digest, json_digest, library_versions
 from mvcaug.core.params import FinetuneParams, MixParams
+
+__all__ = ["CODE_ENTRIES", "NOT_RESUMED", "RunInputs", "run_inputs", "flatten_state", "unflatten_state",
+    "Checkpoint", "save_checkpoint", "list_checkpoints", "find_resumable", "set_aside_others"]
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +73,16 @@ class RunInputs:
     processes: int
 
     @property
-    def fingerprint(self) -> str:
+    def digest(self) -> str:
         return json_digest({**self.parts, "processes": self.processes})
 
     def meta(self) -> dict[str, Any]:
         """What state.json records of the run's inputs."""
-        return {"fingerprint": self.fingerprint, "inputs": self.parts, "processes": self.processes}
+        return {"digest": self.digest, "inputs": self.parts, "processes": self.processes}
 
     def differences(self, meta: Mapping[str, Any]) -> list[str]:
         """The parts (and "processes") in which a checkpoint's state.json differs from these inputs."""
-        if meta.get("fingerprint") == self.fingerprint:
+        if meta.get("digest") == self.digest:
             return []
         theirs = meta.get("inputs")
         if not isinstance(theirs, dict):
@@ -91,7 +94,8 @@ class RunInputs:
     def describe(self, meta: Mapping[str, Any]) -> str:
         """The differences in words: 'finetune params (learning_rate, steps), process count (4, now 1)'."""
         words = []
-        theirs = meta.get("inputs") if isinstance(meta.get("inputs"), dict) else {}
+        inputs = meta.get("inputs")
+        theirs = inputs if isinstance(inputs, dict) else {}
         for key in self.differences(meta):
             if key == "processes":
                 words.append(f"process count ({meta.get('processes')}, now {self.processes})")
@@ -256,7 +260,7 @@ def find_resumable(root: Path, inputs: RunInputs) -> Checkpoint | None:
     """The newest checkpoint of a run with the same inputs; else the newest of a run that differs only in
     its process count (its weights, optimiser and schedule carry over; the data stream changes)."""
     checkpoints = list_checkpoints(root)
-    same = [c for c in checkpoints if c.meta.get("fingerprint") == inputs.fingerprint]
+    same = [c for c in checkpoints if c.meta.get("digest") == inputs.digest]
     if same:
         return same[-1]
     processes_only = [c for c in checkpoints if inputs.differences(c.meta) == ["processes"]]
@@ -287,7 +291,7 @@ def _set_aside(root: Path, path: Path, checkpoint: Checkpoint | None, why: str) 
     """Move one checkpoint into `<root>-not-resumed/` (a rename: instant, whatever its size) and say so."""
     folder = root.with_name(root.name + NOT_RESUMED)
     folder.mkdir(parents=True, exist_ok=True)
-    tag = str(checkpoint.meta.get("fingerprint", "unknown"))[:12] if checkpoint else "unreadable"
+    tag = str(checkpoint.meta.get("digest", "unknown"))[:12] if checkpoint else "unreadable"
     target = folder / f"{path.name}-{tag}"
     if target.exists():
         target = folder / f"{path.name}-{tag}-{os.getpid()}"

@@ -2,7 +2,7 @@
 
 Captioning and embedding are pure functions of an item's content and the model's configuration, so
 their results can be kept across runs: adding K images to N then costs K model calls, not N + K.
-The namespace is a fingerprint of the model configuration (a different model never sees another's
+The namespace is a digest of the model configuration (a different model never sees another's
 entries); the key is the item's content hash. SQLite gives atomic, crash-safe commits and safe
 concurrent readers without a server, and the file lives outside DVC's outputs (which DVC deletes
 before a stage runs), so it survives `dvc repro` and never changes what a stage writes.
@@ -20,6 +20,8 @@ from typing import Any
 
 from mvcaug.io.digests import json_digest
 
+__all__ = ["config_digest", "text_key", "folder_listing", "ContentCache", "open_cache", "store_quietly"]
+
 log = logging.getLogger(__name__)
 CACHE_FILE = "content.sqlite"
 
@@ -35,7 +37,7 @@ CREATE TABLE IF NOT EXISTS entries (
 LOOKUP_CHUNK = 500
 
 
-def fingerprint(config: Mapping[str, Any]) -> str:
+def config_digest(config: Mapping[str, Any]) -> str:
     """A stable namespace for a configuration: sha256 of its canonical JSON."""
     return json_digest(config)
 
@@ -45,7 +47,7 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def folder_fingerprint(path: str | Path) -> list[tuple[str, int, int]] | str:
+def folder_listing(path: str | Path) -> list[tuple[str, int, int]] | str:
     """(relative path, size, mtime) of every file under a local model folder; a hub id as it is.
 
     Reading the weights' bytes would cost seconds for a multi-GB model on every run; a replaced file

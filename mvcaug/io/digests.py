@@ -19,6 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+__all__ = ["PROJECT_ROOT", "PROJECT_PACKAGES", "file_sha256", "digest_files", "json_digest", "import_closure",
+    "library_versions", "code_digest"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The folder holding the project's packages (a workspace copy runs its own)."""
 PROJECT_PACKAGES = ("mvcaug", "flows", "tasks")
@@ -64,7 +67,7 @@ def module_file(name: str, root: Path = PROJECT_ROOT) -> Path | None:
 
 def imported_modules(path: Path, root: Path = PROJECT_ROOT) -> set[Path]:
     """The project modules one source file imports, at module level or inside functions."""
-    found = set()
+    found: set[Path] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]

@@ -17,6 +17,9 @@ import pyarrow.parquet as pq
 
 from mvcaug.io.atomic import write_parquet
 
+__all__ = ["EMBEDDING_COLUMN", "METADATA_KEY", "embedding_table", "write_embeddings", "embedding_info",
+    "read_embeddings"]
+
 EMBEDDING_COLUMN = "embedding"
 METADATA_KEY = b"mvcaug.embedding"
 

@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+__all__ = ["exclusive_lock", "lock_holder"]
+
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | Path) -> Iterator[bool]:

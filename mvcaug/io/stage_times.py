@@ -14,6 +14,8 @@ from pathlib import Path
 from mvcaug.io.atomic import write_json
 from mvcaug.io.locks import exclusive_lock
 
+__all__ = ["process_seconds", "read_stage_times", "record_stage_time"]
+
 
 def process_seconds() -> float | None:
     """Wall seconds since this process started (Linux /proc), so a stage's time includes its imports and

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+__all__ = ["read_json"]
+
 
 def read_json(path: str | Path) -> Any | None:
     """The JSON value in path, or None when the file is missing or not valid JSON."""

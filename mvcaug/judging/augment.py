@@ -22,6 +22,8 @@ from torchvision.transforms import v2
 
 from mvcaug.core.params import Baseline
 
+__all__ = ["BASELINES", "to_uint8", "from_uint8", "random_crop", "BaselineAugmentation"]
+
 BASELINES: tuple[str, ...] = typing.get_args(Baseline)
 POLICIES: dict[str, Callable[[], v2.Transform]] = {
     "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),

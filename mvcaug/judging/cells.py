@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass
 from mvcaug.core.params import Strategy
 from mvcaug.data.synthetic_sets import MVC
 
+__all__ = ["STRATEGIES", "MORE_REAL", "CORPUS", "REAL_TWO_PHASE", "CONTROL_OF", "Cell", "RunResult"]
+
 STRATEGIES: tuple[str, ...] = typing.get_args(Strategy)
-REFERENCE = "reference"
-"""The strategy of reference cells: real images only, k held-out real images per class added."""
+MORE_REAL = "more_real"
+"""The strategy of more_real cells: real images only, the training split plus k images per class of the held-out
+reference split (prepare.reference_per_class), at the budget counts: what as many more real images give."""
 CORPUS = "corpus"
 """The strategy of corpus cells: real images plus k images per class of the generator's own pretraining corpus
 (the pretrain stage's glyphs of the task's classes), at the budget counts: does the generator add anything
@@ -22,9 +25,6 @@ beyond the data it was trained on?"""
 REAL_TWO_PHASE = "real_two_phase"
 """The strategy of two-phase's control cells: real images only, on two-phase's schedule (its epochs and its
 learning-rate drop), so that two-phase's gain is not the longer schedule's."""
-PREDICTIONS_FILE = "predictions.parquet"
-"""In a cell's folder: its kept classifier's prediction for every test image (id, truth, predicted), for the
-report's bootstrap over test images. Written before result.json, which marks a cell complete."""
 CONTROL_OF = {"two_phase": REAL_TWO_PHASE}
 """The real-only control of a synthetic strategy, where it is not plain `real`."""
 
@@ -38,21 +38,22 @@ class Cell:
     strategy: str
     seed: int
     synthetic_set: str = MVC
-    """mvc, or no_mvc for the MVC ablation's cells (only they name it, so MVC cells keep their names)."""
-    per_class: int = 0
-    """Budget cells: synthetic images per class (combined); reference cells: real images added per class;
-    corpus cells: pretraining-corpus images added per class.
-    0 = every synthetic image (grid cells)."""
+    """mvc, or the other set a cell trains on (unmixed: the MVC ablation's cells; pretrained: Table 4's); only
+    those name it, so MVC cells keep their names."""
+    added_per_class: int = 0
+    """Images per class added to the real training split, of the kind the strategy adds: synthetic ones (combined
+    budget cells: the first k of each class), held-out real ones (more_real cells), pretraining-corpus ones (corpus
+    cells). 0 = none counted: every synthetic image of the set (grid cells), or none (real only)."""
 
     @property
     def name(self) -> str:
-        ablation = f"-{self.synthetic_set}" if self.synthetic_set != MVC else ""
-        budget = f"-n{self.per_class}" if self.per_class else ""
-        return f"{self.model}-{self.baseline}-{self.strategy}{ablation}{budget}-seed{self.seed}"
+        other_set = f"-{self.synthetic_set}" if self.synthetic_set != MVC else ""
+        added = f"-n{self.added_per_class}" if self.added_per_class else ""
+        return f"{self.model}-{self.baseline}-{self.strategy}{other_set}{added}-seed{self.seed}"
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.strategy not in ("real", REFERENCE, REAL_TWO_PHASE, CORPUS)
+        return self.strategy not in ("real", MORE_REAL, REAL_TWO_PHASE, CORPUS)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -20,6 +21,11 @@ import torch.nn.functional as F
 from mvcaug.core.devices import resolve_device
 from mvcaug.core.errors import UserError
 from mvcaug.data.images import to_image
+
+__all__ = ["HOW_TO_GET", "ClipModelError", "ClipScorer"]
+
+if TYPE_CHECKING:
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 log = logging.getLogger(__name__)
 
@@ -37,28 +43,20 @@ class ClipModelError(UserError, ValueError):
     """filter.clip_model is not a loadable local CLIP folder."""
 
 
-def _pooled(output: torch.Tensor | object) -> torch.Tensor:
+def _pooled(output: torch.Tensor | BaseModelOutputWithPooling) -> torch.Tensor:
     """The projected embedding: transformers 5 returns it as pooler_output, 4.x as the tensor itself."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
+    # CLIP's get_*_features always fill pooler_output (the field is Optional in the output dataclass)
+    return output if isinstance(output, torch.Tensor) else cast(torch.Tensor, output.pooler_output)
 
 
 class ClipScorer:
     """Zero-shot probabilities of each class, from CLIPModel + CLIPTokenizer + CLIPImageProcessor."""
 
     def __init__(self, folder: str | Path, device: str = "auto", batch_size: int = 64, prompt: str = PROMPT):
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+        from mvcaug.io.scorer_models import load_clip  # transformers only when a CLIP scorer is asked for
 
         path = Path(folder)
-        if not path.is_dir():
-            raise ClipModelError(f"filter.clip_model: no such folder '{path}'; {HOW_TO_GET}")
-        try:
-            self.model = CLIPModel.from_pretrained(path, use_safetensors=True, local_files_only=True)
-            self.tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)
-            self.image_processor = CLIPImageProcessor.from_pretrained(path, local_files_only=True)
-        except Exception as err:  # OSError for missing files, ValueError/JSON/safetensors errors for broken ones
-            reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-            raise ClipModelError(f"filter.clip_model: cannot load a CLIP model from '{path}' "
-                                 f"({type(err).__name__}: {reason}); {HOW_TO_GET}") from err
+        self.model, self.tokenizer, self.image_processor = load_clip(path)
         self.name = f"clip:{path}"
         self.device = resolve_device(device)
         self.model.eval().to(self.device)

@@ -19,6 +19,8 @@ import torch
 from mvcaug.method.generate import GenerationInputs, ImageSpec, denoise
 from mvcaug.models.denoiser import takes_image_condition
 
+__all__ = ["probe_specs", "condition_effect"]
+
 
 def probe_specs(inputs: GenerationInputs, label: str, probes: int, seed: int) -> list[tuple[ImageSpec, ImageSpec, ImageSpec]]:
     """(base, other mix, other conditioning image) triples of one class, drawn from a seeded stream."""

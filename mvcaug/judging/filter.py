@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,13 +33,16 @@ import scipy.special
 import torch
 
 from mvcaug.core.errors import UserError
-from mvcaug.core.params import FilterParams
+from mvcaug.core.params import Baseline, FilterParams, Strategy, TrainParams
+from mvcaug.judging.cells import Cell
 from mvcaug.judging.quality import TensorFn, extract, nearest_neighbours
+
+__all__ = ["FilterError", "ClassifierScorer", "label_scorer", "Threshold", "Thresholds", "FilterResult", "embed",
+    "true_class_probability", "calibrate_thresholds", "decide", "filter_synthetic", "count_decisions",
+    "real_only_classifier", "decided_rows", "thresholds_json"]
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER = "classifier"
-"""The real-only classifier's folder, inside paths.filter (the filter stage writes it, quality reads it)."""
 REASONS = ("low_confidence", "near_copy", "near_duplicate")
 """Why an image is dropped, in the order the tests are checked: an image failing several gets the first."""
 KEPT = "kept"
@@ -65,7 +68,7 @@ class ClassifierScorer:
     """The softmax of a classifier's logits: a predict_fn from mvcaug.judging.quality.classifier_feature_fns, whose
     outputs follow the order of `classes`."""
 
-    name = "classifier"
+    name = "classifier"  # catalog-exempt: the scorer's name in the thresholds' provenance
 
     def __init__(self, predict_fn: TensorFn, batch_size: int = 256):
         self.predict_fn = predict_fn
@@ -273,11 +276,11 @@ def _decide(labels: Sequence[str], confidence: np.ndarray, nearest_real_distance
     # 1. the tests that do not depend on other synthetic images
     reasons = [""] * len(labels)
     if enabled:
-        for i in range(len(labels)):
-            if confidence[i] < thresholds.confidence.value:
-                reasons[i] = "low_confidence"
-            elif nearest_real_distance[i] < thresholds.near_copy.value:
-                reasons[i] = "near_copy"
+        for k in range(len(labels)):
+            if confidence[k] < thresholds.confidence.value:
+                reasons[k] = "low_confidence"
+            elif nearest_real_distance[k] < thresholds.near_copy.value:
+                reasons[k] = "near_copy"
     # 2. near-duplicates, class by class in index order
     sibling_distance: list[float | None] = [None] * len(labels)
     sibling_index: list[int | None] = [None] * len(labels)
@@ -289,8 +292,9 @@ def _decide(labels: Sequence[str], confidence: np.ndarray, nearest_real_distance
         for position, i in enumerate(members):
             if kept:
                 closest = kept[int(np.argmin(distances[position, kept]))]
-                sibling_distance[i], sibling_index[i] = float(distances[position, closest]), int(members[closest])
-                if enabled and not reasons[i] and sibling_distance[i] < thresholds.near_duplicate.value:
+                distance = float(distances[position, closest])
+                sibling_distance[i], sibling_index[i] = distance, int(members[closest])
+                if enabled and not reasons[i] and distance < thresholds.near_duplicate.value:
                     reasons[i] = "near_duplicate"
             if not reasons[i]:
                 kept.append(position)
@@ -360,3 +364,39 @@ def count_decisions(records: Sequence[FilterRecord]) -> dict[str, dict[str, int]
     per_class["_all"] = sum(per_class.values(), Counter())
     keys = (KEPT, *REASONS, "total")
     return {label: {key: counts[key] for key in keys} for label, counts in per_class.items()}
+
+
+def real_only_classifier(train: TrainParams) -> tuple[Cell, TrainParams]:
+    """(the cell, the grid) the filter's classifier trains as: the first of train.models with its own settings, on
+    real images with the default augmentation and seed 0. It judges synthetic images, so it must never have seen
+    one; and it is the train stage's plain real-only cell, so its confidence is that of the classifier the
+    synthetic images are meant to help, not of one trained some other way."""
+    baseline: Baseline = "default"
+    strategy: Strategy = "real"
+    cell = Cell(train.models[0], baseline, strategy, 0)
+    return cell, dataclasses.replace(train, strategies=(strategy,), baselines=(baseline,))
+
+
+def decided_rows(rows: Sequence[Mapping], records: Sequence[FilterRecord], real_ids: Sequence[str]) -> list[dict]:
+    """Each synthetic image's manifest row (in `rows`' order, the order the filter was given) with its record:
+    the decision, the scores, and the nearest images named by their ids in the data (a real image's id in
+    `real_ids`, the training split the filter measured against; a synthetic image's path in `rows`), not by the
+    array positions `decide` works with, which mean nothing once the arrays are gone."""
+    if len(rows) != len(records):
+        raise ValueError(f"one record per manifest row is needed: {len(rows)} rows, {len(records)} records")
+    return [{**row, "kept": record.kept, "reason": record.reason, "confidence": record.confidence,
+             "nearest_real_distance": record.nearest_real_distance,
+             "nearest_real_id": real_ids[record.nearest_real_index],
+             "nearest_synthetic_distance": record.nearest_synthetic_distance,
+             "nearest_synthetic_path": (rows[record.nearest_synthetic_index]["path"]
+                                        if record.nearest_synthetic_index is not None else None)}
+            for row, record in zip(rows, records)]
+
+
+def thresholds_json(thresholds: Thresholds) -> dict[str, dict]:
+    """{test: the Threshold's fields} for thresholds.json and the stage's metrics: an uncalibrated threshold (NaN,
+    a switched-off filter on a split too small) is null, since JSON has no NaN."""
+    found = {name: dataclasses.asdict(getattr(thresholds, name)) for name in ("confidence", "near_copy", "near_duplicate")}
+    for threshold in found.values():
+        threshold["value"] = threshold["value"] if math.isfinite(threshold["value"]) else None
+    return found

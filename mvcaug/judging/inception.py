@@ -1,25 +1,22 @@
 """Inception-v3 pool features for FID/KID, from torchvision's `inception_v3` weights in a local file.
 
 The weights come only from a safetensors file (never a download, never pickle): make it once on a
-machine with internet, as the README shows. Features are torchvision's, not pytorch-fid's TF-ported
-FID Inception, so values are comparable between runs of this pipeline, not with published FIDs.
+machine with internet, as the README shows (mvcaug.io.scorer_models.load_inception reads it). Features are
+torchvision's, not pytorch-fid's TF-ported FID Inception, so values are comparable between runs of this
+pipeline, not with published FIDs.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
-import safetensors.torch
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from mvcaug.core.errors import UserError
 from mvcaug.judging.quality import TensorFn
 
-log = logging.getLogger(__name__)
+__all__ = ["INCEPTION_DIM", "HOW_TO_MAKE", "InceptionWeightsError", "inception_feature_fn"]
+
 
 INCEPTION_SIZE = 299
 """Input side of Inception-v3, pixels."""
@@ -37,32 +34,6 @@ HOW_TO_MAKE = (
 
 class InceptionWeightsError(UserError, ValueError):
     """The Inception weights file is missing, unreadable or not torchvision's inception_v3 state dict."""
-
-
-def load_inception(weights_path: str | Path) -> nn.Module:
-    """torchvision's inception_v3 with the file's weights, fc replaced by Identity, in eval mode.
-
-    transform_input=True as torchvision sets it for its pretrained weights: they were trained on
-    inputs in [-1, 1], and the model maps ImageNet-normalised inputs to that range itself.
-
-    Raises:
-        InceptionWeightsError: When the file is missing, not safetensors, or does not fit the model.
-    """
-    path = Path(weights_path)
-    if not path.is_file():
-        raise InceptionWeightsError(f"quality.inception_weights: no such file '{path}'; {HOW_TO_MAKE}")
-    model = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
-    try:
-        model.load_state_dict(safetensors.torch.load_file(str(path)))
-    except Exception as err:  # safetensors' own error type, or load_state_dict's key/shape mismatch
-        reason = str(err).splitlines()[0][:300]
-        raise InceptionWeightsError(
-            f"quality.inception_weights: cannot load '{path}' as torchvision's inception_v3 state dict "
-            f"({type(err).__name__}: {reason}); {HOW_TO_MAKE}"
-        ) from err
-    model.fc = nn.Identity()
-    log.info("Inception-v3 weights: %s", path)
-    return model.eval()
 
 
 def inception_feature_fn(model: nn.Module, batch_size: int = 32) -> TensorFn:

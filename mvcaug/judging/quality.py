@@ -21,20 +21,25 @@ import scipy.spatial.distance
 import torch
 from torch import nn
 
+__all__ = ["TensorFn", "WITHIN_RMSE", "classifier_feature_fns", "extract", "label_fidelity", "frechet_distance",
+    "kernel_inception_distance", "diversity", "nearest_neighbours", "memorisation", "distribution_distances",
+    "quality_report"]
+
 log = logging.getLogger(__name__)
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 Features = np.ndarray | torch.Tensor
 
 # A synthetic image whose pixel RMSE (on the [-1, 1] scale) to its nearest real training image is
-# below this is a near-copy: about 13/255 grey levels RMS. Calibrated without test images on
+# below this counts in memorisation.within_rmse ("within RMSE 0.1"; the filter's near copies are another
+# rule, a quantile of validation distances): about 13/255 grey levels RMS. Calibrated without test images on
 # scikit-learn's digits at 16 px: among the 450 digits of the default split that are not test images
 # (train, validation, reference), fewer than 1% of distinct digits are this close to their nearest
 # neighbour (1st percentile 0.144, median 0.241; tests/unit/test_quality_task.py recomputes them).
 # Pixel RMSE misses shifted or flipped copies: use a feature space (with its own threshold) for those.
-NEAR_COPY_RMSE = 0.1
+WITHIN_RMSE = 0.1
 
-# Reference KID (Binkowski et al. 2018) uses subsets of 1000 features; capped by the set sizes here.
+# The original KID (Binkowski et al. 2018) uses subsets of 1000 features; capped by the set sizes here.
 KID_SUBSET_SIZE = 1000
 
 
@@ -50,11 +55,14 @@ def classifier_feature_fns(model: nn.Module) -> tuple[TensorFn, TensorFn]:
 
     if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
         def timm_features(x: torch.Tensor) -> torch.Tensor:
-            return model.forward_head(model.forward_features(_moved(x)), pre_logits=True)
+            # methods checked with hasattr, which nn.Module.__getattr__ types as Tensor | Module
+            return model.forward_head(model.forward_features(_moved(x)), pre_logits=True)  # type: ignore[operator]
 
         return timm_features, lambda x: model(_moved(x))
     if isinstance(getattr(model, "features", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module):
-        return (lambda x: model.features(_moved(x))), (lambda x: model.head(model.features(_moved(x))))
+        # submodules checked with isinstance, which does not narrow nn.Module.__getattr__'s Tensor | Module
+        return ((lambda x: model.features(_moved(x))),  # type: ignore[operator]
+                (lambda x: model.head(model.features(_moved(x)))))  # type: ignore[operator]
     raise TypeError(f"{type(model).__name__}: need forward_features/forward_head (timm) or .features/.head")
 
 
@@ -188,8 +196,8 @@ def diversity(features: Features, labels: Sequence[str]) -> dict[str, float]:
     return spread
 
 
-def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each query row, its nearest reference row's index and the RMSE between them.
+def nearest_neighbours(query: torch.Tensor, pool: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, its nearest pool row's index and the RMSE between them.
 
     Both sets are scanned in blocks (memory stays batch_size^2); the RMSE is then recomputed directly,
     because cdist's matrix-product shortcut leaves exact copies a little above 0."""
@@ -197,12 +205,12 @@ def nearest_neighbours(query: torch.Tensor, reference: torch.Tensor, batch_size:
     nearest = torch.zeros(len(query), dtype=torch.int64)
     for q0 in range(0, len(query), batch_size):
         q = query[q0 : q0 + batch_size].double()
-        for r0 in range(0, len(reference), batch_size):
-            distance, index = torch.cdist(q, reference[r0 : r0 + batch_size].double()).min(1)
+        for r0 in range(0, len(pool), batch_size):
+            distance, index = torch.cdist(q, pool[r0 : r0 + batch_size].double()).min(1)
             closer = distance < best[q0 : q0 + len(q)]
             best[q0 : q0 + len(q)][closer] = distance[closer]
             nearest[q0 : q0 + len(q)][closer] = index[closer] + r0
-    rmse = (query.double() - reference[nearest].double()).pow(2).mean(1).sqrt()
+    rmse = (query.double() - pool[nearest].double()).pow(2).mean(1).sqrt()
     return rmse.numpy(), nearest.numpy()
 
 
@@ -214,33 +222,33 @@ def memorisation(
     batch_size: int = 256,
 ) -> dict:
     """Each synthetic image's RMSE to its nearest real training image, in pixel space or, given
-    feature_fn, in that feature space; near-copies are those closer than `threshold`.
+    feature_fn, in that feature space; within_threshold counts those closer than `threshold`.
 
-    threshold defaults to NEAR_COPY_RMSE in pixel space and must be given for a feature space.
+    threshold defaults to WITHIN_RMSE in pixel space and must be given for a feature space.
     Returns {"distance": (n,) array, "nearest": (n,) int64 indices into real_pixels, "min", "median",
-    "mean", "near_copies": int, "threshold", "space": "pixels" | "features"}."""
+    "mean", "within_threshold": int, "threshold", "space": "pixels" | "features"}."""
     if len(synthetic_pixels) == 0 or len(real_pixels) == 0:
         raise ValueError("memorisation needs synthetic and real images")
     if feature_fn is None:
         if synthetic_pixels.shape[1:] != real_pixels.shape[1:]:
             shapes = tuple(synthetic_pixels.shape[1:]), tuple(real_pixels.shape[1:])
             raise ValueError(f"image shapes differ: {shapes[0]} vs {shapes[1]}")
-        space, threshold = "pixels", NEAR_COPY_RMSE if threshold is None else threshold
-        query, reference = synthetic_pixels.flatten(1), real_pixels.flatten(1)
+        space, threshold = "pixels", WITHIN_RMSE if threshold is None else threshold
+        query, training = synthetic_pixels.flatten(1), real_pixels.flatten(1)
     else:
         if threshold is None:
             raise ValueError("memorisation in a feature space needs an explicit threshold")
         space = "features"
         query = torch.from_numpy(extract(feature_fn, synthetic_pixels, batch_size))
-        reference = torch.from_numpy(extract(feature_fn, real_pixels, batch_size))
-    distance, nearest = nearest_neighbours(query, reference, batch_size)
+        training = torch.from_numpy(extract(feature_fn, real_pixels, batch_size))
+    distance, nearest = nearest_neighbours(query, training, batch_size)
     return {
         "distance": distance,
         "nearest": nearest,
         "min": float(distance.min()),
         "median": float(np.median(distance)),
         "mean": float(distance.mean()),
-        "near_copies": int((distance < threshold).sum()),
+        "within_threshold": int((distance < threshold).sum()),
         "threshold": float(threshold),
         "space": space,
     }
@@ -266,60 +274,62 @@ def quality_report(
     synthetic_pixels: torch.Tensor,
     synthetic_labels: Sequence[str],
     classes: Sequence[str],
-    near_copy_threshold: float = NEAR_COPY_RMSE,
+    rmse_threshold: float = WITHIN_RMSE,
     kid_subsets: int = 10,
     kid_subset_size: int = KID_SUBSET_SIZE,
     seed: int = 0,
     batch_size: int = 256,
     inception_fn: TensorFn | None = None,
-    reference_pixels: torch.Tensor | None = None,
+    comparison_pixels: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Every measure, as one flat dict of finite floats ready to be written as DVC metrics.
 
     real_* is the real training split (what the generator saw, and the classifier's training set):
     memorisation and real diversity are measured against it. FID and KID compare the synthetic set
-    with reference_pixels, real images neither model saw (the test split), or with real_pixels
+    with comparison_pixels (FID's comparison set: real images neither model saw), or with real_pixels
     when none are given.
     Keys: fidelity.<class>, fidelity._all, fid, kid_mean, kid_std, diversity.{synthetic,real}.<class>,
-    diversity.{synthetic,real}._all, memorisation.{near_copies,near_copy_fraction,min_distance,
-    median_distance,mean_distance} (memorisation in pixel space), near_copy_fraction.<class>; given inception_fn (e.g.
+    diversity.{synthetic,real}._all, memorisation.{within_rmse,within_rmse_fraction,min_distance,
+    median_distance,mean_distance} (memorisation in pixel space; within_rmse: closer than rmse_threshold),
+    within_rmse_fraction.<class>; given inception_fn (e.g.
     mvcaug.judging.inception's), also fid_inception, kid_inception_mean, kid_inception_std in its feature
     space. Raises if a value is not finite."""
     # 1. features of both sets, once
     real_features = extract(feature_fn, real_pixels, batch_size)
     synthetic_features = extract(feature_fn, synthetic_pixels, batch_size)
-    reference = real_pixels if reference_pixels is None else reference_pixels
-    reference_features = real_features if reference_pixels is None else extract(feature_fn, reference, batch_size)
+    comparison = real_pixels if comparison_pixels is None else comparison_pixels
+    comparison_features = real_features if comparison_pixels is None else extract(feature_fn, comparison, batch_size)
     # 2. the measures
     fidelity = label_fidelity(predict_fn, synthetic_pixels, synthetic_labels, classes, batch_size)
-    distances = distribution_distances(reference_features, synthetic_features, kid_subsets, kid_subset_size, seed)
+    distances = distribution_distances(comparison_features, synthetic_features, kid_subsets, kid_subset_size, seed)
     if inception_fn is not None:
-        inception = distribution_distances(extract(inception_fn, reference, batch_size),
+        inception = distribution_distances(extract(inception_fn, comparison, batch_size),
                                            extract(inception_fn, synthetic_pixels, batch_size),
                                            kid_subsets, kid_subset_size, seed)
         distances.update({"fid_inception": inception["fid"], "kid_inception_mean": inception["kid_mean"],
                           "kid_inception_std": inception["kid_std"]})
     spread = {"synthetic": diversity(synthetic_features, synthetic_labels),
               "real": diversity(real_features, real_labels)}
-    copies = memorisation(synthetic_pixels, real_pixels, near_copy_threshold, batch_size=batch_size)
+    memorised = memorisation(synthetic_pixels, real_pixels, rmse_threshold, batch_size=batch_size)
     # 3. flatten
     report = {f"fidelity.{label}": value for label, value in fidelity.items()}
     report.update(distances)
     report.update({f"diversity.{kind}.{k}": v for kind, values in spread.items() for k, v in values.items()})
     report.update({
-        "memorisation.near_copies": float(copies["near_copies"]),
-        "memorisation.near_copy_fraction": copies["near_copies"] / len(synthetic_pixels),
-        "memorisation.min_distance": copies["min"],
-        "memorisation.median_distance": copies["median"],
-        "memorisation.mean_distance": copies["mean"],
+        "memorisation.within_rmse": float(memorised["within_threshold"]),
+        "memorisation.within_rmse_fraction": memorised["within_threshold"] / len(synthetic_pixels),
+        "memorisation.min_distance": memorised["min"],
+        "memorisation.median_distance": memorised["median"],
+        "memorisation.mean_distance": memorised["mean"],
     })
     labels = np.asarray(synthetic_labels)
-    report.update({f"near_copy_fraction.{label}": float((copies["distance"][labels == label] < copies["threshold"]).mean())
+    report.update({f"within_rmse_fraction.{label}":
+                   float((memorised["distance"][labels == label] < memorised["threshold"]).mean())
                    for label in sorted(set(synthetic_labels))})
     # 4. a NaN would be written as invalid JSON and compare as nothing in `dvc metrics diff`
     bad = sorted(key for key, value in report.items() if not np.isfinite(value))
     if bad:
         raise ValueError(f"quality report: non-finite values for {bad}")
-    log.info("quality: fidelity %.3f, FID %.3f, KID %.4f, %d near-copies", fidelity["_all"], report["fid"],
-             report["kid_mean"], copies["near_copies"])
+    log.info("quality: fidelity %.3f, FID %.3f, KID %.4f, %d within RMSE %g of a training image", fidelity["_all"],
+             report["fid"], report["kid_mean"], memorised["within_threshold"], memorised["threshold"])
     return report

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+__all__ = ["PairedGain", "paired_gain", "nested_gain", "exchange_rate", "gap_closed", "holm", "verdict",
+    "format_gain", "rank_with_ties"]
+
 SAME_DIFFERENCE_TOLERANCE = 1e-12
 """Per-seed differences whose spread is at most this are taken as identical (and a mean this close to 0 as
 zero): an accuracy is a fraction of a test set, so any real difference is at least 1 / (test images), and
@@ -114,11 +117,11 @@ def nested_gain(treatment: Mapping[int, Mapping[int, float]], control: Mapping[i
                       generators=count)
 
 
-def exchange_rate(reference: Sequence[tuple[float, float]], gain: float) -> float | None:
-    """How many extra real images per class give `gain`, read off the reference curve.
+def exchange_rate(more_real_curve: Sequence[tuple[float, float]], gain: float) -> float | None:
+    """How many extra real images per class give `gain`, read off the more_real curve.
 
     Args:
-        reference: (k real images added per class, mean test-accuracy gain over the real-only baseline)
+        more_real_curve: (k real images added per class, mean test-accuracy gain over the real-only baseline)
             points with k > 0, in any order; the point (0, 0) is implied.
         gain: the accuracy gain to convert (e.g. the synthetic set's mean paired gain).
 
@@ -137,12 +140,12 @@ def exchange_rate(reference: Sequence[tuple[float, float]], gain: float) -> floa
     """
     if not math.isfinite(gain):
         raise ValueError(f"gain must be finite, got {gain}")
-    points = sorted((float(k), float(g)) for k, g in reference)
+    points = sorted((float(k), float(g)) for k, g in more_real_curve)
     ks = [k for k, _ in points]
     if not all(math.isfinite(k) and math.isfinite(g) for k, g in points):
-        raise ValueError(f"reference points must be finite, got {points}")
+        raise ValueError(f"more_real curve points must be finite, got {points}")
     if any(k <= 0 for k in ks) or len(set(ks)) != len(ks):
-        raise ValueError(f"reference k must be positive and distinct ((0, 0) is implied), got {ks}")
+        raise ValueError(f"more_real curve k must be positive and distinct ((0, 0) is implied), got {ks}")
     if gain == 0:
         return 0.0
     if gain < 0:
@@ -159,17 +162,17 @@ def exchange_rate(reference: Sequence[tuple[float, float]], gain: float) -> floa
 
 GAP_FLOOR = 0.005
 """The smallest real-image gain (0.5 pp) that a share of it is computed for. Below it the ratio is noise
-divided by almost nothing: a synthetic gain of +0.3 pp over a reference gain of +0.1 pp is not "300% of
+divided by almost nothing: a synthetic gain of +0.3 pp over a more_real gain of +0.1 pp is not "300% of
 the gap closed"; the report says there is no gap to close."""
 
 
-def gap_closed(synthetic_gain: float, reference_gain: float, floor: float = GAP_FLOOR) -> float | None:
-    """synthetic_gain / reference_gain: the fraction of the gain of extra real images that the synthetic
-    set matches. None when reference_gain < floor (real images opened no gap worth a share). Negative when
+def gap_closed(synthetic_gain: float, more_real_gain: float, floor: float = GAP_FLOOR) -> float | None:
+    """synthetic_gain / more_real_gain: the fraction of the gain of extra real images that the synthetic
+    set matches. None when more_real_gain < floor (real images opened no gap worth a share). Negative when
     the synthetic set lowers accuracy, above 1 when it beats the real images."""
-    if not reference_gain >= floor:
+    if not more_real_gain >= floor:
         return None
-    return synthetic_gain / reference_gain
+    return synthetic_gain / more_real_gain
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -203,22 +206,22 @@ def _interval_text(gain: PairedGain) -> str:
             f"{gain.pairs} {seeds}")
 
 
-def verdict(gain: PairedGain, reference_gain: float | None = None, reference_per_class: int | None = None,
+def verdict(gain: PairedGain, more_real_gain: float | None = None, more_real_per_class: int | None = None,
             what: str = "Synthetic images", adjusted_p: float | None = None, tried: int = 1) -> str:
     """One sentence on whether `what` changed test accuracy.
 
     "raised" / "lowered" only when the interval excludes zero and, when `what` is the best of `tried`
     strategies, their Holm-adjusted p-value (`adjusted_p`) is below 1 - confidence too; otherwise "No
     measurable effect" (saying so when only the adjustment for the strategies tried takes it away). With a
-    reference (the mean gain of `reference_per_class` extra real images per class, same seeds), a raise
+    more_real gain (the mean gain of `more_real_per_class` extra real images per class, same seeds), a raise
     adds the share of that gain it matches; when the real images did not raise accuracy either, it says
     so. A single pair has no interval: the sentence gives the difference and says there are too few seeds.
 
     Raises:
-        ValueError: only one of reference_gain and reference_per_class given.
+        ValueError: only one of more_real_gain and more_real_per_class given.
     """
-    if (reference_gain is None) != (reference_per_class is None):
-        raise ValueError("verdict needs reference_gain and reference_per_class together, or neither")
+    if (more_real_gain is None) != (more_real_per_class is None):
+        raise ValueError("verdict needs more_real_gain and more_real_per_class together, or neither")
     if gain.pairs == 1:
         return (f"{what} changed test accuracy by {_pp(gain.mean, 1)} pp on a single paired seed: "
                 f"too few seeds for a confidence interval (at least 2 needed).")
@@ -239,19 +242,19 @@ def verdict(gain: PairedGain, reference_gain: float | None = None, reference_per
         sentence = f"{what} lowered test accuracy by {_pp(gain.mean, 1)} pp ({interval})"
     else:
         sentence = f"No measurable effect: {_pp(gain.mean, 1)} pp ({interval})"
-    if reference_gain is None:
+    if more_real_gain is None:
         return sentence + "."
-    real = f"{reference_per_class} extra real images per class"
-    closed = gap_closed(gain.mean, reference_gain)
-    if closed is None and reference_gain > 0:  # below GAP_FLOOR: a gain, but too small to take a share of
-        return f"{sentence}; {real} raised it by only {_pp(reference_gain, 1)} pp, too little a gap to close."
+    real = f"{more_real_per_class} extra real images per class"
+    closed = gap_closed(gain.mean, more_real_gain)
+    if closed is None and more_real_gain > 0:  # below GAP_FLOOR: a gain, but too small to take a share of
+        return f"{sentence}; {real} raised it by only {_pp(more_real_gain, 1)} pp, too little a gap to close."
     if closed is None:
         if gain.ci_low > 0:
-            return f"{sentence}; {real} did not raise accuracy ({_pp(reference_gain, 1)} pp), so there is no gap to close."
-        return f"{sentence}; {real} did not raise accuracy either ({_pp(reference_gain, 1)} pp)."
+            return f"{sentence}; {real} did not raise accuracy ({_pp(more_real_gain, 1)} pp), so there is no gap to close."
+        return f"{sentence}; {real} did not raise accuracy either ({_pp(more_real_gain, 1)} pp)."
     if gain.ci_low > 0:
         return f"{sentence}, closing {100 * closed:.0f}% of the gap to {real}."
-    return f"{sentence}; {real} raised it by {_pp(reference_gain, 1)} pp."
+    return f"{sentence}; {real} raised it by {_pp(more_real_gain, 1)} pp."
 
 
 def format_gain(gain: PairedGain) -> str:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = ["combined_epoch", "rsp_epoch", "Phase", "two_phase_plan", "epoch_batches"]
+
 def combined_epoch(
     n_real: int, n_synthetic: int, ratio: float | None = None, generator: torch.Generator | None = None
 ) -> torch.Tensor:

@@ -1,12 +1,12 @@
 """From cell results to what the report and `dvc metrics diff` say: per-column accuracies, paired gains
-with their confidence intervals, the budget curve, the real-data reference and the headline.
+with their confidence intervals, the budget curve, the real-data yardstick (more_real columns) and the headline.
 
-A column is a grid column (model x augmentation x strategy, plus the ablation's, budget and reference
+A column is a grid column (model x augmentation x strategy, plus the unmixed set's, budget and more_real
 columns) over its seeds. Every gain compares a column with the real-only column of the same model and
-augmentation, seed by seed (mvcaug.judging.stats.paired_gain). The reference columns (real training split plus k
+augmentation, seed by seed (mvcaug.judging.stats.paired_gain). The more_real columns (real training split plus k
 held-out real images per class) give the yardstick: what the same number of real images gains
-(`ref_n<k>`), the share of that gain a synthetic set matches (`gap_closed`) and how many real images per
-class its gain is worth (`exchange_rate`, read off the reference curve). The headline strategy, the one
+(`more_real_n<k>`), the share of that gain a synthetic set matches (`gap_closed`) and how many real images per
+class its gain is worth (`exchange_rate`, read off the more_real curve). The headline strategy, the one
 the verdict speaks of, is chosen by validation accuracy, never by test accuracy; since the validation score
 of the winner shares its seeds' luck with its test score, the verdict claims an effect only when the
 p-value stays below 0.05 after Holm's adjustment over every strategy it was chosen from.
@@ -18,17 +18,21 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 from mvcaug.judging.bootstrap import Resamples, draw_resamples, percentile_interval, resampled_gains
-from mvcaug.judging.cells import CONTROL_OF, CORPUS, REAL_TWO_PHASE, REFERENCE, RunResult
+from mvcaug.judging.cells import CONTROL_OF, CORPUS, MORE_REAL, REAL_TWO_PHASE, RunResult
 from mvcaug.judging.stats import PairedGain, exchange_rate, gap_closed, holm, nested_gain, paired_gain, verdict
 from mvcaug.data.synthetic_sets import MVC
 
+__all__ = ["SHORT", "STRATEGY_SUFFIX", "column_name", "result_column", "Replicates", "columns", "gain_over_baseline",
+    "summarise", "budget_curves", "Headline", "headline", "bootstrap_intervals", "interval_coverage"]
+
 SHORT = {"default": "baseline", "autoaugment": "aa", "randaugment": "ra", "trivialaugment": "ta"}
-STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase", REFERENCE: "ref",
+STRATEGY_SUFFIX = {"real": "", "combined": "syn", "rsp": "rsp", "two_phase": "two_phase", MORE_REAL: "more_real",
                    REAL_TWO_PHASE: "real_two_phase", CORPUS: "corpus"}
 SYNTHETIC_STRATEGIES = ("combined", "rsp", "two_phase")
 STRATEGY_TITLES = {"combined": "combined", "rsp": "RSP", "two_phase": "two-phase"}
@@ -36,7 +40,7 @@ CONFIDENCE = 0.95
 
 
 def column_name(baseline: str, strategy: str) -> str:
-    """The paper's column names: baseline, aa, ra, syn, aa_syn, ... (rsp, two_phase and ref alike)."""
+    """The paper's column names: baseline, aa, ra, syn, aa_syn, ... (rsp, two_phase and more_real alike)."""
     short, suffix = SHORT[baseline], STRATEGY_SUFFIX[strategy]
     if not suffix:
         return short
@@ -50,13 +54,13 @@ def control_name(column: Column) -> str:
 
 
 def result_column(result: RunResult) -> str:
-    """A run's column: column_name, suffixed _<set> for runs on another synthetic set (syn_no_mvc) and _n<k>
-    for budget and reference runs (syn_n5, ref_n20)."""
+    """A run's column: column_name, suffixed _<set> for runs on another synthetic set (syn_unmixed) and _n<k>
+    for budget, more_real and corpus runs (syn_n5, more_real_n20)."""
     cell = result.cell
     column = column_name(cell.baseline, cell.strategy)
     if cell.uses_synthetic and cell.synthetic_set != MVC:
         column = f"{column}_{cell.synthetic_set}"
-    return f"{column}_n{cell.per_class}" if cell.per_class else column
+    return f"{column}_n{cell.added_per_class}" if cell.added_per_class else column
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class Column:
     name: str
     strategy: str
     synthetic_set: str
-    per_class: int
+    added_per_class: int
     test: dict[int, float]
     val: dict[int, float]
     by_generator: dict[int, dict[int, float]] = field(default_factory=dict)
@@ -115,7 +119,7 @@ def columns(results: Sequence[RunResult], replicates: Replicates = NO_REPLICATES
         key = (r.cell.model, result_column(r))
         if key not in found:
             found[key] = Column(r.cell.model, r.cell.baseline, key[1], r.cell.strategy, r.cell.synthetic_set,
-                                r.cell.per_class, {}, {})
+                                r.cell.added_per_class, {}, {})
         found[key].test[r.cell.seed] = r.test_acc
         found[key].val[r.cell.seed] = r.val_acc
     for generator, repeated in sorted(replicates.results.items()):
@@ -151,14 +155,14 @@ def gain_over_baseline(column: Column, table: dict[tuple[str, str], Column]) -> 
     return paired_gain(column.test, control.test, CONFIDENCE)
 
 
-def reference_curve(model: str, table: dict[tuple[str, str], Column]) -> list[tuple[int, float]]:
-    """(k real images added per class, mean paired gain over the baseline) of the model's reference columns."""
+def more_real_curve(model: str, table: dict[tuple[str, str], Column]) -> list[tuple[int, float]]:
+    """(k real images added per class, mean paired gain over the baseline) of the model's more_real columns."""
     points = []
     for column in table.values():
-        if column.model == model and column.strategy == REFERENCE:
+        if column.model == model and column.strategy == MORE_REAL:
             gain = gain_over_baseline(column, table)
             if gain is not None:
-                points.append((column.per_class, gain.mean))
+                points.append((column.added_per_class, gain.mean))
     return sorted(points)
 
 
@@ -170,7 +174,7 @@ def headline_family(model: str, table: dict[tuple[str, str], Column]) -> dict[st
     names = {column_name(first, s) for s in SYNTHETIC_STRATEGIES} if first else set()
     family = {}
     for column in table.values():
-        if column.model == model and column.baseline == first and not column.per_class and column.name in names:
+        if column.model == model and column.baseline == first and not column.added_per_class and column.name in names:
             gain = gain_over_baseline(column, table)
             if gain is not None:
                 family[column.name] = gain
@@ -191,13 +195,13 @@ def summarise(results: Sequence[RunResult], images_per_class: int = 0, replicate
     [, gap_closed, exchange_rate]}}}: `dvc metrics diff` shows flat keys such as small_cnn.syn.gain_ci_low.
     gap_closed and exchange_rate (real images per class; negative for a harmful set; the curve's largest k
     with exchange_rate_beyond when the gain lies beyond the curve) are given to the synthetic columns when
-    reference columns exist; the gap is to ref_n<images_per_class> (none below stats.GAP_FLOOR). Columns the
+    more_real columns exist; the gap is to more_real_n<images_per_class> (none below stats.GAP_FLOOR). Columns the
     extra generators repeated (replicates) pool every generator's runs and say how many generators they hold."""
     table = columns(results, replicates)
     metrics: dict = {}
     for (model, name), column in sorted(table.items()):
         accs, vals = column.test_runs, column.val_runs
-        entry = {
+        entry: dict[str, Any] = {
             "acc_mean": round(statistics.fmean(accs), 4),
             "acc_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
             "val_acc_mean": round(statistics.fmean(vals), 4),
@@ -211,14 +215,15 @@ def summarise(results: Sequence[RunResult], images_per_class: int = 0, replicate
                 ("gain", _rounded(gain.mean)), ("gain_ci_low", _rounded(gain.ci_low)),
                 ("gain_ci_high", _rounded(gain.ci_high)), ("gain_p", _rounded(gain.p_value))) if value is not None})
             control = control_column(column, table)
-            for generator, runs in sorted(column.by_generator.items()) if control else ():
-                entry[f"gain_generator_{generator}"] = _rounded(paired_gain(runs, control.test, CONFIDENCE).mean)
+            if control is not None:
+                for generator, runs in sorted(column.by_generator.items()):
+                    entry[f"gain_generator_{generator}"] = _rounded(paired_gain(runs, control.test, CONFIDENCE).mean)
         metrics.setdefault(model, {})[name] = entry
     for model in metrics:
         for name, adjusted in holm_adjusted(headline_family(model, table)).items():
             if math.isfinite(adjusted):
                 metrics[model][name]["gain_p_holm"] = round(adjusted, 4)
-        curve = reference_curve(model, table)
+        curve = more_real_curve(model, table)
         target = dict(curve).get(images_per_class)
         for name, entry in metrics[model].items():
             column = table[(model, name)]
@@ -247,18 +252,18 @@ def budget_curves(results: Sequence[RunResult], images_per_class: int,
                   replicates: Replicates = NO_REPLICATES) -> dict[str, dict[str, list[tuple]]]:
     """{model: {"synthetic": [(k, mean, low, high)], "real": [...], "corpus": [...]}}: test accuracy against the
     images added per class, 0 being the real-only baseline; synthetic = the first augmentation's combined columns
-    (the full set at images_per_class), real = its reference columns, corpus = its corpus columns (the
+    (the full set at images_per_class), real = its more_real columns, corpus = its corpus columns (the
     generator's pretraining data added directly). Means with their 95% t-interval: over seeds, or over the
     generators' means for points the extra generators repeated."""
     table = columns(results, replicates)
     curves: dict[str, dict[str, list[tuple]]] = {}
     for (model, _), column in table.items():
         first = next(c.baseline for c in table.values() if c.model == model)
-        kind = {"real": None, "combined": "synthetic", REFERENCE: "real", CORPUS: "corpus"}.get(column.strategy, "")
+        kind = {"real": None, "combined": "synthetic", MORE_REAL: "real", CORPUS: "corpus"}.get(column.strategy, "")
         if column.baseline != first or kind == "" or (kind == "synthetic" and column.synthetic_set != MVC):
             continue  # other augmentations, rsp and two_phase, combined runs on another synthetic set
         runs = column.generator_means if column.by_generator else list(column.test.values())
-        point = (column.per_class or images_per_class, *mean_interval(runs))
+        point = (column.added_per_class or images_per_class, *mean_interval(runs))
         if kind is None:  # the baseline starts every curve
             for series in ("synthetic", "real", "corpus"):
                 curves.setdefault(model, {}).setdefault(series, []).append((0, *point[1:]))
@@ -268,8 +273,8 @@ def budget_curves(results: Sequence[RunResult], images_per_class: int,
         for kind in ("real", "corpus"):
             if len(curves[model].get(kind, [])) < 2:
                 curves[model].pop(kind, None)
-        for series in curves[model].values():
-            series.sort()
+        for points in curves[model].values():
+            points.sort()
     return curves
 
 
@@ -281,8 +286,8 @@ class Headline:
     column: str
     strategy: str
     gain: PairedGain
-    reference_gain: float | None
-    reference_per_class: int | None
+    more_real_gain: float | None
+    more_real_per_class: int | None
     sentence: str
     corpus_gain: float | None = None
     """The mean paired gain of as many pretraining-corpus images per class as the synthetic set has."""
@@ -305,17 +310,17 @@ def headline(results: Sequence[RunResult], images_per_class: int,
         return None
     chosen = max((table[(model, name)] for name in family), key=lambda c: statistics.fmean(c.val_runs))
     gain = family[chosen.name]
-    reference = dict(reference_curve(model, table)).get(images_per_class)
+    more_real = dict(more_real_curve(model, table)).get(images_per_class)
     what = f"Synthetic images ({STRATEGY_TITLES[chosen.strategy]}, chosen on validation)"
     tested = sum(math.isfinite(g.p_value) for g in family.values())  # Holm adjusts over these alone
-    sentence = verdict(gain, reference, images_per_class if reference is not None else None, what=what,
+    sentence = verdict(gain, more_real, images_per_class if more_real is not None else None, what=what,
                        adjusted_p=holm_adjusted(family)[chosen.name], tried=tested)
     corpus = table.get((model, column_name(chosen.baseline, CORPUS) + f"_n{images_per_class}"))
     corpus_gain = gain_over_baseline(corpus, table) if corpus else None
     over_corpus = (nested_gain(chosen.by_generator or {0: chosen.test}, corpus.test, CONFIDENCE)
                    if corpus and set(chosen.test) & set(corpus.test) else None)
-    return Headline(model, chosen.name, chosen.strategy, gain, reference,
-                    images_per_class if reference is not None else None, sentence,
+    return Headline(model, chosen.name, chosen.strategy, gain, more_real,
+                    images_per_class if more_real is not None else None, sentence,
                     corpus_gain.mean if corpus_gain else None, over_corpus)
 
 
@@ -330,7 +335,7 @@ def bootstrap_intervals(results: Sequence[RunResult], correct: Mapping[str, np.n
 
     The paired two-level bootstrap (mvcaug.judging.bootstrap) of every gain over real only, resampling the seeds and
     the test images (whole clusters of them when `clusters` gives one id per test image), with one set of
-    draws per model so that every column's replicates are paired with every other's: the reference
+    draws per model so that every column's replicates are paired with every other's: the more_real
     curve, the share of the gap closed and the exchange rate are recomputed in each replicate. Columns
     whose cells lack per-image predictions (`correct`: {cell name: 1/0 per test image, test order}) or
     whose seeds differ from real only's get none. Columns the extra generators repeated (replicates) resample
@@ -405,12 +410,12 @@ def _generator_stack(column: Column, seeds: tuple[int, ...], cell_of_seed: dict[
 def _ratio_intervals(model: str, table: dict[tuple[str, str], Column], replicates: dict[str, np.ndarray],
                      entries: dict[str, dict[str, float]], images_per_class: int) -> None:
     """gap_closed and exchange_rate intervals of the synthetic columns, from the same replicates."""
-    reference = sorted((table[(model, name)].per_class, gains) for name, gains in replicates.items()
-                       if table[(model, name)].strategy == REFERENCE)
-    if not reference:
+    more_real = sorted((table[(model, name)].added_per_class, gains) for name, gains in replicates.items()
+                       if table[(model, name)].strategy == MORE_REAL)
+    if not more_real:
         return
-    target = dict(reference).get(images_per_class)
-    largest = float(reference[-1][0])
+    target = dict(more_real).get(images_per_class)
+    largest = float(more_real[-1][0])
     for name, gains in replicates.items():
         if table[(model, name)].strategy not in SYNTHETIC_STRATEGIES:
             continue
@@ -420,7 +425,7 @@ def _ratio_intervals(model: str, table: dict[tuple[str, str], Column], replicate
                                      _interval(np.array([math.nan if v is None else v for v in shares]))))
         rates = []
         for b, g in enumerate(gains):
-            rate = exchange_rate([(k, float(curve[b])) for k, curve in reference], float(g))
+            rate = exchange_rate([(k, float(curve[b])) for k, curve in more_real], float(g))
             rates.append(largest if rate is None and g > 0 else math.nan if rate is None else rate)
         low, high = _interval(np.array(rates))
         entries[name].update({"exchange_rate_ci_low": low, "exchange_rate_ci_high": high})
@@ -436,8 +441,8 @@ def interval_coverage(seeds: int, test_images: int | None, clustered: bool, gene
                 f"repeated with other seeds) with the {seeds} classifier seeds paired and nested in each")
         if test_images:
             text += f"; the bootstrap interval, those generators, seeds and the {test_images} test images ({unit} resampled)"
-        return text + (". Columns no generator changes (real only, reference, corpus) and the yardsticks drawn once "
-                       "(the P = Q = 0 ablation, Table 4) are for the main run's generator.")
+        return text + (". Columns no generator changes (real only, more_real, corpus) and the yardsticks drawn once "
+                       "(the unmixed set, Table 4) are for the main run's generator.")
     text = f"What the intervals cover: the t-interval, the {seeds} classifier seeds (paired)"
     if test_images:
         text += f"; the bootstrap interval, those seeds and the {test_images} test images ({unit} resampled)"

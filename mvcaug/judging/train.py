@@ -1,14 +1,14 @@
 """Train classifiers over the evaluation grid: model x augmentation baseline x strategy x seed.
 
-Each cell is one classifier run with a fingerprint of everything it is made from (its settings, its
+Each cell is one classifier run with a digest of everything it is made from (its settings, its
 data and its code), so a stored result is kept exactly while nothing it depends on changed: adding a
 cell trains only that cell, changing one model's settings retrains only that model's cells. Model
 selection uses the validation split only; the test split is scored once, with the best validation weights.
 
 Besides the grid, cells answer three questions, all paired with the grid's cells by seed:
-- the MVC ablation: combined cells trained on the set generated from P = Q = 0 embeddings (`no_mvc`);
+- the MVC ablation: combined cells trained on the set generated from P = Q = 0 embeddings (`unmixed`);
 - the budget curve: combined cells with only the first k synthetic images per class;
-- the real-data reference: `reference` cells trained on the real training split plus k held-out real
+- the real-data yardstick: `more_real` cells trained on the real training split plus k held-out real
   images per class (the `reference` split), at the same counts: what the same number of real images gives;
 - the generator's own training data: `corpus` cells trained on the real training split plus k pretraining-corpus
   images per class, at the same counts: what the data behind the generator gives, added directly.
@@ -24,12 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from mvcaug.judging.augment import BASELINES, BaselineAugmentation
-from mvcaug.judging.cells import CONTROL_OF, CORPUS, REAL_TWO_PHASE, REFERENCE, STRATEGIES, Cell, RunResult
-from mvcaug.models.classifiers import create_classifier
+from mvcaug.judging.cells import CONTROL_OF, CORPUS, MORE_REAL, REAL_TWO_PHASE, STRATEGIES, Cell, RunResult
+from mvcaug.models.classifiers import classifier_kwargs
+from mvcaug.io.classifiers import create_classifier
 from mvcaug.io.digests import code_digest, json_digest
 from mvcaug.data.images import ImageSet, resize
-from mvcaug.core.params import ModelSettings, TrainParams
+from mvcaug.core.params import ModelSettings, Params, TrainParams
+from mvcaug.data.synthetic_sets import MVC, synthetic_sets
 from mvcaug.judging.strategies import Phase, epoch_batches, two_phase_plan
+
+__all__ = ["CODE_ENTRIES", "TrainError", "TrainingData", "budget_counts", "plan_cells", "more_real_counts",
+    "corpus_counts", "plan_stage_cells", "strategy_settings", "cell_digest", "make_optimizer", "fit_cell", "predict",
+    "stored_result"]
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +65,20 @@ class TrainingData:
 
     def pool(self, cell: Cell) -> tuple[ImageSet, ImageSet | None]:
         """(the real images, the synthetic images) a cell trains on."""
-        if cell.strategy == REFERENCE:
+        if cell.strategy == MORE_REAL:
             if self.reference is None or not self.reference.ids:
                 raise TrainError(f"cell {cell.name} needs the reference split; set prepare.reference_per_class")
-            return self.real.concat(self.reference.first_per_class(cell.per_class)), None
+            return self.real.concat(self.reference.first_per_class(cell.added_per_class)), None
         if cell.strategy == CORPUS:
             if self.corpus is None or not self.corpus.ids:
                 raise TrainError(f"cell {cell.name} needs the pretraining corpus; run the pretrain stage")
-            return self.real.concat(self.corpus.first_per_class(cell.per_class)), None
+            return self.real.concat(self.corpus.first_per_class(cell.added_per_class)), None
         if not cell.uses_synthetic:
             return self.real, None
         synthetic = self.synthetic.get(cell.synthetic_set)
         if synthetic is None or not synthetic.ids:
             raise TrainError(f"cell {cell.name} needs synthetic images ({cell.synthetic_set}); run the generate stage")
-        return self.real, (synthetic.first_per_class(cell.per_class) if cell.per_class else synthetic)
+        return self.real, (synthetic.first_per_class(cell.added_per_class) if cell.added_per_class else synthetic)
 
 
 def budget_counts(fractions: Sequence[float], images_per_class: int) -> list[int]:
@@ -80,12 +86,12 @@ def budget_counts(fractions: Sequence[float], images_per_class: int) -> list[int
     return sorted({max(1, round(f * images_per_class)) for f in fractions})
 
 
-def plan_cells(params: TrainParams, twin_sets: Sequence[str] = (), budgets: Sequence[int] = (),
-               images_per_class: int = 0, reference: Sequence[int] = (), corpus: Sequence[int] = ()) -> list[Cell]:
-    """The grid (full_grid: every baseline and strategy), then twins of the first baseline's combined cells
-    on each other synthetic set in `twin_sets` (no_mvc: the MVC ablation; pretrained: Table 4), then the
+def plan_cells(params: TrainParams, other_sets: Sequence[str] = (), budgets: Sequence[int] = (),
+               images_per_class: int = 0, more_real: Sequence[int] = (), corpus: Sequence[int] = ()) -> list[Cell]:
+    """The grid (full_grid: every baseline and strategy), then copies of the first baseline's combined cells
+    on each other synthetic set in `other_sets` (unmixed: the MVC ablation; pretrained: Table 4), then the
     budget curve of the first baseline: combined cells at each budget below images_per_class (the full
-    budget is the grid's combined cell), reference cells at each count in `reference` and corpus cells at
+    budget is the grid's combined cell), more_real cells at each count in `more_real` and corpus cells at
     each count in `corpus`. Each two_phase
     cell gets a control right after the grid: real only on the same two-phase schedule (REAL_TWO_PHASE)."""
     baselines = BASELINES if params.full_grid else params.baselines
@@ -94,13 +100,44 @@ def plan_cells(params: TrainParams, twin_sets: Sequence[str] = (), budgets: Sequ
     cells = list(grid)
     cells += [replace(c, strategy=CONTROL_OF[c.strategy]) for c in grid if c.strategy in CONTROL_OF]
     first = [c for c in grid if c.baseline == baselines[0] and c.strategy == "combined"]
-    cells += [replace(c, synthetic_set=name) for name in twin_sets for c in first]
-    cells += [replace(c, per_class=k) for k in budgets if k < images_per_class for c in first]
-    cells += [Cell(m, baselines[0], REFERENCE, seed, per_class=k)
-              for k in reference for m in params.models for seed in params.seeds]
-    cells += [Cell(m, baselines[0], CORPUS, seed, per_class=k)
+    cells += [replace(c, synthetic_set=name) for name in other_sets for c in first]
+    cells += [replace(c, added_per_class=k) for k in budgets if k < images_per_class for c in first]
+    cells += [Cell(m, baselines[0], MORE_REAL, seed, added_per_class=k)
+              for k in more_real for m in params.models for seed in params.seeds]
+    cells += [Cell(m, baselines[0], CORPUS, seed, added_per_class=k)
               for k in corpus for m in params.models for seed in params.seeds]
     return cells
+
+
+def more_real_counts(params: Params) -> list[int]:
+    """Real images added per class in the more_real cells: the budget counts, so each point of the synthetic budget
+    curve has a real one at the same count; none without a reference split (prepare.reference_per_class 0), which
+    is where those images come from (its size is checked at load to cover the largest count)."""
+    if not params.prepare.reference_per_class:
+        return []
+    return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
+
+
+def corpus_counts(params: Params, retrieval_has_classes: bool) -> list[int]:
+    """Images added per class in the corpus cells: the budget counts, when there is a corpus to add from: the real
+    images of train.retrieval_folder (`retrieval_has_classes`: it holds class folders, which the caller looks up),
+    else the glyph corpus the pretrain stage made (a class the corpus lacks is a clear error when it is read). An
+    unlabeled pretraining folder names no class, so it gives no corpus cells."""
+    if not retrieval_has_classes and params.pretrain.source != "glyphs":
+        return []
+    return budget_counts(params.train.synthetic_budgets, params.generate.images_per_class)
+
+
+def plan_stage_cells(params: Params, retrieval_has_classes: bool) -> list[Cell]:
+    """Every cell of the train stage, from the params alone and whether train.retrieval_folder holds class folders:
+    the grid, the cells on each other synthetic set the run generates (the MVC ablation's, Table 4's), the budget
+    curve, the more_real cells and the corpus cells. One plan for the flow and for every Dask worker, which must
+    agree on it to read the same data."""
+    t, g = params.train, params.generate
+    others = [s.name for s in synthetic_sets(params.paths, g) if s.name != MVC]
+    return plan_cells(t, other_sets=others, budgets=budget_counts(t.synthetic_budgets, g.images_per_class),
+                      images_per_class=g.images_per_class, more_real=more_real_counts(params),
+                      corpus=corpus_counts(params, retrieval_has_classes))
 
 
 def strategy_settings(cell: Cell, params: TrainParams) -> dict:
@@ -114,7 +151,7 @@ def strategy_settings(cell: Cell, params: TrainParams) -> dict:
     }.get(cell.strategy, {})
 
 
-def cell_fingerprint(cell: Cell, params: TrainParams, data_digest: str, synthetic_digests: Mapping[str, str]) -> str:
+def cell_digest(cell: Cell, params: TrainParams, data_digest: str, synthetic_digests: Mapping[str, str]) -> str:
     """A hash of everything the cell's result depends on, and nothing else (so other cells stay): its
     identity, its model's settings, its strategy's params, the real data, the one synthetic set it
     trains on (`synthetic_digests` maps each set to a digest of its images; "corpus" the pretraining corpus's
@@ -192,8 +229,8 @@ def fit_cell(
     n_real, n_syn = len(real.ids), (len(synthetic.ids) if synthetic is not None else 0)
     ratio = None if params.synthetic_ratio < 0 else params.synthetic_ratio
     # 2. The model and its augmentation.
-    extra = {"width": settings.width} if cell.model == "small_cnn" else {}
-    model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained, **extra).to(device)
+    model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained,
+                              **classifier_kwargs(cell.model, settings)).to(device)
     augment = BaselineAugmentation(cell.baseline, size, params.flip)
     # 3. Phases (one, or two for two_phase), each with its own one-cycle schedule. The kept weights are
     # the best validation epoch of the *last* phase: a two-phase classifier has always been through its
@@ -208,12 +245,14 @@ def fit_cell(
         for _ in range(phase.epochs):
             model.train()
             total, seen = 0.0, 0
+            lr_used = float(optimizer.param_groups[0]["lr"])  # read only: the schedule steps below, once a batch
             for batch in epoch_batches(phase, cell.strategy, n_real, n_syn, settings.batch_size, params.rsp_p,
                                        ratio, gen):
                 images = augment(pool[batch]).to(device)
                 loss = F.cross_entropy(model(images), y_pool[batch].to(device), label_smoothing=0.1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                lr_used = float(optimizer.param_groups[0]["lr"])  # the rate this step applies
                 optimizer.step()
                 schedule.step()
                 total, seen = total + loss.item() * len(batch), seen + len(batch)
@@ -221,7 +260,8 @@ def fit_cell(
             if val_acc > best[0]:
                 best = (val_acc, epoch_number, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
             if on_epoch is not None:
-                on_epoch(epoch_number, {"train_loss": total / max(1, seen), "val_acc": val_acc, "lr": phase.lr})
+                # lr: the rate the epoch's last step applied (the one-cycle schedule's), not the phase's peak
+                on_epoch(epoch_number, {"train_loss": total / max(1, seen), "val_acc": val_acc, "lr": lr_used})
             epoch_number += 1
     # 4. The test split, once, with the best validation weights.
     model.load_state_dict(best[2])
@@ -236,9 +276,9 @@ def predict(model: torch.nn.Module, split: ImageSet, classes: list[str], image_s
     return list(split.labels), [classes[i] for i in predicted.tolist()]
 
 
-def stored_result(record: Mapping | None, fingerprint: str) -> RunResult | None:
+def stored_result(record: Mapping | None, digest: str) -> RunResult | None:
     """The stored result if it was made from the same inputs, else None."""
-    if not record or record.get("fingerprint") != fingerprint:
+    if not record or record.get("digest") != digest:
         return None
     try:
         return RunResult.from_json(record["result"])

@@ -1,4 +1,4 @@
-"""BLIP-2 captions (the paper's captioner), loaded from a hub id or a local folder (mvcaug.models.model_sources).
+"""BLIP-2 captions (the paper's captioner), loaded from a hub id or a local folder (mvcaug.io.model_sources).
 
 Greedy decoding of a small language model sometimes loops ("a a a a") or says nothing useful
 ("a photo of"); clean_caption catches those so a bad body degrades to the bare label prefix
@@ -16,8 +16,10 @@ import torch
 from PIL import Image
 
 from mvcaug.core.devices import auto_dtype, resolve_device
-from mvcaug.models.model_sources import load_from_source
+from mvcaug.io.model_sources import load_from_source
 from mvcaug.core.params import CaptionParams
+
+__all__ = ["clean_caption", "blip2_id", "Blip2Captioner"]
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,12 @@ from mvcaug.core.errors import UserError
 from mvcaug.method.image_attributes import describe as describe_attributes
 from mvcaug.method.image_attributes import measure
 from mvcaug.core.params import CaptionParams, PrepareParams
+from mvcaug.io.catalog import FILES
+from mvcaug.io.images import read_image
+
+__all__ = ["CaptionError", "Captioner", "AttributeCaptioner", "FileCaptioner", "CAPTION_FILES", "parse_caption_file",
+    "build_captioner", "prefixed", "training_rows", "image_path", "image_key", "caption_bodies", "caption_table",
+    "CODE_ENTRIES", "captioner_config", "cache_namespace", "uncached_rows", "shard_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +59,9 @@ class AttributeCaptioner:
 class FileCaptioner:
     """Captions written by people beside the images: metadata.jsonl (file_name, text) or captions.csv."""
 
-    def __init__(self, captions_file: Path):
+    def __init__(self, captions_file: Path, by_file: dict[str, str]):
         self.id = f"file:{captions_file.name}"
-        self.by_file = read_caption_file(captions_file)
+        self.by_file = by_file
         self.path = captions_file
 
     def describe(self, images: Sequence[Image.Image], sources: Sequence[str]) -> list[str]:
@@ -74,14 +80,12 @@ CAPTION_FILES = ("metadata.jsonl", "captions.csv")
 """The caption files looked for in a folder, in this order."""
 
 
-def read_caption_file(path: Path) -> dict[str, str]:
-    """file_name -> caption from metadata.jsonl (one JSON object per line) or a CSV with a header row.
+def parse_caption_file(path: Path, data: bytes) -> dict[str, str]:
+    """file_name -> caption from the bytes of `path` (mvcaug.io.captions.read_caption_file reads them):
+    metadata.jsonl (one JSON object per line) or a CSV with a header row.
 
     A file in another encoding or a row of the wrong shape is a CaptionError naming the file, the line
     and the fix, not a traceback from deep inside the JSON or CSV reader."""
-    if not path.is_file():
-        raise CaptionError(f"{path}: captions file not found; write metadata.jsonl or captions.csv there")
-    data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is not part of the header
     except UnicodeDecodeError as err:
@@ -143,29 +147,19 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
     return rows
 
 
-def find_caption_file(params: CaptionParams, prepare: PrepareParams) -> Path:
-    """caption.captions_file, or the metadata.jsonl or captions.csv in it when it names a folder.
+def file_captioner(params: CaptionParams, prepare: PrepareParams) -> FileCaptioner:
+    """The file backend's captioner: the caption file caption.captions_file names, read."""
+    from mvcaug.io.captions import find_caption_file, read_caption_file  # that module imports this one
 
-    The path is a DVC dep of the caption stage (dvc.yaml), so editing the caption file reruns it; DVC
-    cannot depend on an empty path, hence a folder (the image folder by default) rather than "look there"."""
-    path = Path(params.captions_file)  # never empty: mvcaug.core.params refuses that when params are loaded
-    if not path.is_dir():
-        return path
-    for name in CAPTION_FILES:
-        if (path / name).is_file():
-            return path / name
-    beside = [Path(prepare.image_folder) / name for name in CAPTION_FILES]
-    found = [candidate for candidate in beside if candidate.is_file()]
-    hint = f"set caption.captions_file: {found[0]}" if found else \
-        "add one, or set caption.captions_file to your caption file (or the folder that holds it)"
-    raise CaptionError(f"{path}: no metadata.jsonl or captions.csv for caption.backend=file; {hint}")
+    path = find_caption_file(params, prepare)
+    return FileCaptioner(path, read_caption_file(path))
 
 
 def build_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner:
     """Construct the backend named by caption.backend."""
     factories: dict[str, Callable[[], Captioner]] = {
         "attributes": AttributeCaptioner,
-        "file": lambda: FileCaptioner(find_caption_file(params, prepare)),
+        "file": lambda: file_captioner(params, prepare),
     }
     if params.backend == "blip2":
         from mvcaug.method.blip2 import Blip2Captioner
@@ -174,11 +168,6 @@ def build_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner:
     if params.backend not in factories:
         raise CaptionError(f"unknown caption.backend '{params.backend}'; use attributes, file or blip2")
     return factories[params.backend]()
-
-
-def _load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def prefixed(label: str, body: str, prefix: str) -> str:
@@ -191,7 +180,7 @@ def training_rows(manifest: pa.Table, prepared_dir: Path) -> list[dict]:
     """The manifest's training images, in manifest order; an error when there are none."""
     train = manifest.filter(pc.equal(manifest["split"], "train")).to_pylist()
     if not train:
-        raise CaptionError(f"{prepared_dir}/manifest.parquet has no training images; check prepare params")
+        raise CaptionError(f"{prepared_dir}/{FILES.manifest} has no training images; check prepare params")
     return train
 
 
@@ -213,7 +202,7 @@ def caption_bodies(rows: Sequence[dict], prepared_dir: Path, captioner: Captione
     for start in tqdm(range(0, len(rows), batch), desc=f"caption ({captioner.id})", unit="batch",
                       disable=len(rows) <= batch):
         chunk = rows[start : start + batch]
-        images = [_load_rgb(prepared_dir / image_path(row)) for row in chunk]
+        images = [read_image(prepared_dir / image_path(row)).convert("RGB") for row in chunk]
         described = captioner.describe(images, [row["source"] for row in chunk])
         if len(described) != len(chunk):
             raise CaptionError(f"captioner {captioner.id} returned {len(described)} captions for {len(chunk)} images")
@@ -245,21 +234,21 @@ def captioner_config(params: CaptionParams) -> dict | None:
         return {"id": AttributeCaptioner.id}
     if params.backend == "blip2":
         from mvcaug.method.blip2 import blip2_id
-        from mvcaug.io.content_cache import folder_fingerprint
+        from mvcaug.io.content_cache import folder_listing
         from mvcaug.core.devices import auto_dtype, resolve_device
 
         device = resolve_device(params.device)
-        return {"id": blip2_id(params), "files": folder_fingerprint(params.model),
+        return {"id": blip2_id(params), "files": folder_listing(params.model),
                 "max_new_tokens": params.max_new_tokens, "device": device.type, "dtype": str(auto_dtype(device))}
     return None
 
 
 def cache_namespace(config: dict) -> str:
     """The cache namespace of caption bodies: the captioner's configuration and the captioning code."""
-    from mvcaug.io.content_cache import fingerprint
+    from mvcaug.io.content_cache import config_digest
     from mvcaug.io.digests import code_digest
 
-    return "caption:" + fingerprint({**config, "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES)})
+    return "caption:" + config_digest({**config, "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES)})
 
 
 def uncached_rows(rows: Sequence[dict], known: dict[str, str]) -> list[dict]:

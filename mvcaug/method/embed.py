@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mvcaug.io.content_cache import ContentCache, fingerprint, folder_fingerprint, store_quietly, text_key
+from mvcaug.io.content_cache import ContentCache, config_digest, folder_listing, store_quietly, text_key
 from mvcaug.io.digests import code_digest
 from mvcaug.core.devices import resolve_device
-from mvcaug.models.model_sources import load_from_source
-from mvcaug.core.params import EmbedParams, ParamsError
+from mvcaug.io.model_sources import ModelError, load_from_source
+from mvcaug.core.params import EmbedParams
+
+__all__ = ["PACKAGED_ENCODER", "load_tokenizer", "truncation_summary", "load_text_encoder", "encode_texts",
+    "storage_dtype", "encoder_info", "null_text", "CODE_ENTRIES", "encoder_config", "embed_texts"]
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +40,7 @@ class TextEncoder:
     """A tokenizer and encoder pair with the settings that fix m."""
 
     tokenizer: Any
-    model: torch.nn.Module
+    model: PreTrainedModel
     max_length: int
     device: torch.device
     name: str
@@ -82,10 +88,11 @@ def token_limit(params: EmbedParams, tokenizer: Any) -> int | None:
 
 def check_max_length(params: EmbedParams, tokenizer: Any) -> None:
     """A longer m than the encoder has positions for would fail deep in the model (or, for CLIP, pad
-    embeddings that Stable Diffusion never saw): refuse it in one line before any weights load."""
+    embeddings that Stable Diffusion never saw): refuse it in one line before any weights load. The limit is
+    the encoder's, known once its tokenizer or config is read: a ModelError, not a params error."""
     limit = token_limit(params, tokenizer)
     if limit is not None and params.max_length > limit:
-        raise ParamsError(f"embed.max_length is {params.max_length} but the text encoder '{params.encoder}' takes at "
+        raise ModelError(f"embed.max_length is {params.max_length} but the text encoder '{params.encoder}' takes at "
                           f"most {limit} tokens; set embed.max_length to {limit} or less")
 
 
@@ -159,14 +166,14 @@ CODE_LIBRARIES = ("torch", "transformers", "tokenizers", "numpy")
 def encoder_config(params: EmbedParams) -> dict[str, Any]:
     """What an embedding depends on besides its text, known without loading the model."""
     path = resolve_encoder_path(params.encoder)
-    return {"encoder": params.encoder, "files": folder_fingerprint(path), "subfolder": params.subfolder,
+    return {"encoder": params.encoder, "files": folder_listing(path), "subfolder": params.subfolder,
             "tokenizer_subfolder": params.tokenizer_subfolder, "max_length": params.max_length,
             "device": resolve_device(params.device).type}
 
 
 def cache_namespace(params: EmbedParams) -> str:
     """The cache namespace of embeddings: the encoder's configuration and the embedding code."""
-    return "embed:" + fingerprint({**encoder_config(params), "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES)})
+    return "embed:" + config_digest({**encoder_config(params), "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES)})
 
 
 def to_bytes(embedding: np.ndarray) -> bytes:

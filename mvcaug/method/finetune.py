@@ -8,11 +8,12 @@ dropout (text, image, both) teaches the unconditional branches that guidance nee
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import statistics
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
@@ -22,15 +23,21 @@ from PIL import Image
 from tqdm import tqdm
 
 from mvcaug.io.checkpoints import Checkpoint, RunInputs, find_resumable, run_inputs, save_checkpoint, set_aside_others
-from mvcaug.models.codecs import LatentCache, PixelCodec, load_vae_codec
+from mvcaug.models.codecs import LatentCache, PixelCodec
+from mvcaug.io.models import load_pretrained_scheduler, load_pretrained_unet, load_vae_codec
 from mvcaug.models.denoiser import (
-    Denoiser, build_scratch_unet, check_compatible, expand_conv_in, load_pretrained_scheduler,
-    load_pretrained_unet, scratch_noise_scheduler, takes_image_condition,
+    Denoiser, build_scratch_unet, check_compatible, expand_conv_in, scratch_noise_scheduler, takes_image_condition,
 )
 from mvcaug.data.images import to_image
 from mvcaug.models.lora import add_lora
 from mvcaug.method.mix import apply_plan, draw_plan
-from mvcaug.core.params import FinetuneParams, MixParams, ParamsError
+from mvcaug.core.errors import DeviceError, MissingInputError
+from mvcaug.core.params import FinetuneParams, MixParams
+from mvcaug.io.model_sources import ModelError
+
+__all__ = ["ClassConditions", "ConditionSampler", "own_captions", "class_conditions", "summarise_losses",
+    "build_denoiser", "dropout_masks", "diffusion_loss", "min_snr_weights", "trained", "make_optimizer",
+    "adamw_kernel", "ema_device", "memory_estimate", "train_denoiser", "validation_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,53 @@ class ConditionSampler:
             conds.append(pool[cond])
             texts.append(self.text_condition(label, int(target)))
         return np.array(targets), np.array(conds), np.stack(texts)
+
+
+def own_captions(indices: np.ndarray, image_ids: Sequence[str], caption_ids: Sequence[str]) -> np.ndarray:
+    """For each image of a class (rows `indices` of the training images), the position of its own caption among
+    the class's captions: what finetune.text_condition target starts from. An image without a caption is a
+    missing input (the caption and embed stages did not see it), refused here rather than trained without text."""
+    position = {caption_id: k for k, caption_id in enumerate(caption_ids)}
+    missing = [image_ids[i] for i in indices if image_ids[i] not in position]
+    if missing:
+        raise MissingInputError(f"no caption embedding for training image '{missing[0]}'; rerun the caption and embed "
+                                "stages", stage="embed")
+    return np.array([position[image_ids[i]] for i in indices], dtype=np.int64)
+
+
+def class_conditions(
+    image_labels: Sequence[str], image_ids: Sequence[str], caption_labels: Sequence[str],
+    caption_ids: Sequence[str], caption_embeddings: np.ndarray, mixed_labels: Sequence[str],
+    mixed_embeddings: np.ndarray,
+) -> dict[str, ClassConditions]:
+    """The sampler's view of the training data, class by class (sorted): each class's image rows, its captions'
+    embeddings (in caption-table order), its rows of mixed.parquet, and each image's own caption among them.
+    Grouping by the label columns here, not by position, keeps a class's texts with its images whatever order
+    the caption, embedding and mix tables were written in; every array is float32, what the U-Net reads."""
+    image_array, caption_array, mixed_array = (np.asarray(labels) for labels in
+                                               (image_labels, caption_labels, mixed_labels))
+    classes = {}
+    for label in sorted(set(image_labels)):
+        rows = np.flatnonzero(caption_array == label)
+        indices = np.flatnonzero(image_array == label).astype(np.int64)
+        classes[label] = ClassConditions(
+            indices, caption_embeddings[rows].astype(np.float32),
+            mixed_embeddings[mixed_array == label].astype(np.float32),
+            caption_of_image=own_captions(indices, image_ids, [caption_ids[int(r)] for r in rows]),
+        )
+    return classes
+
+
+def summarise_losses(losses: Sequence[float], decimals: int = 5) -> dict[str, float | int]:
+    """{"loss_first", "loss_last", "steps"}: the mean loss of the first and the last tenth of the run (at least
+    one step each), what the stage's metrics.json compares across runs. A single step's loss is noise (each draws
+    its own timesteps and pairs), a tenth's mean is not; the first tenth is as long as the last, so the two are
+    alike in noise. Needs at least one loss."""
+    if not losses:
+        raise ValueError("summarise_losses needs the loss of at least one step")
+    tail = max(1, len(losses) // 10)
+    return {"loss_first": round(statistics.fmean(losses[:tail]), decimals),
+            "loss_last": round(statistics.fmean(losses[-tail:]), decimals), "steps": len(losses)}
 
 
 def build_denoiser(
@@ -206,10 +260,11 @@ def training_target(scheduler: DDPMScheduler, z0: torch.Tensor, noise: torch.Ten
 
 
 def check_prediction_type(scheduler: DDPMScheduler, source: str) -> None:
-    """Refuse an unsupported prediction type before any training step, naming the checkpoint."""
+    """Refuse an unsupported prediction type before any training step, naming the checkpoint. A fact of the
+    checkpoint's scheduler config, known only once it is read: a ModelError, not a params error."""
     kind = scheduler.config.prediction_type
     if kind not in PREDICTION_TYPES:
-        raise ParamsError(f"'finetune.pretrained' {source!r}: its scheduler's prediction_type is '{kind}'; "
+        raise ModelError(f"'finetune.pretrained' {source!r}: its scheduler's prediction_type is '{kind}'; "
                           f"fine-tuning supports {' and '.join(PREDICTION_TYPES)}: choose another checkpoint")
 
 
@@ -233,18 +288,12 @@ class TrainingRun:
         return self.accelerator.unwrap_model(self.unet)
 
 
-def check_training_params(params: FinetuneParams, device: torch.device) -> None:
-    """Reject values Accelerate would fail on later, or with a less clear message."""
+def check_device_supports(params: FinetuneParams, device: torch.device) -> None:
+    """Refuse fp16 on the CPU before Accelerate fails on it less clearly. The device is the one training runs on,
+    known only at run time, so this is a DeviceError; the ranges of the finetune values are checked when
+    params.yaml loads (mvcaug.core.params)."""
     if params.mixed_precision == "fp16" and device.type == "cpu":
-        raise ParamsError("'finetune.mixed_precision' is fp16, which needs a GPU; on CPU use no or bf16")
-    if params.gradient_accumulation_steps < 1 or params.validation_images < 1 or params.validation_steps < 1:
-        raise ParamsError(
-            "'finetune.gradient_accumulation_steps', 'validation_images' and 'validation_steps' must be >= 1"
-        )
-    if params.checkpoint_every < 0 or params.validation_every < 0:
-        raise ParamsError("'finetune.checkpoint_every' and 'validation_every' must be >= 0 (0 = off)")
-    if not 0.0 <= params.ema_decay <= 1.0:
-        raise ParamsError("'finetune.ema_decay' must be between 0 and 1")
+        raise DeviceError("'finetune.mixed_precision' is fp16, which needs a GPU; on CPU use no or bf16")
 
 
 def start_run(
@@ -257,7 +306,7 @@ def start_run(
     from diffusers.training_utils import EMAModel
 
     device = next(denoiser.unet.parameters()).device
-    check_training_params(params, device)
+    check_device_supports(params, device)
     accelerator = Accelerator(
         cpu=device.type == "cpu", mixed_precision=params.mixed_precision,
         gradient_accumulation_steps=params.gradient_accumulation_steps,
@@ -309,7 +358,13 @@ def make_optimizer(parameters, params: FinetuneParams, device: torch.device | No
     return torch.optim.AdamW(parameters, lr=params.learning_rate, weight_decay=1e-2, **adamw_kernel(device))
 
 
-def adamw_kernel(device: torch.device | None) -> dict[str, bool]:
+class AdamWKernel(TypedDict, total=False):
+    """torch.optim.AdamW's kernel choice; left out, torch's default."""
+
+    fused: bool
+
+
+def adamw_kernel(device: torch.device | None) -> AdamWKernel:
     """fused=True on CUDA; on the CPU torch's default (foreach), so CPU results stay as they were."""
     return {"fused": True} if device is not None and device.type == "cuda" else {}
 
@@ -325,7 +380,7 @@ def memory_estimate(denoiser: Denoiser, params: FinetuneParams, text_shape: tupl
     latent = denoiser.unet.config.sample_size
     frozen = [denoiser.codec.vae] if hasattr(denoiser.codec, "vae") else []
     return estimate_peak_memory(denoiser.unet, frozen, params, (denoiser.unet.config.in_channels, latent, latent),
-                                tuple(text_shape[-2:]))
+                                cast(tuple[int, int], tuple(text_shape[-2:])))  # (tokens, width) of the embeddings
 
 
 def check_memory(denoiser: Denoiser, params: FinetuneParams, text_shape: tuple[int, ...], device: torch.device) -> None:
@@ -368,7 +423,7 @@ def optimizer_step(
             run.optimizer.zero_grad(set_to_none=True)
         total += loss.detach()
     if run.ema is not None:
-        parameters = trained(run.module)
+        parameters: Sequence[torch.Tensor] = trained(run.module)
         if params.ema_device == "cpu":  # EMAModel updates in place: give it the weights where its copy lives
             parameters = [p.detach().to("cpu") for p in parameters]
         run.ema.step(parameters)
@@ -408,7 +463,7 @@ def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, inputs: 
         return []
     same_processes = checkpoint.meta.get("processes", run.accelerator.num_processes) == run.accelerator.num_processes
     # 1. Weights (and EMA weights), optimiser and schedule.
-    run.module.load_state_dict(checkpoint.tensors("unet"))
+    run.module.load_state_dict(checkpoint.tensors("unet"))  # catalog-exempt: the checkpoint part saved above
     run.optimizer.load_state_dict(checkpoint.state("optimizer"))
     run.lr_schedule.load_state_dict(schedule_state(checkpoint, run.accelerator.num_processes))
     if run.accelerator.scaler is not None:
@@ -436,7 +491,7 @@ def resume_run(run: TrainingRun, sampler: ConditionSampler, root: Path, inputs: 
 def schedule_state(checkpoint: Checkpoint, processes: int) -> dict[str, Any]:
     """The LR schedule's state for `processes`: Accelerate steps it once per process per optimiser step
     (start_run scales it to match), so its position is the checkpoint's step times the process count."""
-    state = checkpoint.state("scheduler")
+    state = checkpoint.state("scheduler")  # catalog-exempt: the LR schedule's checkpoint part
     if checkpoint.meta.get("processes", processes) != processes:
         state["last_epoch"] = checkpoint.step * processes
         state["_step_count"] = state["last_epoch"] + 1

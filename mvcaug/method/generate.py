@@ -2,12 +2,12 @@
 
 A shard is one class and one block of image indices. Image i of class y has its own seed, mixed
 embedding (i mod N_y) and conditioning image, so a shard's content depends only on its own inputs,
-which its fingerprint hashes (with the code that generates it). The generate task stores a shard with
-its fingerprint and keeps a stored shard whose fingerprint matches; raising images_per_class only adds
+which its digest hashes (with the code that generates it). The generate task stores a shard with
+its digest and keeps a stored shard whose digest matches; raising images_per_class only adds
 shards.
 
 A task (a WorkUnit) holds several whole shards, of several classes and of every set one model makes (the
-MVC set and its P = Q = 0 twin side by side), and denoises their images together in batches of exactly
+MVC set and the unmixed set side by side), and denoises their images together in batches of exactly
 generate.batch_size (the last one padded with copies): every U-Net call has one shape, so an image's
 pixels do not depend on which shards share its task, and the GPU is never fed a small shard remainder.
 """
@@ -33,10 +33,14 @@ from mvcaug.io.digests import code_digest
 from mvcaug.data.images import ImageSet, resize, to_image
 from mvcaug.core.params import GenerateParams
 from mvcaug.method.sampling import sample
+from mvcaug.io.catalog import FILES
+
+__all__ = ["CODE_ENTRIES", "Shard", "ImageSpec", "WorkUnit", "GenerationInputs", "plan_shards", "plan_work",
+    "image_specs", "shard_digest", "ShardJob", "render_shards", "denoise", "denoise_items", "tune_denoiser",
+    "synthetic_manifest"]
 
 log = logging.getLogger(__name__)
 
-SHARD_RECORD = "shard.json"
 CODE_ENTRIES = ("mvcaug.method.generate",)
 """The modules (with their import closure) whose code turns a shard's inputs into images."""
 CODE_LIBRARIES = ("torch", "diffusers", "numpy", "pillow")
@@ -56,7 +60,7 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return f"shard-{self.label}-{self.block:04d}"
+        return f"{FILES.shard_prefix}{self.label}-{self.block:04d}"
 
 
 @dataclass(frozen=True)
@@ -123,20 +127,21 @@ def plan_shards(labels: list[str], params: GenerateParams) -> list[Shard]:
 def plan_work(shards: dict[str, list[Shard]], model_of: dict[str, str], params: GenerateParams) -> list[WorkUnit]:
     """The shards of every set (set name -> its shards) grouped into tasks of whole shards holding at most
     generate.task_batches x batch_size images (a larger shard gets a task of its own). Only sets made by one
-    model (model_of: set name -> model) share a task; within one, a shard of each set comes next to its twins
-    of the other sets (same class and block), and twins that fit stay in one task, so they share batches."""
+    model (model_of: set name -> model) share a task; within one, a shard of each set comes next to the shards
+    of the other sets with the same class and block, and such a group that fits stays in one task, so they share
+    batches."""
     capacity = params.batch_size * params.task_batches
     order = {name: i for i, name in enumerate(shards)}
     units: list[WorkUnit] = []
     for model in dict.fromkeys(model_of[name] for name in shards):
-        twins: dict[tuple[str, int], list[tuple[str, Shard]]] = {}
+        same_block: dict[tuple[str, int], list[tuple[str, Shard]]] = {}
         for name in sorted((n for n in shards if model_of[n] == model), key=order.__getitem__):
             for shard in shards[name]:
-                twins.setdefault((shard.label, shard.block), []).append((name, shard))
+                same_block.setdefault((shard.label, shard.block), []).append((name, shard))
         current: list[tuple[str, Shard]] = []
-        for key in sorted(twins):
-            group = twins[key] if WorkUnit(tuple(twins[key])).images <= capacity else None
-            for piece in [group] if group else [[entry] for entry in twins[key]]:
+        for key in sorted(same_block):
+            group = same_block[key] if WorkUnit(tuple(same_block[key])).images <= capacity else None
+            for piece in [group] if group else [[entry] for entry in same_block[key]]:
                 if current and WorkUnit(tuple(current + piece)).images > capacity:
                     units.append(WorkUnit(tuple(current)))
                     current = []
@@ -163,7 +168,7 @@ def image_specs(shard: Shard, inputs: GenerationInputs) -> list[ImageSpec]:
     return specs
 
 
-def shard_fingerprint(shard: Shard, specs: list[ImageSpec], inputs: GenerationInputs) -> str:
+def shard_digest(shard: Shard, specs: list[ImageSpec], inputs: GenerationInputs) -> str:
     """A hash of every input of the shard: model, sampler settings, embeddings, conditioning images."""
     p = inputs.params
     digest = hashlib.sha256()

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+__all__ = ["measure", "COLOUR_NAMES", "colour_names", "is_drawing", "STROKE_CUTS", "describe"]
+
 
 @dataclass(frozen=True)
 class ImageAttributes:

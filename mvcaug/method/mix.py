@@ -20,6 +20,9 @@ from tqdm import tqdm
 from mvcaug.core.errors import UserError
 from mvcaug.core.params import MixParams
 
+__all__ = ["MixError", "draw_plan", "apply_plan", "class_stream", "mix_class", "unmixed_params", "mix_embeddings",
+    "replay_row"]
+
 log = logging.getLogger(__name__)
 
 EDIT_TYPE = pa.struct([
@@ -116,9 +119,9 @@ def mix_class(embeddings: np.ndarray, label: str, params: MixParams) -> list[tup
     return results
 
 
-def ablation_params(params: MixParams) -> MixParams:
-    """The MVC ablation: P = Q = 0 with the same N_y and seed. Each (class, index) stream draws its start
-    first, so ablation mix i is exactly the start embedding of MVC mix i, without its edits."""
+def unmixed_params(params: MixParams) -> MixParams:
+    """The unmixed set's mix params (the MVC ablation): P = Q = 0 with the same N_y and seed. Each (class, index)
+    stream draws its start first, so unmixed row i is exactly the start embedding of MVC mix i, without its edits."""
     return replace(params, coarse_steps=0, fine_steps=0)
 
 

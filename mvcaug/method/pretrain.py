@@ -26,15 +26,15 @@ from mvcaug.method.caption import AttributeCaptioner, Captioner
 from mvcaug.models.codecs import PixelCodec
 from mvcaug.models.denoiser import Denoiser, build_scratch_unet, scratch_noise_scheduler
 from mvcaug.method.finetune import ClassConditions
-from mvcaug.data.glyphs import GlyphSpec, draw_specs, faces_folder, render
+from mvcaug.data.glyphs import CANVAS, FACES, GlyphSpec, draw_specs, faces_folder, render
+from mvcaug.io.fonts import load_faces
 from mvcaug.core.params import FinetuneParams, MixParams, PretrainParams, ResizeMode
-from mvcaug.data.prepare import DatasetError, is_image_file, read_folder_image, to_working_image
+from mvcaug.data.prepare import to_working_image
+from mvcaug.io.image_folders import folder_files, read_folder_image
 from mvcaug.models.small_cnn import SmallCNN
 
-__all__ = [
-    "CHECK_SEED_OFFSET", "Corpus", "NO_MIX", "SelfCheck", "accuracy", "build_text_to_image", "corpus_conditions",
-    "folder_corpus", "folder_files", "glyph_corpus", "sample_text_to_image", "train_checker", "training_params",
-]
+__all__ = ["NO_MIX", "CHECK_SEED_OFFSET", "Corpus", "glyph_corpus", "folder_corpus", "corpus_conditions",
+    "training_params", "build_text_to_image", "train_checker", "accuracy", "sample_text_to_image", "SelfCheck"]
 
 NO_MIX = MixParams(per_class=1, coarse_steps=0, fine_steps=0)
 """Pretraining conditions on each image's own caption, unmixed (text_condition target with P = Q = 0)."""
@@ -57,7 +57,7 @@ def glyph_corpus(glyphs: str, per_glyph: int, seed: int, resolution: int, channe
                  split: str) -> Corpus:
     """Render per_glyph images of each glyph and caption them as the offline captioner captions the task's
     images: prefix (caption.prefix, with the glyph's words as label) then the attribute sentence."""
-    fonts = faces_folder()
+    fonts = load_faces(faces_folder(), FACES, CANVAS)
     specs = [dataclasses.replace(spec, id=f"{split}-{spec.id}") for spec in draw_specs(glyphs, per_glyph, seed)]
     images = [render(spec, resolution, fonts) for spec in specs]
     bodies = AttributeCaptioner().describe(images, [spec.id for spec in specs])
@@ -66,20 +66,6 @@ def glyph_corpus(glyphs: str, per_glyph: int, seed: int, resolution: int, channe
         ids=[spec.id for spec in specs], labels=[spec.word for spec in specs], captions=captions,
         pixels=_to_pixels(images, channels), rows=[_row(spec, caption, split) for spec, caption in zip(specs, captions)],
     )
-
-
-def folder_files(folder: str | Path) -> list[Path]:
-    """The image files anywhere under `folder`, in path order (hidden files and other suffixes left out)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such folder for pretrain.source: folder; put your unlabeled images there or "
-                           "set pretrain.folder to the folder that holds them")
-    files = sorted((path for path in root.rglob("*") if path.is_file() and is_image_file(path)),
-                   key=lambda path: path.relative_to(root).as_posix())
-    if not files:
-        raise DatasetError(f"{root}: no images for pretrain.source: folder (it is searched with its sub-folders); add "
-                           "your unlabeled images, or set pretrain.source: none")
-    return files
 
 
 def folder_corpus(folder: str | Path, resolution: int, channels: int, resize: ResizeMode, captioner: Captioner,

@@ -5,7 +5,7 @@ The main run draws the generator once (seed 0 of mix, finetune and generate), so
 on that one generator. Generator k >= 1 repeats the same stages with every one of those seeds + k, into its own
 folder (paths.replicates/r<k>/), and trains the cells that use the MVC set with the same classifier seeds: the
 report then nests the seeds inside the generators (mvcaug.judging.stats.nested_gain, mvcaug.judging.bootstrap's generator
-level). Controls (real only, reference and corpus cells) do not depend on the generator and are not repeated.
+level). Controls (real only, more_real and corpus cells) do not depend on the generator and are not repeated.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from mvcaug.judging.cells import Cell
 from mvcaug.core.params import Params
 from mvcaug.data.synthetic_sets import MVC
 
-__all__ = ["PARAMS_FILE", "REPEATED_PATHS", "SUMMARY", "params_document", "repeated_cells", "replicate_folder", "replicate_params"]
+__all__ = ["REPEATED_PATHS", "PARAMS_FILE", "replicate_folder", "replicate_params", "repeated_cells",
+    "params_document"]
 
-REPEATED_PATHS = ("mixed", "mixed_ablation", "model", "synthetic", "synthetic_ablation", "synthetic_pretrained",
+REPEATED_PATHS = ("mixed", "unmixed", "model", "synthetic", "synthetic_unmixed", "synthetic_pretrained",
                   "filter", "train")
 """The paths a generator writes: each moves into its replicate's folder, named after the field (so the names
 cannot clash whatever the main run's paths are)."""
-SUMMARY = "replicates.json"
-"""In paths.replicates: how many generators the run has and each one's seeds."""
 PARAMS_FILE = "params.yaml"
 """In each replicate's folder: the params its stages ran with."""
 
@@ -36,7 +35,7 @@ def replicate_folder(params: Params, generator: int) -> Path:
 
 def replicate_params(params: Params, generator: int) -> Params:
     """The params of generator `generator` (>= 1): its own folder for every path it writes, the mix, finetune
-    and generate seeds shifted by `generator`, and the MVC set alone (the ablation's and the pretrained model's
+    and generate seeds shifted by `generator`, and the MVC set alone (the unmixed and the pretrained model's
     sets are yardsticks of the main run, not what the verdict nests)."""
     if generator < 1:
         raise ValueError(f"generator {generator}: the main run is generator 0; replicates are 1 and up")

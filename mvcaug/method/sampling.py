@@ -7,6 +7,8 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistep
 
 from mvcaug.models.denoiser import Denoiser
 
+__all__ = ["sample"]
+
 
 def make_scheduler(name: str, denoiser: Denoiser):
     """A sampling scheduler sharing the training noise schedule's betas."""

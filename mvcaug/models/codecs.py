@@ -6,11 +6,11 @@ AutoencoderKL. Both expose the same three calls, so training and generation neve
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Protocol
 
 import torch
+
+__all__ = ["Codec", "PixelCodec", "VaeCodec", "LatentCache"]
 
 
 class Codec(Protocol):
@@ -28,6 +28,9 @@ class Codec(Protocol):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Back to images in [-1, 1]."""
+
+    def config(self) -> dict:
+        """What codec.json stores: enough for mvcaug.io.models.load_codec to rebuild it."""
 
 
 class PixelCodec:
@@ -101,36 +104,6 @@ class VaeCodec:
         return {"kind": "vae", "source": self.source, "channels": self.channels}
 
 
-def load_vae_codec(
-    source: str, device: torch.device, dtype: torch.dtype = torch.float32, channels: int = 3
-) -> VaeCodec:
-    """The vae/ subfolder of a Stable Diffusion checkpoint (folder or hub id)."""
-    from diffusers import AutoencoderKL
-
-    from mvcaug.models.model_sources import load_from_source
-
-    vae = load_from_source(
-        lambda path, subfolder: AutoencoderKL.from_pretrained(
-            path, subfolder=subfolder, use_safetensors=True, torch_dtype=dtype
-        ),
-        source, "finetune.pretrained", "a Stable Diffusion folder with vae/, or a hub id", subfolder="vae",
-    )
-    return VaeCodec(vae.to(device), source, channels)
-
-
-def save_codec_config(codec: Codec, path: Path) -> None:
-    from mvcaug.io.atomic import write_json
-
-    write_json(path, codec.config())
-
-
-def load_codec(path: Path, device: torch.device, dtype: torch.dtype = torch.float32) -> Codec:
-    config = json.loads(Path(path).read_text())
-    if config["kind"] == "pixel":
-        return PixelCodec(int(config["channels"]))
-    return load_vae_codec(config["source"], device, dtype, int(config.get("channels", 3)))
-
-
 class LatentCache:
     """Every training image's latent distribution, encoded through the VAE once before fine-tuning.
 
@@ -163,7 +136,8 @@ class LatentCache:
         mean = self.mean[indices].to(device, non_blocking=True)
         std = self.std[indices].to(device, non_blocking=True)
         noise = randn_tensor(mean.shape, generator=generator, device=device, dtype=mean.dtype)
-        return (mean + std * noise) * self.codec.scaling  # type: ignore[union-attr]
+        assert isinstance(self.codec, VaeCodec)  # only a VaeCodec fills mean and std (__init__)
+        return (mean + std * noise) * self.codec.scaling
 
     def conditions(self, indices, device: torch.device) -> torch.Tensor:
         """The conditioning latents of these training images: the distributions' modes, or the pixels."""

@@ -2,28 +2,22 @@
 
 Two seams keep the embedded default and Stable Diffusion on one code path: where the initial
 weights come from (a small U-Net built from a config, or a pretrained one with `conv_in` widened
-InstructPix2Pix-style), and the latent codec (see codecs.py).
+InstructPix2Pix-style), and the latent codec (see codecs.py). Saving and loading them is mvcaug.io.models.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
-from mvcaug.io.atomic import replacing_folder
-from mvcaug.models.codecs import Codec, load_codec, save_codec_config
-from mvcaug.models.lora import has_lora, is_lora, merge_lora, save_lora
-from mvcaug.models.model_sources import ModelError, load_from_source
+from mvcaug.models.codecs import Codec
+from mvcaug.io.model_sources import ModelError
 from mvcaug.core.params import FinetuneParams
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+__all__ = ["Denoiser", "build_scratch_unet", "scratch_noise_scheduler", "takes_image_condition", "expand_conv_in",
+    "check_compatible"]
 
 
 @dataclass
@@ -89,33 +83,11 @@ def expand_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DCon
     with torch.no_grad():
         new.weight.zero_()
         new.weight[:, : old.in_channels].copy_(old.weight)
+        assert new.bias is not None  # Conv2d's default bias=True
         new.bias.copy_(old.bias)
     unet.conv_in = new
     unet.register_to_config(in_channels=old.in_channels + extra_channels)
     return unet
-
-
-STABLE_DIFFUSION_FOLDER = "a Stable Diffusion folder (unet/, vae/, scheduler/, text_encoder/, tokenizer/) or a hub id"
-
-
-def load_pretrained(load: Callable[..., T], path: str, part: str) -> T:
-    """`load(source, subfolder=part)` from finetune.pretrained, failures named (mvcaug.models.model_sources)."""
-    return load_from_source(load, path, "finetune.pretrained", STABLE_DIFFUSION_FOLDER, subfolder=part)
-
-
-def load_pretrained_unet(path: str) -> UNet2DConditionModel:
-    """The unet/ subfolder of a Stable Diffusion checkpoint (folder or hub id), safetensors only."""
-    return load_pretrained(
-        lambda source, subfolder: UNet2DConditionModel.from_pretrained(
-            source, subfolder=subfolder, use_safetensors=True
-        ),
-        path, "unet",
-    )
-
-
-def load_pretrained_scheduler(path: str) -> DDPMScheduler:
-    """The training noise schedule of the checkpoint (scheduler/), as a DDPMScheduler."""
-    return load_pretrained(DDPMScheduler.from_pretrained, path, "scheduler")
 
 
 def check_compatible(unet: UNet2DConditionModel, codec: Codec, text_dim: int, resolution: int) -> None:
@@ -133,37 +105,3 @@ def check_compatible(unet: UNet2DConditionModel, codec: Codec, text_dim: int, re
         )
     if resolution % codec.downscale:
         raise ModelError(f"prepare.resolution {resolution} is not a multiple of the VAE's downscale {codec.downscale}")
-
-
-def save_denoiser(denoiser: Denoiser, folder: str | Path) -> None:
-    """unet/ (safetensors + config.json; for a LoRA U-Net the U-Net without adapters, conv_in as trained,
-    and the adapters in diffusers' LoRA file beside it: mvcaug.models.lora), scheduler/ and codec.json: all a
-    generator needs. unet/ and scheduler/ are what diffusers' from_pretrained reads, so with the parts of
-    the pretrained checkpoint beside them (mvcaug.models.pretrained.save_pipeline_parts) the folder loads in
-    StableDiffusionInstructPix2PixPipeline."""
-    folder = Path(folder)
-    with replacing_folder(folder / "unet") as unet_folder:  # no file of an earlier full or LoRA save stays
-        if is_lora(denoiser.unet):
-            save_lora(denoiser.unet, unet_folder)
-        else:
-            denoiser.unet.save_pretrained(unet_folder, safe_serialization=True)
-    with replacing_folder(folder / "scheduler") as scheduler_folder:
-        denoiser.noise_scheduler.save_pretrained(scheduler_folder)
-    save_codec_config(denoiser.codec, folder / "codec.json")
-
-
-def load_denoiser(folder: str | Path, device: torch.device, dtype: torch.dtype = torch.float32) -> Denoiser:
-    """Load what save_denoiser wrote; LoRA adapters are loaded as diffusers' load_lora_weights loads them and
-    merged in float32 before the U-Net takes `dtype`."""
-    folder = Path(folder)
-    if not (folder / "unet" / "config.json").is_file():
-        raise ModelError(f"{folder}: no fine-tuned model (unet/config.json); run the finetune stage first")
-    if has_lora(folder / "unet"):
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
-        unet = merge_lora(unet, folder / "unet")
-        unet = unet if dtype == unet.dtype else unet.to(dtype)
-    else:
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
-    scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
-    codec = load_codec(folder / "codec.json", device, dtype)
-    return Denoiser(unet.to(device).eval(), scheduler, codec)

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
-from mvcaug.core.params import FinetuneParams, ParamsError
+from mvcaug.core.errors import DeviceError
+from mvcaug.core.params import FinetuneParams
+
+__all__ = ["GIB", "optimizer_state_bytes", "optimizer_step_bytes", "activation_bytes_per_sample",
+    "estimate_peak_memory", "check_fits"]
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 GIB = 1024**3
 HEADROOM_BYTES = GIB
@@ -77,7 +85,7 @@ def optimizer_step_bytes(parameters: list[torch.nn.Parameter], optimizer: str, f
 
 
 def activation_bytes_per_sample(
-    unet: torch.nn.Module, latent_shape: tuple[int, int, int], text_shape: tuple[int, int],
+    unet: UNet2DConditionModel, latent_shape: tuple[int, int, int], text_shape: tuple[int, int],
     mixed_precision: str, gradient_checkpointing: bool,
 ) -> int:
     """Bytes the U-Net saves for backward on one sample, measured: one forward pass with autograd on, every
@@ -112,7 +120,7 @@ def activation_bytes_per_sample(
 
 
 def estimate_peak_memory(
-    unet: torch.nn.Module, frozen: list[torch.nn.Module], params: FinetuneParams,
+    unet: UNet2DConditionModel, frozen: list[torch.nn.Module], params: FinetuneParams,
     latent_shape: tuple[int, int, int], text_shape: tuple[int, int], fused_adamw: bool = True,
 ) -> MemoryEstimate:
     """The run's peak on its device, for `params` (batch size, optimizer, EMA device, precision,
@@ -133,10 +141,11 @@ def estimate_peak_memory(
 
 
 def check_fits(estimate: MemoryEstimate, capacity_bytes: int, device_name: str) -> None:
-    """Stop before training, naming the knobs, when the estimate exceeds the device's memory."""
+    """Stop before training, naming the knobs, when the estimate exceeds the device's memory: a DeviceError, since
+    the same params fit a larger GPU."""
     usable = capacity_bytes - HEADROOM_BYTES
     if estimate.total > usable:
-        raise ParamsError(
+        raise DeviceError(
             f"fine-tuning needs about {estimate.describe()} but {device_name} has {capacity_bytes / GIB:.1f} GiB "
             f"({usable / GIB:.1f} usable); lower it with {'; '.join(KNOBS)}"
         )

@@ -12,17 +12,22 @@ What is saved is what diffusers' stock loaders read, in a U-Net folder:
 diffusers' LoRA files hold adapter weights only (its loader refuses any key without "lora"), so `conv_in`
 cannot travel in the LoRA file: it travels in the U-Net's own weights. The price is a full U-Net file
 (3.4 GB in fp32 for SD 1.5) beside the adapters, which is also what lets the folder load in a stock
-pipeline at all: the base U-Net has 4 input channels, this one 8.
+pipeline at all: the base U-Net has 4 input channels, this one 8. The files are written and read in
+mvcaug.io.models (save_lora, merge_lora).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import save_file
 
 from mvcaug.core.params import FinetuneParams
+
+__all__ = ["WEIGHTS", "UNET_WEIGHTS", "add_lora", "is_lora", "base_state", "adapter_metadata"]
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
 """diffusers' file name for LoRA weights (LORA_WEIGHT_NAME_SAFE): load_lora_weights finds it by itself."""
@@ -30,14 +35,17 @@ UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
 """diffusers' file name for a model's own weights (SAFETENSORS_WEIGHTS_NAME)."""
 
 
-def _adapter(unet: torch.nn.Module, rank: int, alpha: float, targets: list[str]) -> None:
+def _adapter(unet: UNet2DConditionModel, rank: int, alpha: float, targets: list[str]) -> None:
     """Add peft LoRA adapters (diffusers' add_adapter), initialised as diffusers' LoRA training scripts do."""
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
+    unet.add_adapter(LoraConfig(
+        r=rank, lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int, but only ever divides it
+        init_lora_weights="gaussian", target_modules=targets,
+    ))
 
 
-def add_lora(unet: torch.nn.Module, params: FinetuneParams) -> None:
+def add_lora(unet: UNet2DConditionModel, params: FinetuneParams) -> None:
     """Freeze the U-Net, add adapters to `finetune.lora_targets` and unfreeze conv_in (in place)."""
     unet.requires_grad_(False)
     _adapter(unet, params.lora_rank, params.lora_alpha, list(params.lora_targets))
@@ -59,44 +67,8 @@ def base_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
             if ".lora_" not in name}
 
 
-def adapter_metadata(unet: torch.nn.Module) -> dict:
+def adapter_metadata(unet: UNet2DConditionModel) -> dict:
     """The adapters' LoraConfig as diffusers stores it in the LoRA file, with sets as sorted lists: diffusers
     would list a set in hash order, which changes from one process to the next, and the file is hashed."""
     config = unet.peft_config["default"].to_dict()
     return {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
-
-
-def save_lora(unet: torch.nn.Module, folder: Path) -> None:
-    """folder/config.json + diffusion_pytorch_model.safetensors (the U-Net without adapters, conv_in as
-    trained) and folder/pytorch_lora_weights.safetensors (the adapters, diffusers' save_lora_weights)."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline
-    from peft.utils import get_peft_model_state_dict
-
-    folder.mkdir(parents=True, exist_ok=True)
-    unet.save_config(folder)
-    save_file(base_state(unet), str(folder / UNET_WEIGHTS), metadata={"format": "pt"})
-    adapters = {name: _cpu(tensor) for name, tensor in get_peft_model_state_dict(unet, adapter_name="default").items()}
-    StableDiffusionInstructPix2PixPipeline.save_lora_weights(
-        folder, unet_lora_layers=adapters, unet_lora_adapter_metadata=adapter_metadata(unet), weight_name=WEIGHTS,
-        safe_serialization=True,
-    )
-
-
-def has_lora(folder: Path) -> bool:
-    """Whether a saved U-Net folder carries LoRA adapters beside its weights."""
-    return (Path(folder) / WEIGHTS).is_file()
-
-
-def merge_lora(unet: torch.nn.Module, folder: Path) -> torch.nn.Module:
-    """Load the adapters saved in `folder` into `unet` the way `pipe.load_lora_weights` does (diffusers'
-    StableDiffusionLoraLoaderMixin, safetensors only) and merge them into its weights, so generation then
-    costs what the full model costs."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline as Pipeline
-
-    state, alphas, metadata = Pipeline.lora_state_dict(
-        str(folder), weight_name=WEIGHTS, use_safetensors=True, return_lora_metadata=True
-    )
-    Pipeline.load_lora_into_unet(state, alphas, unet, metadata=metadata)
-    unet.fuse_lora()
-    unet.unload_lora()
-    return unet

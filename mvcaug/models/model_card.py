@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mvcaug.io.catalog import FILES
 from mvcaug.io.digests import json_digest
 
-CARD = "README.md"
+__all__ = ["CardFacts", "model_card"]
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ def model_card(facts: CardFacts) -> str:
 
 def loading_text(facts: CardFacts) -> list[str]:
     """How to load this folder: with diffusers' stock pipeline when it can, always with mvcaug."""
-    ours = ["With this project: `mvcaug.models.denoiser.load_denoiser(<this folder>, device)` (unet/, scheduler/,",
-            "codec.json; LoRA adapters merged), sampled by `mvcaug.method.sampling.sample`."]
+    ours = [f"With this project: `mvcaug.io.models.load_denoiser(<this folder>, device)` ({FILES.unet}/, "
+            f"{FILES.scheduler}/,", f"{FILES.codec}; LoRA adapters merged), sampled by `mvcaug.method.sampling.sample`."]
     if not facts.pipeline:
         why = ("the base checkpoint had no loadable text_encoder/ and tokenizer/ to copy" if facts.base else
                "it has no VAE or text encoder (the embedded default diffuses pixels)")

@@ -4,12 +4,22 @@ timm's wide ResNets are ImageNet networks (7x7 stem, bottlenecks); the CIFAR-sty
 standard small-data baseline is not in timm, so it is defined here, following the paper's layout:
 a 3x3 stem of 16 channels, three groups of pre-activation basic blocks of widths 16k, 32k and 64k
 (strides 1, 2, 2), and BN-ReLU, global average pooling and a linear head.
+
+Registered with timm as ``wrn28_2`` and ``wrn28_10``:
+``timm.create_model("wrn28_2", num_classes=10, in_chans=3, drop_rate=0.3)``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import nn
+
+from mvcaug.models.registry import register_project_model
+
+__all__ = ["wide_resnet28"]
 
 
 class PreActBlock(nn.Module):
@@ -97,3 +107,29 @@ class WideResNet(nn.Module):
 def wide_resnet28(width: int, num_classes: int, in_chans: int = 3, drop_rate: float = 0.0) -> WideResNet:
     """WRN-28-k: 4 blocks per group; WRN-28-10 has about 36.5M parameters, WRN-28-2 about 1.47M."""
     return WideResNet(28, width, num_classes, in_chans, drop_rate)
+
+
+def _cfg() -> dict[str, Any]:
+    """timm metadata of a WRN-28-k (no weights): 32 px CIFAR-style input, pixels in [-1, 1]."""
+    return {"num_classes": 10, "input_size": (3, 32, 32), "crop_pct": 1.0, "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5), "first_conv": "stem", "classifier": "head"}
+
+
+# Read by timm's register_model when the entrypoints below are registered.
+default_cfgs = generate_default_cfgs({"wrn28_2": _cfg(), "wrn28_10": _cfg()})
+
+
+def _create_wrn28(variant: str, width: int, pretrained: bool, **kwargs: Any) -> WideResNet:
+    return build_model_with_cfg(WideResNet, variant, pretrained, depth=28, width=width, **kwargs)
+
+
+@register_project_model
+def wrn28_2(pretrained: bool = False, *, drop_rate: float = 0.0, **kwargs: Any) -> WideResNet:
+    """WRN-28-2 through timm (about 1.47M parameters); timm passes num_classes and in_chans."""
+    return _create_wrn28("wrn28_2", 2, pretrained, drop_rate=drop_rate, **kwargs)
+
+
+@register_project_model
+def wrn28_10(pretrained: bool = False, *, drop_rate: float = 0.0, **kwargs: Any) -> WideResNet:
+    """WRN-28-10 through timm (about 36.5M parameters); timm passes num_classes and in_chans."""
+    return _create_wrn28("wrn28_10", 10, pretrained, drop_rate=drop_rate, **kwargs)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["COLOURS", "MAX_MARKERS", "Series", "running_mean", "indexed", "nice_ticks", "line_chart"]
+
 COLOURS = ("#c33", "#36c", "#393", "#c80", "#939", "#099", "#666", "#960")
 """Distinct line colours, in the order series usually take them."""
 MAX_MARKERS = 40

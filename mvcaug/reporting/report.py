@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,12 @@ from mvcaug.judging.stats import format_gain, gap_closed
 from mvcaug.judging.summary import (
     SHORT, STRATEGY_SUFFIX, Headline, column_name, columns, gain_over_baseline, result_column,
 )
-from mvcaug.data.synthetic_sets import NO_MVC, PRETRAINED
+from mvcaug.data.synthetic_sets import UNMIXED, PRETRAINED
+from mvcaug.io.catalog import FILES
+
+__all__ = ["SampleRow", "DroppedImage", "pick_samples", "pick_dropped", "ReportData", "strategy_table",
+    "ablation_table", "pretrained_table", "quality_per_class", "time_table", "pretrain_table", "render_html",
+    "render_markdown", "mean_validation_curves"]
 
 PAPER_COLUMNS = ("baseline", "aa", "ra", "ta", "syn", "aa_syn", "ra_syn", "ta_syn")
 PAPER_TITLES = {"baseline": "Baseline", "aa": "AA", "ra": "RA", "ta": "TA", "syn": "Syn",
@@ -63,6 +68,44 @@ class DroppedImage:
     label: str
     reason: str
     image: Image.Image
+
+
+DROPPED_SHOWN = 40
+"""Dropped images shown in the report at most (the first ones of each reason, in class order)."""
+
+
+@dataclass(frozen=True)
+class SamplePick:
+    """One class's rows for the sample grid, chosen before any image is read: real training rows of the manifest
+    and kept synthetic rows of the filter's decisions (each with its cond_id, the conditioning image)."""
+
+    label: str
+    real: list[dict]
+    synthetic: list[dict]
+
+
+def pick_samples(manifest_rows: Sequence[Mapping], decisions: Sequence[Mapping], per_class: int) -> list[SamplePick]:
+    """For every class of the real training split (sorted), its first `per_class` training images (manifest order)
+    and its first `per_class` kept synthetic images (decision order). The first, not a random draw, so a rerun
+    shows the same images; and kept ones only, since the grid shows what the classifiers trained on (the filter's
+    drops have their own section, pick_dropped)."""
+    real = [dict(row) for row in manifest_rows if row["split"] == "train"]
+    return [SamplePick(label, [row for row in real if row["label"] == label][:per_class],
+                       [dict(row) for row in decisions if row["label"] == label and row["kept"]][:per_class])
+            for label in sorted({row["label"] for row in real})]
+
+
+def pick_dropped(decisions: Sequence[Mapping], limit: int = DROPPED_SHOWN) -> list[dict]:
+    """The dropped rows shown (the flagged ones, with the filter off), at most `limit`: one of each reason in turn
+    (reasons in the order they first occur) while every reason has one left, then the rest in decision order. A
+    reason that drops hundreds of images then does not hide the one that dropped a few."""
+    dropped = [dict(row) for row in decisions if row["reason"]]
+    by_reason: dict[str, list[int]] = {}
+    for i, row in enumerate(dropped):
+        by_reason.setdefault(row["reason"], []).append(i)
+    turns = [i for round_ in zip(*by_reason.values()) for i in round_]
+    taken = set(turns)
+    return [dropped[i] for i in turns + [i for i in range(len(dropped)) if i not in taken]][:limit]
 
 
 @dataclass
@@ -133,13 +176,13 @@ def headline_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
                      f"[{100 * chosen['gain_boot_low']:+.2f}, {100 * chosen['gain_boot_high']:+.2f}] pp"])
     if "gain_p_holm" in chosen:
         rows.append(["p, Holm-adjusted over the strategies the headline was chosen from", f"{chosen['gain_p_holm']:.3f}"])
-    if h.reference_gain is not None:
-        rows.append([f"gain of {h.reference_per_class} extra real images per class", f"{100 * h.reference_gain:+.2f} pp"])
+    if h.more_real_gain is not None:
+        rows.append([f"gain of {h.more_real_per_class} extra real images per class", f"{100 * h.more_real_gain:+.2f} pp"])
         if "gap_closed" in chosen:
             ci = (f" [{100 * chosen['gap_closed_ci_low']:.0f}%, {100 * chosen['gap_closed_ci_high']:.0f}%]"
                   if "gap_closed_ci_low" in chosen else "")
             rows.append(["gap to those real images closed", f"{100 * chosen['gap_closed']:.0f}%{ci}"])
-        elif h.reference_gain > 0 and gap_closed(h.gain.mean, h.reference_gain) is None:
+        elif h.more_real_gain > 0 and gap_closed(h.gain.mean, h.more_real_gain) is None:
             rows.append(["gap to those real images closed", "no gap to close (the real images gained < 0.5 pp)"])
         if "exchange_rate" in chosen:
             rate = chosen["exchange_rate"]
@@ -219,9 +262,9 @@ def set_comparison_table(metrics: dict, other_set: str, other_title: str,
 
 
 def ablation_table(metrics: dict, mix_steps: tuple[int, int] | None = None) -> tuple[list[str], list[list[str]]]:
-    """The MVC ablation: real only vs combined with P = Q = 0 mixes vs with MVC's."""
+    """The MVC ablation: real only vs combined with the unmixed set (P = Q = 0) vs with MVC's."""
     mvc_title = "Syn, MVC" if mix_steps is None else f"Syn, P = {mix_steps[0]}, Q = {mix_steps[1]}"
-    return set_comparison_table(metrics, NO_MVC, "Syn, P = Q = 0", mvc_title)
+    return set_comparison_table(metrics, UNMIXED, "Syn, unmixed (P = Q = 0)", mvc_title)
 
 
 def pretrained_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
@@ -241,7 +284,8 @@ def budget_table(data: ReportData) -> tuple[list[str], list[list[str]]]:
 
 
 def quality_per_class(quality: dict | None, filter_metrics: dict | None) -> tuple[list[str], list[list[str]]]:
-    """Rows = classes: label fidelity, near-copy share, diversity real vs synthetic, kept after filtering."""
+    """Rows = classes: label fidelity, share within RMSE 0.1 of a training image, diversity real vs synthetic, kept
+    after filtering."""
     if not quality:
         return [], []
     classes = sorted(k.removeprefix("fidelity.") for k in quality if k.startswith("fidelity.") and k != "fidelity._all")
@@ -250,16 +294,16 @@ def quality_per_class(quality: dict | None, filter_metrics: dict | None) -> tupl
     for label in classes:
         kept = counts.get(label)
         rows.append([label, f"{100 * quality[f'fidelity.{label}']:.0f}%",
-                     f"{100 * quality.get(f'near_copy_fraction.{label}', float('nan')):.0f}%",
+                     f"{100 * quality.get(f'within_rmse_fraction.{label}', float('nan')):.0f}%",
                      f"{quality.get(f'diversity.real.{label}', float('nan')):.2f}",
                      f"{quality.get(f'diversity.synthetic.{label}', float('nan')):.2f}",
                      f"{kept['kept']} of {kept['total']}" if kept else "–"])
-    return ["class", "label fidelity", "near copies", "diversity, real", "diversity, synthetic",
+    return ["class", "label fidelity", "within RMSE 0.1", "diversity, real", "diversity, synthetic",
             "kept after filtering"], rows
 
 
 def quality_summary(quality: dict | None) -> tuple[list[str], list[list[str]]]:
-    """A few overall numbers: FID, KID, near copies, and whether the text condition moves the images."""
+    """A few overall numbers: FID, KID, images within RMSE 0.1 of a training image, and whether the text condition moves the images."""
     if not quality:
         return [], []
 
@@ -268,10 +312,10 @@ def quality_summary(quality: dict | None) -> tuple[list[str], list[list[str]]]:
         return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value or "–")
 
     rows = [["label fidelity (real-only classifier)", f"{100 * quality['fidelity._all']:.0f}%"],
-            [f"FID to the real {quality.get('fid_reference', 'test')} images (classifier features)", number("fid")],
+            [f"FID to the real {quality.get('fid_compared_with', 'test')} images (classifier features)", number("fid")],
             ["KID (classifier features)", f"{number('kid_mean', 4)} ± {number('kid_std', 4)}"],
-            ["near copies of a training image", f"{quality['memorisation.near_copies']:.0f} "
-                                               f"({100 * quality['memorisation.near_copy_fraction']:.0f}%)"]]
+            ["within pixel RMSE 0.1 of a training image", f"{quality['memorisation.within_rmse']:.0f} "
+                                                         f"({100 * quality['memorisation.within_rmse_fraction']:.0f}%)"]]
     if "fid_inception" in quality:
         rows.append(["FID (Inception-v3 features)", number("fid_inception")])
     if "condition.text_change" in quality:
@@ -354,7 +398,7 @@ def _section(title: str, figure: Markup = Markup(""), table: tuple[list[str], li
 
 
 BUDGET_NOTE = ("Test accuracy against the images added per class to the real training split: synthetic (combined "
-               "cells on the first k images of each class), held-out real ones (reference cells) and the generator's "
+               "cells on the first k images of each class), held-out real ones (more_real cells) and the generator's "
                "own pretraining corpus (corpus cells: its glyphs of each class, added directly; with class folders in "
                "train.retrieval_folder, retrieved real images instead); 0 is real only. "
                "Mean over seeds with the 95% CI band.")
@@ -388,8 +432,9 @@ def pretrain_figure(data: ReportData) -> Markup:
     """The corpus and the pretrained model's samples, one glyph per column."""
     return Markup("").join(Markup("<figure>{}<figcaption>{}</figcaption></figure>").format(_img(image, 3, caption), caption)
                            for caption, image in data.pretrain_grids)
-QUALITY_NOTE = ("Label fidelity: share the real-only classifier assigns to the intended class. Near copies: within "
-                "pixel RMSE 0.1 of a training image. Diversity: mean pairwise feature distance within the class.")
+QUALITY_NOTE = ("Label fidelity: share the real-only classifier assigns to the intended class. Within RMSE 0.1: "
+                "synthetic images within pixel RMSE 0.1 of a training image (not the filter's near copies). "
+                "Diversity: mean pairwise feature distance within the class.")
 TIME_NOTE = "Wall time of each stage's last run; the report's own time is not in it yet."
 NO_VERDICT = "No synthetic runs to judge: only real-only cells ran."
 
@@ -409,7 +454,7 @@ def sections(data: ReportData) -> list[Section]:
         _section("Training strategies: real only, combined, RSP, two-phase", table=strategy_table(data.metrics),
                  note=GAIN_NOTE),
         _section("Test accuracy (%) as in the paper (gain over the matching baseline)", table=paper_table(data.metrics)),
-        _section("MVC ablation: P = Q = 0 vs MVC", table=ablation_table(data.metrics, data.mix_steps),
+        _section("MVC ablation: unmixed (P = Q = 0) vs MVC", table=ablation_table(data.metrics, data.mix_steps),
                  note=ABLATION_NOTE),
         _section("Pretrained vs fine-tuned generator (the paper's Table 4)", table=pretrained_table(data.metrics),
                  note=PRETRAINED_NOTE),
@@ -509,7 +554,8 @@ _TEMPLATES = Environment(
 
 
 def _render(template: str, data: ReportData) -> str:
-    return _TEMPLATES.get_template(template).render(title=data.title, verdict=verdict(data), sections=sections(data))
+    return _TEMPLATES.get_template(template).render(title=data.title, verdict=verdict(data), sections=sections(data),
+                                                     files=FILES)
 
 
 def render_html(data: ReportData) -> str:

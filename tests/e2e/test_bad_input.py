@@ -44,7 +44,7 @@ def cli_error(folder: Path) -> str:
 def domain_error(params_file: Path) -> str:
     """What the domain says about the same input, called in-process (tests/unit/test_prepare.py checks its words)."""
     from mvcaug.core.errors import UserError
-    from mvcaug.core.params import load_params
+    from mvcaug.io.params_file import load_params
     from tasks.prepare import prepare_dataset
 
     with pytest.raises(UserError) as info:
@@ -74,7 +74,8 @@ def test_bad_input_reaches_the_terminal_as_the_domains_one_line(tmp_path: Path, 
     message, once, on one line, and nothing else of the error."""
     params_file = write_params(tmp_path, **case(tmp_path))
     if case is unknown_source:  # refused while loading the params, before any stage code
-        from mvcaug.core.params import ParamsError, load_params
+        from mvcaug.core.params import ParamsError
+        from mvcaug.io.params_file import load_params
 
         with pytest.raises(ParamsError) as info:
             load_params(params_file)

@@ -31,12 +31,12 @@ CLASSES = 10
 SEEDS = len(TINY_PARAMS["train"]["seeds"])
 PER_CLASS = TINY_PARAMS["generate"]["images_per_class"]  # 4: budgets 0.25, 0.5, 1.0 -> 1, 2 and the full 4
 GRID = 5 * SEEDS  # real, combined, rsp, two_phase and its control (real only on the two-phase schedule)
-ABLATION = SEEDS  # combined on the P = Q = 0 set
+UNMIXED = SEEDS  # combined on the unmixed (P = Q = 0) set
 TABLE_4 = SEEDS  # combined on the pretrained model's own set (generate.compare_pretrained)
 BUDGET = 2 * SEEDS  # combined on 1 and 2 images per class
-REFERENCE = 3 * SEEDS  # real only plus 1, 2 and 4 held-out real images per class
+MORE_REAL = 3 * SEEDS  # real only plus 1, 2 and 4 held-out real images per class
 CORPUS = 3 * SEEDS  # real only plus 1, 2 and 4 pretraining-corpus images per class (the generator's training data)
-CELLS = GRID + ABLATION + TABLE_4 + BUDGET + REFERENCE + CORPUS
+CELLS = GRID + UNMIXED + TABLE_4 + BUDGET + MORE_REAL + CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_every_artifact(base: Path) -> None:
     assert embeddings.shape == (len(captions), 16, 384) and info["shape"] == [16, 384]
     mixed, _, _ = read_embeddings(base / "data/05_mixed/mixed.parquet")
     assert all(len(edits) == 1 + 8 for edits in mixed["edits"].to_pylist())  # P=1, Q=8 by default
-    unmixed, unmixed_emb, unmixed_info = read_embeddings(base / "data/05_mixed/mixed_ablation.parquet")
+    unmixed, unmixed_emb, unmixed_info = read_embeddings(base / "data/05_mixed/unmixed.parquet")
     assert (unmixed_info["coarse_steps"], unmixed_info["fine_steps"]) == (0, 0)
     caption_ids = caption_table["id"].to_pylist()
     for row, embedding in zip(unmixed.to_pylist(), unmixed_emb):
@@ -94,8 +94,8 @@ def test_every_artifact(base: Path) -> None:
     assert all(s["cond_id"] in train_ids for s in synthetic)
     with Image.open(base / "data/07_synthetic" / synthetic[0]["path"]) as image:
         assert image.size == (16, 16) and image.mode == "L"
-    ablation = pq.read_table(base / "data/07_synthetic_ablation/manifest.parquet").to_pylist()
-    assert ablation == synthetic  # same seeds, conditioning images and mix indices; only the text differs
+    unmixed_rows = pq.read_table(base / "data/07_synthetic_unmixed/manifest.parquet").to_pylist()
+    assert unmixed_rows == synthetic  # same seeds, conditioning images and mix indices; only the text differs
 
     decisions = pq.read_table(base / "data/08_filter/mvc.parquet").to_pylist()
     assert [d["path"] for d in decisions] == [s["path"] for s in synthetic]
@@ -108,23 +108,23 @@ def test_every_artifact(base: Path) -> None:
 
     results = json.loads((base / "data/10_train/results.json").read_text())
     assert len(results) == CELLS
-    names = {"small_cnn-default-combined-no_mvc-seed1", "small_cnn-default-combined-n1-seed0",
+    names = {"small_cnn-default-combined-unmixed-seed1", "small_cnn-default-combined-n1-seed0",
              "small_cnn-default-combined-n2-seed1", "small_cnn-default-two_phase-seed0"}
     assert names <= {p.name for p in (base / "data/10_train/cells").iterdir()}
 
     metrics = json.loads((base / "metrics.json").read_text())["small_cnn"]
-    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "real_two_phase", "syn_no_mvc", "syn_pretrained", "syn_n1",
-                            "syn_n2", "ref_n1", "ref_n2", "ref_n4", "corpus_n1", "corpus_n2", "corpus_n4"}
+    assert set(metrics) == {"baseline", "syn", "rsp", "two_phase", "real_two_phase", "syn_unmixed", "syn_pretrained", "syn_n1",
+                            "syn_n2", "more_real_n1", "more_real_n2", "more_real_n4", "corpus_n1", "corpus_n2", "corpus_n4"}
     syn = metrics["syn"]
-    by_cell = {(r["cell"]["strategy"], r["cell"]["synthetic_set"], r["cell"]["per_class"], r["cell"]["seed"]): r["test_acc"]
+    by_cell = {(r["cell"]["strategy"], r["cell"]["synthetic_set"], r["cell"]["added_per_class"], r["cell"]["seed"]): r["test_acc"]
                for r in results}
     differences = [by_cell[("combined", "mvc", 0, s)] - by_cell[("real", "mvc", 0, s)] for s in TINY_PARAMS["train"]["seeds"]]
     spread = max(differences) - min(differences) > 1e-12  # seeds that all agree give no interval, by design
     assert "gain" in syn and ({"gain_ci_low", "gain_ci_high", "gain_p"} <= set(syn)) == spread, (syn, differences)
-    assert "exchange_rate" in syn or syn["gain"] < 0  # a harmful set without a reference slope has no rate
+    assert "exchange_rate" in syn or syn["gain"] < 0  # a harmful set without a more_real slope has no rate
     quality = json.loads((base / "data/09_quality/metrics.json").read_text())
-    assert {"fid", "kid_mean", "fidelity._all", "memorisation.near_copies", "condition.text_change",
-            "condition.image_change", "near_copy_fraction.zero"} <= set(quality)
+    assert {"fid", "kid_mean", "fidelity._all", "memorisation.within_rmse", "condition.text_change",
+            "condition.image_change", "within_rmse_fraction.zero"} <= set(quality)
     html = (base / "data/12_report/report.html").read_text()
     assert html.index('<p class="verdict">') < html.index("<h2>")
     assert "Where the time went" in html and "What the filter flags (filter.enabled is false" in html
@@ -166,9 +166,9 @@ def test_more_images_keep_finished_shards_and_cells(workspace: Path) -> None:
     assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "replicates", "report"}
     assert shard_record.stat().st_mtime_ns == before
     assert logged(output, "generate mvc") == {"shards": 30, "generated": 10, "kept": 20, "removed": 0, "images": 60}
-    assert logged(output, "generate no_mvc")["generated"] == 10
-    # budgets 0.25, 0.5, 1.0 of 6: 2, 3 and 6; real-only cells, reference cells and corpus cells at 2 keep their
-    # results (they do not depend on synthetic images), as do two-phase's real-only controls; the reference and
+    assert logged(output, "generate unmixed")["generated"] == 10
+    # budgets 0.25, 0.5, 1.0 of 6: 2, 3 and 6; real-only cells, more_real cells and corpus cells at 2 keep their
+    # results (they do not depend on synthetic images), as do two-phase's real-only controls; the more_real and
     # corpus cells at 3 and 6 are new
     assert logged(output, "train")["kept"] == SEEDS + SEEDS + SEEDS + SEEDS
 
@@ -182,13 +182,13 @@ def edit(workspace: Path, module: str, old: str, new: str) -> None:
 
 def test_a_code_change_recomputes_exactly_what_ran_that_code(workspace: Path) -> None:
     # 1. A change in the generation code (same images): DVC reruns generate, which must not keep its old
-    #    shards (they are persisted). The shard records hold the new fingerprint, so the later stages rerun,
+    #    shards (they are persisted). The shard records hold the new digest, so the later stages rerun,
     #    but the images came out the same and the cells (keyed by the images they train on) are all kept.
     edit(workspace, "mvcaug/method/generate.py", '"label": job.shard.label,', '"label": str(job.shard.label),')
     result = run(["dvc", "repro"], workspace)
     output = result.stdout + result.stderr
     assert stages_ran(result.stdout) == {"generate", "filter", "quality", "train", "replicates", "report"}
-    assert logged(output, "generate mvc")["kept"] == 0 and logged(output, "generate no_mvc")["kept"] == 0
+    assert logged(output, "generate mvc")["kept"] == 0 and logged(output, "generate unmixed")["kept"] == 0
     assert logged(output, "train")["trained"] == 0
     # 2. A change in a module no shard or cell runs: only its stage reruns, nothing is recomputed.
     edit(workspace, "mvcaug/reporting/report.py", "def loss_chart(", "def fine_tuning_loss_chart(")
@@ -214,10 +214,10 @@ def test_ablation_off_empties_its_set_and_drops_its_cells(workspace: Path) -> No
     # the MVC set is unchanged
     assert stages_ran(result.stdout) == {"generate", "filter", "train", "replicates", "report"}
     assert logged(result.stdout + result.stderr, "train")["trained"] == 0
-    folder = workspace / "data/07_synthetic_ablation"
+    folder = workspace / "data/07_synthetic_unmixed"
     assert pq.read_table(folder / "manifest.parquet").num_rows == 0 and not list(folder.glob("shard-*"))
-    assert not list((workspace / "data/10_train/cells").glob("*no_mvc*"))
-    assert "syn_no_mvc" not in json.loads((workspace / "metrics.json").read_text())["small_cnn"]
+    assert not list((workspace / "data/10_train/cells").glob("*unmixed*"))
+    assert "syn_unmixed" not in json.loads((workspace / "metrics.json").read_text())["small_cnn"]
     assert "MVC ablation" not in (workspace / "data/12_report/report.html").read_text()
 
 
@@ -236,7 +236,7 @@ def test_repeated_generators_nest_the_seeds_in_the_verdict(workspace: Path) -> N
     cells = {r["cell"]["strategy"] for r in json.loads((folder / "r1/train/results.json").read_text())}
     assert cells == {"combined", "rsp", "two_phase"}
     main = {r["cell"]["strategy"] for r in json.loads((workspace / "data/10_train/results.json").read_text())}
-    assert {"real", "reference", "corpus"} <= main  # the controls are the main run's, not repeated
+    assert {"real", "more_real", "corpus"} <= main  # the controls are the main run's, not repeated
     metrics = json.loads((workspace / "metrics.json").read_text())["small_cnn"]
     assert metrics["syn"]["generators"] == 2 and metrics["syn"]["runs"] == 2 * SEEDS
     assert "generators" not in metrics["baseline"]
@@ -281,9 +281,9 @@ EXP_COLUMNS = ["--drop", ".*", "--keep", r"Experiment|small_cnn\.(baseline|syn)\
 def test_the_dvc_experiment_workflow(workspace: Path) -> None:
     result = run(["dvc", "exp", "run", "-n", "no-fine-steps", "-S", "mix.fine_steps=0"], workspace)
     assert stages_ran(result.stdout) == ALL_STAGES - {"prepare", "caption", "embed", "pretrain"}
-    # persisted outputs carry over: the real-only cells (two-phase's controls too), reference cells and corpus
+    # persisted outputs carry over: the real-only cells (two-phase's controls too), more_real cells and corpus
     # cells do not depend on the mixes
-    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + SEEDS + REFERENCE + CORPUS
+    assert logged(result.stdout + result.stderr, "train")["kept"] == SEEDS + SEEDS + MORE_REAL + CORPUS
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workspace).stdout)
     experiments = {exp["name"]: exp for row in shown for exp in (row.get("experiments") or [])
                    for exp in [exp["revs"][0]]}

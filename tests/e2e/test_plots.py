@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvcaug.reporting.train_plots import CONFUSION, CURVES, PLOTS
+from mvcaug.io.catalog import FILES
 from tests.train_cells import CELLS, train_cells
 from tests.workspace import make_workspace, run
 
@@ -20,10 +20,10 @@ def test_dvc_plots_show_draws_curves_and_confusion_matrices_without_warnings(tmp
     ws = make_workspace(tmp_path / "ws")
     # no dvc.lock: DVC draws the workspace's files as they are, without a full `dvc repro` first
     (ws / "dvc.lock").unlink()
-    plots = Path(yaml.safe_load((ws / "params.yaml").read_text())["paths"]["train"], PLOTS)
+    plots = Path(yaml.safe_load((ws / "params.yaml").read_text())["paths"]["train"], FILES.plots)
     train_cells(ws / plots.parent)
     # the definitions by id, as the README shows (the finetune stage's plots are not made here)
-    targets = [f"dvc.yaml::{plots / kind}" for kind in (CURVES, CONFUSION)]
+    targets = [f"dvc.yaml::{plots / kind}" for kind in (FILES.curves, FILES.confusion)]
     result = run(["dvc", "plots", "show", "-o", "out", *targets], ws)
     output = result.stdout + result.stderr
     assert "WARNING" not in output and "failed" not in output.lower(), output

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from mvcaug.method.blip2 import Blip2Captioner, clean_caption
-from mvcaug.models.model_sources import ModelError
+from mvcaug.io.model_sources import ModelError
 from mvcaug.core.params import CaptionParams
 from tests.captions import caption_manifest
 

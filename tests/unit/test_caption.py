@@ -13,11 +13,9 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from mvcaug.method.caption import (
-    AttributeCaptioner, CaptionError, FileCaptioner, build_captioner, prefixed,
-    read_caption_file,
-)
-from mvcaug.data.images import read_manifest
+from mvcaug.io.captions import read_caption_file
+from mvcaug.method.caption import AttributeCaptioner, CaptionError, FileCaptioner, build_captioner, prefixed
+from mvcaug.io.images import read_manifest
 from mvcaug.core.params import CaptionParams, PrepareParams
 from tasks.prepare import prepare_dataset
 from tests.captions import caption_manifest

@@ -57,7 +57,7 @@ def train(root: Path, stop_after: int | None = None, data: str = "data-1", **cha
 
 def as_if_written_by(checkpoint_dir: Path, processes: int) -> None:
     """Rewrite a one-process checkpoint as `processes` processes write it: their process count (hence
-    fingerprint), one RNG state per process and the LR schedule stepped once per process per step."""
+    digest), one RNG state per process and the LR schedule stepped once per process per step."""
     [checkpoint] = list_checkpoints(checkpoint_dir)
     meta = dict(checkpoint.meta)
     meta.update(RunInputs(meta["inputs"], processes).meta())

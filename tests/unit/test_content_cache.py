@@ -8,7 +8,7 @@ import pytest
 from mvcaug.method.caption import (
     AttributeCaptioner, cache_namespace, caption_bodies, captioner_config, shard_rows, training_rows, uncached_rows,
 )
-from mvcaug.io.content_cache import ContentCache, fingerprint, folder_fingerprint, open_cache, text_key
+from mvcaug.io.content_cache import ContentCache, config_digest, folder_listing, open_cache, text_key
 from mvcaug.method.embed import encoder_config
 from mvcaug.core.params import CaptionParams, EmbedParams, Params, PathsParams
 from tasks.caption import caption_shard, plan_captions
@@ -42,15 +42,15 @@ def test_a_failed_write_commits_nothing(tmp_path):
     assert cache.count() == 0
 
 
-def test_fingerprints_change_with_the_model(tmp_path):
-    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1}) != fingerprint({"a": 1, "b": 3})
+def test_config_digests_change_with_the_model(tmp_path):
+    assert config_digest({"a": 1, "b": 2}) == config_digest({"b": 2, "a": 1}) != config_digest({"a": 1, "b": 3})
     model = tmp_path / "model"
     model.mkdir()
     (model / "weights.safetensors").write_bytes(b"x" * 10)
-    before = folder_fingerprint(model)
+    before = folder_listing(model)
     (model / "weights.safetensors").write_bytes(b"y" * 11)
-    assert folder_fingerprint(model) != before
-    assert folder_fingerprint("org/hub-model") == "org/hub-model"
+    assert folder_listing(model) != before
+    assert folder_listing("org/hub-model") == "org/hub-model"
     assert text_key("a") != text_key("b")
     base = EmbedParams(device="cpu")
     assert encoder_config(base) != encoder_config(EmbedParams(device="cpu", max_length=16))

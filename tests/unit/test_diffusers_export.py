@@ -18,7 +18,7 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionInstructPix2PixPipeline
 from safetensors import safe_open
 
-from mvcaug.models.denoiser import load_denoiser
+from mvcaug.io.models import load_denoiser
 from mvcaug.io.digests import json_digest
 from mvcaug.method.finetune import build_denoiser
 from mvcaug.models.lora import WEIGHTS
@@ -39,7 +39,7 @@ def tiny_sd(tmp_path_factory) -> Path:
 def task_params(tmp: Path, prepared: Path, tuning: FinetuneParams, text_dim: int = TEXT_DIM) -> Params:
     """The finetune task on the digits (grayscale, 16 px) with random embeddings of width `text_dim`."""
     from mvcaug.io.embedding_table import write_embeddings
-    from mvcaug.data.images import read_manifest
+    from mvcaug.io.images import read_manifest
 
     train = [r for r in read_manifest(prepared).to_pylist() if r["split"] == "train"]
     rng = np.random.default_rng(0)

@@ -15,8 +15,8 @@ from mvcaug.method.embed import (
     PACKAGED_ENCODER, encode_texts, load_text_encoder, storage_dtype,
 )
 from mvcaug.io.embedding_table import read_embeddings
-from mvcaug.models.model_sources import ModelError
-from mvcaug.core.params import EmbedParams, ParamsError
+from mvcaug.io.model_sources import ModelError
+from mvcaug.core.params import EmbedParams
 
 CAPTIONS = [
     "This is an image of zero. A thin, upright, small narrow grey shape.",
@@ -106,12 +106,12 @@ def test_a_max_length_above_the_encoders_limit_is_refused_in_one_line(tmp_path, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     sd = build_tiny_sd(tmp_path / "tiny-sd")
     clip = EmbedParams(encoder=str(sd), subfolder="text_encoder", tokenizer_subfolder="tokenizer", device="cpu")
-    with pytest.raises(ParamsError) as info:
+    with pytest.raises(ModelError) as info:
         load_text_encoder(dataclasses.replace(clip, max_length=78))
     assert str(info.value) == (f"embed.max_length is 78 but the text encoder '{sd}' takes at most 77 tokens; "
                                "set embed.max_length to 77 or less")
     assert load_text_encoder(dataclasses.replace(clip, max_length=77)).max_length == 77
-    with pytest.raises(ParamsError, match="takes at most 512 tokens"):
+    with pytest.raises(ModelError, match="takes at most 512 tokens"):
         load_text_encoder(EmbedParams(max_length=513, device="cpu"))
 
 

@@ -22,9 +22,12 @@ from mvcaug.judging.filter import (
     calibrate_thresholds,
     count_decisions,
     decide,
+    decided_rows,
     embed,
     filter_synthetic,
     label_scorer,
+    real_only_classifier,
+    thresholds_json,
     true_class_probability,
 )
 from mvcaug.core.params import FilterParams, ModelSettings, ParamsError, TrainParams, params_from_dict
@@ -194,6 +197,51 @@ def test_count_decisions_per_class_and_reason(scorer, data):
         "seven": {**zero, "low_confidence": 1, "total": 1},
         "_all": {"kept": 1, "low_confidence": 1, "near_copy": 2, "near_duplicate": 1, "total": 5},
     }
+
+
+def test_decided_rows_name_the_nearest_images_by_id_and_path(scorer, data):
+    """Two identical validation twos and a training one: the rows keep their manifest fields and name the nearest
+    real image by its id and the kept sibling by its path."""
+    first, other = confident_val_images(scorer, data, "two", 2)
+    pixels = torch.stack([data.val.pixels[first], data.val.pixels[other], data.val.pixels[first], data.real.pixels[5]])
+    labels = ["two", "two", "two", data.real.labels[5]]
+    rows = [{"path": f"shard-two-0/{i:04d}.png", "label": label, "seed": 7 + i} for i, label in enumerate(labels)]
+    result = run_filter(scorer, data, pixels, labels)
+    decided = decided_rows(rows, result.records, data.real.ids)
+    assert [{k: row[k] for k in ("path", "label", "seed")} for row in decided] == rows
+    assert [(row["kept"], row["reason"]) for row in decided] == [(True, ""), (True, ""), (False, "near_duplicate"),
+                                                                 (False, "near_copy")]
+    assert [row["nearest_synthetic_path"] for row in decided] == [None, rows[0]["path"], rows[0]["path"], None]
+    assert decided[3]["nearest_real_id"] == data.real.ids[5] and decided[3]["nearest_real_distance"] == 0.0
+    assert all(row["nearest_real_id"] == data.real.ids[record.nearest_real_index]
+               and row["confidence"] == record.confidence for row, record in zip(decided, result.records))
+    with pytest.raises(ValueError, match="one record per manifest row"):
+        decided_rows(rows[:2], result.records, data.real.ids)
+
+
+def test_thresholds_json_writes_an_uncalibrated_threshold_as_null(scorer, data):
+    calibrated = thresholds_json(calibrate_thresholds(scorer, data.real.pixels, data.val.pixels, data.val.labels,
+                                                      data.classes, FilterParams()))
+    assert list(calibrated) == ["confidence", "near_copy", "near_duplicate"]
+    assert all(isinstance(t["value"], float) and t["n_values"] > 0 for t in calibrated.values())
+    assert calibrated["near_copy"]["quantile"] == FilterParams().near_copy_quantile
+    one_each = [int(data.val.of_class(label)[0]) for label in data.classes]
+    off = filter_synthetic(scorer, data.real.pixels[:3], data.real.labels[:3], data.real.pixels,
+                           data.val.pixels[one_each], [data.val.labels[i] for i in one_each], data.classes,
+                           FilterParams(enabled=False))
+    uncalibrated = thresholds_json(off.thresholds)
+    assert [t["value"] for t in uncalibrated.values()] == [None, None, None]
+    assert uncalibrated["near_duplicate"]["measure"].startswith("not calibrated")
+
+
+def test_the_real_only_classifier_is_the_first_models_plain_real_cell():
+    train = TrainParams(models=("wrn28_2", "small_cnn"), baselines=("autoaugment", "default"),
+                        strategies=("combined", "rsp"), seeds=(3, 4),
+                        model_settings={"wrn28_2": ModelSettings(epochs=7), "small_cnn": ModelSettings()})
+    cell, grid = real_only_classifier(train)
+    assert cell == Cell("wrn28_2", "default", "real", 0) and not cell.uses_synthetic
+    assert (grid.strategies, grid.baselines) == (("real",), ("default",))
+    assert dataclasses.replace(grid, strategies=train.strategies, baselines=train.baselines) == train  # nothing else
 
 
 def test_distances_in_the_classifier_feature_space(scorer, classifier, data):

@@ -9,8 +9,12 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from mvcaug.models.denoiser import build_scratch_unet, expand_conv_in, load_denoiser, save_denoiser
-from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser, dropout_masks, train_denoiser
+from mvcaug.models.denoiser import build_scratch_unet, expand_conv_in
+from mvcaug.io.models import load_denoiser, save_denoiser
+from mvcaug.core.errors import MissingInputError
+from mvcaug.method.finetune import (
+    ClassConditions, ConditionSampler, build_denoiser, class_conditions, dropout_masks, summarise_losses, train_denoiser,
+)
 from mvcaug.core.params import FinetuneParams, MixParams
 
 TINY = FinetuneParams(block_out_channels=(8, 16), attention_head_dim=4)
@@ -157,3 +161,40 @@ def test_scratch_initialisation_follows_finetune_seed():
     second = build_denoiser(TINY, channels=1, resolution=8, text_dim=16, device=CPU)
     for (name, a), (_, b) in zip(first.unet.state_dict().items(), second.unet.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_class_conditions_group_captions_and_mixes_by_label_not_by_row_order(digits_prepared, provenance):
+    """The digits' training split with its captions written in reverse order and the mixes interleaved: each
+    class gets its own images, captions and mixes, and each image its own caption."""
+    _, manifest = digits_prepared
+    train = [row for row in manifest.to_pylist() if row["split"] == "train"]
+    image_ids, image_labels = [row["id"] for row in train], [row["label"] for row in train]
+    captions = train[::-1]  # the caption table need not follow the image order
+    caption_emb = provenance(len(captions), 2, 3).astype(np.float64)
+    mixed_labels = [label for _ in range(2) for label in sorted(set(image_labels))]  # two mixes per class
+    mixed_emb = provenance(len(mixed_labels), 2, 3)
+    classes = class_conditions(image_labels, image_ids, [row["label"] for row in captions],
+                               [row["id"] for row in captions], caption_emb, mixed_labels, mixed_emb)
+    assert list(classes) == sorted(set(image_labels))
+    for label, conditions in classes.items():
+        assert [image_labels[i] for i in conditions.image_indices] == [label] * 6
+        assert conditions.caption_embeddings.dtype == conditions.mixed_embeddings.dtype == np.float32
+        assert len(conditions.mixed_embeddings) == 2
+        own_rows = [next(k for k, row in enumerate(captions) if row["id"] == image_ids[i])
+                    for i in conditions.image_indices]
+        for i, row in zip(conditions.caption_of_image, own_rows):  # each image's text is its own caption's
+            assert np.array_equal(conditions.caption_embeddings[i], caption_emb[row].astype(np.float32))
+        wanted = [k for k, name in enumerate(mixed_labels) if name == label]
+        assert np.array_equal(conditions.mixed_embeddings, mixed_emb[wanted])
+    with pytest.raises(MissingInputError, match=f"no caption embedding for training image '{captions[0]['id']}'"):
+        class_conditions(image_labels, image_ids, [row["label"] for row in captions[1:]],
+                         [row["id"] for row in captions[1:]], caption_emb[1:], mixed_labels, mixed_emb)
+
+
+def test_summarise_losses_compares_the_first_and_last_tenth():
+    losses = [1.0, 0.8, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.125, 0.1, 0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03,
+              0.02]
+    assert summarise_losses(losses) == {"loss_first": 0.9, "loss_last": 0.025, "steps": 20}  # tenths of 2 steps
+    assert summarise_losses([0.123456, 0.5]) == {"loss_first": 0.12346, "loss_last": 0.5, "steps": 2}  # 1 step each
+    with pytest.raises(ValueError, match="at least one step"):
+        summarise_losses([])

@@ -1,4 +1,4 @@
-"""Sharded generation: the plan, per-image specs, fingerprints, resume without duplicates, stale shards, and
+"""Sharded generation: the plan, per-image specs, digests, resume without duplicates, stale shards, and
 batches filled across shards, classes and sets (byte-identical to one shard at a time)."""
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import torch
 from PIL import Image
 
 from mvcaug.method.generate import (
-    SHARD_RECORD, GenerationInputs, Shard, ShardJob, WorkUnit, denoise_items, image_specs, plan_shards, plan_work,
-    shard_fingerprint, synthetic_manifest, tune_denoiser,
+    GenerationInputs, Shard, ShardJob, WorkUnit, denoise_items, image_specs, plan_shards, plan_work,
+    shard_digest, synthetic_manifest, tune_denoiser,
 )
 from mvcaug.data.images import ImageSet
 from mvcaug.core.params import GenerateParams
 from mvcaug.method.sampling import sample
+from mvcaug.io.catalog import FILES
 from tasks.generate import remove_stale_shards, store_shard as generate_shard, store_shards
 from tests.tiny_denoiser import TINY_RES, TINY_TEXT_DIM, TINY_TOKENS, tiny_denoiser
 
@@ -102,11 +103,11 @@ def test_image_specs_draw_from_the_class(inputs):
         image_specs(Shard("c", 0, 0, 1), dataclasses.replace(inputs, mixed_ids={**inputs.mixed_ids, "c": []}))
 
 
-def test_fingerprint_follows_every_input(inputs):
+def test_digest_follows_every_input(inputs):
     shard = Shard("a", 0, 0, 3)
     specs = image_specs(shard, inputs)
-    base = shard_fingerprint(shard, specs, inputs)
-    assert shard_fingerprint(shard, specs, inputs) == base
+    base = shard_digest(shard, specs, inputs)
+    assert shard_digest(shard, specs, inputs) == base
     changed = [
         with_params(inputs, guidance_scale=3.0),
         with_params(inputs, steps=3),
@@ -122,12 +123,12 @@ def test_fingerprint_follows_every_input(inputs):
             inputs.cond_images, sha256=[s + "x" for s in inputs.cond_images.sha256])),
     ]
     for other in changed:
-        assert shard_fingerprint(shard, image_specs(shard, other), other) != base
+        assert shard_digest(shard, image_specs(shard, other), other) != base
     # the batch size and the other class's embeddings do not change what a shard holds
     same = [with_params(inputs, batch_size=7), with_params(inputs, task_batches=3),
             dataclasses.replace(inputs, mixed={**inputs.mixed, "b": inputs.mixed["b"] + 1})]
     for other in same:
-        assert shard_fingerprint(shard, image_specs(shard, other), other) == base
+        assert shard_digest(shard, image_specs(shard, other), other) == base
 
 
 def test_generate_shard_writes_images_and_record(tmp_path, inputs):
@@ -136,14 +137,14 @@ def test_generate_shard_writes_images_and_record(tmp_path, inputs):
     assert generated is True
     folder = tmp_path / shard.name
     assert sorted(p.name for p in folder.iterdir()) == [
-        "a-00000.png", "a-00001.png", "a-00002.png", SHARD_RECORD]
+        "a-00000.png", "a-00001.png", "a-00002.png", FILES.shard_record]
     for name, pixels in pngs(folder).items():
         assert pixels.shape == (RES, RES) and pixels.dtype == np.uint8
     with Image.open(folder / "a-00000.png") as image:
         assert image.mode == "L" and image.size == (RES, RES)
-    record = json.loads((folder / SHARD_RECORD).read_text())
+    record = json.loads((folder / FILES.shard_record).read_text())
     assert record["rows"] == rows
-    assert record["fingerprint"] == shard_fingerprint(shard, image_specs(shard, inputs), inputs)
+    assert record["digest"] == shard_digest(shard, image_specs(shard, inputs), inputs)
     assert [r["path"] for r in rows] == [f"{shard.name}/a-0000{i}.png" for i in range(3)]
     assert all(r["label"] == "a" and r["shard"] == shard.name for r in rows)
     manifest = synthetic_manifest(rows)
@@ -171,12 +172,12 @@ def test_changed_guidance_regenerates(tmp_path, inputs):
     shard = Shard("a", 0, 0, 3)
     generate_shard(shard, inputs, tmp_path)
     folder = tmp_path / shard.name
-    first = json.loads((folder / SHARD_RECORD).read_text())["fingerprint"]
+    first = json.loads((folder / FILES.shard_record).read_text())["digest"]
     first_pixels = pngs(folder)
     rows, generated = generate_shard(shard, with_params(inputs, guidance_scale=4.0), tmp_path)
     assert generated is True
-    record = json.loads((folder / SHARD_RECORD).read_text())
-    assert record["fingerprint"] != first
+    record = json.loads((folder / FILES.shard_record).read_text())
+    assert record["digest"] != first
     assert record["rows"] == rows
     second_pixels = pngs(folder)
     assert second_pixels.keys() == first_pixels.keys()
@@ -194,7 +195,7 @@ def test_interrupted_shard_is_rewritten_without_duplicates(tmp_path, inputs):
     leftover.mkdir()
     (leftover / "b-00003.png").write_bytes(b"partial")
     # ... and a shard folder from an older layout lost its record and an image, with a temp file left over
-    (folder / SHARD_RECORD).unlink()
+    (folder / FILES.shard_record).unlink()
     (folder / "b-00004.png").unlink()
     (folder / ".b-00004.png.abc.tmp").write_bytes(b"partial")
     assert remove_stale_shards(tmp_path, [shard]) == [] and not leftover.exists()
@@ -228,27 +229,27 @@ def test_remove_stale_shards(tmp_path, inputs):
     assert remove_stale_shards(tmp_path, plan) == []
 
 
-def test_plan_work_groups_whole_shards_of_one_model_with_their_twins():
+def test_plan_work_groups_whole_shards_of_one_model_block_by_block_across_sets():
     params = GenerateParams(images_per_class=20, shard_size=6, batch_size=8, task_batches=2)  # 16 images a task
     shards = plan_shards(["a", "b"], params)  # 6, 6, 6, 2 images per class
-    sets = {"mvc": shards, "no_mvc": shards, "pretrained": shards}
-    units = plan_work(sets, {"mvc": "finetuned", "no_mvc": "finetuned", "pretrained": "pretrained"}, params)
+    sets = {"mvc": shards, "unmixed": shards, "pretrained": shards}
+    units = plan_work(sets, {"mvc": "finetuned", "unmixed": "finetuned", "pretrained": "pretrained"}, params)
     items = [item for unit in units for item in unit.items]
     assert sorted(items, key=str) == sorted(((name, s) for name in sets for s in shards), key=str)  # each once
     for unit in units:
         assert len({name == "pretrained" for name, _ in unit.items}) == 1  # one model per task
         assert unit.images <= 16 or len(unit.items) == 1
     finetuned = [item for unit in units for item in unit.items if item[0] != "pretrained"]
-    assert finetuned[:4] == [("mvc", shards[0]), ("no_mvc", shards[0]), ("mvc", shards[1]), ("no_mvc", shards[1])]
+    assert finetuned[:4] == [("mvc", shards[0]), ("unmixed", shards[0]), ("mvc", shards[1]), ("unmixed", shards[1])]
     assert units[0].name == "mvc-shard-a-0000+1" and units[0].images == 12
     assert WorkUnit((("mvc", shards[3]),)).name == "mvc-shard-a-0003"
-    # twins that fit a task are never split across tasks (greedy filling would split the second pair here)
+    # shards of one class and block that fit a task are never split across tasks (greedy filling would split the second pair here)
     params = GenerateParams(images_per_class=20, shard_size=10, batch_size=8, task_batches=4)  # 32 a task
     shards = plan_shards(["a", "b"], params)
-    units = plan_work({"mvc": shards, "no_mvc": shards}, {"mvc": "finetuned", "no_mvc": "finetuned"}, params)
+    units = plan_work({"mvc": shards, "unmixed": shards}, {"mvc": "finetuned", "unmixed": "finetuned"}, params)
     assert [unit.images for unit in units] == [20] * 4
     for unit in units:
-        assert {shard for _, shard in unit.items} == {shard for name, shard in unit.items if name == "no_mvc"}
+        assert {shard for _, shard in unit.items} == {shard for name, shard in unit.items if name == "unmixed"}
 
 
 class BatchSizes:
@@ -265,11 +266,11 @@ class BatchSizes:
         self.handle.remove()
 
 
-def twin_sets(inputs: GenerationInputs, **params) -> dict[str, GenerationInputs]:
-    """The MVC set and a P = Q = 0 twin: same model, seeds and conditioning images, other text embeddings."""
+def mvc_and_unmixed(inputs: GenerationInputs, **params) -> dict[str, GenerationInputs]:
+    """The MVC set and an unmixed (P = Q = 0) set: same model, seeds and conditioning images, other text embeddings."""
     mvc = with_params(inputs, **params)
-    twin = dataclasses.replace(mvc, mixed={label: -emb[::-1].copy() for label, emb in mvc.mixed.items()})
-    return {"mvc": mvc, "no_mvc": twin}
+    unmixed = dataclasses.replace(mvc, mixed={label: -emb[::-1].copy() for label, emb in mvc.mixed.items()})
+    return {"mvc": mvc, "unmixed": unmixed}
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
@@ -277,7 +278,7 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_batches_across_shards_classes_and_sets_are_full_and_byte_identical_to_one_shard_at_a_time(tmp_path, inputs):
-    sets = twin_sets(inputs, images_per_class=24, shard_size=8, steps=2)
+    sets = mvc_and_unmixed(inputs, images_per_class=24, shard_size=8, steps=2)
     shards = plan_shards(["a", "b"], sets["mvc"].params)  # 3 shards of 8 images per class, 96 images in all
     # today's path: each shard alone, in one batch of its 8 images
     for name, set_inputs in sets.items():
@@ -294,21 +295,21 @@ def test_batches_across_shards_classes_and_sets_are_full_and_byte_identical_to_o
     assert calls.sizes == [2 * 20] * (2 * 5)  # 2 steps x 5 batches, each holding 20 images (x 2 guidance branches)
     assert folder_bytes(tmp_path / "packed") == folder_bytes(tmp_path / "alone")  # PNGs and shard.json alike
     assert not np.array_equal(pngs(tmp_path / "packed" / "mvc" / shards[0].name)["a-00000.png"],
-                              pngs(tmp_path / "packed" / "no_mvc" / shards[0].name)["a-00000.png"])
+                              pngs(tmp_path / "packed" / "unmixed" / shards[0].name)["a-00000.png"])
 
 
 def test_a_task_regenerates_only_its_missing_shards_in_full_batches(tmp_path, inputs):
-    sets = twin_sets(inputs, images_per_class=11, shard_size=8, batch_size=16, steps=2)  # shards of 8 and 3
+    sets = mvc_and_unmixed(inputs, images_per_class=11, shard_size=8, batch_size=16, steps=2)  # shards of 8 and 3
     shards = plan_shards(["a", "b"], sets["mvc"].params)
     entries = [(shard, sets[name], tmp_path / name) for name in sets for shard in shards]
     store_shards(entries)
     before = folder_bytes(tmp_path)
     shutil.rmtree(tmp_path / "mvc" / "shard-a-0001")
-    (tmp_path / "no_mvc" / "shard-b-0000" / SHARD_RECORD).unlink()
+    (tmp_path / "unmixed" / "shard-b-0000" / FILES.shard_record).unlink()
     with BatchSizes(inputs.denoiser.unet) as calls:
         results = store_shards(entries)
     generated = [f"{out.name}/{shard.name}" for (shard, _, out), (_, made) in zip(entries, results) if made]
-    assert generated == ["mvc/shard-a-0001", "no_mvc/shard-b-0000"]
+    assert generated == ["mvc/shard-a-0001", "unmixed/shard-b-0000"]
     assert calls.sizes == [2 * 16] * 2  # the 3 + 8 images in one batch of 16 per step
     assert folder_bytes(tmp_path) == before
 
@@ -317,7 +318,7 @@ def test_an_image_does_not_depend_on_what_shares_its_batch(inputs):
     """Batches are padded to batch_size: on the CPU some kernels switch at small batch sizes, which moves the
     last bits of an image denoised with few others (e.g. a shard regenerated alone)."""
     params = dataclasses.replace(inputs.params, steps=2)
-    sets = twin_sets(inputs, steps=2)
+    sets = mvc_and_unmixed(inputs, steps=2)
     jobs = [ShardJob(shard, image_specs(shard, sets[name]), sets[name])
             for name in sets for shard in plan_shards(["a", "b"], params)]
     items = [(job, spec) for job in jobs for spec in job.specs]  # 20 images

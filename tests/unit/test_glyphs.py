@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvcaug.data.glyphs import DIGIT_WORDS, FACES, draw_specs, faces_folder, glyph_word, render
+from mvcaug.data.glyphs import CANVAS, DIGIT_WORDS, FACES, draw_specs, faces_folder, glyph_word, render
+from mvcaug.io.fonts import load_faces
 from mvcaug.data.prepare import DIGIT_NAMES
 from mvcaug.method.pretrain import glyph_corpus
 
@@ -19,7 +20,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 def test_same_seed_same_images_other_seed_other_transforms():
-    fonts = faces_folder()
+    fonts = load_faces(faces_folder(), FACES, CANVAS)
     first = [pixels(render(s, 16, fonts)) for s in draw_specs("38K", 3, seed=5)]
     again = [pixels(render(s, 16, fonts)) for s in draw_specs("38K", 3, seed=5)]
     other = [pixels(render(s, 16, fonts)) for s in draw_specs("38K", 3, seed=6)]
@@ -29,8 +30,8 @@ def test_same_seed_same_images_other_seed_other_transforms():
 
 @pytest.mark.parametrize("face", FACES)
 def test_every_face_draws_every_glyph_visibly(face):
-    fonts = faces_folder()
-    assert (fonts / face).is_file()
+    assert (faces_folder() / face).is_file()
+    fonts = load_faces(faces_folder(), [face], CANVAS)
     base = draw_specs(GLYPHS, 1, seed=0)
     for spec in base:
         image = pixels(render(spec.__class__(**{**spec.__dict__, "face": face, "blur": 0.0, "stroke": 0}), 16, fonts))
@@ -52,8 +53,8 @@ def test_glyphs_are_named_with_the_task_class_words():
 
 
 def test_no_corpus_image_is_a_task_image(digits_prepared):
-    """Rendered, never copied: every corpus image is farther from every task image than quality's near-copy
-    RMSE (0.1), so a corpus cell adds no test image and pretraining saw none."""
+    """Rendered, never copied: every corpus image is farther from every task image than quality's within-RMSE
+    threshold (0.1), so a corpus cell adds no test image and pretraining saw none."""
     folder, manifest = digits_prepared
     task = np.stack([pixels(Image.open(folder / path)) for path in manifest.column("path").to_pylist()])
     corpus = glyph_corpus("0123456789", 20, seed=0, resolution=16, channels=1, prefix="{label}", split="train")

@@ -11,7 +11,8 @@ import torch
 from mvcaug.models.denoiser import build_scratch_unet
 from mvcaug.method.finetune import ClassConditions, ConditionSampler, train_denoiser
 from mvcaug.models.gpu_memory import GIB, activation_bytes_per_sample, check_fits, estimate_peak_memory
-from mvcaug.core.params import FinetuneParams, MixParams, ParamsError
+from mvcaug.core.errors import DeviceError
+from mvcaug.core.params import FinetuneParams, MixParams
 
 TEXT = (6, 16)
 PARAMS = FinetuneParams(block_out_channels=(16, 32), attention_head_dim=4, batch_size=8, validation_every=0)
@@ -66,7 +67,7 @@ def test_checkpointing_and_bf16_lower_the_measured_activations(unet):
 def test_a_run_that_cannot_fit_stops_naming_the_knobs(unet):
     needed = estimate(unet)
     check_fits(needed, needed.total + 2 * GIB, "a big GPU")  # fits: nothing raised
-    with pytest.raises(ParamsError, match=r"fine-tuning needs about .* GiB \(weights .*\) but a small GPU has "
+    with pytest.raises(DeviceError, match=r"fine-tuning needs about .* GiB \(weights .*\) but a small GPU has "
                                           r".*finetune\.batch_size.*gradient_checkpointing.*ema_device: cpu"
                                           r".*optimizer: adafactor"):
         check_fits(needed, needed.total + GIB // 2, "a small GPU")

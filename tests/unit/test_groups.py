@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from mvcaug.core.params import Params, PathsParams, PrepareParams
-from mvcaug.data.prepare import GROUP_COLUMN, DatasetError, load_imagefolder_source, read_groups
+from mvcaug.data.prepare import GROUP_COLUMN, DatasetError
+from mvcaug.io.image_folders import load_imagefolder_source, read_groups
 from tasks.prepare import prepare_dataset
 from tasks.report import test_clusters as clusters_of_test_images
 

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from mvcaug.method.caption import AttributeCaptioner
 from mvcaug.method.image_attributes import COLOUR_NAMES, colour_names, describe, is_drawing, measure
-from mvcaug.data.images import read_manifest
+from mvcaug.io.images import read_manifest
 from mvcaug.core.params import CaptionParams, PrepareParams
 from mvcaug.data.prepare import load_digits_source, png_bytes, to_working_image
 from tasks.prepare import prepare_dataset

@@ -9,7 +9,8 @@ import torch
 import torchvision
 
 from mvcaug.core.errors import UserError
-from mvcaug.judging.inception import INCEPTION_DIM, InceptionWeightsError, inception_feature_fn, load_inception
+from mvcaug.judging.inception import INCEPTION_DIM, InceptionWeightsError, inception_feature_fn
+from mvcaug.io.scorer_models import load_inception
 from mvcaug.judging.quality import distribution_distances, extract, frechet_distance
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from mvcaug.io.checkpoints import list_checkpoints
-from mvcaug.models.denoiser import load_denoiser, save_denoiser
+from mvcaug.io.models import load_denoiser, save_denoiser
 from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser, train_denoiser
 from mvcaug.models.lora import UNET_WEIGHTS, WEIGHTS
-from mvcaug.core.params import FinetuneParams, MixParams, ParamsError, load_params
+from mvcaug.core.params import FinetuneParams, MixParams, ParamsError
+from mvcaug.io.params_file import load_params
 from mvcaug.method.sampling import sample
 from tests.sd_checkpoint import build_tiny_sd
 

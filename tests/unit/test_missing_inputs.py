@@ -3,6 +3,7 @@ stage that writes it, whichever library (pyarrow, PIL, open) found it missing.""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import missing_input
+from flows.cli import error_line, missing_input
 from mvcaug.judging.cells import Cell
 from mvcaug.io.embedding_table import read_embeddings
-from mvcaug.data.images import read_image
-from mvcaug.core.params import PrepareParams, load_params
+from mvcaug.io.images import read_image
+from mvcaug.core.params import PrepareParams
+from mvcaug.io.params_file import load_params
 from tasks.prepare import prepare_dataset
 from tests.workspace import env, make_workspace
 
@@ -49,7 +51,26 @@ def test_a_missing_file_of_an_earlier_stage_names_the_file_and_that_stage(worksp
     assert error is not None
     message = str(error)
     assert named in message.split(": not found")[0]
-    assert f"the '{stage}' stage writes it" in message and f"dvc repro {stage}" in message and "\n" not in message
+    assert f"the '{stage}' stage writes it" in message and "dvc" not in message and error.stage == stage
+    line = error_line(error)  # what the command line prints: the command that runs that stage
+    assert line == f"error: {message} (dvc repro {stage})" and "\n" not in line
+
+
+def test_a_domain_reader_names_the_stage_and_the_command_line_says_how_to_run_it(tmp_path):
+    """The domain's message names the missing file and the stage that writes it, not the tool; the one line the
+    user sees adds the command (the same line as before the domain stopped naming dvc). A Dask worker's error
+    reaches the flow pickled: the stage travels with it."""
+    from mvcaug.core.errors import MissingInputError
+    from mvcaug.io.catalog import FILES
+    from mvcaug.io.images import read_manifest
+
+    with pytest.raises(MissingInputError) as info:
+        read_manifest(tmp_path)
+    assert info.value.stage == "prepare" and "dvc" not in str(info.value)
+    assert error_line(info.value) == (f"error: {tmp_path / FILES.manifest}: no dataset manifest; run the prepare stage "
+                                      "first (dvc repro prepare)")
+    assert error_line(pickle.loads(pickle.dumps(info.value))) == error_line(info.value)
+    assert error_line(MissingInputError("x: gone")) == "error: x: gone"  # no stage: the message alone
 
 
 def test_a_missing_file_no_stage_writes_stays_a_bug(workspace, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 
 from mvcaug.io.embedding_table import read_embeddings, write_embeddings
 from mvcaug.method.mix import (
-    MixError, ablation_params, apply_plan, class_stream, draw_plan, mix_class, mix_embeddings, replay_row,
+    MixError, unmixed_params, apply_plan, class_stream, draw_plan, mix_class, mix_embeddings, replay_row,
 )
 from mvcaug.core.params import MixParams
 
@@ -219,16 +219,16 @@ def test_ranges_and_sources_are_uniform():
     assert all(abs(c - per_pair) < 0.2 * per_pair for c in sources.values())
 
 
-def test_mix_task_writes_the_ablation_table_with_p_q_zero(tmp_path, dataset):
+def test_mix_task_writes_the_unmixed_table_with_p_q_zero(tmp_path, dataset):
     from tasks.mix import mix
 
     ids, labels, emb = dataset
     write_embeddings(tmp_path / "embeddings.parquet", {"id": ids, "label": labels}, emb, {"encoder": "x"})
     params = MixParams(per_class=9, coarse_steps=1, fine_steps=3, seed=4)
-    out, ablation = tmp_path / "mixed.parquet", tmp_path / "mixed_ablation.parquet"
-    assert mix.fn(params, str(tmp_path), str(out), str(ablation)) == 3 * 9
+    out, unmixed_file = tmp_path / "mixed.parquet", tmp_path / "unmixed.parquet"
+    assert mix.fn(params, str(tmp_path), str(out), str(unmixed_file)) == 3 * 9
     mvc_table, mvc, mvc_info = read_embeddings(out)
-    table, unmixed, info = read_embeddings(ablation)
+    table, unmixed, info = read_embeddings(unmixed_file)
     assert (info["coarse_steps"], info["fine_steps"], info["seed"]) == (0, 0, 4)
     assert (mvc_info["coarse_steps"], mvc_info["fine_steps"]) == (1, 3)
     assert table["id"].to_pylist() == mvc_table["id"].to_pylist() and unmixed.shape == mvc.shape
@@ -242,4 +242,4 @@ def test_mix_task_writes_the_ablation_table_with_p_q_zero(tmp_path, dataset):
     # ... the very start embedding of the MVC mix with the same index, which the edits then changed
     assert table["start_id"].to_pylist() == mvc_table["start_id"].to_pylist()
     assert not any(np.array_equal(a, b) for a, b in zip(unmixed, mvc))
-    assert ablation_params(params) == MixParams(per_class=9, coarse_steps=0, fine_steps=0, seed=4)
+    assert unmixed_params(params) == MixParams(per_class=9, coarse_steps=0, fine_steps=0, seed=4)

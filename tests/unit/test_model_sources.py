@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mvcaug.models.model_sources import ModelError, local_folder, looks_local, resolve_source
+from mvcaug.io.model_sources import ModelError, local_folder, looks_local, resolve_source
 
 
 @pytest.mark.parametrize(("value", "local"), [("/abs/model", True), ("./model", True), ("~/model", True),

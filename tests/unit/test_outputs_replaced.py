@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mvcaug.reporting.train_plots import DVCLIVE_CONFUSION, PLOTS, write_train_plots
+from mvcaug.io.catalog import FILES
+from mvcaug.io.train_plots import DVCLIVE_CONFUSION, write_train_plots
 from tests.train_cells import CELLS, train_cells
 
 
@@ -19,7 +20,7 @@ def files_under(folder: Path) -> dict[str, bytes]:
 def test_a_failure_midway_leaves_the_last_train_plots_whole(tmp_path):
     train_dir = tmp_path / "train"
     train_cells(train_dir)  # real cells and the plots built from their dvclive logs
-    plots = train_dir / PLOTS
+    plots = train_dir / FILES.plots
     before = files_under(plots)
     assert any(name.startswith("curves/") for name in before) and any(name.startswith("confusion/") for name in before)
     # a cell's log cut short (a disk that filled up while dvclive wrote it): read after the curves are copied
@@ -27,4 +28,4 @@ def test_a_failure_midway_leaves_the_last_train_plots_whole(tmp_path):
     with pytest.raises(json.JSONDecodeError):
         write_train_plots(CELLS, train_dir / "cells", plots)
     assert files_under(plots) == before
-    assert sorted(p.name for p in train_dir.iterdir()) == ["cells", PLOTS]  # no temporary folder left
+    assert sorted(p.name for p in train_dir.iterdir()) == ["cells", FILES.plots]  # no temporary folder left

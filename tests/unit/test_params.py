@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from mvcaug.core.params import (
-    FinetuneParams, GenerateParams, ModelSettings, Params, ParamsError, PrepareParams, load_params, params_from_dict,
+    FinetuneParams, GenerateParams, ModelSettings, Params, ParamsError, PrepareParams, params_from_dict,
 )
+from mvcaug.io.params_file import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,7 +152,7 @@ def test_a_classifier_needs_a_positive_batch_size(tmp_path):
 def test_the_real_model_profile_loads_and_matches_params_yaml_key_for_key():
     import yaml
 
-    from mvcaug.core.params import load_params
+    from mvcaug.io.params_file import load_params
 
     profile = load_params(REPO_ROOT / "profiles/sd15.yaml")
     assert (profile.caption.backend, profile.finetune.init, profile.finetune.codec) == ("blip2", "pretrained", "vae")
@@ -460,3 +461,70 @@ def test_values_that_failed_late_are_refused_at_load_time(tmp_path, text, named)
     assert named in str(info.value) and "\n" not in str(info.value)
     largest = load_params(write_yaml(tmp_path, "prepare:\n  resolution: 1024\n  model_resolution: 2048\n"))
     assert (largest.prepare.resolution, largest.prepare.model_resolution) == (1024, 2048)
+
+
+LOOP_COUNTS = "'finetune.gradient_accumulation_steps', 'validation_images' and 'validation_steps' must be >= 1"
+EVERY = "'finetune.checkpoint_every' and 'validation_every' must be >= 0 (0 = off)"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("finetune:\n  gradient_accumulation_steps: 0\n", LOOP_COUNTS),
+        ("finetune:\n  validation_images: 0\n", LOOP_COUNTS),
+        ("finetune:\n  validation_steps: -1\n", LOOP_COUNTS),
+        ("finetune:\n  checkpoint_every: -1\n", EVERY),
+        ("finetune:\n  validation_every: -500\n", EVERY),
+        ("finetune:\n  ema_decay: 1.5\n", "'finetune.ema_decay' must be between 0 and 1"),
+        ("finetune:\n  ema_decay: -0.1\n", "'finetune.ema_decay' must be between 0 and 1"),
+    ],
+)
+def test_the_finetune_loops_values_are_refused_at_load_time(tmp_path, text, message):
+    """Checked by the fine-tuning code once the model was built, now when params.yaml loads: the same one line,
+    with the file named."""
+    path = write_yaml(tmp_path, text)
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value) == f"{path}: {message}"
+    edges = "finetune:\n  checkpoint_every: 0\n  validation_every: 0\n  ema_decay: 1.0\n  validation_images: 1\n"
+    assert load_params(write_yaml(tmp_path, edges)).finetune.ema_decay == 1.0
+
+
+def raised_error_names(path: Path) -> set[str]:
+    """The error classes a module raises or builds: `raise X(...)`, `raise X`, `raise module.X(...)`, and any
+    `X(...)` call (an error built here and raised elsewhere), by the name the class is spelled with."""
+    import ast
+
+    def name(node: ast.expr) -> str | None:
+        return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            names.add(name(node.exc.func if isinstance(node.exc, ast.Call) else node.exc))
+        elif isinstance(node, ast.Call) and (name(node.func) or "").endswith("Error"):
+            names.add(name(node.func))
+    return {found for found in names if found and found[0].isupper()}  # classes, not `raise error`
+
+
+PARAMS_MODULES = {"mvcaug/core/params.py", "mvcaug/io/params_file.py"}
+"""The params loader: the parser and validator, and the reader of the file it parses (a missing file)."""
+
+
+def test_only_the_params_module_raises_params_error():
+    """ParamsError means "params.yaml holds a wrong value", and every such value is refused when the file loads:
+    a check that needs a model's config or the device present raises its own error (ModelError, DeviceError)."""
+    root = REPO_ROOT / "mvcaug"
+    raising = {path.relative_to(REPO_ROOT).as_posix() for path in root.rglob("*.py")
+               if "ParamsError" in raised_error_names(path)}
+    assert "mvcaug/core/params.py" in raising and raising <= PARAMS_MODULES, sorted(raising - PARAMS_MODULES)
+
+
+def test_raised_error_names_sees_every_form_of_raise(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import mvcaug.core.params as p\n"
+                      "def f():\n    raise ParamsError('x')\n"
+                      "def g():\n    raise p.ParamsError('x') from None\n"
+                      "def h():\n    raise ValueError\n"
+                      "def i():\n    error = ModelError('x')\n    raise error\n")
+    assert raised_error_names(module) == {"ParamsError", "ValueError", "ModelError"}

@@ -16,9 +16,8 @@ from PIL import Image
 
 from mvcaug.core.params import PrepareParams
 from tasks.prepare import prepare_dataset
-from mvcaug.data.prepare import (
-    DIGIT_NAMES, MANIFEST_COLUMNS, DatasetError, eight_bit, load_imagefolder_source, stratified_split,
-)
+from mvcaug.data.prepare import DIGIT_NAMES, MANIFEST_COLUMNS, DatasetError, eight_bit, stratified_split
+from mvcaug.io.image_folders import load_imagefolder_source
 
 SMALL = dict(train_per_class=5, val_per_class=3, test_per_class=2)
 ROOT = Path(__file__).resolve().parents[2]
@@ -355,7 +354,7 @@ def test_a_decompression_bomb_names_the_file(tmp_path, make_imagefolder, monkeyp
 
 def test_model_resolution_copies_come_from_the_source_resized_once(tmp_path, make_imagefolder):
     from mvcaug.method.caption import image_key, image_path
-    from mvcaug.data.images import load_split
+    from mvcaug.io.images import load_split
     from mvcaug.data.prepare import png_bytes, to_working_image
 
     source = make_imagefolder(tmp_path / "src", {"cat": 5, "dog": 5}, size=(48, 48))
@@ -397,7 +396,7 @@ def test_the_manifest_names_every_prepared_file_with_its_sha256(tmp_path, make_i
                for p in out.rglob("*") if p.is_file() and p.name != "manifest.parquet"}
     assert on_disk == listed
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
-    readers = {name for name, stage in stages.items() if "${paths.prepared}/manifest.parquet" in stage["deps"]}
+    readers = {name for name, stage in stages.items() if "${paths.prepared}/${files.manifest}" in stage["deps"]}
     assert "${paths.prepared}" in stages["prepare"]["outs"]
     assert not [name for name, stage in stages.items() if "${paths.prepared}" in stage["deps"]]
     assert readers == {"caption", "finetune", "generate", "filter", "quality", "train", "replicates", "report"}

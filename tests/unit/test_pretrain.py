@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from mvcaug.models.denoiser import load_denoiser, takes_image_condition
+from mvcaug.models.denoiser import takes_image_condition
+from mvcaug.io.models import load_denoiser
 from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser
 from mvcaug.method.mix import draw_plan
 from mvcaug.core.params import FinetuneParams, MixParams, Params, ParamsError, PathsParams, PretrainParams, params_from_dict
@@ -116,7 +117,7 @@ def test_finetune_from_the_pretrain_output_needs_a_pretrain_source():
 
 def test_own_captions_follow_image_ids_not_row_order():
     from mvcaug.core.errors import MissingInputError
-    from tasks.finetune import own_captions
+    from mvcaug.method.finetune import own_captions
 
     image_ids = ["a0", "b0", "a1", "a2"]
     indices = np.array([0, 2, 3])  # class a's rows of the training images
@@ -168,7 +169,7 @@ def test_a_folder_corpus_is_every_image_below_it_captioned_without_a_class_prefi
 
 def test_a_missing_or_empty_pretraining_folder_is_one_line(tmp_path):
     from mvcaug.data.prepare import DatasetError
-    from mvcaug.method.pretrain import folder_files
+    from mvcaug.io.image_folders import folder_files
 
     with pytest.raises(DatasetError, match="no such folder for pretrain.source: folder"):
         folder_files(tmp_path / "missing")

@@ -15,7 +15,8 @@ import yaml
 from safetensors.torch import save_file
 
 from mvcaug.core.errors import MissingInputError
-from mvcaug.core.params import _section_class, load_params
+from mvcaug.core.params import _section_class
+from mvcaug.io.params_file import load_params
 from flows.profile import BACKUP, apply_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,10 +76,10 @@ def test_a_missing_classifier_weights_file_stops_the_profile_naming_the_key(tmp_
 
 def test_the_train_stage_refuses_to_start_without_the_weights_naming_the_key(tmp_path, monkeypatch):
     """Before any cell (or Dask worker): params written by hand get the same check as the profile command."""
-    from flows.train import train_flow
+    from flows.train import run_train_flow
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
         "train:\n  model_settings:\n    small_cnn: {pretrained: weights/small_cnn.safetensors}\n")
     with pytest.raises(MissingInputError, match=r"fix train\.model_settings\.small_cnn\.pretrained"):
-        train_flow("params.yaml")
+        run_train_flow("params.yaml")

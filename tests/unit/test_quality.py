@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from mvcaug.models.small_cnn import SmallCNN
 from mvcaug.data.prepare import DIGIT_NAMES
 from mvcaug.judging.quality import (
-    NEAR_COPY_RMSE,
+    WITHIN_RMSE,
     classifier_feature_fns,
     diversity,
     extract,
@@ -194,21 +194,21 @@ def test_memorisation_finds_copies_and_not_noise(digits):
     found = memorisation(torch.cat([copies, noise]), real, batch_size=16)
     assert np.array_equal(found["distance"][:3], np.zeros(3))
     assert list(found["nearest"][:3]) == [7, 3, 150]
-    assert (found["distance"][3:] > 3 * NEAR_COPY_RMSE).all()
-    assert found["near_copies"] == 3 and found["threshold"] == NEAR_COPY_RMSE and found["space"] == "pixels"
+    assert (found["distance"][3:] > 3 * WITHIN_RMSE).all()
+    assert found["within_threshold"] == 3 and found["threshold"] == WITHIN_RMSE and found["space"] == "pixels"
     assert found["min"] == 0.0 and found["median"] == float(np.median(found["distance"]))
     # batching changes nothing; a nearly-copied image still counts, unless the threshold is stricter
     assert np.array_equal(memorisation(torch.cat([copies, noise]), real, batch_size=1000)["nearest"], found["nearest"])
     nudged = (copies + 0.02).clamp(-1, 1)
-    assert memorisation(nudged, real)["near_copies"] == 3
-    assert memorisation(nudged, real, threshold=0.01)["near_copies"] == 0
+    assert memorisation(nudged, real)["within_threshold"] == 3
+    assert memorisation(nudged, real, threshold=0.01)["within_threshold"] == 0
 
 
 def test_memorisation_in_a_feature_space(digits, model):
     feature_fn, _ = classifier_feature_fns(model)
     real = digits[0][:100]
     found = memorisation(real[[5, 9]], real, threshold=1e-6, feature_fn=feature_fn)
-    assert found["space"] == "features" and found["near_copies"] == 2 and list(found["nearest"]) == [5, 9]
+    assert found["space"] == "features" and found["within_threshold"] == 2 and list(found["nearest"]) == [5, 9]
     with pytest.raises(ValueError, match="threshold"):
         memorisation(real[:2], real, feature_fn=feature_fn)
 
@@ -223,16 +223,16 @@ def test_quality_report_is_flat_finite_and_documented(digits, model):
     feature_fn, predict_fn = classifier_feature_fns(model)
     report = quality_report(feature_fn, predict_fn, real, real_labels, synthetic, synthetic_labels, CLASSES,
                             kid_subsets=3, kid_subset_size=50, batch_size=64)
-    expected = {"fid", "kid_mean", "kid_std", "memorisation.near_copies", "memorisation.near_copy_fraction",
+    expected = {"fid", "kid_mean", "kid_std", "memorisation.within_rmse", "memorisation.within_rmse_fraction",
                 "memorisation.min_distance", "memorisation.median_distance", "memorisation.mean_distance"}
     expected |= {f"fidelity.{c}" for c in [*CLASSES, "_all"]}
     expected |= {f"diversity.{kind}.{c}" for kind in ("synthetic", "real") for c in [*CLASSES, "_all"]}
-    expected |= {f"near_copy_fraction.{c}" for c in CLASSES}
+    expected |= {f"within_rmse_fraction.{c}" for c in CLASSES}
     assert set(report) == expected
     assert all(type(v) is float and math.isfinite(v) for v in report.values())
-    assert report["memorisation.near_copies"] == 3.0 and report["memorisation.min_distance"] == 0.0
+    assert report["memorisation.within_rmse"] == 3.0 and report["memorisation.min_distance"] == 0.0
     # the three copies, per class: each one's share of its class's synthetic images
-    per_class = {c: report[f"near_copy_fraction.{c}"] * synthetic_labels.count(c) for c in CLASSES}
+    per_class = {c: report[f"within_rmse_fraction.{c}"] * synthetic_labels.count(c) for c in CLASSES}
     assert sum(per_class.values()) == 3.0 and all(per_class[c] >= 1 for c in set(real_labels[:3]))
     assert report["fid"] > 0 and 0.3 < report["fidelity._all"] <= 1.0
 
@@ -248,13 +248,13 @@ def test_quality_report_measures_fid_kid_in_a_second_feature_space_given_one(dig
     assert (both["fid_inception"], both["kid_inception_mean"]) == pytest.approx((plain["fid"], plain["kid_mean"]))
 
 
-def test_fid_and_kid_compare_with_the_reference_set_and_memorisation_with_training(digits, model):
+def test_fid_and_kid_compare_with_the_comparison_set_and_memorisation_with_training(digits, model):
     pixels, labels = digits
     feature_fn, predict_fn = classifier_feature_fns(model)
     train, synthetic = pixels[:100], pixels[400:450]
     args = (feature_fn, predict_fn, train, labels[:100], synthetic, labels[400:450], CLASSES)
     against_train = quality_report(*args, kid_subsets=2, kid_subset_size=40)
-    against_itself = quality_report(*args, kid_subsets=2, kid_subset_size=40, reference_pixels=synthetic)
+    against_itself = quality_report(*args, kid_subsets=2, kid_subset_size=40, comparison_pixels=synthetic)
     assert against_itself["fid"] == pytest.approx(0.0, abs=1e-3) and against_train["fid"] > 0.01
     # memorisation and real diversity still look at the training images
     for key in ("memorisation.min_distance", "diversity.real._all"):

@@ -12,21 +12,23 @@ import torch
 
 from mvcaug.io.digests import PROJECT_ROOT
 from mvcaug.method.image_attributes import STROKE_CUTS, measure
-from mvcaug.data.images import ImageSet, load_split, to_image
-from mvcaug.core.params import PrepareParams, load_params
-from mvcaug.judging.quality import NEAR_COPY_RMSE
+from mvcaug.data.images import ImageSet, to_image
+from mvcaug.io.images import load_split
+from mvcaug.core.params import PrepareParams
+from mvcaug.io.params_file import load_params
+from mvcaug.judging.quality import WITHIN_RMSE
 from tasks.prepare import prepare_dataset
-from tasks.quality import fid_reference
+from tasks.quality import fid_comparison_set
 
 
 def test_fid_compares_with_the_reference_split_and_never_the_test_split(tmp_path: Path):
     with_reference = prepare_dataset(PrepareParams(train_per_class=3, val_per_class=2, test_per_class=2,
                                                    reference_per_class=2), tmp_path / "with")
-    split, images = fid_reference(str(tmp_path / "with"), channels=1)
+    split, images = fid_comparison_set(str(tmp_path / "with"), channels=1)
     rows = with_reference.to_pylist()
     assert split == "reference" and images.ids == [r["id"] for r in rows if r["split"] == "reference"]
     prepare_dataset(PrepareParams(train_per_class=3, val_per_class=2, test_per_class=2), tmp_path / "without")
-    split, images = fid_reference(str(tmp_path / "without"), channels=1)
+    split, images = fid_comparison_set(str(tmp_path / "without"), channels=1)
     assert split == "val" and len(images.ids) == 2 * 10  # without a reference split: validation, not test
 
 
@@ -39,7 +41,7 @@ def default_non_test(tmp_path_factory: pytest.TempPathFactory) -> ImageSet:
     return functools.reduce(ImageSet.concat, splits)
 
 
-def test_the_near_copy_rmse_is_calibrated_without_test_images(default_non_test: ImageSet):
+def test_the_within_rmse_threshold_is_calibrated_without_test_images(default_non_test: ImageSet):
     pixels = default_non_test.pixels.flatten(1).double()
     distance = torch.cdist(pixels, pixels) / pixels.shape[1] ** 0.5
     distance.fill_diagonal_(float("inf"))
@@ -48,7 +50,7 @@ def test_the_near_copy_rmse_is_calibrated_without_test_images(default_non_test: 
     assert len(default_non_test.ids) == 450
     assert np.quantile(nearest, 0.01) == pytest.approx(0.144, abs=5e-4)
     assert np.median(nearest) == pytest.approx(0.241, abs=5e-4)
-    assert NEAR_COPY_RMSE < np.quantile(nearest, 0.01)  # fewer than 1% of unseen digits are that close
+    assert WITHIN_RMSE < np.quantile(nearest, 0.01)  # fewer than 1% of unseen digits are that close
 
 
 def test_the_stroke_words_cut_at_the_tertiles_of_non_test_digits(default_non_test: ImageSet):

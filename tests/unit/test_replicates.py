@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from mvcaug.judging.cells import Cell
-from mvcaug.core.params import Params, load_params
+from mvcaug.core.params import Params
+from mvcaug.io.params_file import load_params
 from mvcaug.method.replicates import REPEATED_PATHS, params_document, repeated_cells, replicate_params
 
 
@@ -27,9 +28,9 @@ def test_a_generator_writes_into_its_own_folder_with_shifted_seeds():
 
 
 def test_only_the_cells_on_the_mvc_set_are_repeated():
-    cells = [Cell("small_cnn", "default", strategy, 0, synthetic_set=s, per_class=k)
+    cells = [Cell("small_cnn", "default", strategy, 0, synthetic_set=s, added_per_class=k)
              for strategy, s, k in (("real", "mvc", 0), ("combined", "mvc", 0), ("rsp", "mvc", 0),
-                                    ("combined", "no_mvc", 0), ("combined", "mvc", 5), ("reference", "mvc", 5),
+                                    ("combined", "unmixed", 0), ("combined", "mvc", 5), ("more_real", "mvc", 5),
                                     ("corpus", "mvc", 5), ("real_two_phase", "mvc", 0), ("two_phase", "mvc", 0))]
     assert [c.name for c in repeated_cells(cells)] == [
         "small_cnn-default-combined-seed0", "small_cnn-default-rsp-seed0", "small_cnn-default-combined-n5-seed0",

@@ -13,29 +13,28 @@ from PIL import Image
 
 from mvcaug.judging.cells import Cell, RunResult
 from mvcaug.reporting.report import (
-    DroppedImage, ReportData, SampleRow, ablation_table, mean_validation_curves, pretrained_table, quality_per_class,
-    render_html,
-    render_markdown, strategy_table, time_table,
+    DroppedImage, ReportData, SampleRow, ablation_table, mean_validation_curves, pick_dropped, pick_samples,
+    pretrained_table, quality_per_class, render_html, render_markdown, strategy_table, time_table,
 )
 from mvcaug.judging.summary import bootstrap_intervals, budget_curves, headline, interval_coverage, summarise
 
 
-def run(strategy: str, seed: int, test: float, val: float = 0.5, synthetic_set: str = "mvc", per_class: int = 0,
+def run(strategy: str, seed: int, test: float, val: float = 0.5, synthetic_set: str = "mvc", added_per_class: int = 0,
         baseline: str = "default") -> RunResult:
-    return RunResult(Cell("small_cnn", baseline, strategy, seed, synthetic_set, per_class), seed + 1, val, test)
+    return RunResult(Cell("small_cnn", baseline, strategy, seed, synthetic_set, added_per_class), seed + 1, val, test)
 
 
 def results() -> list[RunResult]:
     out = [run("real", s, acc, 0.80) for s, acc in enumerate((0.80, 0.82, 0.84))]
     out += [run("combined", s, acc, 0.86) for s, acc in enumerate((0.83, 0.85, 0.88))]
-    out += [run("combined", s, acc, 0.70, synthetic_set="no_mvc") for s, acc in enumerate((0.79, 0.82, 0.85))]
-    out += [run("reference", s, acc + 0.04, per_class=4) for s, acc in enumerate((0.80, 0.82, 0.84))]
+    out += [run("combined", s, acc, 0.70, synthetic_set="unmixed") for s, acc in enumerate((0.79, 0.82, 0.85))]
+    out += [run("more_real", s, acc + 0.04, added_per_class=4) for s, acc in enumerate((0.80, 0.82, 0.84))]
     return out
 
 
 QUALITY = {"fidelity.<one>": 0.5, "fidelity.zero": 1.0, "fidelity._all": 0.75, "fid": 1.5, "kid_mean": 0.01,
-           "kid_std": 0.002, "memorisation.near_copies": 3.0, "memorisation.near_copy_fraction": 0.375,
-           "near_copy_fraction.<one>": 0.25, "near_copy_fraction.zero": 0.5, "diversity.real.zero": 2.0,
+           "kid_std": 0.002, "memorisation.within_rmse": 3.0, "memorisation.within_rmse_fraction": 0.375,
+           "within_rmse_fraction.<one>": 0.25, "within_rmse_fraction.zero": 0.5, "diversity.real.zero": 2.0,
            "diversity.synthetic.zero": 1.5, "diversity.real.<one>": 2.2, "diversity.synthetic.<one>": 1.1,
            "condition.text_change": 0.05, "condition.image_change": 0.4, "fid_inception": "not computed: no weights"}
 FILTER = {"mvc": {"counts": {"zero": {"kept": 3, "low_confidence": 0, "near_copy": 1, "near_duplicate": 0, "total": 4},
@@ -77,16 +76,16 @@ def test_tables_carry_paired_gains_with_intervals():
     assert header == ["model", "augmentation", "real", "combined"]
     assert rows[0][3].startswith("85.33 ± 2.52; +3.33 pp [") and "p = " in rows[0][3]
     header, rows = ablation_table(summarise(results(), 4), (1, 8))
-    assert header[-2:] == ["Syn, P = Q = 0", "Syn, P = 1, Q = 8"] and rows[0][3].startswith("82.00 ± 3.00; +0.00 pp")
+    assert header[-2:] == ["Syn, unmixed (P = Q = 0)", "Syn, P = 1, Q = 8"] and rows[0][3].startswith("82.00 ± 3.00; +0.00 pp")
 
 
 def test_quality_per_class_and_the_summary_are_readable_tables():
     header, rows = quality_per_class(QUALITY, FILTER)
-    assert header == ["class", "label fidelity", "near copies", "diversity, real", "diversity, synthetic",
+    assert header == ["class", "label fidelity", "within RMSE 0.1", "diversity, real", "diversity, synthetic",
                       "kept after filtering"]
     assert rows == [["<one>", "50%", "25%", "2.20", "1.10", "2 of 4"], ["zero", "100%", "50%", "2.00", "1.50", "3 of 4"]]
     page = render_html(data())
-    assert "<td>near copies of a training image</td><td>3 (38%)</td>" in page
+    assert "<td>within pixel RMSE 0.1 of a training image</td><td>3 (38%)</td>" in page
     assert "<td>FID (Inception-v3 features)</td><td>not computed: no weights</td>" in page
     assert "pixel RMSE when only the text changes (MVC mix)</td><td>0.050</td>" in page
     assert "diversity.real.zero" not in page  # no raw metric names in the tables
@@ -230,3 +229,41 @@ def test_the_pretrained_generator_shows_its_self_check_curve_and_grids():
     # no pretraining (pretrain.source: none, or no stage output): no section
     for empty in ({"source": "none"}, None):
         assert "self-check" not in render_html(data(pretrain=empty))
+
+
+def digit_decisions(manifest_rows: list[dict]) -> list[dict]:
+    """Decision rows as the filter writes them for synthetic images of the digits' classes: per class, three images
+    conditioned on the class's training images, the second dropped as a near-copy of its conditioning image."""
+    train = [row for row in manifest_rows if row["split"] == "train"]
+    decisions = []
+    for label in sorted({row["label"] for row in train}, reverse=True):  # not in class order
+        conds = [row["id"] for row in train if row["label"] == label]
+        for i in range(3):
+            reason = "near_copy" if i == 1 else ""
+            decisions.append({"path": f"shard-{label}-0/{i:04d}.png", "label": label, "cond_id": conds[i],
+                              "kept": not reason, "reason": reason})
+    return decisions
+
+
+def test_pick_samples_takes_each_class_s_first_training_images_and_first_kept_synthetic_ones(digits_prepared):
+    _, manifest = digits_prepared
+    rows = manifest.to_pylist()
+    picks = pick_samples(rows, digit_decisions(rows), per_class=2)
+    assert [pick.label for pick in picks] == sorted({row["label"] for row in rows})
+    for pick in picks:
+        own = [row for row in rows if row["split"] == "train" and row["label"] == pick.label]
+        assert pick.real == own[:2]  # the manifest's order, training images only (6 per class: the first 2)
+        assert [s["path"] for s in pick.synthetic] == [f"shard-{pick.label}-0/0000.png", f"shard-{pick.label}-0/0002.png"]
+        assert all(s["kept"] and s["cond_id"] in {row["id"] for row in own} for s in pick.synthetic)
+    assert pick_samples(rows, [], per_class=3)[0].synthetic == []
+
+
+def test_pick_dropped_takes_the_reasons_in_turn_then_the_rest_in_order():
+    reasons = ["near_copy"] * 4 + ["", "low_confidence", "near_copy", "near_duplicate", "low_confidence"]
+    decisions = [{"path": f"{i}.png", "label": "seven", "kept": not reason, "reason": reason}
+                 for i, reason in enumerate(reasons)]
+    shown = [row["path"] for row in pick_dropped(decisions)]
+    # one of each reason while all three have one (near_duplicate has one), then the rest as they came
+    assert shown == ["0.png", "5.png", "7.png", "1.png", "2.png", "3.png", "6.png", "8.png"]
+    assert [row["path"] for row in pick_dropped(decisions, limit=4)] == shown[:4]
+    assert pick_dropped([row for row in decisions if not row["reason"]]) == []

@@ -10,8 +10,10 @@ import pytest
 
 from mvcaug.judging.cells import CORPUS, Cell
 from mvcaug.core.params import Params, PathsParams, PretrainParams, TrainParams
-from mvcaug.data.retrieval import RetrievalError, has_classes, pixel_digests, retrieval_images, shared_images
-from tasks.train import corpus_counts, load_training_data
+from mvcaug.data.retrieval import RetrievalError, has_classes, retrieval_images
+from mvcaug.data.images import pixel_digests, shared_images
+from mvcaug.judging.train import corpus_counts
+from tasks.train import load_training_data, plan_grid
 
 CLASSES = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]
 
@@ -50,13 +52,20 @@ def test_a_missing_class_or_too_few_images_is_one_line_naming_the_folder(make_im
 
 
 def test_corpus_cells_come_from_a_retrieval_folder_even_without_pretraining(make_imagefolder, tmp_path):
+    def counts(params: Params) -> list[int]:
+        return corpus_counts(params, has_classes(params.train.retrieval_folder))
+
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert corpus_counts(retrieval_params(tmp_path, empty)) == []
-    assert corpus_counts(retrieval_params(tmp_path, empty, "folder")) == []  # unlabeled: no class to add
-    assert corpus_counts(retrieval_params(tmp_path, empty, "glyphs")) == [5, 10, 20]
+    assert counts(retrieval_params(tmp_path, empty)) == []
+    assert counts(retrieval_params(tmp_path, empty, "folder")) == []  # unlabeled: no class to add
+    assert counts(retrieval_params(tmp_path, empty, "glyphs")) == [5, 10, 20]
     folder = make_imagefolder(tmp_path / "retrieved", {"cat": 2})
-    assert corpus_counts(retrieval_params(tmp_path, folder)) == [5, 10, 20]
+    assert counts(retrieval_params(tmp_path, folder)) == [5, 10, 20]
+    # the stage's plan looks at the folder itself
+    assert not any(cell.strategy == CORPUS for cell in plan_grid(retrieval_params(tmp_path, empty)))
+    assert sorted({cell.added_per_class for cell in plan_grid(retrieval_params(tmp_path, folder))
+                   if cell.strategy == CORPUS}) == [5, 10, 20]
 
 
 def test_corpus_cells_train_on_the_retrieved_images_and_refuse_a_task_image_among_them(
@@ -64,7 +73,7 @@ def test_corpus_cells_train_on_the_retrieved_images_and_refuse_a_task_image_amon
     prepared, manifest = digits_prepared
     retrieval = make_imagefolder(tmp_path / "retrieved", {label: 3 for label in CLASSES}, size=(16, 16), mode="L")
     params = retrieval_params(prepared, retrieval)
-    cells = [Cell("small_cnn", "default", CORPUS, 0, per_class=2)]
+    cells = [Cell("small_cnn", "default", CORPUS, 0, added_per_class=2)]
     data, digests = load_training_data.fn(params, cells)
     assert data.corpus is not None and len(data.corpus.ids) == 20 and set(data.corpus.labels) == set(CLASSES)
     assert all(ident.startswith("retrieval-") for ident in data.corpus.ids) and CORPUS in digests
@@ -74,13 +83,13 @@ def test_corpus_cells_train_on_the_retrieved_images_and_refuse_a_task_image_amon
         path.unlink()
     for k in range(3):
         shutil.copy(prepared / test_row["path"], retrieval / "zero" / f"copy{k}.png")
-    with pytest.raises(Exception, match=rf"{retrieval}: 2 image\(s\) equal images of the task, e.g. "
+    with pytest.raises(Exception, match=rf"{retrieval}: 2 image\(s\) equal images of the task's test split, e.g. "
                                         rf"retrieval-zero-copy\d = {test_row['id']}"):
         load_training_data.fn(params, cells)
 
 
 def test_shared_images_are_found_by_their_pixels(digits_prepared):
-    from mvcaug.data.images import load_split
+    from mvcaug.io.images import load_split
 
     prepared, _ = digits_prepared
     test = load_split(prepared, "test", 1)

@@ -14,11 +14,12 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from mvcaug.io.checkpoints import flatten_state, list_checkpoints, unflatten_state
 from mvcaug.models.codecs import VaeCodec
-from mvcaug.models.model_sources import ModelError
+from mvcaug.io.model_sources import ModelError
 from mvcaug.method.finetune import (
     ClassConditions, ConditionSampler, build_denoiser, diffusion_loss, train_denoiser, validation_grid,
 )
-from mvcaug.core.params import FinetuneParams, MixParams, ParamsError
+from mvcaug.core.errors import DeviceError
+from mvcaug.core.params import FinetuneParams, MixParams
 from tests.sd_checkpoint import build_tiny_sd
 
 CPU = torch.device("cpu")
@@ -217,7 +218,7 @@ def test_gradient_checkpointing_gives_the_same_training():
 def test_bf16_runs_on_cpu_and_fp16_is_refused():
     from accelerate.state import AcceleratorState
 
-    with pytest.raises(ParamsError, match="fp16, which needs a GPU"):
+    with pytest.raises(DeviceError, match="fp16, which needs a GPU"):
         train_scratch(None, steps=1, mixed_precision="fp16")
     try:
         AcceleratorState._reset_state()  # the precision is process-wide state in Accelerate
@@ -279,7 +280,7 @@ def test_checkpoints_of_other_inputs_and_leftovers_are_not_resumed(tmp_path):
     _, _, seen = train_scratch(root, steps=4, checkpoint_every=2, digests={"data": "test-2"})
     assert seen == [0, 1, 2, 3]
     assert [p.name for p in root.iterdir()] == ["step-000004"]  # the new run's
-    assert len({c.meta["fingerprint"] for c in list_checkpoints(root)}) == 1
+    assert len({c.meta["digest"] for c in list_checkpoints(root)}) == 1
 
 
 # Validation grids.
@@ -301,7 +302,7 @@ def test_validation_grids_at_intervals_leave_training_unchanged():
 
 def test_finetune_task_logs_grids_and_removes_its_checkpoints(tmp_path, digits_prepared):
     from mvcaug.io.embedding_table import write_embeddings
-    from mvcaug.data.images import read_manifest
+    from mvcaug.io.images import read_manifest
     from mvcaug.core.params import Params, PathsParams, PrepareParams
     from tasks.finetune import finetune
 

@@ -17,7 +17,7 @@ from mvcaug.method.generate import GenerationInputs, Shard
 from mvcaug.data.images import ImageSet
 from mvcaug.core.params import EmbedParams, FinetuneParams, GenerateParams
 from mvcaug.models.denoiser import takes_image_condition
-from mvcaug.models.pretrained import load_text_to_image
+from mvcaug.io.models import load_text_to_image
 from tasks.generate import store_shard as generate_shard
 from tests.sd_checkpoint import build_tiny_sd
 

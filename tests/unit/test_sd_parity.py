@@ -21,7 +21,8 @@ from diffusers import DDIMScheduler
 from mvcaug.models.denoiser import Denoiser
 from mvcaug.method.embed import encode_texts, load_text_encoder
 from mvcaug.method.finetune import build_denoiser, diffusion_loss
-from mvcaug.core.params import EmbedParams, FinetuneParams, ParamsError
+from mvcaug.core.params import EmbedParams, FinetuneParams
+from mvcaug.io.model_sources import ModelError
 from mvcaug.method.sampling import sample
 from tests.sd_checkpoint import build_tiny_sd, instruct_pix2pix_pipeline, write_scheduler
 
@@ -160,7 +161,7 @@ def test_an_unsupported_prediction_type_is_refused_before_training(tiny_sd: Path
     folder = tmp_path / "tiny-sd-sample"
     shutil.copytree(tiny_sd, folder)
     write_scheduler(folder / "scheduler", "sample")
-    with pytest.raises(ParamsError, match=r"prediction_type is 'sample'; fine-tuning supports epsilon and "
+    with pytest.raises(ModelError, match=r"prediction_type is 'sample'; fine-tuning supports epsilon and "
                                           r"v_prediction: choose another checkpoint"):
         denoiser_for(folder)
 

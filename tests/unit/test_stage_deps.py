@@ -39,6 +39,20 @@ def test_deps_list_no_code_the_stage_does_not_run(stage):
     assert all((PROJECT_ROOT / d).is_file() for d in listed)
 
 
+READS = {"mvcaug/io/catalog.py": "mvcaug/io/artifacts.yaml", "mvcaug/reporting/report.py": "mvcaug/reporting/templates"}
+"""Files that code reads as part of itself: the artifact names, the report's templates."""
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_deps_cover_the_files_the_stage_code_reads(stage):
+    """A renamed artifact reruns every stage that writes or reads it, even one whose name appears in no path of
+    dvc.yaml (DVC tracks its vars: only through the paths they resolve)."""
+    deps = [str(d) for d in STAGES[stage]["deps"]]
+    missing = [READS[path] for path in code_of(stage) if path in READS and not covered(READS[path], deps)]
+    assert not missing, f"dvc.yaml: stage '{stage}' reads {', '.join(missing)} but does not list it in deps"
+    assert all((PROJECT_ROOT / read).exists() for read in READS.values())
+
+
 def test_the_closure_sees_a_module_imported_inside_a_function(tmp_path):
     (tmp_path / "flows").mkdir()
     (tmp_path / "mvcaug").mkdir()

@@ -1,4 +1,4 @@
-"""Paired gains against scipy and a hand computation, the exchange rate along a reference curve, and the
+"""Paired gains against scipy and a hand computation, the exchange rate along a more_real curve, and the
 report's verdict sentences."""
 
 from __future__ import annotations
@@ -87,27 +87,27 @@ def test_no_change_on_any_seed_is_no_interval_either():
     assert "too few seeds" in verdict(gain)
 
 
-REFERENCE = [(10, 0.03), (5, 0.02), (20, 0.046)]  # unsorted on purpose
+MORE_REAL_CURVE = [(10, 0.03), (5, 0.02), (20, 0.046)]  # unsorted on purpose
 
 
 @pytest.mark.parametrize("gain, expected", [(0.01, 2.5), (0.02, 5.0), (0.025, 7.5), (0.038, 15.0), (0.046, 20.0)])
 def test_exchange_rate_interpolates_a_monotone_curve_from_the_implied_origin(gain, expected):
-    assert exchange_rate(REFERENCE, gain) == pytest.approx(expected, rel=1e-12)
+    assert exchange_rate(MORE_REAL_CURVE, gain) == pytest.approx(expected, rel=1e-12)
 
 
 def test_exchange_rate_of_no_gain_is_zero_images():
-    assert exchange_rate(REFERENCE, 0.0) == 0.0
+    assert exchange_rate(MORE_REAL_CURVE, 0.0) == 0.0
 
 
 def test_a_harmful_set_gets_a_negative_exchange_rate_not_zero():
     # the first segment gains 2 pp for 5 images: -1 pp reads as -2.5 real images per class
-    assert exchange_rate(REFERENCE, -0.01) == pytest.approx(-2.5)
+    assert exchange_rate(MORE_REAL_CURVE, -0.01) == pytest.approx(-2.5)
     assert exchange_rate([(5, -0.01), (10, 0.02)], -0.01) == pytest.approx(-5.0)  # first point that gained
     assert exchange_rate([(5, -0.01)], -0.01) is None  # real images gained nothing: no slope to read it by
 
 
 def test_exchange_rate_beyond_the_curve_is_none():
-    assert exchange_rate(REFERENCE, 0.0461) is None
+    assert exchange_rate(MORE_REAL_CURVE, 0.0461) is None
     assert exchange_rate([], 0.01) is None
 
 
@@ -117,13 +117,13 @@ def test_exchange_rate_reads_a_non_monotone_curve_at_its_first_crossing():
     assert exchange_rate(dipping, 0.025) == pytest.approx(17.5)
 
 
-@pytest.mark.parametrize("reference", [[(0, 0.0), (5, 0.02)], [(5, 0.02), (5, 0.03)], [(-5, 0.01)]])
-def test_exchange_rate_rejects_non_positive_or_repeated_k(reference):
+@pytest.mark.parametrize("curve", [[(0, 0.0), (5, 0.02)], [(5, 0.02), (5, 0.03)], [(-5, 0.01)]])
+def test_exchange_rate_rejects_non_positive_or_repeated_k(curve):
     with pytest.raises(ValueError, match="positive and distinct"):
-        exchange_rate(reference, 0.01)
+        exchange_rate(curve, 0.01)
 
 
-def test_gap_closed_is_a_signed_fraction_of_a_positive_reference():
+def test_gap_closed_is_a_signed_fraction_of_a_positive_more_real_gain():
     assert gap_closed(0.019, 0.046) == pytest.approx(0.019 / 0.046)
     assert gap_closed(-0.01, 0.02) == pytest.approx(-0.5)
     assert gap_closed(0.03, 0.02) == pytest.approx(1.5)
@@ -131,7 +131,7 @@ def test_gap_closed_is_a_signed_fraction_of_a_positive_reference():
     assert gap_closed(0.01, -0.02) is None
 
 
-def test_a_tiny_reference_gain_is_no_gap_to_close():
+def test_a_tiny_more_real_gain_is_no_gap_to_close():
     assert gap_closed(0.003, 0.001) is None  # not 300%: 0.1 pp is below the 0.5 pp floor
     assert gap_closed(0.003, 0.005) == pytest.approx(0.6)
 
@@ -155,11 +155,11 @@ LOWERED = PairedGain(-0.020, -0.031, -0.009, 0.006, 5, 0.95)
     (PairedGain(0.05, 0.001, 0.099, 0.049, 3, 0.9),
      "Synthetic images raised test accuracy by +5.0 pp (90% CI +0.1 to +9.9, 3 paired seeds)."),
 ])
-def test_verdict_without_a_reference(gain, sentence):
+def test_verdict_without_a_more_real_gain(gain, sentence):
     assert verdict(gain) == sentence
 
 
-@pytest.mark.parametrize("gain, reference_gain, sentence", [
+@pytest.mark.parametrize("gain, more_real_gain, sentence", [
     (RAISED, 0.046, "Synthetic images raised test accuracy by +1.9 pp (95% CI +0.8 to +3.0, 5 paired seeds), "
                     "closing 41% of the gap to 20 extra real images per class."),
     (RAISED, -0.003, "Synthetic images raised test accuracy by +1.9 pp (95% CI +0.8 to +3.0, 5 paired seeds); "
@@ -171,17 +171,17 @@ def test_verdict_without_a_reference(gain, sentence):
     (LOWERED, 0.046, "Synthetic images lowered test accuracy by -2.0 pp (95% CI -3.1 to -0.9, 5 paired seeds); "
                      "20 extra real images per class raised it by +4.6 pp."),
 ])
-def test_verdict_with_a_reference(gain, reference_gain, sentence):
-    assert verdict(gain, reference_gain=reference_gain, reference_per_class=20) == sentence
+def test_verdict_with_a_more_real_gain(gain, more_real_gain, sentence):
+    assert verdict(gain, more_real_gain=more_real_gain, more_real_per_class=20) == sentence
 
 
 def test_verdict_names_what_was_tested():
     assert verdict(LOWERED, what="RSP").startswith("RSP lowered test accuracy by -2.0 pp")
 
 
-def test_verdict_needs_the_reference_gain_and_its_size_together():
+def test_verdict_needs_the_more_real_gain_and_its_size_together():
     with pytest.raises(ValueError, match="together"):
-        verdict(RAISED, reference_gain=0.046)
+        verdict(RAISED, more_real_gain=0.046)
 
 
 def test_verdict_of_measured_gains_follows_the_interval():
@@ -215,6 +215,6 @@ def test_a_sweep_ranking_calls_a_tie_a_tie():
 
 def test_a_small_real_image_gain_is_not_called_no_gain():
     gain = paired_gain({1: 0.83, 2: 0.85, 3: 0.86}, {1: 0.80, 2: 0.82, 3: 0.84})
-    sentence = verdict(gain, reference_gain=0.003, reference_per_class=20)
+    sentence = verdict(gain, more_real_gain=0.003, more_real_per_class=20)
     assert sentence.endswith("; 20 extra real images per class raised it by only +0.3 pp, too little a gap to close.")
-    assert "did not raise" in verdict(gain, reference_gain=-0.002, reference_per_class=20)
+    assert "did not raise" in verdict(gain, more_real_gain=-0.002, more_real_per_class=20)

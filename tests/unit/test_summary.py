@@ -1,4 +1,4 @@
-"""Summaries of cell results: per-column accuracies, paired gains with CIs, the real-data reference,
+"""Summaries of cell results: per-column accuracies, paired gains with CIs, the real-data yardstick (more_real cells),
 the budget curve and the headline chosen on validation."""
 
 from __future__ import annotations
@@ -15,27 +15,27 @@ import numpy as np
 from mvcaug.judging.summary import bootstrap_intervals, budget_curves, headline, result_column, summarise
 
 
-def run(strategy: str, seed: int, test: float, val: float = 0.5, baseline: str = "default", per_class: int = 0,
+def run(strategy: str, seed: int, test: float, val: float = 0.5, baseline: str = "default", added_per_class: int = 0,
         synthetic_set: str = "mvc", model: str = "small_cnn") -> RunResult:
-    return RunResult(Cell(model, baseline, strategy, seed, synthetic_set, per_class), 1, val, test)
+    return RunResult(Cell(model, baseline, strategy, seed, synthetic_set, added_per_class), 1, val, test)
 
 
 def grid() -> list[RunResult]:
-    """Three seeds: real only, combined (+2 pp on every seed but one), RSP, budget and reference cells."""
+    """Three seeds: real only, combined (+2 pp on every seed but one), RSP, budget and more_real cells."""
     real = [0.80, 0.82, 0.84]
     out = [run("real", s, acc, val=0.80) for s, acc in enumerate(real)]
     out += [run("combined", s, acc + d, val=0.86) for s, (acc, d) in enumerate(zip(real, (0.02, 0.02, 0.03)))]
     out += [run("rsp", s, acc + d, val=0.90) for s, (acc, d) in enumerate(zip(real, (-0.01, -0.012, -0.008)))]
     # (rsp: best on validation, worse on test)
-    out += [run("combined", s, acc + 0.01, per_class=5) for s, acc in enumerate(real)]
-    out += [run("reference", s, acc + g, per_class=k) for k, g in ((5, 0.02), (10, 0.03), (20, 0.04))
+    out += [run("combined", s, acc + 0.01, added_per_class=5) for s, acc in enumerate(real)]
+    out += [run("more_real", s, acc + g, added_per_class=k) for k, g in ((5, 0.02), (10, 0.03), (20, 0.04))
             for s, acc in enumerate(real)]
     return out
 
 
 def test_columns_and_paired_gains_with_their_interval():
     metrics = summarise(grid(), images_per_class=20)["small_cnn"]
-    assert set(metrics) == {"baseline", "syn", "rsp", "syn_n5", "ref_n5", "ref_n10", "ref_n20"}
+    assert set(metrics) == {"baseline", "syn", "rsp", "syn_n5", "more_real_n5", "more_real_n10", "more_real_n20"}
     syn = metrics["syn"]
     differences = [0.02, 0.02, 0.03]
     interval = stats.ttest_rel([0.82, 0.84, 0.87], [0.80, 0.82, 0.84]).confidence_interval(0.95)
@@ -43,22 +43,22 @@ def test_columns_and_paired_gains_with_their_interval():
     assert syn["gain_ci_low"] == round(interval.low, 4) and syn["gain_ci_high"] == round(interval.high, 4)
     assert syn["gain_p"] == round(stats.ttest_rel([0.82, 0.84, 0.87], [0.80, 0.82, 0.84]).pvalue, 4)
     assert "gain" not in metrics["baseline"] and metrics["baseline"]["runs"] == 3
-    assert metrics["ref_n20"]["gain"] == 0.04
+    assert metrics["more_real_n20"]["gain"] == 0.04
 
 
-def test_gap_closed_and_exchange_rate_come_from_the_reference_curve():
+def test_gap_closed_and_exchange_rate_come_from_the_more_real_curve():
     syn = summarise(grid(), images_per_class=20)["small_cnn"]["syn"]
     gain = round((0.02 + 0.02 + 0.03) / 3, 4)
     assert syn["gap_closed"] == round(gain / 0.04, 4)  # the gap to 20 extra real images per class
-    # the reference curve: (0, 0), (5, 0.02), (10, 0.03), (20, 0.04): gain 0.0233 lies between 5 and 10
+    # the more_real curve: (0, 0), (5, 0.02), (10, 0.03), (20, 0.04): gain 0.0233 lies between 5 and 10
     assert syn["exchange_rate"] == round(5 + (gain - 0.02) / 0.01 * 5, 2)
     rsp = summarise(grid(), images_per_class=20)["small_cnn"]["rsp"]
     # harmful: negative, read off the first segment (2 pp for 5 images), not 0
     assert rsp["exchange_rate"] == round(rsp["gain"] / 0.02 * 5, 2) < 0 and rsp["gap_closed"] == round(-0.01 / 0.04, 4)
 
 
-def test_without_reference_cells_there_is_no_gap():
-    without = [r for r in grid() if r.cell.strategy != "reference"]
+def test_without_more_real_cells_there_is_no_gap():
+    without = [r for r in grid() if r.cell.strategy != "more_real"]
     syn = summarise(without, images_per_class=20)["small_cnn"]["syn"]
     assert "gap_closed" not in syn and "exchange_rate" not in syn and "gain_ci_low" in syn
 
@@ -68,7 +68,7 @@ def test_the_headline_strategy_is_chosen_on_validation_not_test():
     assert chosen.column == "rsp"  # the best validation accuracy, although its test gain is negative
     assert chosen.gain.mean == pytest.approx(-0.01)
     assert chosen.sentence.startswith("Synthetic images (RSP, chosen on validation) lowered test accuracy by -1.0 pp")
-    assert chosen.reference_gain == pytest.approx(0.04) and chosen.reference_per_class == 20
+    assert chosen.more_real_gain == pytest.approx(0.04) and chosen.more_real_per_class == 20
     best_test_first = [r if r.cell.strategy != "rsp" else run("rsp", r.cell.seed, r.test_acc, val=0.5) for r in grid()]
     assert headline(best_test_first, 20).column == "syn"
     assert headline([r for r in grid() if r.cell.strategy == "real"], 20) is None
@@ -83,14 +83,14 @@ def test_the_budget_curve_starts_at_the_baseline_and_has_intervals():
     half = stats.t.ppf(0.975, 2) * stats.tstd(values) / math.sqrt(3)
     assert mean == pytest.approx(sum(values) / 3) and (low, high) == pytest.approx((mean - half, mean + half))
     assert curves["synthetic"][0] == curves["real"][0]  # both start at real only
-    others = grid() + [run("combined", s, 0.5, synthetic_set="no_mvc") for s in range(3)]
-    assert budget_curves(others, 20)["small_cnn"]["synthetic"] == curves["synthetic"]  # the ablation is no point
+    others = grid() + [run("combined", s, 0.5, synthetic_set="unmixed") for s in range(3)]
+    assert budget_curves(others, 20)["small_cnn"]["synthetic"] == curves["synthetic"]  # the unmixed set is no point
 
 
-def test_result_columns_name_sets_budgets_and_references():
-    assert result_column(run("combined", 0, 0.5, synthetic_set="no_mvc")) == "syn_no_mvc"
-    assert result_column(run("combined", 0, 0.5, per_class=5)) == "syn_n5"
-    assert result_column(run("reference", 0, 0.5, per_class=20)) == "ref_n20"
+def test_result_columns_name_sets_budgets_and_more_real():
+    assert result_column(run("combined", 0, 0.5, synthetic_set="unmixed")) == "syn_unmixed"
+    assert result_column(run("combined", 0, 0.5, added_per_class=5)) == "syn_n5"
+    assert result_column(run("more_real", 0, 0.5, added_per_class=20)) == "more_real_n20"
     assert result_column(run("two_phase", 0, 0.5, baseline="randaugment")) == "ra_two_phase"
 
 
@@ -130,11 +130,11 @@ def correctness(results: list[RunResult], images: int = 40, seed: int = 0) -> di
 def test_bootstrap_intervals_pair_every_column_and_cover_the_ratios():
     rs = grid()
     intervals = bootstrap_intervals(rs, correctness(rs, images=400), images_per_class=20, draws=500)["small_cnn"]
-    assert set(intervals) == {"syn", "rsp", "syn_n5", "ref_n5", "ref_n10", "ref_n20"}  # not the baseline itself
+    assert set(intervals) == {"syn", "rsp", "syn_n5", "more_real_n5", "more_real_n10", "more_real_n20"}  # not the baseline itself
     syn = intervals["syn"]
     assert syn["gain_boot_low"] < syn["gain_boot_high"]
     assert {"gap_closed_ci_low", "gap_closed_ci_high", "exchange_rate_ci_low", "exchange_rate_ci_high"} <= set(syn)
-    assert "gap_closed_ci_low" not in intervals["ref_n5"]  # ratios only for synthetic columns
+    assert "gap_closed_ci_low" not in intervals["more_real_n5"]  # ratios only for synthetic columns
     # a column without per-image predictions gets no bootstrap, the others keep theirs
     partial = {k: v for k, v in correctness(rs).items() if "rsp" not in k}
     assert "rsp" not in bootstrap_intervals(rs, partial, 20, draws=200)["small_cnn"]
@@ -168,7 +168,7 @@ def test_two_phase_is_paired_with_real_only_on_its_own_schedule():
 
 
 def test_corpus_cells_make_a_curve_and_the_headline_compares_with_them():
-    results = grid() + [run("corpus", s, acc + g, per_class=k) for k, g in ((5, 0.005), (20, 0.01))
+    results = grid() + [run("corpus", s, acc + g, added_per_class=k) for k, g in ((5, 0.005), (20, 0.01))
                         for s, acc in enumerate([0.80, 0.82, 0.84])]
     curves = budget_curves(results, images_per_class=20)["small_cnn"]
     assert [k for k, *_ in curves["corpus"]] == [0, 5, 20]
@@ -204,13 +204,13 @@ def test_repeated_generators_nest_the_seeds_and_widen_the_interval():
     assert syn["generators"] == 3 and syn["runs"] == 9 and "generators" not in one
     assert [syn[f"gain_generator_{g}"] for g in range(3)] == pytest.approx(gains, abs=1e-4)
     assert syn["gain_ci_high"] - syn["gain_ci_low"] > one["gain_ci_high"] - one["gain_ci_low"]
-    assert "generators" not in nested["baseline"] and "generators" not in nested["ref_n20"]  # controls: not repeated
+    assert "generators" not in nested["baseline"] and "generators" not in nested["more_real_n20"]  # controls: not repeated
     # the bootstrap resamples the generators too, and still pairs every column with the same seeds and images
     boot = bootstrap_intervals(rs, correctness(rs, images=400), 20, draws=500, replicates=replicates)["small_cnn"]
     alone = bootstrap_intervals(rs, correctness(rs, images=400), 20, draws=500)["small_cnn"]
     assert boot["syn"]["gain_boot_high"] - boot["syn"]["gain_boot_low"] > \
         alone["syn"]["gain_boot_high"] - alone["syn"]["gain_boot_low"]
-    assert boot["ref_n20"] == alone["ref_n20"]  # the controls' draws do not move with the generators
+    assert boot["more_real_n20"] == alone["more_real_n20"]  # the controls' draws do not move with the generators
     # the verdict says what it covers
     chosen = headline(rs, 20, replicates)
     assert chosen is not None and "3 generators, paired seeds nested in each" in chosen.sentence

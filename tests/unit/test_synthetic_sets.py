@@ -11,9 +11,9 @@ from mvcaug.data.synthetic_sets import SyntheticSet, synthetic_sets
 def test_the_sets_follow_the_switches():
     paths = PathsParams()
     names = lambda **g: [s.name for s in synthetic_sets(paths, GenerateParams(**g))]  # noqa: E731
-    assert names() == ["mvc", "no_mvc"]
+    assert names() == ["mvc", "unmixed"]
     assert names(ablation=False) == ["mvc"]
-    assert names(compare_pretrained=True) == ["mvc", "no_mvc", "pretrained"]
+    assert names(compare_pretrained=True) == ["mvc", "unmixed", "pretrained"]
     pretrained = SyntheticSet.named("pretrained", paths)
     assert pretrained.pretrained_only and pretrained.folder == paths.synthetic_pretrained and pretrained.mixed == paths.mixed
     assert not SyntheticSet.named("mvc", paths).pretrained_only

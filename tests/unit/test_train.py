@@ -1,4 +1,4 @@
-"""Classifier training on a tiny real split: cells, strategies, budgets, reference cells, fingerprints."""
+"""Classifier training on a tiny real split: cells, strategies, budgets, more_real cells, digests."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from mvcaug.data.images import ImageSet, load_split, to_image, to_tensor
-from mvcaug.core.params import ModelSettings, TrainParams
+from mvcaug.data.images import ImageSet, to_image, to_tensor
+from mvcaug.io.images import load_split
+from mvcaug.core.params import ModelSettings, TrainParams, params_from_dict
 from mvcaug.data.prepare import DIGIT_NAMES
 from mvcaug.judging.cells import Cell, RunResult
+from mvcaug.data.synthetic_sets import UNMIXED
 from mvcaug.judging.train import (
-    TrainError, TrainingData, budget_counts, cell_fingerprint, fit_cell, plan_cells, predict, strategy_settings,
+    TrainError, TrainingData, budget_counts, cell_digest, corpus_counts, fit_cell, more_real_counts, plan_cells,
+    plan_stage_cells, predict, strategy_settings,
 )
 
 
@@ -74,12 +77,15 @@ def test_two_phase_ends_with_real_only_epochs_at_lower_lr(splits):
     logs = []
     grid = tiny_grid(phase2_epochs=1, phase2_lr_factor=0.1)
     result, _ = fit_cell(Cell("small_cnn", "default", "two_phase", 0), data, grid, lambda e, v: logs.append(v["lr"]))
-    assert logs == [0.002, 0.002, 0.002 * 0.1]
+    # the rate each epoch's last step applied, along each phase's one-cycle schedule (peaks 0.002 and 0.0002)
+    assert 0 < logs[1] < logs[0] < 0.002 and 0 < logs[2] < 0.002 * 0.1
     assert result.best_epoch == 2  # selected among phase 2's epochs only: the model has seen phase 2
     control_logs = []
     control, _ = fit_cell(Cell("small_cnn", "default", "real_two_phase", 0), data, grid,
                           lambda e, v: control_logs.append(v["lr"]))
-    assert control_logs == logs and control.best_epoch == 2  # two-phase's schedule...
+    # two-phase's schedule: its phase 2 alike; in phase 1 the same one-cycle curve over fewer batches (no synthetic)
+    assert control_logs[2:] == logs[2:] and control_logs[:2] == pytest.approx(logs[:2], abs=0.05 * 0.002)
+    assert control.best_epoch == 2  # ...
     without_synthetic, _ = fit_cell(Cell("small_cnn", "default", "real_two_phase", 0),
                                     TrainingData(train, val, test, list(DIGIT_NAMES)), grid)
     assert without_synthetic == control  # ...on real images alone: the synthetic set is never read
@@ -91,7 +97,7 @@ def test_two_phase_ends_with_real_only_epochs_at_lower_lr(splits):
         fit_cell(Cell("small_cnn", "default", "combined", 0), TrainingData(train, val, test, list(DIGIT_NAMES)), grid)
 
 
-def test_grid_cells_and_fingerprints():
+def test_grid_cells_and_digests():
     grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined"),
                      model_settings={"small_cnn": ModelSettings(), "wrn28_2": ModelSettings()}, models=("small_cnn", "wrn28_2"))
     cells = plan_cells(grid)
@@ -102,52 +108,52 @@ def test_grid_cells_and_fingerprints():
     assert {c.strategy for c in full if not c.uses_synthetic} == {"real", "real_two_phase"}
     real, combined = Cell("small_cnn", "default", "real", 0), Cell("small_cnn", "default", "combined", 0)
     synthetic, other = {"mvc": "synthetic"}, {"mvc": "other synthetic"}
-    base = cell_fingerprint(real, grid, "data", synthetic)
-    assert cell_fingerprint(real, grid, "data", other) == base  # real cells ignore synthetic data
-    assert cell_fingerprint(combined, grid, "data", other) != cell_fingerprint(combined, grid, "data", synthetic)
+    base = cell_digest(real, grid, "data", synthetic)
+    assert cell_digest(real, grid, "data", other) == base  # real cells ignore synthetic data
+    assert cell_digest(combined, grid, "data", other) != cell_digest(combined, grid, "data", synthetic)
     other_model = replace(grid, model_settings={**grid.model_settings, "wrn28_2": ModelSettings(epochs=3)})
-    assert cell_fingerprint(real, other_model, "data", synthetic) == base  # another model's settings
+    assert cell_digest(real, other_model, "data", synthetic) == base  # another model's settings
     own = replace(grid, model_settings={**grid.model_settings, "small_cnn": ModelSettings(epochs=3)})
-    assert cell_fingerprint(real, own, "data", synthetic) != base
+    assert cell_digest(real, own, "data", synthetic) != base
 
 
 def test_ablation_cells_only_with_the_switch_and_on_their_own_synthetic_set():
     grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined", "rsp"), baselines=("default", "autoaugment"))
-    plain, with_ablation = plan_cells(grid), plan_cells(grid, twin_sets=["no_mvc"])
+    plain, with_unmixed = plan_cells(grid), plan_cells(grid, other_sets=["unmixed"])
     assert all(c.synthetic_set == "mvc" for c in plain)
-    assert with_ablation[: len(plain)] == plain  # the grid's cells, unchanged, then the ablation's
-    extra = with_ablation[len(plain):]
-    assert [c.name for c in extra] == [f"small_cnn-default-combined-no_mvc-seed{k}" for k in (0, 1)]
+    assert with_unmixed[: len(plain)] == plain  # the grid's cells, unchanged, then the unmixed set's
+    extra = with_unmixed[len(plain):]
+    assert [c.name for c in extra] == [f"small_cnn-default-combined-unmixed-seed{k}" for k in (0, 1)]
     assert plain[0].name == "small_cnn-default-real-seed0"  # MVC cells keep their names
-    # only combined cells of the first baseline get a twin; no combined cells, no ablation
+    # only combined cells of the first baseline get a copy; no combined cells, no unmixed cells
     no_combined = replace(grid, strategies=("real", "rsp"))
-    assert plan_cells(no_combined, twin_sets=["no_mvc"]) == plan_cells(no_combined)
-    full = plan_cells(replace(grid, full_grid=True), twin_sets=["no_mvc"])
-    assert {(c.baseline, c.strategy) for c in full if c.synthetic_set == "no_mvc"} == {("default", "combined")}
-    # a no_mvc cell hashes the ablation set's digest, not the MVC set's; an MVC cell the reverse
-    mvc, no_mvc = Cell("small_cnn", "default", "combined", 0), extra[0]
-    digests = {"mvc": "mvc-1", "no_mvc": "ablation-1"}
-    base = cell_fingerprint(no_mvc, grid, "data", digests)
-    assert cell_fingerprint(no_mvc, grid, "data", {**digests, "mvc": "mvc-2"}) == base
-    assert cell_fingerprint(no_mvc, grid, "data", {**digests, "no_mvc": "ablation-2"}) != base
-    assert cell_fingerprint(mvc, grid, "data", {**digests, "no_mvc": "ablation-2"}) == cell_fingerprint(
+    assert plan_cells(no_combined, other_sets=["unmixed"]) == plan_cells(no_combined)
+    full = plan_cells(replace(grid, full_grid=True), other_sets=["unmixed"])
+    assert {(c.baseline, c.strategy) for c in full if c.synthetic_set == "unmixed"} == {("default", "combined")}
+    # an unmixed cell hashes the unmixed set's digest, not the MVC set's; an MVC cell the reverse
+    mvc, unmixed = Cell("small_cnn", "default", "combined", 0), extra[0]
+    digests = {"mvc": "mvc-1", "unmixed": "unmixed-1"}
+    base = cell_digest(unmixed, grid, "data", digests)
+    assert cell_digest(unmixed, grid, "data", {**digests, "mvc": "mvc-2"}) == base
+    assert cell_digest(unmixed, grid, "data", {**digests, "unmixed": "unmixed-2"}) != base
+    assert cell_digest(mvc, grid, "data", {**digests, "unmixed": "unmixed-2"}) == cell_digest(
         mvc, grid, "data", digests)
     # the same inputs on both sets still make two different cells
-    assert cell_fingerprint(mvc, grid, "data", {"mvc": "same", "no_mvc": "same"}) != cell_fingerprint(
-        no_mvc, grid, "data", {"mvc": "same", "no_mvc": "same"})
+    assert cell_digest(mvc, grid, "data", {"mvc": "same", "unmixed": "same"}) != cell_digest(
+        unmixed, grid, "data", {"mvc": "same", "unmixed": "same"})
 
 
-def test_a_no_mvc_cell_trains_on_the_ablation_set(splits):
+def test_an_unmixed_cell_trains_on_the_unmixed_set(splits):
     train, val, test = splits
     pixels = train.pixels[:20].flip(-2)
-    ablation = ImageSet([f"u{i}" for i in range(20)], list(DIGIT_NAMES) * 2, [""] * 20, pixels)
-    data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"no_mvc": ablation})
-    cell = Cell("small_cnn", "default", "combined", 0, "no_mvc")
-    assert data.pool(cell) == (train, ablation) and data.pool(replace(cell, strategy="real")) == (train, None)
+    unmixed = ImageSet([f"u{i}" for i in range(20)], list(DIGIT_NAMES) * 2, [""] * 20, pixels)
+    data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"unmixed": unmixed})
+    cell = Cell("small_cnn", "default", "combined", 0, "unmixed")
+    assert data.pool(cell) == (train, unmixed) and data.pool(replace(cell, strategy="real")) == (train, None)
     result, _ = fit_cell(cell, data, tiny_grid())
-    assert result.cell.synthetic_set == "no_mvc" and 0.0 <= result.test_acc <= 1.0
-    with pytest.raises(TrainError, match="combined-no_mvc-seed0 needs synthetic"):
-        fit_cell(cell, replace(data, synthetic={"mvc": ablation}), tiny_grid())
+    assert result.cell.synthetic_set == "unmixed" and 0.0 <= result.test_acc <= 1.0
+    with pytest.raises(TrainError, match="combined-unmixed-seed0 needs synthetic"):
+        fit_cell(cell, replace(data, synthetic={"mvc": unmixed}), tiny_grid())
 
 
 def test_predict_gives_labels_for_a_confusion_matrix(splits):
@@ -159,26 +165,26 @@ def test_predict_gives_labels_for_a_confusion_matrix(splits):
     assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
 
 
-def test_pretrained_twins_for_table_4_come_after_the_ablations():
+def test_pretrained_cells_for_table_4_come_after_the_unmixed_ones():
     grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined"))
-    cells = plan_cells(grid, twin_sets=["no_mvc", "pretrained"])
-    twins = cells[len(plan_cells(grid)):]
-    assert [c.name for c in twins] == ["small_cnn-default-combined-no_mvc-seed0", "small_cnn-default-combined-no_mvc-seed1",
+    cells = plan_cells(grid, other_sets=["unmixed", "pretrained"])
+    others = cells[len(plan_cells(grid)):]
+    assert [c.name for c in others] == ["small_cnn-default-combined-unmixed-seed0", "small_cnn-default-combined-unmixed-seed1",
                                        "small_cnn-default-combined-pretrained-seed0",
                                        "small_cnn-default-combined-pretrained-seed1"]
 
 
-def test_budget_and_reference_cells_pair_with_the_grid_by_seed():
+def test_budget_and_more_real_cells_pair_with_the_grid_by_seed():
     grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined", "rsp"), baselines=("default", "autoaugment"))
     assert budget_counts((0.25, 0.5, 1.0), 20) == [5, 10, 20] and budget_counts((0.01, 0.02), 20) == [1]
-    cells = plan_cells(grid, budgets=[5, 10, 20], images_per_class=20, reference=[5, 10, 20])
+    cells = plan_cells(grid, budgets=[5, 10, 20], images_per_class=20, more_real=[5, 10, 20])
     assert cells[: len(plan_cells(grid))] == plan_cells(grid)  # the grid first, unchanged
-    budget = [c for c in cells if c.per_class and c.strategy == "combined"]
+    budget = [c for c in cells if c.added_per_class and c.strategy == "combined"]
     assert [c.name for c in budget] == ["small_cnn-default-combined-n5-seed0", "small_cnn-default-combined-n5-seed1",
                                         "small_cnn-default-combined-n10-seed0", "small_cnn-default-combined-n10-seed1"]
-    reference = [c for c in cells if c.strategy == "reference"]
-    assert [(c.per_class, c.seed) for c in reference] == [(5, 0), (5, 1), (10, 0), (10, 1), (20, 0), (20, 1)]
-    assert all(c.baseline == "default" and not c.uses_synthetic for c in reference)
+    more_real = [c for c in cells if c.strategy == "more_real"]
+    assert [(c.added_per_class, c.seed) for c in more_real] == [(5, 0), (5, 1), (10, 0), (10, 1), (20, 0), (20, 1)]
+    assert all(c.baseline == "default" and not c.uses_synthetic for c in more_real)
     assert len({c.name for c in cells}) == len(cells)
 
 
@@ -186,53 +192,71 @@ def test_a_budget_cell_trains_on_the_first_k_synthetic_images_per_class(splits):
     train, val, test = splits
     synthetic = mirrored(train, "s", 60)  # 6 per class
     data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"mvc": synthetic})
-    real, used = data.pool(Cell("small_cnn", "default", "combined", 0, per_class=2))
+    real, used = data.pool(Cell("small_cnn", "default", "combined", 0, added_per_class=2))
     assert real is train and len(used.ids) == 20
     assert all(used.labels.count(label) == 2 for label in DIGIT_NAMES)
     first_two = [i for label in DIGIT_NAMES for i in [k for k, lab in enumerate(synthetic.labels) if lab == label][:2]]
     assert sorted(used.ids) == sorted(synthetic.ids[i] for i in first_two)
 
 
-def test_a_reference_cell_adds_k_real_images_per_class_and_no_synthetic_ones(splits):
+def test_a_more_real_cell_adds_k_real_images_per_class_and_no_synthetic_ones(splits):
     train, val, test = splits
     reference = ImageSet([f"r{i}" for i in range(30)], test.labels[:30], [""] * 30, test.pixels[:30])
     data = TrainingData(train, val, test, list(DIGIT_NAMES), synthetic={"mvc": mirrored(train, "s", 20)},
                         reference=reference)
-    cell = Cell("small_cnn", "default", "reference", 0, per_class=1)
+    cell = Cell("small_cnn", "default", "more_real", 0, added_per_class=1)
     real, synthetic = data.pool(cell)
     assert synthetic is None and real.ids[: len(train.ids)] == train.ids
     assert sorted(real.ids[len(train.ids):]) == sorted(reference.first_per_class(1).ids)
     result, _ = fit_cell(cell, data, tiny_grid())
-    assert result.cell.strategy == "reference" and 0.0 <= result.test_acc <= 1.0
+    assert result.cell.strategy == "more_real" and 0.0 <= result.test_acc <= 1.0
     with pytest.raises(TrainError, match="reference_per_class"):
         fit_cell(cell, replace(data, reference=None), tiny_grid())
 
 
-def test_a_cells_fingerprint_follows_its_code():
+def test_a_cells_digest_follows_its_code():
     grid = tiny_grid()
     cell = Cell("small_cnn", "default", "real", 0)
-    base = cell_fingerprint(cell, grid, "data", {})
-    assert cell_fingerprint(cell, grid, "data", {}) == base
-    assert cell_fingerprint(replace(cell, per_class=5, strategy="reference"), grid, "data", {}) != base
-    assert cell_fingerprint(cell, grid, "other data", {}) != base
+    base = cell_digest(cell, grid, "data", {})
+    assert cell_digest(cell, grid, "data", {}) == base
+    assert cell_digest(replace(cell, added_per_class=5, strategy="more_real"), grid, "data", {}) != base
+    assert cell_digest(cell, grid, "other data", {}) != base
 
 
-def test_corpus_cells_follow_the_reference_cells_at_the_budget_counts():
+def test_corpus_cells_follow_the_more_real_cells_at_the_budget_counts():
     grid = tiny_grid(seeds=(0, 1), strategies=("real", "combined"))
-    cells = plan_cells(grid, budgets=[5, 20], images_per_class=20, reference=[5, 20], corpus=[5, 20])
-    assert cells[: len(plan_cells(grid, budgets=[5, 20], images_per_class=20, reference=[5, 20]))] == \
-        plan_cells(grid, budgets=[5, 20], images_per_class=20, reference=[5, 20])
+    cells = plan_cells(grid, budgets=[5, 20], images_per_class=20, more_real=[5, 20], corpus=[5, 20])
+    assert cells[: len(plan_cells(grid, budgets=[5, 20], images_per_class=20, more_real=[5, 20]))] == \
+        plan_cells(grid, budgets=[5, 20], images_per_class=20, more_real=[5, 20])
     corpus = [c for c in cells if c.strategy == "corpus"]
     assert [c.name for c in corpus] == ["small_cnn-default-corpus-n5-seed0", "small_cnn-default-corpus-n5-seed1",
                                         "small_cnn-default-corpus-n20-seed0", "small_cnn-default-corpus-n20-seed1"]
     assert not any(c.uses_synthetic for c in corpus)
 
 
+def test_the_stage_plans_more_real_and_corpus_cells_from_the_params():
+    """The train stage's plan as params.yaml gives it: more_real cells only with a reference split, corpus cells
+    from the glyph corpus or a retrieval folder with classes, cells on the unmixed set only with the ablation."""
+    raw = {"prepare": {"reference_per_class": 20}, "generate": {"images_per_class": 20, "ablation": True},
+           "train": {"seeds": [0, 1], "strategies": ["real", "combined"]}, "pretrain": {"source": "glyphs"}}
+    params = params_from_dict(raw)
+    assert more_real_counts(params) == corpus_counts(params, False) == [5, 10, 20]
+    assert plan_stage_cells(params, False) == plan_cells(params.train, other_sets=[UNMIXED], budgets=[5, 10, 20],
+                                                         images_per_class=20, more_real=[5, 10, 20],
+                                                         corpus=[5, 10, 20])
+    plain = params_from_dict({**raw, "prepare": {}, "generate": {"images_per_class": 20, "ablation": False},
+                              "pretrain": {"source": "none"}})
+    assert more_real_counts(plain) == corpus_counts(plain, False) == []
+    assert plan_stage_cells(plain, False) == plan_cells(plain.train, budgets=[5, 10, 20], images_per_class=20)
+    assert corpus_counts(plain, True) == [5, 10, 20]  # retrieved real images of the classes instead of glyphs
+    assert [c.strategy for c in plan_stage_cells(plain, True)].count("corpus") == 3 * 2  # three counts, two seeds
+
+
 def test_a_corpus_cell_adds_k_corpus_images_per_class(splits):
     train, val, test = splits
     corpus = mirrored(train, "g", 30)  # 3 per class
     data = TrainingData(train, val, test, list(DIGIT_NAMES), corpus=corpus)
-    cell = Cell("small_cnn", "default", "corpus", 0, per_class=2)
+    cell = Cell("small_cnn", "default", "corpus", 0, added_per_class=2)
     real, synthetic = data.pool(cell)
     assert synthetic is None and real.ids[: len(train.ids)] == train.ids
     assert sorted(real.ids[len(train.ids):]) == sorted(corpus.first_per_class(2).ids)
@@ -240,6 +264,6 @@ def test_a_corpus_cell_adds_k_corpus_images_per_class(splits):
     assert result.cell.strategy == "corpus" and 0.0 <= result.test_acc <= 1.0
     with pytest.raises(TrainError, match="pretrain"):
         fit_cell(cell, replace(data, corpus=None), tiny_grid())
-    # the corpus's images are part of the cell's fingerprint
+    # the corpus's images are part of the cell's digest
     grid = tiny_grid()
-    assert cell_fingerprint(cell, grid, "data", {"corpus": "a"}) != cell_fingerprint(cell, grid, "data", {"corpus": "b"})
+    assert cell_digest(cell, grid, "data", {"corpus": "a"}) != cell_digest(cell, grid, "data", {"corpus": "b"})

@@ -12,7 +12,7 @@ import yaml
 pytest.importorskip("prefect_dask")
 
 from flows.api_server import prefect_api  # noqa: E402
-from flows.train import train_flow  # noqa: E402
+from flows.train import run_train_flow  # noqa: E402
 from tests.dask_cluster import finished_on_workers, local_cluster  # noqa: E402
 
 # A Prefect server, two Dask worker processes and three runs of the flow: 40-80 s on two busy cores.
@@ -74,18 +74,18 @@ def test_the_grid_on_two_dask_workers_matches_the_local_runner(digits_prepared, 
     write_synthetic_set(tmp_path, Path(prepared))
     write_params(tmp_path, Path(prepared), {"task_runner": "local"})
     with prefect_api():
-        assert train_flow("params.yaml") == {"cells": 4, "trained": 4, "kept": 0, "removed": 0}
+        assert run_train_flow("params.yaml") == {"cells": 4, "trained": 4, "kept": 0, "removed": 0}
         local = stored_results(tmp_path)
         local_summary = json.loads((tmp_path / "train" / "results.json").read_text())
         shutil.rmtree(tmp_path / "train")
 
         with local_cluster(2) as (address, client):
             write_params(tmp_path, Path(prepared), {"task_runner": "dask", "dask_address": address})
-            assert train_flow("params.yaml") == {"cells": 4, "trained": 4, "kept": 0, "removed": 0}
+            assert run_train_flow("params.yaml") == {"cells": 4, "trained": 4, "kept": 0, "removed": 0}
             finished = finished_on_workers(client)
             on_dask = stored_results(tmp_path)
             # a rerun keeps every stored cell (resume works the same on Dask)
-            assert train_flow("params.yaml") == {"cells": 4, "trained": 0, "kept": 4, "removed": 0}
+            assert run_train_flow("params.yaml") == {"cells": 4, "trained": 0, "kept": 4, "removed": 0}
 
     assert len(finished) == 2 and sum(finished.values()) > 0  # the cells ran on the cluster's workers
     assert sorted(local) == sorted(CELLS) and on_dask == local

@@ -12,16 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mvcaug.reporting.train_plots import CONFUSION, CURVES, DVCLIVE_CONFUSION, DVCLIVE_CURVES, PLOTS, write_train_plots
+from mvcaug.io.catalog import FILES
+from mvcaug.io.train_plots import DVCLIVE_CONFUSION, DVCLIVE_CURVES, write_train_plots
 from tests.train_cells import CELLS, train_cells
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PLOTS, CURVES, CONFUSION = FILES.plots, FILES.curves, FILES.confusion
 METRICS = {"train_loss", "val_acc", "lr"}  # what fit_cell reports per epoch
 
 
 def declared_plots() -> dict[str, dict]:
-    """dvc.yaml's top-level plots as {path: properties}, with ${...} taken from params.yaml."""
+    """dvc.yaml's top-level plots as {path: properties}, with ${...} taken from params.yaml and the files its
+    vars: name (the artifact catalog), as DVC takes them."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    for extra in yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text()).get("vars", []):
+        params |= yaml.safe_load((REPO_ROOT / extra).read_text())
 
     def value(match: re.Match) -> str:
         node = params

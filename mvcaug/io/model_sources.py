@@ -16,6 +16,8 @@ from typing import TypeVar
 
 from mvcaug.core.errors import UserError
 
+__all__ = ["ModelError", "looks_local", "local_folder", "resolve_source", "load_from_source"]
+
 T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

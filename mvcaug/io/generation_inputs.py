@@ -11,17 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from mvcaug.models.denoiser import Denoiser, load_denoiser
+from mvcaug.models.denoiser import Denoiser
 from mvcaug.core.devices import load_once, resolve_dtype, worker_device
 from mvcaug.io.digests import digest_files
 from mvcaug.io.embedding_table import read_embeddings
 from mvcaug.method.generate import GenerationInputs
-from mvcaug.data.images import load_split
-from mvcaug.core.params import load_params
-from mvcaug.models.pretrained import load_text_to_image
+from mvcaug.io.images import load_split
+from mvcaug.io.params_file import load_params
+from mvcaug.io.models import load_denoiser, load_text_to_image
 from mvcaug.data.synthetic_sets import SyntheticSet
+from mvcaug.io.catalog import FILES
 
-__all__ = ["load_inputs", "load_model"]
+__all__ = ["load_model", "load_inputs"]
 
 
 @load_once
@@ -37,7 +38,7 @@ def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
         local = Path(root) / pretrained
         # a local folder (the pretrain stage's model) by its content, so shards follow a retrained model;
         # a hub id by its name (the hub pins a revision's files)
-        source = digest_files(model_files(local)) if (local / "unet").is_dir() else pretrained
+        source = digest_files(model_files(local)) if (local / FILES.unet).is_dir() else pretrained
         return load_text_to_image(str(local) if local.is_dir() else pretrained, device, dtype), f"{mode}:{source}:{dtype}"
     model_dir = Path(root) / params.paths.model
     return load_denoiser(model_dir, device, dtype), f"{mode}:{digest_files(model_files(model_dir))}:{dtype}"
@@ -46,8 +47,8 @@ def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
 def model_files(folder: Path) -> list[Path]:
     """What generation loads of a model folder: the U-Net and scheduler, and codec.json where there is one; not the
     base's copied vae/, text_encoder/ and tokenizer/ beside them (for the stock pipeline), nor validation grids."""
-    files = sorted(p for part in ("unet", "scheduler") for p in (folder / part).glob("*") if p.is_file())
-    return files + [p for p in [folder / "codec.json"] if p.is_file()]
+    files = sorted(p for part in (FILES.unet, FILES.scheduler) for p in (folder / part).glob("*") if p.is_file())
+    return files + [p for p in [folder / FILES.codec] if p.is_file()]
 
 
 @load_once
@@ -58,7 +59,7 @@ def load_inputs(root: str, params_file: str, set_name: str) -> GenerationInputs:
     synthetic_set = SyntheticSet.named(set_name, paths)
     denoiser, digest = load_model(root, params_file, "pretrained" if synthetic_set.pretrained_only else params.generate.mode)
     mixed, mixed_emb, _ = read_embeddings(Path(root) / synthetic_set.mixed)
-    _, null, _ = read_embeddings(Path(root) / paths.embeddings / "null.parquet")
+    _, null, _ = read_embeddings(Path(root) / paths.embeddings / FILES.null_embedding)
     labels, ids = np.array(mixed["label"].to_pylist()), np.array(mixed["id"].to_pylist())
     return GenerationInputs(
         denoiser=denoiser,

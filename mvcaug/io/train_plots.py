@@ -21,19 +21,17 @@ from pathlib import Path
 
 from mvcaug.io.atomic import replacing_folder, write_json
 from mvcaug.judging.cells import Cell
+from mvcaug.io.catalog import FILES
+
+__all__ = ["DVCLIVE_CURVES", "DVCLIVE_CONFUSION", "write_train_plots"]
 
 log = logging.getLogger(__name__)
 
-PLOTS = "plots"
-"""The plots folder, inside the train stage's output folder (paths.train), beside cells/."""
-CURVES = "curves"
-"""Folder of the line plots, inside the plots folder."""
-CONFUSION = "confusion"
-"""Folder of the confusion matrices, inside the plots folder."""
-CONFUSION_FILE = "confusion_matrix.json"
-"""Name of the confusion matrix that each cell logs with dvclive's log_sklearn_plot."""
-DVCLIVE_CURVES = Path("plots") / "metrics"
-DVCLIVE_CONFUSION = Path("plots") / "sklearn" / CONFUSION_FILE
+# The train stage's plots folder (paths.train / FILES.plots) holds FILES.curves and FILES.confusion; what it
+# reads from a cell's dvclive log lies where dvclive puts it:
+DVCLIVE_PLOTS = Path("plots")  # catalog-exempt: dvclive's own folder in a cell (Live.plots_dir), not ours to name
+DVCLIVE_CURVES = DVCLIVE_PLOTS / "metrics"
+DVCLIVE_CONFUSION = DVCLIVE_PLOTS / "sklearn" / FILES.confusion_matrix
 
 
 def grid_column(cell: Cell) -> str:
@@ -58,7 +56,7 @@ def _build_train_plots(cells: Sequence[Cell], cells_dir: Path, plots_dir: Path) 
     curves = 0
     for cell in cells:
         for tsv in sorted((cells_dir / cell.name / DVCLIVE_CURVES).glob("*.tsv")):
-            target = plots_dir / CURVES / cell.name / tsv.name
+            target = plots_dir / FILES.curves / cell.name / tsv.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(tsv, target)
             curves += 1
@@ -71,5 +69,5 @@ def _build_train_plots(cells: Sequence[Cell], cells_dir: Path, plots_dir: Path) 
         else:
             log.warning("%s: no %s; its test predictions are left out of the confusion plots", cell.name, source)
     for column, rows in pooled.items():
-        write_json(plots_dir / CONFUSION / f"{column}.json", rows)
+        write_json(plots_dir / FILES.confusion / f"{column}.json", rows)
     return {"curves": curves, "confusion": len(pooled)}
