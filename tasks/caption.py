@@ -16,8 +16,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_parquet
+from mvcaug.io.captions import build_captioner
 from mvcaug.method.caption import (
-    Captioner, build_captioner, cache_namespace, caption_bodies, caption_table, captioner_config, image_key,
+    Captioner, cache_namespace, caption_bodies, caption_table, captioner_config, image_key,
     shard_rows, training_rows, uncached_rows,
 )
 from mvcaug.io.content_cache import ContentCache, open_cache, store_quietly

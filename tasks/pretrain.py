@@ -14,7 +14,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json, write_parquet, write_png, write_text
-from mvcaug.method.caption import Captioner, build_captioner
+from mvcaug.io.captions import build_captioner
+from mvcaug.method.caption import Captioner
 from mvcaug.io.models import save_denoiser
 from mvcaug.io.digests import json_digest
 from mvcaug.io.content_cache import open_cache

@@ -1,13 +1,17 @@
-"""A user's caption file (caption.backend: file): found and read here, parsed in mvcaug.method.caption."""
+"""Captioners built from what is outside the code: a user's caption file (caption.backend: file), found and read
+here and parsed in mvcaug.method.caption, or BLIP-2's weights; the captioners themselves live in mvcaug.method."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from mvcaug.core.params import CaptionParams, PrepareParams
-from mvcaug.method.caption import CAPTION_FILES, CaptionError, parse_caption_file
+from mvcaug.method.caption import (
+    CAPTION_FILES, AttributeCaptioner, CaptionError, Captioner, FileCaptioner, parse_caption_file,
+)
 
-__all__ = ["read_caption_file", "find_caption_file"]
+__all__ = ["read_caption_file", "find_caption_file", "file_captioner", "build_captioner"]
 
 
 def read_caption_file(path: Path) -> dict[str, str]:
@@ -34,3 +38,24 @@ def find_caption_file(params: CaptionParams, prepare: PrepareParams) -> Path:
     hint = f"set caption.captions_file: {found[0]}" if found else \
         "add one, or set caption.captions_file to your caption file (or the folder that holds it)"
     raise CaptionError(f"{path}: no metadata.jsonl or captions.csv for caption.backend=file; {hint}")
+
+
+def file_captioner(params: CaptionParams, prepare: PrepareParams) -> FileCaptioner:
+    """The file backend's captioner: the caption file caption.captions_file names, read."""
+    path = find_caption_file(params, prepare)
+    return FileCaptioner(path, read_caption_file(path))
+
+
+def build_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner:
+    """Construct the backend named by caption.backend."""
+    factories: dict[str, Callable[[], Captioner]] = {
+        "attributes": AttributeCaptioner,
+        "file": lambda: file_captioner(params, prepare),
+    }
+    if params.backend == "blip2":
+        from mvcaug.method.blip2 import Blip2Captioner
+
+        return Blip2Captioner(params)
+    if params.backend not in factories:
+        raise CaptionError(f"unknown caption.backend '{params.backend}'; use attributes, file or blip2")
+    return factories[params.backend]()

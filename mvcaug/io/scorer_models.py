@@ -12,10 +12,21 @@ import safetensors.torch
 import torchvision
 from torch import nn
 
-from mvcaug.judging.clip_scores import HOW_TO_GET, ClipModelError
+from mvcaug.core.errors import UserError
 from mvcaug.judging.inception import HOW_TO_MAKE, InceptionWeightsError
 
-__all__ = ["load_inception", "load_clip"]
+__all__ = ["HOW_TO_GET", "ClipModelError", "load_inception", "load_clip"]
+
+HOW_TO_GET = (
+    "save a CLIP model there once on a machine with internet (`hf download openai/clip-vit-base-patch32 "
+    "--local-dir models/clip-vit-base-patch32`: config, safetensors weights, tokenizer, preprocessor_config.json) "
+    "and point filter.clip_model at it, or set filter.clip_model to \"\" to score with the classifier"
+)
+
+
+class ClipModelError(UserError, ValueError):
+    """filter.clip_model is not a loadable local CLIP folder."""
+
 
 log = logging.getLogger(__name__)
 

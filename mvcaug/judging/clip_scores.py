@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mvcaug.core.devices import resolve_device
-from mvcaug.core.errors import UserError
 from mvcaug.data.images import to_image
 
-__all__ = ["HOW_TO_GET", "ClipModelError", "ClipScorer"]
+__all__ = ["ClipScorer"]
 
 if TYPE_CHECKING:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -31,17 +30,6 @@ log = logging.getLogger(__name__)
 
 PROMPT = "a photo of a {label}."
 """CLIP's usual zero-shot prompt; {label} is the class name with underscores as spaces."""
-
-HOW_TO_GET = (
-    "save a CLIP model there once on a machine with internet (`hf download openai/clip-vit-base-patch32 "
-    "--local-dir models/clip-vit-base-patch32`: config, safetensors weights, tokenizer, preprocessor_config.json) "
-    "and point filter.clip_model at it, or set filter.clip_model to \"\" to score with the classifier"
-)
-
-
-class ClipModelError(UserError, ValueError):
-    """filter.clip_model is not a loadable local CLIP folder."""
-
 
 def _pooled(output: torch.Tensor | BaseModelOutputWithPooling) -> torch.Tensor:
     """The projected embedding: transformers 5 returns it as pooler_output, 4.x as the tensor itself."""

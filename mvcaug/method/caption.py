@@ -1,7 +1,8 @@
 """Caption every training image, each caption prefixed "This is an image of <label>." (the paper's 3.2).
 
 A captioner is anything with an `id` and a `describe(images, sources)` returning one sentence per
-image; `build_captioner` picks the backend that caption.backend names, so a new model (BLIP-2) is one
+image; `mvcaug.io.captions.build_captioner` picks the backend that caption.backend names (reading a caption
+file or loading BLIP-2 is I/O), so a new model is one
 class and one entry there, not a new stage. A caption body depends only on the image's content, the
 captioner's configuration and the captioning code, which `cache_namespace` hashes: the caption task
 reuses cached bodies across runs and captions only images it has not seen.
@@ -30,7 +31,7 @@ from mvcaug.io.catalog import FILES
 from mvcaug.io.images import read_image
 
 __all__ = ["CaptionError", "Captioner", "AttributeCaptioner", "FileCaptioner", "CAPTION_FILES", "parse_caption_file",
-    "build_captioner", "prefixed", "training_rows", "image_path", "image_key", "caption_bodies", "caption_table",
+    "prefixed", "training_rows", "image_path", "image_key", "caption_bodies", "caption_table",
     "CODE_ENTRIES", "captioner_config", "cache_namespace", "uncached_rows", "shard_rows"]
 
 log = logging.getLogger(__name__)
@@ -145,29 +146,6 @@ def _csv_rows(path: Path, text: str) -> list[tuple[int, dict]]:
     except csv.Error as err:
         raise CaptionError(f"{path}:{reader.line_num}: not valid CSV ({err})") from err
     return rows
-
-
-def file_captioner(params: CaptionParams, prepare: PrepareParams) -> FileCaptioner:
-    """The file backend's captioner: the caption file caption.captions_file names, read."""
-    from mvcaug.io.captions import find_caption_file, read_caption_file  # that module imports this one
-
-    path = find_caption_file(params, prepare)
-    return FileCaptioner(path, read_caption_file(path))
-
-
-def build_captioner(params: CaptionParams, prepare: PrepareParams) -> Captioner:
-    """Construct the backend named by caption.backend."""
-    factories: dict[str, Callable[[], Captioner]] = {
-        "attributes": AttributeCaptioner,
-        "file": lambda: file_captioner(params, prepare),
-    }
-    if params.backend == "blip2":
-        from mvcaug.method.blip2 import Blip2Captioner
-
-        return Blip2Captioner(params)
-    if params.backend not in factories:
-        raise CaptionError(f"unknown caption.backend '{params.backend}'; use attributes, file or blip2")
-    return factories[params.backend]()
 
 
 def prefixed(label: str, body: str, prefix: str) -> str:

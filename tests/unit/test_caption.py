@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from mvcaug.io.captions import read_caption_file
-from mvcaug.method.caption import AttributeCaptioner, CaptionError, FileCaptioner, build_captioner, prefixed
+from mvcaug.io.captions import build_captioner
+from mvcaug.method.caption import AttributeCaptioner, CaptionError, FileCaptioner, prefixed
 from mvcaug.io.images import read_manifest
 from mvcaug.core.params import CaptionParams, PrepareParams
 from tasks.prepare import prepare_dataset

@@ -118,7 +118,7 @@ def test_a_max_length_above_the_encoders_limit_is_refused_in_one_line(tmp_path, 
 @pytest.fixture(scope="module")
 def digits_captions(digits_prepared, tmp_path_factory) -> Path:
     """The digits' training captions as the caption stage writes them (the attribute captioner)."""
-    from mvcaug.method.caption import build_captioner
+    from mvcaug.io.captions import build_captioner
     from mvcaug.core.params import CaptionParams, PrepareParams
     from tests.captions import caption_manifest
 

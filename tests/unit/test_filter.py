@@ -324,7 +324,7 @@ def test_clip_scorer_gives_class_probabilities_and_its_own_calibrated_threshold(
 
 
 def test_a_missing_or_broken_clip_folder_is_a_one_line_user_error(tmp_path, classifier):
-    from mvcaug.judging.clip_scores import ClipModelError
+    from mvcaug.io.scorer_models import ClipModelError
 
     broken = tmp_path / "broken"
     broken.mkdir()
