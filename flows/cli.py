@@ -102,10 +102,12 @@ def stage_log(log_file: Path, debug: bool) -> Iterator[HoldRunFailures]:
 @contextlib.contextmanager
 def recorded_time(times_file: Path, stage: str) -> Iterator[None]:
     """Record the stage's wall time (since the process started, imports and server included) when it
-    finishes without error."""
-    from mvcaug.io.stage_times import process_seconds, record_stage_time
+    finishes without error; its tasks add their throughput meanwhile (mvcaug.io.stage_times)."""
+    from mvcaug.io.stage_times import STAGE_VARIABLE, process_seconds, record_stage_time, start_stage_record
 
     start = time.perf_counter()
+    os.environ[STAGE_VARIABLE] = stage  # the tasks (and Dask workers) record their throughput under it
+    start_stage_record(times_file, stage)
     yield
     record_stage_time(times_file, stage, process_seconds() or time.perf_counter() - start)
 

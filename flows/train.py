@@ -38,7 +38,8 @@ def train_flow(root: str, params_file: str, repeated_only: bool = False) -> dict
     # Dask workers read the data themselves (once each) rather than receive it with every cell.
     source = data if params.train.task_runner == "local" else StoredData(root, params_file)
     outcomes = train_cell.map(cells, data=unmapped(source), params=unmapped(params.train),
-                              digests=unmapped(digests), cells_dir=unmapped(outputs.cells)).result()
+                              digests=unmapped(digests), cells_dir=unmapped(outputs.cells),
+                              run_dir=unmapped(str(Path(root) / params.paths.run))).result()
     write_results(outputs.results, [result for result, _ in outcomes])
     train_plots(cells, outputs.cells, outputs.plots)
     trained = sum(now for _, now in outcomes)

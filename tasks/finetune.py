@@ -2,6 +2,7 @@
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from mvcaug.core.params import Params
 from mvcaug.models.pretrained import loads_as_pipeline
 from mvcaug.io.models import remove_pipeline_parts, save_denoiser, save_pipeline_parts
 from mvcaug.io.catalog import FILES
+from mvcaug.core.devices import device_label
+from mvcaug.core.throughput import Throughput
+from mvcaug.io.stage_times import note_throughput
 
 __all__ = ["data_digests", "check_corpus_disjoint", "card_facts", "save_model", "finetune"]
 
@@ -122,10 +126,15 @@ def finetune(params: Params) -> dict:
         live.log_image(f"validation/{step:06d}.png", validation_grid(grid))
 
     digests = data_digests(params)
+    steps_now: list[int] = []  # the steps this process trains (a resumed run's earlier ones are not timed here)
+    started = time.perf_counter()
     losses = train_denoiser(
         denoiser, resize(images.pixels, resolution), sampler, null, p, on_validation=log_grid if live else None,
-        checkpoint_dir=model_dir / FILES.checkpoints, data_digests=digests,
+        checkpoint_dir=model_dir / FILES.checkpoints, data_digests=digests, on_step=lambda step, _: steps_now.append(step),
     )
+    if state.is_main_process:  # per device: one process's steps of its own batch
+        note_throughput(params.paths.run, "finetune", Throughput(
+            "training samples", len(steps_now) * p.batch_size, time.perf_counter() - started, device_label(state.device)))
     metrics = {**summarise_losses(losses),
                "parameters": sum(t.numel() for t in denoiser.unet.parameters()),
                "trained_parameters": sum(t.numel() for t in trained(denoiser.unet))}

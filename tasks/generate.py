@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -34,6 +35,9 @@ from mvcaug.io.params_file import load_params
 from mvcaug.io.stored import read_json
 from mvcaug.data.synthetic_sets import SyntheticSet
 from mvcaug.io.catalog import FILES
+from mvcaug.core.devices import device_label
+from mvcaug.core.throughput import Throughput
+from mvcaug.io.stage_times import note_throughput
 
 __all__ = ["store_shard", "store_shards", "remove_stale_shards", "plan_set", "remove_stale", "plan_tasks",
     "generate", "write_manifest", "clear_set"]
@@ -165,9 +169,15 @@ def plan_tasks(root: str, params_file: str, shards: dict[str, list[Shard]]) -> l
 def generate(work: WorkUnit, root: str, params_file: str) -> list[tuple[str, list[dict], bool]]:
     """Generate the shards of a work unit, their images in shared batches, keeping each whose digest
     matches; (set name, manifest rows, whether generated now) per shard."""
+    started = time.perf_counter()
     entries = [(shard, generation_inputs(root, params_file, name), set_folder(root, params_file, name))
                for name, shard in work.items]
-    return [(name, rows, made) for (name, _), (rows, made) in zip(work.items, store_shards(entries))]
+    done = [(name, rows, made) for (name, _), (rows, made) in zip(work.items, store_shards(entries))]
+    device = entries[0][1].denoiser.unet.device if entries else "cpu"  # a unit's sets share one worker's device
+    note_throughput(Path(root) / load_params(Path(root) / params_file).paths.run, "generate", Throughput(
+        "images", sum(len(rows) for _, rows, made in done if made), time.perf_counter() - started,
+        device_label(device)))
+    return done
 
 
 @task(cache_policy=NO_CACHE)

@@ -27,6 +27,9 @@ from mvcaug.method.pretrain import (
     glyph_corpus, sample_text_to_image, train_checker, training_params,
 )
 from mvcaug.io.catalog import FILES
+from mvcaug.core.devices import device_label
+from mvcaug.core.throughput import Throughput
+from mvcaug.io.stage_times import note_throughput
 
 __all__ = ["corpus_table", "pretrain"]
 
@@ -131,9 +134,13 @@ def pretrain(params: Params) -> dict:
 
     digests = {"corpus": json_digest(corpus.rows), "encoder": json_digest(params.embed.encoder),
                "format": f"{channels}x{resolution}"}
+    steps_now: list[int] = []  # the steps this run trains (a resumed run's earlier ones are not timed here)
     losses = train_denoiser(denoiser, corpus.pixels, sampler, null, training_params(p),
                             on_check=self_check if checker else None, check_every=p.check_every if checker else 0,
-                            checkpoint_dir=out / FILES.checkpoints, data_digests=digests)
+                            checkpoint_dir=out / FILES.checkpoints, data_digests=digests,
+                            on_step=lambda step, _: steps_now.append(step))
+    note_throughput(params.paths.run, "pretrain", Throughput(
+        "training samples", len(steps_now) * p.batch_size, time.perf_counter() - train_started, device_label(device)))
     if checker and (not curve or curve[-1].step != len(losses)):  # check_every 0: the final weights are checked
         self_check(len(losses))
     # 4. Save the model, the corpus, the curve and the grids.

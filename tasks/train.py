@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json, write_parquet
-from mvcaug.core.devices import load_once, worker_device
+from mvcaug.core.devices import device_label, load_once, worker_device
 from mvcaug.io.digests import digest_files, json_digest
 from mvcaug.core.errors import MissingInputError, UserError
 from mvcaug.data.images import ImageSet, corpus_images, refuse_task_images
@@ -38,6 +39,8 @@ from mvcaug.judging.train import (
 )
 from mvcaug.io.train_plots import write_train_plots
 from mvcaug.io.catalog import FILES
+from mvcaug.core.throughput import Throughput
+from mvcaug.io.stage_times import note_throughput
 
 __all__ = ["NothingKept", "StoredData", "TrainOutputs", "train_outputs", "plan_grid", "plan", "load_training_data",
     "read_training_data", "remove_stale_cells", "train_cell", "write_results", "train_plots"]
@@ -170,11 +173,12 @@ def remove_stale_cells(cells_dir: str, cells: list[Cell]) -> list[str]:
 
 @task(cache_policy=NO_CACHE, task_run_name="{cell.name}")
 def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams, digests: dict[str, str],
-               cells_dir: str) -> tuple[RunResult, bool]:
+               cells_dir: str, run_dir: str = "") -> tuple[RunResult, bool]:
     """(the cell's result, whether it was trained now): a stored result with the same digest is kept;
     otherwise the cell is trained, its per-epoch loss and validation accuracy and the test confusion
     matrix of its kept weights go to dvclive, and result.json stores the result with its digest.
-    The data in memory, or a StoredData this worker reads once (stored_training_data)."""
+    The data in memory, or a StoredData this worker reads once (stored_training_data). With run_dir
+    (<paths.run>), a cell trained now adds its time to the stage's throughput (cells, epochs)."""
     cell_dir = Path(cells_dir) / cell.name
     digest = cell_digest(cell, params, digests["data"], digests)
     kept = stored_result(read_json(cell_dir / FILES.cell_result), digest)
@@ -184,18 +188,26 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
         data = stored_training_data(data.root, data.params_file)
     shutil.rmtree(cell_dir, ignore_errors=True)  # no stale dvclive steps from an older run
     with Live(str(cell_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        epochs: list[int] = []
+
         def log_epoch(epoch: int, values: dict[str, float]) -> None:
+            epochs.append(epoch)
             for name, value in values.items():
                 live.log_metric(name, value)
             live.next_step()
 
         device = worker_device()
+        started = time.perf_counter()
         result, model = fit_cell(cell, data, params, log_epoch, device=device)
+        seconds = time.perf_counter() - started
         truth, predicted = predict(model, data.test, data.classes, params.model_settings[cell.model].image_size)
         live.log_sklearn_plot("confusion_matrix", truth, predicted, name=FILES.confusion_matrix)
         live.summary.update({"test_acc": result.test_acc, "best_val_acc": result.val_acc})
     write_parquet(cell_dir / FILES.predictions, pa.table({"id": data.test.ids, "truth": truth, "predicted": predicted}))
     write_json(cell_dir / FILES.cell_result, {"digest": digest, "result": result.to_json(), "device": str(device)})
+    if run_dir:
+        for what, count in (("classifier cells", 1), ("epochs", len(epochs))):
+            note_throughput(run_dir, "train", Throughput(what, count, seconds, device_label(device)))
     return result, True
 
 

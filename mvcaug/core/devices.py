@@ -13,7 +13,7 @@ import torch
 
 from mvcaug.core.errors import UserError
 
-__all__ = ["UnpinnedWorker", "resolve_device", "auto_dtype", "resolve_dtype", "choose_worker_device",
+__all__ = ["UnpinnedWorker", "device_label", "resolve_device", "auto_dtype", "resolve_dtype", "choose_worker_device",
     "started_by_dask_cuda", "worker_device", "cluster_gpus", "load_once"]
 
 T = TypeVar("T")
@@ -23,6 +23,15 @@ LOAD_LOCK = threading.RLock()
 
 class UnpinnedWorker(UserError, RuntimeError):
     """A Dask worker sees several GPUs and nothing says which one is its own."""
+
+
+def device_label(device: torch.device | str) -> str:
+    """"cpu", or the GPU's kind for a CUDA device ("cuda: NVIDIA H100 80GB HBM3"), so rates measured on
+    different cards never add up as one."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return device.type
 
 
 def resolve_device(name: str = "auto") -> torch.device:

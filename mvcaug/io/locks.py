@@ -18,14 +18,15 @@ __all__ = ["exclusive_lock", "lock_holder"]
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | Path) -> Iterator[bool]:
-    """Hold a non-blocking exclusive flock on `path`; yields False when another process holds it."""
+def exclusive_lock(path: str | Path, wait: bool = False) -> Iterator[bool]:
+    """Hold an exclusive flock on `path`; yields False when another process holds it, or with wait, waits
+    for it (for a short read-modify-write that every writer must get its turn at)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return

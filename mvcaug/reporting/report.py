@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 from PIL import Image
 
+from mvcaug.core.throughput import Throughput, describe
 from mvcaug.judging.cells import RunResult
 from mvcaug.reporting.charts import COLOURS, Series, indexed, line_chart, running_mean
 from mvcaug.judging.stats import format_gain, gap_closed
@@ -350,12 +351,17 @@ def filter_titles(filter_metrics: dict | None) -> tuple[str, str]:
 
 
 def time_table(stage_times: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    """Wall time of each stage's last run (the run that produced these results), in pipeline order."""
-    if not stage_times:
+    """Wall time of each stage's last run (the run that produced these results), in pipeline order, with what
+    the stage did per second and on which device (mvcaug.core.throughput); a stage that never finished is left
+    out."""
+    finished = {stage: entry for stage, entry in stage_times.items() if "seconds" in entry}
+    if not finished:
         return [], []
-    rows = [[stage, f"{entry['seconds']:.1f}", entry.get("finished", "")] for stage, entry in stage_times.items()]
-    total = sum(entry["seconds"] for entry in stage_times.values())
-    return ["stage", "wall time (s)", "finished (UTC)"], rows + [["all stages", f"{total:.1f}", ""]]
+    rows = [[stage, f"{entry['seconds']:.1f}", describe(Throughput.from_json(r) for r in entry.get("throughput", [])),
+             entry.get("finished", "")] for stage, entry in finished.items()]
+    total = sum(entry["seconds"] for entry in finished.values())
+    return (["stage", "wall time (s)", "throughput (per device)", "finished (UTC)"],
+            rows + [["all stages", f"{total:.1f}", "", ""]])
 
 
 def runs_table(results: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
@@ -435,7 +441,11 @@ def pretrain_figure(data: ReportData) -> Markup:
 QUALITY_NOTE = ("Label fidelity: share the real-only classifier assigns to the intended class. Within RMSE 0.1: "
                 "synthetic images within pixel RMSE 0.1 of a training image (not the filter's near copies). "
                 "Diversity: mean pairwise feature distance within the class.")
-TIME_NOTE = "Wall time of each stage's last run; the report's own time is not in it yet."
+TIME_NOTE = ("Wall time of each stage's last run (its imports and Prefect start-up included); the report's own "
+             "time is not in it yet. Throughput: the work a stage did in that run per second of one device's busy "
+             "time (training samples, the loop's checkpoints and sample checks included; generated images; classifier cells and "
+             "epochs); work kept from an earlier run is not counted. A larger run takes about units wanted / rate / "
+             "devices.")
 NO_VERDICT = "No synthetic runs to judge: only real-only cells ran."
 
 

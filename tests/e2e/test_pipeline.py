@@ -17,7 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from mvcaug.core.throughput import combined
+from mvcaug.io.catalog import FILES
 from mvcaug.io.embedding_table import read_embeddings
+from mvcaug.io.stage_times import read_stage_times, stage_throughput
 from tests.browser import browser  # noqa: F401  (a pytest fixture)
 from tests.workspace import (
     TINY_PARAMS, commit_all, copy_workspace, make_workspace, run, stages_ran, update_params,
@@ -128,6 +131,17 @@ def test_every_artifact(base: Path) -> None:
     html = (base / "data/12_report/report.html").read_text()
     assert html.index('<p class="verdict">') < html.index("<h2>")
     assert "Where the time went" in html and "What the filter flags (filter.enabled is false" in html
+    # each stage's throughput, counted by its tasks in this run: the work the tiny params ask for, on the CPU
+    times = read_stage_times(base / ".mvcaug-run" / FILES.stage_times)
+    done = {stage: {m.what: m for m in combined(stage_throughput(entry))} for stage, entry in times.items()}
+    trained = {stage: p[stage]["steps"] * p[stage]["batch_size"] for stage in ("pretrain", "finetune")}
+    assert {stage: done[stage]["training samples"].count for stage in trained} == trained
+    generated = sum(pq.read_metadata(base / f"data/{folder}/manifest.parquet").num_rows
+                    for folder in ("07_synthetic", "07_synthetic_unmixed", "07_synthetic_pretrained"))
+    assert done["generate"]["images"].count == generated == 3 * CLASSES * PER_CLASS
+    assert done["train"]["classifier cells"].count == CELLS and done["train"]["epochs"].count >= 2 * CELLS
+    assert {m.device for measures in done.values() for m in measures.values()} == {"cpu"}
+    assert re.search(r"training samples/(s|min) on cpu", html) and re.search(r"classifier cells/(s|min) on cpu", html)
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
     markdown = (base / "data/12_report/report.md").read_text()
     assert markdown.splitlines()[2].startswith("**") and "| small_cnn | default |" in markdown

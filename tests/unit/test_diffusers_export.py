@@ -51,7 +51,7 @@ def task_params(tmp: Path, prepared: Path, tuning: FinetuneParams, text_dim: int
     mixes = rng.normal(size=(len(labels), M, text_dim)).astype(np.float32)
     write_embeddings(tmp / "mixed.parquet", {"label": labels}, mixes)
     return Params(paths=PathsParams(prepared=str(prepared), embeddings=str(emb), mixed=str(tmp / "mixed.parquet"),
-                                    model=str(tmp / "model")),
+                                    model=str(tmp / "model"), run=str(tmp / "run")),
                   prepare=PrepareParams(resolution=SIZE, channels=1), finetune=tuning)
 
 

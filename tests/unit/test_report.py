@@ -48,7 +48,12 @@ def data(**changes) -> ReportData:
     base = ReportData(
         metrics=summarise(rs, images_per_class=4), results=rs, headline=headline(rs, 4), budget=budget_curves(rs, 4),
         quality=QUALITY, filter_metrics=FILTER, stage_times={"prepare": {"seconds": 2.5, "finished": "t1"},
-                                                             "train": {"seconds": 60.25, "finished": "t2"}},
+                                                             "train": {"seconds": 60.25, "finished": "t2", "throughput": [
+                                                                 {"what": "classifier cells", "count": 2, "seconds": 40.0,
+                                                                  "device": "cpu"},
+                                                                 {"what": "classifier cells", "count": 1, "seconds": 20.0,
+                                                                  "device": "cpu"}]},
+                                                             "generate": {"throughput": []}},
         samples=[SampleRow("zero", real, [Image.new("L", (8, 8), 90)], [Image.new("L", (8, 8), 10)]),
                  SampleRow("<one>", real[:1], [Image.new("L", (8, 8), 90)], [Image.new("L", (8, 8), 10)])],
         dropped=[DroppedImage("zero", "near_copy", Image.new("L", (8, 8), 7))],
@@ -103,7 +108,10 @@ def test_table_4_compares_the_pretrained_and_the_fine_tuned_generator():
 
 def test_where_the_time_went_and_what_the_filter_dropped():
     header, rows = time_table(data().stage_times)
-    assert rows == [["prepare", "2.5", "t1"], ["train", "60.2", "t2"], ["all stages", "62.8", ""]]
+    assert header == ["stage", "wall time (s)", "throughput (per device)", "finished (UTC)"]
+    # the train stage's two workers' cells add up (3 cells in 60 busy seconds); generate never finished: left out
+    assert rows == [["prepare", "2.5", "", "t1"], ["train", "60.2", "3 classifier cells/min on cpu (3 in 60 s)", "t2"],
+                    ["all stages", "62.8", "", ""]]
     page = render_html(data())
     assert "<h2>Where the time went</h2>" in page and "<h2>What the filter kept and dropped</h2>" in page
     assert "<td>all</td><td>5</td><td>1</td><td>2</td><td>0</td><td>8</td>" in page
@@ -199,7 +207,7 @@ def test_a_label_with_html_special_characters_is_escaped_exactly_once():
         "dropped caption": r"<figcaption>([^<]*)<br>",
         "image titles": r'title="([^"]*)"',
         "quality table": r"<tr><td>([^<]*)</td><td>37%</td>",  # the template's tables
-        "time table": r"<tr><td>([^<]*)</td><td>1.0</td><td>t</td>"}.items()}
+        "time table": r"<tr><td>([^<]*)</td><td>1.0</td><td></td><td>t</td>"}.items()}
     decoded = {where: [html.unescape(text) for text in found] for where, found in shown.items()}
     assert all(decoded[where] == [label] for where in ("title", "h1", "sample grid row", "dropped caption",
                                                        "quality table", "time table")), decoded

@@ -319,7 +319,7 @@ def test_finetune_task_logs_grids_and_removes_its_checkpoints(tmp_path, digits_p
     model = tmp_path / "model"
     params = Params(
         paths=PathsParams(prepared=str(prepared), embeddings=str(emb), mixed=str(tmp_path / "mixed.parquet"),
-                          model=str(model)),
+                          model=str(model), run=str(tmp_path / "run")),
         prepare=PrepareParams(resolution=16, channels=1),
         finetune=dataclasses.replace(SCRATCH, steps=4, checkpoint_every=2, validation_every=2, validation_images=4,
                                      validation_steps=2),
