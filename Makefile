@@ -48,15 +48,19 @@ browser:
 	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 	  ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
-## test: mypy over mvcaug/, tasks/, flows/ (pyproject.toml's [tool.mypy]), then the whole suite, end-to-end tests included
+## test: mypy over mvcaug/, tasks/, flows/ (pyproject.toml's [tool.mypy]), then the whole suite, end-to-end tests
+## included: two test processes at once (pytest-xdist, one torch thread each; all of a file's tests on one, so
+## a module's reproduced workspace is built once), then the `serial` tests (bounds in seconds) alone
+JOBS ?= 2
 test: setup-test browser
 	$(BIN)/mypy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not serial"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m serial
 
 ## test-fast: mypy, then the suite without the slow end-to-end tests
 test-fast: setup-test
 	$(BIN)/mypy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow and not serial"
 
 ## export: the kept synthetic images (and the real training split) as a Hugging Face ImageFolder in OUT
 OUT ?= export

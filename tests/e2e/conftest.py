@@ -13,6 +13,11 @@ import pytest
 
 from tests.prefect_server import prefect_server as running_server
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the two cores (`make test` runs pytest-xdist with -n 2): every stage they start
+    # runs torch on one thread, as two runs on two threads each slow each other many times over.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server(tmp_path_factory) -> Iterator[str]:

@@ -154,6 +154,7 @@ def test_a_missing_local_encoder_is_named_and_never_sent_to_the_hub(workspace: P
 # --- faults: interrupts, killed parents, two writers, a failed rerun --------------------------------------
 
 
+@pytest.mark.serial  # a bound in seconds: run alone, after the parallel part of `make test`
 @pytest.mark.parametrize("what", ["finetune", "generate"])
 def test_ctrl_c_ends_a_stage_within_seconds(workspace: Path, what: str, stage: Launcher) -> None:
     if what == "generate":
@@ -180,6 +181,7 @@ def children(pid: int) -> list[psutil.Process]:
         return []
 
 
+@pytest.mark.serial  # a bound in seconds: run alone, after the parallel part of `make test`
 def test_a_killed_stage_leaves_no_server_behind(workspace: Path, stage: Launcher) -> None:
     update_params(workspace, {"finetune": {"steps": 100000}})
     process = stage(["python", "-m", "flows.finetune"], workspace, own_server_env())
@@ -192,6 +194,7 @@ def test_a_killed_stage_leaves_no_server_behind(workspace: Path, stage: Launcher
              "the server to stop after its stage was killed")
 
 
+@pytest.mark.serial  # a bound in seconds: run alone, after the parallel part of `make test`
 def test_a_killed_dvc_repro_takes_its_stage_along_and_two_writers_never_meet(workspace: Path, stage: Launcher) -> None:
     update_params(workspace, {"finetune": {"steps": 100000}})
     dvc = stage(["dvc", "repro", "finetune"], workspace)
