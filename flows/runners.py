@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from mvcaug.core.devices import cluster_gpus
 
 __all__ = ["shard_runner", "start_cluster"]
 
@@ -47,7 +46,9 @@ def start_cluster(n_workers: int, gpus: list[str] | None = None, **kwargs) -> Cl
     from distributed import LocalCluster
 
     if gpus is None:
-        import torch
+        import torch  # here, not at the top: a stage that never starts a cluster need not import torch
+
+        from mvcaug.core.devices import cluster_gpus
 
         gpus = cluster_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"),
                             torch.cuda.device_count() if torch.cuda.is_available() else 0)
