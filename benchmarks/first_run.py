@@ -14,7 +14,6 @@ one-time pretrain, plus DVC between them, at most 300 s.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
@@ -26,9 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mvcaug.core.throughput import Throughput, describe  # noqa: E402
+from mvcaug.core.throughput import describe  # noqa: E402
 from mvcaug.io.catalog import FILES  # noqa: E402
 from mvcaug.io.params_file import load_params  # noqa: E402
+from mvcaug.io.stage_times import read_stage_times, stage_throughput  # noqa: E402
 
 log = logging.getLogger("benchmarks.first_run")
 TARGETS = {"setup_s": 60.0, "stages_without_pretrain_s": 300.0}
@@ -60,17 +60,15 @@ def main() -> None:
     setup = timed(["make", "setup"], folder, env)
     run = timed(["make", "run"], folder, env)
     run_dir = folder / load_params(folder / "params.yaml").paths.run
-    entries = json.loads((run_dir / FILES.stage_times).read_text())
+    entries = read_stage_times(run_dir / FILES.stage_times)  # in the order the stages finished
     stages = {stage: entry["seconds"] for stage, entry in entries.items() if "seconds" in entry}
     without = sum(seconds for stage, seconds in stages.items() if stage != ONE_TIME)
     between = run - sum(stages.values())
     log.info("%s (%s), %s pip cache", args.rev, folder, "an empty" if args.cold_pip_cache else "the user's")
     log.info("| stage | wall time (s) | throughput (per device) |")
     log.info("| --- | --- | --- |")
-    for stage, entry in sorted(entries.items(), key=lambda item: item[1].get("finished", "")):
-        if "seconds" in entry:
-            measures = [Throughput.from_json(record) for record in entry.get("throughput", [])]
-            log.info("| %s | %.1f | %s |", stage, entry["seconds"], describe(measures))
+    for stage, seconds in stages.items():
+        log.info("| %s | %.1f | %s |", stage, seconds, describe(stage_throughput(entries[stage])))
     log.info("| DVC between stages, server start | %.1f | |", between)
     log.info("setup_s                    %8.1f   target %6.1f   ratio %.2f", setup, TARGETS["setup_s"],
              setup / TARGETS["setup_s"])
