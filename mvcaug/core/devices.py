@@ -7,11 +7,12 @@ import functools
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar
-
-import torch
+from typing import TYPE_CHECKING, TypeVar
 
 from mvcaug.core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["UnpinnedWorker", "device_label", "resolve_device", "auto_dtype", "resolve_dtype", "choose_worker_device",
     "started_by_dask_cuda", "worker_device", "cluster_gpus", "load_once"]
@@ -28,6 +29,8 @@ class UnpinnedWorker(UserError, RuntimeError):
 def device_label(device: torch.device | str) -> str:
     """"cpu", or the GPU's kind for a CUDA device ("cuda: NVIDIA H100 80GB HBM3"), so rates measured on
     different cards never add up as one."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(device)}"
@@ -36,6 +39,8 @@ def device_label(device: torch.device | str) -> str:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """auto picks CUDA when present, else the CPU."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -43,6 +48,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def auto_dtype(device: torch.device) -> torch.dtype:
     """bf16 where the GPU supports it, else fp16 on GPU, fp32 on CPU."""
+    import torch
+
     if device.type != "cuda":
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -50,6 +57,8 @@ def auto_dtype(device: torch.device) -> torch.dtype:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """auto follows auto_dtype; an explicit name is taken as it is."""
+    import torch
+
     if name == "auto":
         return auto_dtype(device)
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
@@ -65,6 +74,8 @@ def choose_worker_device(gpus_seen: int, in_dask_worker: bool = False, dask_cuda
     is its own. Any other Dask worker that sees several GPUs would share cuda:0 with its neighbours (two
     models on one card, the others idle), so it is refused.
     """
+    import torch
+
     if gpus_seen == 0:
         return torch.device("cpu")
     if gpus_seen == 1 or not in_dask_worker or dask_cuda_worker:
@@ -86,6 +97,8 @@ def started_by_dask_cuda(worker: object) -> bool:
 def worker_device() -> torch.device:
     """This process's device, by choose_worker_device: inside a Dask worker or not, started by dask-cuda
     or not, and how many GPUs it sees."""
+    import torch
+
     try:
         from distributed import get_worker
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 from PIL import Image
 
 from mvcaug.core.errors import MissingInputError, UserError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ImageSet", "corpus_images", "to_tensor", "to_image", "resize", "pixel_digests", "shared_images",
     "TaskImageError", "refuse_task_images"]
@@ -48,6 +51,8 @@ class ImageSet:
 
     def concat(self, other: ImageSet) -> ImageSet:
         """This set followed by `other`."""
+        import torch
+
         return ImageSet(self.ids + other.ids, self.labels + other.labels, self.sha256 + other.sha256,
                         torch.cat([self.pixels, other.pixels]))
 
@@ -55,6 +60,8 @@ class ImageSet:
 def corpus_images(table: pa.Table, channels: int, resolution: int) -> ImageSet:
     """The images of a corpus table (label = the glyph's words, pixels = uint8 bytes, channels x resolution^2),
     with each image's sha256 taken over its pixel bytes."""
+    import torch
+
     blobs = table.column("pixels").to_pylist()
     shape = (channels, resolution, resolution)
     if any(len(blob) != channels * resolution * resolution for blob in blobs):
@@ -68,6 +75,8 @@ def corpus_images(table: pa.Table, channels: int, resolution: int) -> ImageSet:
 
 def to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
     """(C, H, W) float in [-1, 1]."""
+    import torch
+
     mode = "L" if channels == 1 else "RGB"
     array = np.asarray(image.convert(mode), dtype=np.float32) / 127.5 - 1.0
     if array.ndim == 2:
@@ -79,6 +88,8 @@ def to_tensor(image: Image.Image, channels: int) -> torch.Tensor:
 
 def to_image(tensor: torch.Tensor, size: int | None = None) -> Image.Image:
     """A (C, H, W) tensor in [-1, 1] as a PIL image, resized (bicubic) to `size` when given."""
+    import torch
+
     array = ((tensor.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     image = Image.fromarray(array[0]) if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0))
     if size is not None and image.size != (size, size):
@@ -88,6 +99,8 @@ def to_image(tensor: torch.Tensor, size: int | None = None) -> Image.Image:
 
 def resize(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """(n, C, H, W) to (n, C, size, size), bicubic with antialiasing; a no-op at that size already."""
+    import torch
+
     if pixels.shape[-1] == size and pixels.shape[-2] == size:
         return pixels
     return torch.nn.functional.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True).clamp(-1, 1)
@@ -96,6 +109,8 @@ def resize(pixels: torch.Tensor, size: int) -> torch.Tensor:
 def pixel_digests(pixels: torch.Tensor) -> list[str]:
     """sha256 of each image's 8-bit pixels (channels x height x width): equal for equal images whichever file,
     format or folder they were read from."""
+    import torch
+
     eight_bit = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     return [hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in eight_bit]
 

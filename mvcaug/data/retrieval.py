@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from mvcaug.core.errors import UserError
 from mvcaug.data.images import ImageSet, pixel_digests, to_tensor
 from mvcaug.core.params import ResizeMode
@@ -41,6 +39,8 @@ def retrieval_images(folder: str | Path, classes: list[str], per_class: int, res
                      resize: ResizeMode, seed: int) -> ImageSet:
     """`per_class` images of each of the task's classes from folder/<class>/, converted to the working format,
     in a seeded order per class; a class the folder lacks, or holds too few images of, is an error naming it."""
+    import torch
+
     try:
         items = load_imagefolder_source(folder)
     except DatasetError as err:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 from PIL import Image
 
 from mvcaug.core.errors import MissingInputError
@@ -45,6 +44,8 @@ def read_image(path: str | Path) -> Image.Image:
 
 def load_images(folder: str | Path, rows: list[dict], channels: int, id_key: str = "id") -> ImageSet:
     """The images of manifest rows (path relative to folder, label, optional sha256), in row order."""
+    import torch
+
     tensors = []
     for row in rows:
         with Image.open(Path(folder) / row["path"]) as image:

@@ -14,7 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["PairedGain", "paired_gain", "nested_gain", "exchange_rate", "gap_closed", "holm", "verdict",
     "format_gain", "rank_with_ties"]
@@ -67,6 +66,8 @@ def paired_gain(treatment: Mapping[int, float], control: Mapping[int, float], co
     Raises:
         ValueError: no seed in common, a confidence outside (0, 1), or a non-finite accuracy.
     """
+    from scipy import stats
+
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
     seeds = sorted(set(treatment) & set(control))
@@ -103,6 +104,8 @@ def nested_gain(treatment: Mapping[int, Mapping[int, float]], control: Mapping[i
     Raises:
         ValueError: no generator, or a generator with no seed in common with the control.
     """
+    from scipy import stats
+
     if not treatment:
         raise ValueError("nested_gain needs at least one generator")
     if len(treatment) == 1:
@@ -294,6 +297,8 @@ def rank_with_ties(scores: Mapping[str, tuple[float, float, int]], confidence: f
         a sweep whose settings differ by less than one validation image per seed ranks noise, and says so
         instead of crowning a winner. The top is tied with itself.
     """
+    from scipy import stats
+
     ranked = sorted(scores.items(), key=lambda item: item[1][0], reverse=True)
     if not ranked:
         return []

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from mvcaug.judging.bootstrap import Resamples, draw_resamples, percentile_interval, resampled_gains
 from mvcaug.judging.cells import CONTROL_OF, CORPUS, MORE_REAL, REAL_TWO_PHASE, RunResult
@@ -241,6 +240,8 @@ def summarise(results: Sequence[RunResult], images_per_class: int = 0, replicate
 
 def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """(mean, low, high): the t-interval of the mean over seeds (low = high = mean for a single value)."""
+    from scipy import stats as scipy_stats
+
     mean = statistics.fmean(values)
     if len(values) < 2:
         return mean, mean, mean

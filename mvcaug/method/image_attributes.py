@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 __all__ = ["measure", "COLOUR_NAMES", "colour_names", "is_drawing", "STROKE_CUTS", "describe"]
 
@@ -57,6 +56,8 @@ def measure(image: Image.Image) -> ImageAttributes:
     The whole look (colours, contrast, edges, grain) is measured on every pixel; the shape fields
     matter only where is_drawing holds.
     """
+    from scipy import ndimage
+
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     gray = rgb.mean(axis=2)
     h, w = gray.shape
@@ -128,6 +129,8 @@ def _edge_direction(gx: np.ndarray, gy: np.ndarray) -> tuple[float, float]:
 
 def _fineness(gray: np.ndarray, magnitude: np.ndarray) -> float:
     """How much edge strength a small blur removes: fine grain vanishes, broad edges only soften."""
+    from scipy import ndimage
+
     total = float(magnitude.mean())
     if total < 1e-6:
         return 0.0
