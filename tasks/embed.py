@@ -18,7 +18,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.content_cache import open_cache
-from mvcaug.method.embed import embed_texts, encoder_info, load_tokenizer, null_text, storage_dtype, truncation_summary
 from mvcaug.io.embedding_table import write_embeddings
 from mvcaug.core.params import EmbedParams
 from mvcaug.io.catalog import FILES
@@ -31,6 +30,10 @@ log = logging.getLogger("mvcaug.method.embed")
 @task(cache_policy=NO_CACHE)
 def embed(params: EmbedParams, captions_file: str, out_dir: str, cache_dir: str = "") -> dict:
     """Write embeddings.parquet (one m x d matrix per caption) and null.parquet; returns counts."""
+    from mvcaug.method.embed import (
+        embed_texts, encoder_info, load_tokenizer, null_text, storage_dtype, truncation_summary,
+    )
+
     captions = pq.read_table(captions_file)
     texts = captions["caption"].to_pylist()
     truncation = truncation_summary(load_tokenizer(params), texts, params.max_length)
