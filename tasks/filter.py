@@ -12,23 +12,16 @@ import logging
 from pathlib import Path
 
 import pyarrow as pa
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json, write_parquet
-from mvcaug.models.classifiers import classifier_kwargs
 from mvcaug.io.classifiers import load_classifier, save_classifier
-from mvcaug.judging.filter import (
-    count_decisions, decided_rows, filter_synthetic, label_scorer, real_only_classifier, thresholds_json,
-)
 from mvcaug.data.images import ImageSet
 from mvcaug.io.images import load_images, load_splits
 from mvcaug.core.params import Params
-from mvcaug.judging.quality import classifier_feature_fns
 from mvcaug.data.synthetic_sets import SyntheticSet, decisions_file
 from mvcaug.io.synthetic_sets import manifest_rows
-from mvcaug.judging.train import TrainingData, fit_cell
 from mvcaug.io.catalog import FILES
 
 __all__ = ["classifier_folder", "train_real_classifier", "filter_set", "write_filter_metrics"]
@@ -50,6 +43,10 @@ def classifier_folder(params: Params) -> Path:
 def train_real_classifier(params: Params) -> dict:
     """Train the first model of train.models on the real training split only (default augmentation, seed 0,
     epoch chosen on validation, no test split) and save it; returns its config."""
+    from mvcaug.judging.filter import real_only_classifier
+    from mvcaug.judging.train import TrainingData, fit_cell
+    from mvcaug.models.classifiers import classifier_kwargs
+
     real, val = real_splits(params)
     classes = sorted(set(real.labels))
     no_test = real.subset([])
@@ -67,6 +64,10 @@ def train_real_classifier(params: Params) -> dict:
 @task(cache_policy=NO_CACHE, task_run_name="filter-{set_name}")
 def filter_set(params: Params, set_name: str) -> dict:
     """Score and decide every image of one synthetic set; write <paths.filter>/<set>.parquet; returns counts."""
+    import torch
+    from mvcaug.judging.filter import count_decisions, decided_rows, filter_synthetic, label_scorer, thresholds_json
+    from mvcaug.judging.quality import classifier_feature_fns
+
     synthetic_set = SyntheticSet.named(set_name, params.paths)
     rows = manifest_rows(synthetic_set)
     out = decisions_file(synthetic_set, params.paths)

@@ -14,10 +14,10 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dvclive import Live
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -34,13 +34,13 @@ from mvcaug.io.stored import read_json
 from mvcaug.data.synthetic_sets import SyntheticSet, decisions_file
 from mvcaug.io.synthetic_sets import kept_rows
 from mvcaug.judging.cells import CORPUS, Cell, RunResult
-from mvcaug.judging.train import (
-    TrainingData, cell_digest, fit_cell, plan_stage_cells, predict, stored_result,
-)
 from mvcaug.io.train_plots import write_train_plots
 from mvcaug.io.catalog import FILES
 from mvcaug.core.throughput import Throughput
 from mvcaug.io.stage_times import note_throughput
+
+if TYPE_CHECKING:
+    from mvcaug.judging.train import TrainingData
 
 __all__ = ["NothingKept", "StoredData", "TrainOutputs", "train_outputs", "plan_grid", "plan", "load_training_data",
     "read_training_data", "remove_stale_cells", "train_cell", "write_results", "train_plots"]
@@ -79,6 +79,8 @@ def train_outputs(root: str | Path, params: Params) -> TrainOutputs:
 
 def plan_grid(params: Params) -> list[Cell]:
     """Every cell of the stage (mvcaug.judging.train.plan_stage_cells), once train.retrieval_folder is looked at."""
+    from mvcaug.judging.train import plan_stage_cells
+
     return plan_stage_cells(params, has_classes(params.train.retrieval_folder))
 
 
@@ -129,6 +131,8 @@ def load_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData,
 
 def read_training_data(params: Params, cells: list[Cell]) -> tuple[TrainingData, dict[str, str]]:
     """load_training_data's work, also done by each Dask worker for itself (stored_training_data)."""
+    from mvcaug.judging.train import TrainingData
+
     paths, channels = params.paths, params.prepare.channels
     real, val, test, reference = load_splits(paths.prepared, ("train", "val", "test", "reference"), channels).values()
     data = TrainingData(real, val, test, sorted(set(real.labels)), reference=reference)
@@ -179,6 +183,9 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
     matrix of its kept weights go to dvclive, and result.json stores the result with its digest.
     The data in memory, or a StoredData this worker reads once (stored_training_data). With run_dir
     (<paths.run>), a cell trained now adds its time to the stage's throughput (cells, epochs)."""
+    from dvclive import Live
+    from mvcaug.judging.train import cell_digest, fit_cell, predict, stored_result
+
     cell_dir = Path(cells_dir) / cell.name
     digest = cell_digest(cell, params, digests["data"], digests)
     kept = stored_result(read_json(cell_dir / FILES.cell_result), digest)

@@ -10,18 +10,13 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import safetensors.torch
-import timm
-import torch
-from safetensors import safe_open
+from typing import TYPE_CHECKING, Any
 
 from mvcaug.core.errors import MissingInputError
 from mvcaug.io.atomic import atomic_path, write_json
-from mvcaug.models.classifiers import (
-    ClassifierError, build_classifier, builtin_names, check_known, checkpoint_overlay, load_builtin_state,
-)
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["create_classifier", "check_pretrained_files", "save_classifier", "load_classifier"]
 
@@ -52,6 +47,13 @@ def create_classifier(
             or a weights file that is not ``.safetensors`` or does not fit the model.
         MissingInputError: When `pretrained_path` does not exist.
     """
+    import safetensors.torch
+    import timm
+    from safetensors import safe_open
+    from mvcaug.models.classifiers import (
+        build_classifier, builtin_names, check_known, checkpoint_overlay, load_builtin_state,
+    )
+
     path = checked_weights_path(pretrained_path) if pretrained_path else None
     if path is None or name in builtin_names():
         model = build_classifier(name, num_classes, in_chans, **kwargs)
@@ -83,6 +85,7 @@ def checked_weights_path(pretrained_path: str, key: str = "train.model_settings.
     """Only safetensors: other formats would go through pickle (torch.load)."""
     path = Path(pretrained_path)
     if path.suffix != ".safetensors":
+        from mvcaug.models.classifiers import ClassifierError  # timm and torch: only for the error
         raise ClassifierError(f"{path}: classifier weights ({key}) must be a .safetensors file: other formats "
                               "would need pickle")
     if not path.is_file():
@@ -93,6 +96,8 @@ def checked_weights_path(pretrained_path: str, key: str = "train.model_settings.
 
 def save_classifier(model: torch.nn.Module, folder: str | Path, config: dict[str, Any]) -> None:
     """The weights (safetensors) and what rebuilds the model (name, classes, channels, constructor kwargs)."""
+    import safetensors.torch
+
     folder = Path(folder)
     with atomic_path(folder / CLASSIFIER_WEIGHTS) as tmp:
         safetensors.torch.save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
@@ -101,6 +106,8 @@ def save_classifier(model: torch.nn.Module, folder: str | Path, config: dict[str
 
 def load_classifier(folder: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """(the model in eval mode, its config) as save_classifier wrote them."""
+    import safetensors.torch
+
     folder = Path(folder)
     if not (folder / CLASSIFIER_CONFIG).is_file():
         raise MissingInputError(f"{folder}: no saved classifier ({CLASSIFIER_CONFIG}); run the stage that writes it")
