@@ -207,7 +207,7 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
         started = time.perf_counter()
         result, model = fit_cell(cell, data, params, log_epoch, device=device)
         seconds = time.perf_counter() - started
-        truth, predicted = predict(model, data.test, data.classes, params.model_settings[cell.model].image_size)
+        truth, predicted = predict(model, data.test, data.classes, params.model_settings[cell.model])
         live.log_sklearn_plot("confusion_matrix", truth, predicted, name=FILES.confusion_matrix)
         live.summary.update({"test_acc": result.test_acc, "best_val_acc": result.val_acc})
     write_parquet(cell_dir / FILES.predictions, pa.table({"id": data.test.ids, "truth": truth, "predicted": predicted}))

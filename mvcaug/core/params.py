@@ -52,6 +52,7 @@ TaskRunner = Literal["local", "dask"]
 Baseline = Literal["default", "autoaugment", "randaugment", "trivialaugment"]
 Strategy = Literal["real", "combined", "rsp", "two_phase"]
 ClassifierOptimizer = Literal["adamw", "adam", "sgd"]  # train.make_optimizer
+ClassifierPrecision = Literal["no", "bf16"]  # train.fit_cell's autocast; fp16 would need a gradient scaler
 FilterSpace = Literal["pixels", "features"]
 
 
@@ -410,6 +411,9 @@ class ModelSettings:
     """Channels of the first block, for a model whose timm entrypoint takes a width (small_cnn)."""
     pretrained: str = ""
     """A local .safetensors file of pretrained weights; empty trains from scratch."""
+    mixed_precision: ClassifierPrecision = "no"
+    """bf16: forward passes under bfloat16 autocast (GPUs from Ampere on, CPUs with AMX: about 2x the speed; the
+    accuracies move within their intervals, not bit for bit); no: float32 throughout, the same on every device."""
 
 
 @dataclass(frozen=True)

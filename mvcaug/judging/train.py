@@ -182,21 +182,33 @@ def make_optimizer(model: torch.nn.Module, settings: ModelSettings, lr: float) -
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of a classifier's forward passes: bfloat16 for mixed_precision bf16, else off."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def as_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on the model's device in channels_last, the layout fit_cell trains in: convolutions read it
+    without a transpose (measured on 2 CPU cores: a training step of small_cnn 15-20% faster, its evaluation more)."""
+    return pixels.to(device).contiguous(memory_format=torch.channels_last) if pixels.ndim == 4 else pixels.to(device)
+
+
 @torch.inference_mode()
-def predict_classes(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def predict_classes(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 512, precision: str = "no") -> torch.Tensor:
     """Class indices (on the CPU) predicted for (n, C, H, W) pixels, in eval mode, on the model's device: the
-    pixels stay where they are and move there batch by batch."""
+    pixels stay where they are and move there batch by batch (under bf16 autocast for mixed_precision bf16)."""
     model.eval()
     if not len(pixels):
         return torch.zeros(0, dtype=torch.int64)
     device = next(model.parameters()).device
-    return torch.cat([model(pixels[start : start + batch].to(device)).argmax(1).cpu()
-                      for start in range(0, len(pixels), batch)])
+    with autocast(device, precision):
+        return torch.cat([model(as_model_input(pixels[start : start + batch], device)).argmax(1).cpu()
+                          for start in range(0, len(pixels), batch)])
 
 
-def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor) -> float:
+def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor, precision: str = "no") -> float:
     """The fraction of correct predictions (an exact count over the split, 0.0 for an empty one)."""
-    return (predict_classes(model, pixels) == targets).sum().item() / max(1, len(pixels))
+    return (predict_classes(model, pixels, precision=precision) == targets).sum().item() / max(1, len(pixels))
 
 
 def fit_cell(
@@ -208,7 +220,9 @@ def fit_cell(
 
     The model trains on `device` (the CPU by default; a Dask worker's own GPU on a GPU machine): images stay
     in CPU memory and move a batch at a time, so a large pool need not fit on the GPU. Batches, seeds and
-    augmentation draws are the same on every device."""
+    augmentation draws are the same on every device. Weights and batches are channels_last while it trains (the
+    returned model is back in the default layout, which safetensors stores); the model's settings.mixed_precision
+    bf16 runs its forward passes under bfloat16 autocast."""
     device = device or torch.device("cpu")
     # 1. Inputs at the model's size, labels as indices, one seeded stream for everything random.
     settings = params.model_settings[cell.model]
@@ -230,7 +244,8 @@ def fit_cell(
     ratio = None if params.synthetic_ratio < 0 else params.synthetic_ratio
     # 2. The model and its augmentation.
     model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained,
-                              **classifier_kwargs(cell.model, settings)).to(device)
+                              **classifier_kwargs(cell.model, settings)).to(device).to(memory_format=torch.channels_last)
+    precision = settings.mixed_precision
     augment = BaselineAugmentation(cell.baseline, size, params.flip)
     # 3. Phases (one, or two for two_phase), each with its own one-cycle schedule. The kept weights are
     # the best validation epoch of the *last* phase: a two-phase classifier has always been through its
@@ -248,15 +263,17 @@ def fit_cell(
             lr_used = float(optimizer.param_groups[0]["lr"])  # read only: the schedule steps below, once a batch
             for batch in epoch_batches(phase, cell.strategy, n_real, n_syn, settings.batch_size, params.rsp_p,
                                        ratio, gen):
-                images = augment(pool[batch]).to(device)
-                loss = F.cross_entropy(model(images), y_pool[batch].to(device), label_smoothing=0.1)
+                images = as_model_input(augment(pool[batch]), device)
+                with autocast(device, precision):
+                    logits = model(images)
+                loss = F.cross_entropy(logits.float(), y_pool[batch].to(device), label_smoothing=0.1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 lr_used = float(optimizer.param_groups[0]["lr"])  # the rate this step applies
                 optimizer.step()
                 schedule.step()
                 total, seen = total + loss.item() * len(batch), seen + len(batch)
-            val_acc = accuracy(model, val_x, y_val)
+            val_acc = accuracy(model, val_x, y_val, precision)
             if val_acc > best[0]:
                 best = (val_acc, epoch_number, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
             if on_epoch is not None:
@@ -265,14 +282,16 @@ def fit_cell(
             epoch_number += 1
     # 4. The test split, once, with the best validation weights.
     model.load_state_dict(best[2])
-    test_acc = accuracy(model, test_x, y_test)
+    test_acc = accuracy(model, test_x, y_test, precision)
     log.info("%s: best val %.3f at epoch %d, test %.3f", cell.name, best[0], best[1], test_acc)
-    return RunResult(cell, best[1], best[0], test_acc), model.eval()
+    return RunResult(cell, best[1], best[0], test_acc), model.to(memory_format=torch.contiguous_format).eval()
 
 
-def predict(model: torch.nn.Module, split: ImageSet, classes: list[str], image_size: int = 0) -> tuple[list[str], list[str]]:
-    """(true labels, predicted labels) of a split, for a confusion matrix."""
-    predicted = predict_classes(model, resize(split.pixels, image_size or split.pixels.shape[-1]))
+def predict(model: torch.nn.Module, split: ImageSet, classes: list[str], settings: ModelSettings) -> tuple[list[str], list[str]]:
+    """(true labels, predicted labels) of a split, for a confusion matrix: at the model's input size and precision,
+    as fit_cell scored it."""
+    pixels = resize(split.pixels, settings.image_size or split.pixels.shape[-1])
+    predicted = predict_classes(model, pixels, precision=settings.mixed_precision)
     return list(split.labels), [classes[i] for i in predicted.tolist()]
 
 

@@ -160,9 +160,41 @@ def test_predict_gives_labels_for_a_confusion_matrix(splits):
     train, val, test = splits
     data = TrainingData(train, val, test, list(DIGIT_NAMES))
     result, model = fit_cell(Cell("small_cnn", "default", "real", 0), data, tiny_grid())
-    truth, predicted = predict(model, test, list(DIGIT_NAMES))
+    truth, predicted = predict(model, test, list(DIGIT_NAMES), tiny_grid().model_settings["small_cnn"])
     assert truth == test.labels and len(predicted) == len(truth) and set(predicted) <= set(DIGIT_NAMES)
     assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
+
+
+def test_a_bf16_cell_trains_under_autocast_and_predict_scores_it_as_fit_cell_did(splits):
+    train, val, test = splits
+    data = TrainingData(train, val, test, list(DIGIT_NAMES))
+    bf16 = tiny_grid(model_settings={"small_cnn": ModelSettings(epochs=2, batch_size=16, width=4,
+                                                                 mixed_precision="bf16")})
+    cell = Cell("small_cnn", "default", "real", 3)
+    losses: dict[str, list[float]] = {"bf16": [], "no": []}
+    result, model = fit_cell(cell, data, bf16, on_epoch=lambda _, logs: losses["bf16"].append(logs["train_loss"]))
+    fit_cell(cell, data, tiny_grid(), on_epoch=lambda _, logs: losses["no"].append(logs["train_loss"]))
+    assert losses["bf16"] != losses["no"]  # the same seed and batches: only the arithmetic differs
+    truth, predicted = predict(model, test, list(DIGIT_NAMES), bf16.model_settings["small_cnn"])
+    assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
+    assert model.features[0][0].weight.dtype == torch.float32  # autocast: the weights stay float32
+    assert cell_digest(cell, bf16, "d", {}) != cell_digest(cell, tiny_grid(), "d", {})
+
+
+def test_fit_cell_returns_contiguous_weights_that_safetensors_can_store(splits, tmp_path):
+    from safetensors.torch import save_file
+
+    train, val, test = splits
+    _, model = fit_cell(Cell("small_cnn", "default", "real", 3), TrainingData(train, val, test, list(DIGIT_NAMES)),
+                        tiny_grid())
+    state = model.state_dict()
+    assert all(tensor.is_contiguous() for tensor in state.values())  # trained channels_last, returned as stored
+    save_file(state, tmp_path / "model.safetensors")  # refuses non-contiguous tensors
+
+
+def test_an_unknown_classifier_precision_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match="mixed_precision.*one of no, bf16"):
+        params_from_dict({"train": {"model_settings": {"small_cnn": {"mixed_precision": "fp16"}}}})
 
 
 def test_pretrained_cells_for_table_4_come_after_the_unmixed_ones():
