@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
-__all__ = ["Throughput", "combined", "describe"]
+__all__ = ["Throughput", "combined", "describe", "stage_throughput"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ class Throughput:
     @classmethod
     def from_json(cls, record: Mapping) -> "Throughput":
         return cls(str(record["what"]), int(record["count"]), float(record["seconds"]), str(record["device"]))
+
+
+def stage_throughput(entry: Mapping) -> list[Throughput]:
+    """The measures recorded in a stage's entry of the stage-times file (under "throughput"); none for an
+    entry without them. The one reader of that record, for the report and the benchmarks alike."""
+    return [Throughput.from_json(record) for record in entry.get("throughput", [])]
 
 
 def combined(measures: Iterable[Throughput]) -> list[Throughput]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mvcaug.core.throughput import Throughput
+from mvcaug.core.throughput import Throughput, stage_throughput  # re-exported: the stage-times file's reader
 from mvcaug.io.atomic import write_json
 from mvcaug.io.catalog import FILES
 from mvcaug.io.locks import exclusive_lock
@@ -81,11 +81,6 @@ def add_throughput(path: str | Path, stage: str, measure: Throughput) -> None:
     if measure.count <= 0:
         return
     changed_entry(path, stage, lambda entry: entry.setdefault("throughput", []).append(measure.to_json()))
-
-
-def stage_throughput(entry: dict) -> list[Throughput]:
-    """The measures recorded in a stage's entry (read_stage_times' value); none for an entry without them."""
-    return [Throughput.from_json(record) for record in entry.get("throughput", [])]
 
 
 def note_throughput(run_dir: str | Path, default_stage: str, measure: Throughput) -> None:

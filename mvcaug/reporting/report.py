@@ -25,7 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 from PIL import Image
 
-from mvcaug.core.throughput import Throughput, describe
+from mvcaug.core.throughput import describe, stage_throughput
 from mvcaug.judging.cells import RunResult
 from mvcaug.reporting.charts import COLOURS, Series, indexed, line_chart, running_mean
 from mvcaug.judging.stats import format_gain, gap_closed
@@ -357,7 +357,7 @@ def time_table(stage_times: dict[str, dict]) -> tuple[list[str], list[list[str]]
     finished = {stage: entry for stage, entry in stage_times.items() if "seconds" in entry}
     if not finished:
         return [], []
-    rows = [[stage, f"{entry['seconds']:.1f}", describe(Throughput.from_json(r) for r in entry.get("throughput", [])),
+    rows = [[stage, f"{entry['seconds']:.1f}", describe(stage_throughput(entry)),
              entry.get("finished", "")] for stage, entry in finished.items()]
     total = sum(entry["seconds"] for entry in finished.values())
     return (["stage", "wall time (s)", "throughput (per device)", "finished (UTC)"],
