@@ -443,9 +443,9 @@ QUALITY_NOTE = ("Label fidelity: share the real-only classifier assigns to the i
                 "Diversity: mean pairwise feature distance within the class.")
 TIME_NOTE = ("Wall time of each stage's last run (its imports and Prefect start-up included); the report's own "
              "time is not in it yet. Throughput: the work a stage did in that run per second of one device's busy "
-             "time (training samples, the loop's checkpoints and sample checks included; generated images; classifier cells and "
-             "epochs); work kept from an earlier run is not counted. A larger run takes about units wanted / rate / "
-             "devices.")
+             "time (training samples, the loop's checkpoints and sample checks included; generated images; classifier "
+             "cells and epochs); work kept from an earlier run is not counted. A larger run takes about units wanted "
+             "/ rate / devices.")
 NO_VERDICT = "No synthetic runs to judge: only real-only cells ran."
 
 
