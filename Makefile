@@ -50,11 +50,13 @@ browser:
 
 ## test: mypy over mvcaug/, tasks/, flows/ (pyproject.toml's [tool.mypy]), then the whole suite, end-to-end tests
 ## included: two test processes at once (pytest-xdist, one torch thread each; all of a file's tests on one, so
-## a module's reproduced workspace is built once), then the `serial` tests (bounds in seconds) alone
+## a module's reproduced workspace is built once), then the `serial` tests (bounds in seconds) alone; a base
+## workspace both runs need is built once, in a folder that lives for this one command (tests.workspace.shared_workspace)
 JOBS ?= 2
 test: setup-test browser
 	$(BIN)/mypy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not serial"
+	shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export MVCAUG_TEST_WORKSPACES="$$shared" && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not serial" && \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m serial
 
 ## test-fast: mypy, then the suite without the slow end-to-end tests

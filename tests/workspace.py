@@ -6,11 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
+
+from mvcaug.io.locks import exclusive_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,3 +115,27 @@ def copy_workspace(source: Path, target: Path) -> Path:
 def commit_all(workspace: Path, message: str) -> None:
     run(["git", "add", "-A"], workspace)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], workspace)
+
+
+SHARED_VARIABLE = "MVCAUG_TEST_WORKSPACES"
+"""A folder `make test` creates for one invocation (and removes after it) where reproduced base workspaces are
+built once and read by both of its pytest runs (the parallel part and the serial one) and every worker of them."""
+
+
+def shared_workspace(name: str, build: Callable[[Path], Path], fallback: Path) -> Path:
+    """The base workspace `name`, built by `build(folder)`: once per `make test` in $MVCAUG_TEST_WORKSPACES (the
+    first process to ask builds it under a lock, later ones find it ready; a build that failed leaves nothing
+    behind, so the next asker retries), or, without the variable (a lone pytest run), in `fallback`. Callers only
+    ever copy it (copy_workspace): it is never changed after it is built. The folder lives for one `make test`,
+    so the code it was built from cannot change under it."""
+    shared = os.environ.get(SHARED_VARIABLE)
+    if not shared:
+        return build(fallback)
+    ready, staging = Path(shared) / name, Path(shared) / f"{name}.building"
+    with exclusive_lock(Path(shared) / f"{name}.lock", wait=True):
+        if not ready.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            build(staging)
+            staging.rename(ready)
+    return ready

@@ -15,7 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.workspace import OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, run, update_params
+from tests.workspace import (
+    OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, run, shared_workspace, update_params,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +29,13 @@ EXIT_BOUND_S = 20.0
 def mixed(tmp_path_factory) -> Path:
     """A tiny workspace reproduced up to the mix stage (prepare, caption, embed, mix) and the pretrained model
     that finetune starts from, and committed."""
-    ws = make_workspace(tmp_path_factory.mktemp("faults"))
-    run(["dvc", "repro", "mix", "pretrain"], ws)
-    return ws
+    def build(folder: Path) -> Path:
+        ws = make_workspace(folder)
+        run(["dvc", "repro", "mix", "pretrain"], ws)
+        return ws
+
+    # built once per `make test`: the parallel part's non-serial tests and the serial ones copy the same one
+    return shared_workspace("faults-mixed", build, tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture
