@@ -1,14 +1,16 @@
 """Task of the finetune stage."""
 
+from __future__ import annotations
+
 import dataclasses
 import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -16,20 +18,20 @@ from mvcaug.io.atomic import write_json, write_text
 from mvcaug.io.digests import digest_files
 from mvcaug.models.denoiser import Denoiser
 from mvcaug.io.embedding_table import read_embeddings
-from mvcaug.method.finetune import (
-    ConditionSampler, build_denoiser, class_conditions, summarise_losses, train_denoiser, trained, validation_grid,
-)
 from mvcaug.data.images import ImageSet, corpus_images, refuse_task_images, resize
 from mvcaug.io.images import has_model_copies, load_split, load_splits
 from mvcaug.models.lora import is_lora
 from mvcaug.models.model_card import CardFacts, model_card
 from mvcaug.core.params import Params
 from mvcaug.models.pretrained import loads_as_pipeline
-from mvcaug.io.models import remove_pipeline_parts, save_denoiser, save_pipeline_parts
 from mvcaug.io.catalog import FILES
 from mvcaug.core.devices import device_label
 from mvcaug.core.throughput import Throughput
 from mvcaug.io.stage_times import note_throughput
+
+if TYPE_CHECKING:
+    import torch
+    from mvcaug.method.finetune import ConditionSampler
 
 __all__ = ["data_digests", "check_corpus_disjoint", "card_facts", "save_model", "finetune"]
 
@@ -51,6 +53,8 @@ def load_inputs(params: Params, working: Mapping[str, ImageSet] | None = None
     """(training images, the sampler over their classes, the null text embedding). `working`: the task's splits
     already read at the working resolution (check_corpus_disjoint's), whose training split is the training images
     when prepare wrote no copies at the model's resolution: no split is read twice."""
+    from mvcaug.method.finetune import ConditionSampler, class_conditions
+
     paths, p = params.paths, params.finetune
     if working and "train" in working and not has_model_copies(paths.prepared):
         images = working["train"]
@@ -99,6 +103,8 @@ def save_model(params: Params, denoiser: Denoiser, model_dir: Path, facts: CardF
     """unet/, scheduler/, codec.json; with a Stable Diffusion base also the pipeline's other parts, so the
     folder loads in diffusers' StableDiffusionInstructPix2PixPipeline; and the model card, which says
     whether it does."""
+    from mvcaug.io.models import remove_pipeline_parts, save_denoiser, save_pipeline_parts
+
     remove_pipeline_parts(model_dir)  # an interrupted save never leaves an index beside parts of another model
     save_denoiser(denoiser, model_dir)
     if facts.pipeline and not save_pipeline_parts(model_dir, denoiser, params.finetune.pretrained):
@@ -111,6 +117,9 @@ def finetune(params: Params) -> dict:
     """Train the denoiser and save unet/, scheduler/, codec.json, README.md (the model card), metrics.json,
     loss.csv and live/ (and, from a Stable Diffusion base, model_index.json, vae/, text_encoder/, tokenizer/).
     Under `accelerate launch` every process trains; only the main one writes."""
+    import torch
+    from mvcaug.method.finetune import build_denoiser, summarise_losses, train_denoiser, trained, validation_grid
+
     from accelerate import PartialState
     from dvclive import Live
 

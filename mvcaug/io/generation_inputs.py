@@ -18,7 +18,6 @@ from mvcaug.io.embedding_table import read_embeddings
 from mvcaug.method.generate import GenerationInputs
 from mvcaug.io.images import load_split
 from mvcaug.io.params_file import load_params
-from mvcaug.io.models import load_denoiser, load_text_to_image
 from mvcaug.data.synthetic_sets import SyntheticSet
 from mvcaug.io.catalog import FILES
 
@@ -29,6 +28,8 @@ __all__ = ["load_model", "load_inputs"]
 def load_model(root: str, params_file: str, mode: str) -> tuple[Denoiser, str]:
     """(the model: the fine-tuned one, or the pretrained one alone for mode "pretrained"; its digest), once
     per process and mode for every set, on this worker's own device (mvcaug.core.devices.worker_device)."""
+    from mvcaug.io.models import load_denoiser, load_text_to_image
+
     params = load_params(Path(root) / params_file)
     g = params.generate
     device = worker_device()

@@ -21,10 +21,10 @@ import logging
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from PIL import Image
 
@@ -32,8 +32,10 @@ from mvcaug.models.denoiser import Denoiser, takes_image_condition
 from mvcaug.io.digests import code_digest
 from mvcaug.data.images import ImageSet, resize, to_image
 from mvcaug.core.params import GenerateParams
-from mvcaug.method.sampling import sample
 from mvcaug.io.catalog import FILES
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CODE_ENTRIES", "Shard", "ImageSpec", "WorkUnit", "GenerationInputs", "plan_shards", "plan_work",
     "image_specs", "shard_digest", "ShardJob", "render_shards", "denoise", "denoise_items", "tune_denoiser",
@@ -241,6 +243,9 @@ def denoise_items(items: list[tuple[ShardJob, ImageSpec]], size: int) -> torch.T
     image, text embedding, null text and noise) denoised in one batch of `size`: padded with copies of the
     last item, so a batch's shape, and hence the kernels it runs (on the CPU some switch at small batch
     sizes), does not depend on how many items there are. Returns the items' images only."""
+    import torch
+    from mvcaug.method.sampling import sample
+
     padded = items + [items[-1]] * (size - len(items))
     inputs = items[0][0].inputs
     p, denoiser = inputs.params, inputs.denoiser
@@ -275,6 +280,8 @@ def tune_denoiser(denoiser: Denoiser, params: GenerateParams) -> Denoiser:
     """The denoiser with generate.fuse_qkv, channels_last and compile applied (each off by default). Fusing
     and the memory format change the U-Net in place; compile wraps it (the wrapper keeps its config and
     parameters). Call once per model and process: compilation happens at the first batch."""
+    import torch
+
     unet = denoiser.unet
     if params.fuse_qkv:
         unet.fuse_qkv_projections()

@@ -8,13 +8,14 @@ InstructPix2Pix-style), and the latent codec (see codecs.py). Saving and loading
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
-
-from mvcaug.models.codecs import Codec
 from mvcaug.io.model_sources import ModelError
 from mvcaug.core.params import FinetuneParams
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from mvcaug.models.codecs import Codec
 
 __all__ = ["Denoiser", "build_scratch_unet", "scratch_noise_scheduler", "takes_image_condition", "expand_conv_in",
     "check_compatible"]
@@ -39,6 +40,8 @@ def build_scratch_unet(
     fine-tuning widens its conv_in as it widens SD's. pooled_text adds diffusers' text embedding to the time
     embedding (`addition_embed_type="text"`: an attention pooling of the caption, as SDXL adds its pooled
     text), so every block sees the caption, not only the cross-attention layers."""
+    from diffusers import UNet2DConditionModel
+
     levels = len(params.block_out_channels)
     down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1)
     up = ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
@@ -60,6 +63,8 @@ def build_scratch_unet(
 
 def scratch_noise_scheduler(params: FinetuneParams, prediction_type: str = "epsilon") -> DDPMScheduler:
     """Cosine schedule: better than SD's scaled-linear one for small pixel-space models."""
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(
         num_train_timesteps=params.num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",
@@ -76,6 +81,8 @@ def takes_image_condition(denoiser: Denoiser) -> bool:
 def expand_conv_in(unet: UNet2DConditionModel, extra_channels: int) -> UNet2DConditionModel:
     """Widen conv_in for the concatenated condition latent; new weights are zero (InstructPix2Pix),
     so the widened model's output equals the pretrained model's whatever the condition."""
+    import torch
+
     old = unet.conv_in
     new = torch.nn.Conv2d(
         old.in_channels + extra_channels, old.out_channels, old.kernel_size, old.stride, old.padding

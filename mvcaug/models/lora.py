@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from mvcaug.core.params import FinetuneParams
 
 __all__ = ["WEIGHTS", "UNET_WEIGHTS", "add_lora", "is_lora", "base_state", "adapter_metadata"]
 
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
+    import torch
 
 WEIGHTS = "pytorch_lora_weights.safetensors"
 """diffusers' file name for LoRA weights (LORA_WEIGHT_NAME_SAFE): load_lora_weights finds it by itself."""
