@@ -11,15 +11,12 @@ from prefect.cache_policies import NO_CACHE
 
 from mvcaug.io.atomic import write_json
 from mvcaug.io.classifiers import load_classifier
-from mvcaug.judging.condition_effect import condition_effect
 from mvcaug.io.generation_inputs import load_inputs
 from mvcaug.core.devices import resolve_device
 from mvcaug.data.images import ImageSet
 from mvcaug.io.images import load_images, load_split
-from mvcaug.judging.inception import inception_feature_fn
 from mvcaug.io.scorer_models import load_inception
 from mvcaug.io.params_file import load_params
-from mvcaug.judging.quality import classifier_feature_fns, quality_report
 from mvcaug.data.synthetic_sets import MVC, SyntheticSet
 from mvcaug.io.synthetic_sets import manifest_rows
 from mvcaug.io.catalog import FILES
@@ -53,6 +50,10 @@ def quality(root: str, params_file: str) -> dict:
     classifier, memorisation (overall and per class), and the text-vs-image condition effect, for every
     generated image of the MVC set (before filtering: this measures the generator). FID/KID in Inception
     features too when quality.inception_weights names the weights file."""
+    from mvcaug.judging.condition_effect import condition_effect
+    from mvcaug.judging.inception import inception_feature_fn
+    from mvcaug.judging.quality import classifier_feature_fns, quality_report
+
     params = load_params(Path(root) / params_file)
     channels, paths, weights = params.prepare.channels, params.paths, params.quality.inception_weights
     inception_fn = inception_feature_fn(load_inception(weights).to(resolve_device())) if weights else None

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
-import safetensors.torch
-import torchvision
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from mvcaug.core.errors import UserError
-from mvcaug.judging.inception import HOW_TO_MAKE, InceptionWeightsError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["HOW_TO_GET", "ClipModelError", "load_inception", "load_clip"]
 
@@ -40,6 +38,11 @@ def load_inception(weights_path: str | Path) -> nn.Module:
     Raises:
         InceptionWeightsError: When the file is missing, not safetensors, or does not fit the model.
     """
+    import safetensors.torch
+    import torchvision
+    from torch import nn
+    from mvcaug.judging.inception import HOW_TO_MAKE, InceptionWeightsError
+
     path = Path(weights_path)
     if not path.is_file():
         raise InceptionWeightsError(f"quality.inception_weights: no such file '{path}'; {HOW_TO_MAKE}")
