@@ -7,6 +7,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -16,20 +17,16 @@ from prefect.cache_policies import NO_CACHE
 from mvcaug.io.atomic import write_json, write_parquet, write_png, write_text
 from mvcaug.io.captions import build_captioner
 from mvcaug.method.caption import Captioner
-from mvcaug.io.models import save_denoiser
 from mvcaug.io.digests import json_digest
 from mvcaug.io.content_cache import open_cache
-from mvcaug.method.embed import embed_texts, null_text
-from mvcaug.method.finetune import ConditionSampler, train_denoiser, validation_grid
 from mvcaug.core.params import Params
-from mvcaug.method.pretrain import (
-    CHECK_SEED_OFFSET, NO_MIX, Corpus, SelfCheck, accuracy, build_text_to_image, corpus_conditions, folder_corpus,
-    glyph_corpus, sample_text_to_image, train_checker, training_params,
-)
 from mvcaug.io.catalog import FILES
 from mvcaug.core.devices import device_label
 from mvcaug.core.throughput import Throughput
 from mvcaug.io.stage_times import note_throughput
+
+if TYPE_CHECKING:
+    from mvcaug.method.pretrain import Corpus, SelfCheck
 
 __all__ = ["corpus_table", "pretrain"]
 
@@ -42,6 +39,8 @@ MODEL_PARTS = (FILES.unet, FILES.scheduler, FILES.codec, FILES.corpus, FILES.sel
 
 def embed_unique(texts: list[str], params: Params) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings of `texts`, the null text's), through the embed stage's cache (paths.cache)."""
+    from mvcaug.method.embed import embed_texts, null_text
+
     embeddings, _ = embed_texts([*texts, null_text()], params.embed, open_cache(params.paths.cache))
     return embeddings[:-1], embeddings[-1]
 
@@ -66,6 +65,8 @@ def folder_captioner(params: Params) -> Captioner:
 def read_corpora(params: Params) -> tuple[Corpus, Corpus | None]:
     """(the training corpus, the self-check's held-out renders): glyphs have both; an unlabeled folder has no
     held-out set, since there is no glyph for a checker to read."""
+    from mvcaug.method.pretrain import CHECK_SEED_OFFSET, folder_corpus, glyph_corpus
+
     p, prepare = params.pretrain, params.prepare
     if p.source == "folder":
         return folder_corpus(p.folder, prepare.resolution, prepare.channels, prepare.resize,
@@ -92,6 +93,13 @@ def pretrain(params: Params) -> dict:
     """Write <paths.pretrain>: unet/, scheduler/, codec.json, corpus.parquet, self_check.csv, the grids,
     README.md and metrics.json (with pretrain.source none only the last two), all of them the same bytes for the
     same inputs; the self-checks' seconds go to <paths.run> (FILES.self_check_times)."""
+    from mvcaug.io.models import save_denoiser
+    from mvcaug.method.finetune import ConditionSampler, train_denoiser, validation_grid
+    from mvcaug.method.pretrain import (
+        NO_MIX, SelfCheck, accuracy, build_text_to_image, corpus_conditions, sample_text_to_image, train_checker,
+        training_params,
+    )
+
     import torch
 
     p, out = params.pretrain, Path(params.paths.pretrain)
