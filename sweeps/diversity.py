@@ -14,7 +14,8 @@ one table: every setting's validation accuracy, its difference from the top sett
 interval (mvcaug.judging.stats.rank_with_ties), and the test accuracy and paired gain of the chosen one only. Test
 figures of the other settings are never printed, so nothing is picked by its test score. A tie is called a
 tie: when the defaults cannot be told from the top setting on validation, the defaults stay chosen (no
-change without evidence).
+change without evidence), except for the amount of fine-tuning (WORK_KNOB): among the tied settings that change
+nothing else, the fewest steps is chosen, so a run costs no more than validation can justify.
 
 While sweeping, the train stage trains only what the ranking needs (real and combined cells, the full
 synthetic set, no ablation); the chosen setting then becomes the default in params.yaml and the full
@@ -46,6 +47,7 @@ SETTINGS: dict[str, list[str]] = {
     "defaults": [],
     "scratch initialisation": ["finetune.init=scratch"],
     "text condition fresh": ["finetune.text_condition=fresh"],
+    "fine-tuning steps 100": ["finetune.steps=100"],
     "fine-tuning steps 200": ["finetune.steps=200"],
     "fine-tuning steps 400": ["finetune.steps=400"],
     "guidance 1.5": ["generate.guidance_scale=1.5"],
@@ -58,6 +60,35 @@ edits, or a fresh mix of the class), how long it fine-tunes, how hard generation
 fine-tuning hides the conditioning image. The pretrain stage runs once: every experiment reuses its output from
 DVC's run cache, and the workspace shares this checkout's DVC cache (`dvc cache dir --local`), so a pretrained
 model this checkout already made is restored, not trained again."""
+
+
+WORK_KNOB = "finetune.steps"
+"""The one knob that only sets how much work the generator does, not what it learns from: among the settings tied
+with the top on validation, the defaults and the settings that change only this knob are chosen by the least work
+(the fewest fine-tuning steps), so a run takes no longer than validation can justify; every other knob keeps the
+rule of no change without evidence (the defaults stay when they are tied with the top)."""
+
+
+def default_steps() -> int:
+    """finetune.steps in the committed params.yaml: the defaults' amount of work."""
+    import yaml
+
+    return int(yaml.safe_load((ROOT / "params.yaml").read_text())["finetune"]["steps"])
+
+
+def work(name: str, defaults: int) -> int | None:
+    """The fine-tuning steps of a setting that changes nothing but WORK_KNOB (the defaults: `defaults`), else None."""
+    overrides = dict(override.split("=", 1) for override in SETTINGS[name])
+    if set(overrides) - {WORK_KNOB}:
+        return None
+    return int(overrides.get(WORK_KNOB, defaults))
+
+
+def choose(ranking: list, defaults: int) -> str:
+    """The chosen setting: the least work among the tied defaults-like settings (`work`), else the top."""
+    candidates = [(steps, entry.name) for entry in ranking if entry.tied
+                  for steps in [work(entry.name, defaults)] if steps is not None]
+    return min(candidates)[1] if candidates else ranking[0].name
 
 
 def experiment_metrics(workspace: Path) -> dict[str, dict]:
@@ -112,7 +143,7 @@ def main() -> None:
     ranking = rank_with_ties({n: (metrics[slug(n)]["syn"]["val_acc_mean"], metrics[slug(n)]["syn"].get("val_acc_std", 0.0),
                                   metrics[slug(n)]["syn"]["runs"]) for n in names})
     tied = [r.name for r in ranking if r.tied]
-    chosen = "defaults" if "defaults" in tied else ranking[0].name
+    chosen = choose(ranking, default_steps())
     log.info("workspace: %s", workspace)
     log.info("| setting | overrides | val acc, combined (%) | vs the top (pp) [95% CI] | val acc, real only (%) | "
              "test acc, combined (%) | test gain, paired (pp) | time (s) |")
@@ -133,8 +164,10 @@ def main() -> None:
                  _seconds(seconds, name))
     if len(tied) > 1:
         log.info("tied with the top on validation (95%% Welch intervals of the difference hold 0): %s", ", ".join(tied))
-    log.info("chosen on validation: %s%s", chosen,
-             " (tied with the top: the defaults stay)" if chosen == "defaults" and ranking[0].name != "defaults" else "")
+    why = ("" if chosen == ranking[0].name else
+           " (tied with the top: the defaults stay)" if chosen == "defaults" else
+           f" (tied with the top: the fewest {WORK_KNOB} of the settings that change nothing else)")
+    log.info("chosen on validation: %s%s", chosen, why)
 
 
 if __name__ == "__main__":
