@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mvcaug.io.params_file import load_params  # noqa: E402
 from mvcaug.judging.stats import rank_with_ties  # noqa: E402
 from tests.workspace import ROOT, make_workspace, run  # noqa: E402
 
@@ -71,9 +72,7 @@ rule of no change without evidence (the defaults stay when they are tied with th
 
 def default_steps() -> int:
     """finetune.steps in the committed params.yaml: the defaults' amount of work."""
-    import yaml
-
-    return int(yaml.safe_load((ROOT / "params.yaml").read_text())["finetune"]["steps"])
+    return load_params(ROOT / "params.yaml").finetune.steps
 
 
 def work(name: str, defaults: int) -> int | None:
