@@ -55,6 +55,19 @@ def load_pretrained_scheduler(path: str) -> DDPMScheduler:
     return load_pretrained(DDPMScheduler.from_pretrained, path, FILES.scheduler)
 
 
+def drop_source_path(folder: Path) -> None:
+    """Remove `_name_or_path` from the config.json that save_pretrained wrote in `folder`: a model loaded with
+    from_pretrained records where it was loaded from (an absolute path in this checkout), so two clones of one
+    commit, or a moved checkout, wrote byte-identical weights beside different configs; DVC then called the model
+    changed, and every shard digest that covers the model folder went stale with it."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return
+    values = json.loads(config.read_text())
+    if values.pop("_name_or_path", None) is not None:
+        write_text(config, json.dumps(values, indent=2, sort_keys=True) + "\n")  # as diffusers writes it
+
+
 def save_denoiser(denoiser: Denoiser, folder: str | Path) -> None:
     """unet/ (safetensors + config.json; for a LoRA U-Net the U-Net without adapters, conv_in as trained,
     and the adapters in diffusers' LoRA file beside it: mvcaug.models.lora), scheduler/ and codec.json: all a
@@ -67,6 +80,7 @@ def save_denoiser(denoiser: Denoiser, folder: str | Path) -> None:
             save_lora(denoiser.unet, unet_folder)
         else:
             denoiser.unet.save_pretrained(unet_folder, safe_serialization=True)
+        drop_source_path(Path(unet_folder))
     with replacing_folder(folder / FILES.scheduler) as scheduler_folder:
         denoiser.noise_scheduler.save_pretrained(scheduler_folder)
     save_codec_config(denoiser.codec, folder / FILES.codec)
@@ -201,6 +215,7 @@ def save_pipeline_parts(folder: str | Path, denoiser: Denoiser, base: str) -> bo
     for name in COPIED_PARTS:
         with replacing_folder(folder / name) as part:
             getattr(pipeline, name).save_pretrained(part)
+            drop_source_path(Path(part))
     write_text(folder / MODEL_INDEX, pipeline.to_json_string())  # last: the folder loads once it is there
     return True
 

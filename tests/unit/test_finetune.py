@@ -154,6 +154,23 @@ def test_save_and_load_round_trip(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_saved_model_does_not_record_the_folder_it_was_loaded_from(tmp_path):
+    """A U-Net loaded with from_pretrained carries `_name_or_path` (where it came from: an absolute path in one
+    checkout); saved again from two places, the model folders must be byte-identical, or DVC and the shard digests
+    call the model changed in every other clone."""
+    torch.manual_seed(0)
+    save_denoiser(build_denoiser(TINY, channels=1, resolution=8, text_dim=16, device=CPU), tmp_path / "first")
+    configs = []
+    for where in ("a", "b"):
+        loaded = load_denoiser(tmp_path / "first", CPU)
+        assert str(loaded.unet.config["_name_or_path"]) == str(tmp_path / "first" / "unet")  # what from_pretrained records
+        save_denoiser(loaded, tmp_path / where / "model")
+        configs.append((tmp_path / where / "model" / "unet" / "config.json").read_bytes())
+    assert configs[0] == configs[1] and b"_name_or_path" not in configs[0]
+    again = load_denoiser(tmp_path / "a" / "model", CPU).unet.state_dict()
+    assert all(torch.equal(again[name], value) for name, value in loaded.unet.state_dict().items())
+
+
 def test_scratch_initialisation_follows_finetune_seed():
     torch.manual_seed(1)
     first = build_denoiser(TINY, channels=1, resolution=8, text_dim=16, device=CPU)
