@@ -2,13 +2,13 @@
 
 Bodies are cached by image content hash, captioner configuration and code (paths.cache), so only
 images never captioned before reach the model; those are split into shards mapped on the task runner
-that caption.task_runner names (threads here, or a Dask cluster).
+that caption.task_runner names (this process, one after another, or a Dask cluster).
 """
 
-from prefect import flow, unmapped
+from prefect import flow
 
 from flows.cli import run_stage
-from flows.runners import shard_runner
+from flows.runners import map_shards, shard_runner
 from mvcaug.io.params_file import load_params
 from tasks.caption import caption_shard, plan_captions, write_captions
 
@@ -20,11 +20,10 @@ def caption_flow(params_file: str = "params.yaml") -> dict:
     """Caption the training split, reusing cached bodies; returns counts."""
     params = load_params(params_file)
     plan = plan_captions(params)
-    results = caption_shard.map(
-        plan.shards, range(len(plan.shards)), params=unmapped(params.caption), prepare=unmapped(params.prepare),
-        prepared_dir=unmapped(plan.prepared_dir), cache_file=unmapped(plan.cache_file),
-        namespace=unmapped(plan.namespace),
-    ).result() if plan.shards else []
+    results = map_shards(
+        caption_shard, params.caption.task_runner, plan.shards, range(len(plan.shards)), params=params.caption,
+        prepare=params.prepare, prepared_dir=plan.prepared_dir, cache_file=plan.cache_file, namespace=plan.namespace,
+    ) if plan.shards else []
     return write_captions(plan, results, params)
 
 

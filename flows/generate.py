@@ -4,10 +4,10 @@ shards are kept."""
 import logging
 from pathlib import Path
 
-from prefect import flow, unmapped
+from prefect import flow
 
 from flows.cli import run_stage
-from flows.runners import shard_runner
+from flows.runners import map_shards, shard_runner
 from mvcaug.io.params_file import load_params
 from mvcaug.data.synthetic_sets import SET_NAMES, synthetic_sets
 from tasks.generate import clear_set, generate, plan_set, plan_tasks, remove_stale, write_manifest
@@ -31,7 +31,7 @@ def generate_flow(root: str, params_file: str) -> dict:
         else:
             summary[name] = {"removed": clear_set(root, params_file, name), "images": 0}
     work = plan_tasks(root, params_file, plans)
-    results = generate.map(work, root=unmapped(root), params_file=unmapped(params_file)).result()
+    results = map_shards(generate, params.generate.task_runner, work, root=root, params_file=params_file)
     done = [entry for unit in results for entry in unit]
     for name, shards in plans.items():
         mine = [(rows, generated) for set_name, rows, generated in done if set_name == name]

@@ -8,10 +8,10 @@ cell's result.json is stored as the cell finishes, so an interrupted grid resume
 import logging
 from pathlib import Path
 
-from prefect import flow, unmapped
+from prefect import flow
 
 from flows.cli import run_stage
-from flows.runners import shard_runner
+from flows.runners import map_shards, shard_runner
 from mvcaug.io.classifiers import check_pretrained_files
 from mvcaug.io.params_file import load_params
 from mvcaug.method.replicates import repeated_cells
@@ -37,9 +37,8 @@ def train_flow(root: str, params_file: str, repeated_only: bool = False) -> dict
     removed = remove_stale_cells(outputs.cells, cells)
     # Dask workers read the data themselves (once each) rather than receive it with every cell.
     source = data if params.train.task_runner == "local" else StoredData(root, params_file)
-    outcomes = train_cell.map(cells, data=unmapped(source), params=unmapped(params.train),
-                              digests=unmapped(digests), cells_dir=unmapped(outputs.cells),
-                              run_dir=unmapped(str(Path(root) / params.paths.run))).result()
+    outcomes = map_shards(train_cell, params.train.task_runner, cells, data=source, params=params.train,
+                          digests=digests, cells_dir=outputs.cells, run_dir=str(Path(root) / params.paths.run))
     write_results(outputs.results, [result for result, _ in outcomes])
     train_plots(cells, outputs.cells, outputs.plots)
     trained = sum(now for _, now in outcomes)
