@@ -187,7 +187,8 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
     from mvcaug.judging.train import cell_digest, fit_cell, predict, stored_result
 
     cell_dir = Path(cells_dir) / cell.name
-    digest = cell_digest(cell, params, digests["data"], digests)
+    device = worker_device()
+    digest = cell_digest(cell, params, digests["data"], digests, device)
     kept = stored_result(read_json(cell_dir / FILES.cell_result), digest)
     if kept is not None and (cell_dir / FILES.predictions).is_file():
         return kept, False
@@ -203,7 +204,6 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
                 live.log_metric(name, value)
             live.next_step()
 
-        device = worker_device()
         started = time.perf_counter()
         result, model = fit_cell(cell, data, params, log_epoch, device=device)
         seconds = time.perf_counter() - started

@@ -52,7 +52,7 @@ TaskRunner = Literal["local", "dask"]
 Baseline = Literal["default", "autoaugment", "randaugment", "trivialaugment"]
 Strategy = Literal["real", "combined", "rsp", "two_phase"]
 ClassifierOptimizer = Literal["adamw", "adam", "sgd"]  # train.make_optimizer
-ClassifierPrecision = Literal["no", "bf16"]  # train.fit_cell's autocast; fp16 would need a gradient scaler
+ClassifierPrecision = Literal["auto", "no", "bf16"]  # train.fit_cell's autocast; fp16 would need a gradient scaler
 FilterSpace = Literal["pixels", "features"]
 
 
@@ -205,8 +205,8 @@ class FinetuneParams:
     text_condition: TextCondition = "fresh"
     """fresh: a new MVC mix per training sample; table: draw from mixed.parquet; target: Algorithm 1's P coarse
     and Q fine edits applied to the target image's own caption (the text then says something of the target)."""
-    steps: int = 800
-    """Optimiser steps."""
+    steps: int = 100
+    """Optimiser steps (100: chosen on validation by sweeps/diversity.py, the fewest tied with the top; README)."""
     batch_size: int = 32
     """Pairs (x, x') per step."""
     learning_rate: float = 1e-3
@@ -411,9 +411,11 @@ class ModelSettings:
     """Channels of the first block, for a model whose timm entrypoint takes a width (small_cnn)."""
     pretrained: str = ""
     """A local .safetensors file of pretrained weights; empty trains from scratch."""
-    mixed_precision: ClassifierPrecision = "no"
-    """bf16: forward passes under bfloat16 autocast (GPUs from Ampere on, CPUs with AMX: about 2x the speed; the
-    accuracies move within their intervals, not bit for bit); no: float32 throughout, the same on every device."""
+    mixed_precision: ClassifierPrecision = "auto"
+    """bf16: forward passes under bfloat16 autocast (GPUs from Ampere on, CPUs with AMX: the default's train stage
+    164 s against 240 s on 2 cores; the accuracies move within their intervals, not bit for bit); no: float32
+    throughout; auto: bf16 where the device computes it natively, else no (mvcaug.core.devices.classifier_precision;
+    a cell's digest holds what it resolved to)."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from mvcaug.models.classifiers import classifier_kwargs
 from mvcaug.io.classifiers import create_classifier
 from mvcaug.io.digests import code_digest, json_digest
 from mvcaug.data.images import ImageSet, resize
+from mvcaug.core.devices import classifier_precision
 from mvcaug.core.params import ModelSettings, Params, TrainParams
 from mvcaug.data.synthetic_sets import MVC, synthetic_sets
 from mvcaug.judging.strategies import Phase, epoch_batches, two_phase_plan
@@ -151,13 +152,17 @@ def strategy_settings(cell: Cell, params: TrainParams) -> dict:
     }.get(cell.strategy, {})
 
 
-def cell_digest(cell: Cell, params: TrainParams, data_digest: str, synthetic_digests: Mapping[str, str]) -> str:
+def cell_digest(cell: Cell, params: TrainParams, data_digest: str, synthetic_digests: Mapping[str, str],
+                device: torch.device | None = None) -> str:
     """A hash of everything the cell's result depends on, and nothing else (so other cells stay): its
-    identity, its model's settings, its strategy's params, the real data, the one synthetic set it
-    trains on (`synthetic_digests` maps each set to a digest of its images; "corpus" the pretraining corpus's
-    images, for corpus cells) and the training code."""
+    identity, its model's settings and the precision they resolve to on `device` (the CPU by default; auto differs
+    between devices), its strategy's params, the real data, the one synthetic set it trains on (`synthetic_digests`
+    maps each set to a digest of its images; "corpus" the pretraining corpus's images, for corpus cells) and the
+    training code."""
+    settings = params.model_settings[cell.model]
     return json_digest({
-        "cell": asdict(cell), "settings": asdict(params.model_settings[cell.model]), "flip": params.flip,
+        "cell": asdict(cell), "settings": asdict(settings), "flip": params.flip,
+        "precision": classifier_precision(settings.mixed_precision, device or torch.device("cpu")),
         "strategy": strategy_settings(cell, params), "data": data_digest,
         "synthetic": synthetic_digests[cell.synthetic_set] if cell.uses_synthetic else "",
         "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES),
@@ -174,12 +179,14 @@ def phases(cell: Cell, settings: ModelSettings, params: TrainParams) -> list[Pha
 
 
 def make_optimizer(model: torch.nn.Module, settings: ModelSettings, lr: float) -> torch.optim.Optimizer:
+    """The optimizer of settings.optimizer, in its foreach form (one call per step over all parameters, on the CPU
+    too, where torch's default is a Python loop per tensor: the same arithmetic, bit for bit, measured on a cell)."""
     if settings.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
-                               weight_decay=settings.weight_decay)
+                               weight_decay=settings.weight_decay, foreach=True)
     if settings.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=settings.weight_decay, foreach=True)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay, foreach=True)
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -222,7 +229,7 @@ def fit_cell(
     in CPU memory and move a batch at a time, so a large pool need not fit on the GPU. Batches, seeds and
     augmentation draws are the same on every device. Weights and batches are channels_last while it trains (the
     returned model is back in the default layout, which safetensors stores); the model's settings.mixed_precision
-    bf16 runs its forward passes under bfloat16 autocast."""
+    bf16 (or auto, on a device that computes bf16 natively) runs its forward passes under bfloat16 autocast."""
     device = device or torch.device("cpu")
     # 1. Inputs at the model's size, labels as indices, one seeded stream for everything random.
     settings = params.model_settings[cell.model]
@@ -245,7 +252,7 @@ def fit_cell(
     # 2. The model and its augmentation.
     model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained,
                               **classifier_kwargs(cell.model, settings)).to(device).to(memory_format=torch.channels_last)
-    precision = settings.mixed_precision
+    precision = classifier_precision(settings.mixed_precision, device)
     augment = BaselineAugmentation(cell.baseline, size, params.flip)
     # 3. Phases (one, or two for two_phase), each with its own one-cycle schedule. The kept weights are
     # the best validation epoch of the *last* phase: a two-phase classifier has always been through its
@@ -291,7 +298,8 @@ def predict(model: torch.nn.Module, split: ImageSet, classes: list[str], setting
     """(true labels, predicted labels) of a split, for a confusion matrix: at the model's input size and precision,
     as fit_cell scored it."""
     pixels = resize(split.pixels, settings.image_size or split.pixels.shape[-1])
-    predicted = predict_classes(model, pixels, precision=settings.mixed_precision)
+    precision = classifier_precision(settings.mixed_precision, next(model.parameters()).device)
+    predicted = predict_classes(model, pixels, precision=precision)
     return list(split.labels), [classes[i] for i in predicted.tolist()]
 
 

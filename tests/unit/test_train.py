@@ -168,17 +168,42 @@ def test_predict_gives_labels_for_a_confusion_matrix(splits):
 def test_a_bf16_cell_trains_under_autocast_and_predict_scores_it_as_fit_cell_did(splits):
     train, val, test = splits
     data = TrainingData(train, val, test, list(DIGIT_NAMES))
-    bf16 = tiny_grid(model_settings={"small_cnn": ModelSettings(epochs=2, batch_size=16, width=4,
-                                                                 mixed_precision="bf16")})
+    bf16, fp32 = (tiny_grid(model_settings={"small_cnn": ModelSettings(epochs=2, batch_size=16, width=4,
+                                                                        mixed_precision=precision)})
+                  for precision in ("bf16", "no"))
     cell = Cell("small_cnn", "default", "real", 3)
     losses: dict[str, list[float]] = {"bf16": [], "no": []}
     result, model = fit_cell(cell, data, bf16, on_epoch=lambda _, logs: losses["bf16"].append(logs["train_loss"]))
-    fit_cell(cell, data, tiny_grid(), on_epoch=lambda _, logs: losses["no"].append(logs["train_loss"]))
+    fit_cell(cell, data, fp32, on_epoch=lambda _, logs: losses["no"].append(logs["train_loss"]))
     assert losses["bf16"] != losses["no"]  # the same seed and batches: only the arithmetic differs
     truth, predicted = predict(model, test, list(DIGIT_NAMES), bf16.model_settings["small_cnn"])
     assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
     assert model.features[0][0].weight.dtype == torch.float32  # autocast: the weights stay float32
-    assert cell_digest(cell, bf16, "d", {}) != cell_digest(cell, tiny_grid(), "d", {})
+    assert cell_digest(cell, bf16, "d", {}) != cell_digest(cell, fp32, "d", {})
+
+
+def test_auto_precision_trains_as_the_device_resolves_it_and_the_digest_holds_what_it_resolved_to(splits):
+    """auto is bf16 on a device that computes it natively (this CPU, where it has AMX), else float32: a cell
+    trained on auto equals the cell trained on what auto resolved to here, and its digest differs between a device
+    that resolves auto to bf16 and one that resolves it to float32, so a stored cell is never reused across them."""
+    from mvcaug.core.devices import classifier_precision, native_bf16
+
+    train, val, test = splits
+    data = TrainingData(train, val, test, list(DIGIT_NAMES))
+    grids = {precision: tiny_grid(model_settings={"small_cnn": ModelSettings(epochs=2, batch_size=16, width=4,
+                                                                              mixed_precision=precision)})
+             for precision in ("auto", "bf16", "no")}
+    cell = Cell("small_cnn", "default", "real", 3)
+    here = classifier_precision("auto", torch.device("cpu"))
+    assert here == ("bf16" if native_bf16(torch.device("cpu")) else "no")
+    losses: dict[str, list[float]] = {"auto": [], here: []}
+    for precision in ("auto", here):
+        fit_cell(cell, data, grids[precision], on_epoch=lambda _, logs, p=precision: losses[p].append(logs["train_loss"]))
+    assert losses["auto"] == losses[here]
+    meta = torch.device("meta")  # a device with no native bf16: auto resolves to float32 there
+    cpu_digest, meta_digest = (cell_digest(cell, grids["auto"], "d", {}, device) for device in (torch.device("cpu"), meta))
+    assert (cpu_digest != meta_digest) == (here == "bf16")
+    assert cell_digest(cell, grids["no"], "d", {}, torch.device("cpu")) == cell_digest(cell, grids["no"], "d", {}, meta)
 
 
 def test_fit_cell_returns_contiguous_weights_that_safetensors_can_store(splits, tmp_path):
@@ -193,7 +218,7 @@ def test_fit_cell_returns_contiguous_weights_that_safetensors_can_store(splits, 
 
 
 def test_an_unknown_classifier_precision_is_refused_naming_the_key():
-    with pytest.raises(ValueError, match="mixed_precision.*one of no, bf16"):
+    with pytest.raises(ValueError, match="mixed_precision.*one of auto, no, bf16"):
         params_from_dict({"train": {"model_settings": {"small_cnn": {"mixed_precision": "fp16"}}}})
 
 
