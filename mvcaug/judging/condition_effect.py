@@ -53,7 +53,10 @@ def condition_effect(inputs: GenerationInputs, probes_per_class: int = 2, seed: 
         if len(inputs.mixed_ids[label]) < 2 or len(inputs.cond_images.of_class(label)) < 2:
             continue
         triples = probe_specs(inputs, label, probes_per_class, seed)
-        base, other_text, other_image = (denoise([t[k] for t in triples], label, inputs) for k in range(3))
+        # the three images of every probe of the class in one batch: on 2 CPU cores the stage's condition
+        # effect took 20 s as three batches of `probes` images per class
+        images = denoise([t[k] for k in range(3) for t in triples], label, inputs)
+        base, other_text, other_image = images.split(len(triples))
         text.append(rmse(base, other_text))
         if takes_image_condition(inputs.denoiser):
             image.append(rmse(base, other_image))
