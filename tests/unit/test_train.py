@@ -159,10 +159,12 @@ def test_an_unmixed_cell_trains_on_the_unmixed_set(splits):
 def test_predict_gives_labels_for_a_confusion_matrix(splits):
     train, val, test = splits
     data = TrainingData(train, val, test, list(DIGIT_NAMES))
-    result, model = fit_cell(Cell("small_cnn", "default", "real", 0), data, tiny_grid())
+    seen: list[torch.Tensor] = []
+    result, model = fit_cell(Cell("small_cnn", "default", "real", 0), data, tiny_grid(), on_test=seen.append)
     truth, predicted = predict(model, test, list(DIGIT_NAMES), tiny_grid().model_settings["small_cnn"])
     assert truth == test.labels and len(predicted) == len(truth) and set(predicted) <= set(DIGIT_NAMES)
     assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
+    assert [DIGIT_NAMES[i] for i in seen[0].tolist()] == predicted  # on_test: the predictions the accuracy counts
 
 
 def test_a_bf16_cell_trains_under_autocast_and_predict_scores_it_as_fit_cell_did(splits):
@@ -198,10 +200,12 @@ def test_auto_precision_trains_as_the_device_resolves_it_and_the_digest_holds_wh
     assert here == ("bf16" if native_bf16(torch.device("cpu")) else "no")
     losses: dict[str, list[float]] = {"auto": [], here: []}
     for precision in ("auto", here):
-        fit_cell(cell, data, grids[precision], on_epoch=lambda _, logs, p=precision: losses[p].append(logs["train_loss"]))
+        fit_cell(cell, data, grids[precision],
+                 on_epoch=lambda _, logs, p=precision: losses[p].append(logs["train_loss"]))
     assert losses["auto"] == losses[here]
     meta = torch.device("meta")  # a device with no native bf16: auto resolves to float32 there
-    cpu_digest, meta_digest = (cell_digest(cell, grids["auto"], "d", {}, device) for device in (torch.device("cpu"), meta))
+    cpu_digest, meta_digest = (cell_digest(cell, grids["auto"], "d", {}, device)
+                               for device in (torch.device("cpu"), meta))
     assert (cpu_digest != meta_digest) == (here == "bf16")
     assert cell_digest(cell, grids["no"], "d", {}, torch.device("cpu")) == cell_digest(cell, grids["no"], "d", {}, meta)
 
