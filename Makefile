@@ -10,16 +10,17 @@ TEST_STAMP := $(VENV)/.installed-test
 setup: $(STAMP)
 setup-test: $(TEST_STAMP)
 
-# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml; on this workplace pip takes them from disk.
-$(STAMP): pyproject.toml
+# torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml. tools/install_env.py installs with uv (every
+# core unpacks and compiles; from the indexes, wheel folders and constraints pip is configured with, so on this
+# workplace torch still comes from disk), or with pip where uv cannot be had.
+$(STAMP): pyproject.toml tools/install_env.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/python tools/install_env.py -e .
 	touch $(STAMP)
 
 # the test tools (pytest, mypy, prefect-dask, selenium, datasets) on top of the runtime
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python tools/install_env.py -e '.[test]'
 	touch $(TEST_STAMP)
 
 ## run: reproduce the whole pipeline (dvc repro) on the embedded default, with one Prefect API server for

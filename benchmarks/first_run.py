@@ -3,12 +3,12 @@
     .venv/bin/python benchmarks/first_run.py [--rev REV] [--keep DIR] [--cold-pip-cache]
 
 It clones the repository (at REV, default HEAD; commit first: the clone holds what is committed), then runs
-`make setup` (the venv and `pip install -e .`) and `make run` (the Prefect server, then `dvc repro` of every
-stage) as two whole processes, and reads the stages' own wall times from the clone's stage-times file in
-<paths.run> (what the report's "where the time went" shows, throughput included). What
-`make run` took beyond its stages is DVC between them and the server's start. --cold-pip-cache gives pip an
-empty cache, as on a fresh machine. Targets (issue 22): set-up at most 60 s; the stages other than the
-one-time pretrain, plus DVC between them, at most 300 s.
+`make setup` (the venv and `pip install -e .`, by uv where it can be had: tools/install_env.py) and `make run`
+(the Prefect server, then `dvc repro` of every stage) as two whole processes, and reads the stages' own wall
+times from the clone's stage-times file in <paths.run> (what the report's "where the time went" shows,
+throughput included). What `make run` took beyond its stages is DVC between them and the server's start.
+--cold-pip-cache gives pip and uv empty caches, as on a fresh machine. Targets (issue 22): set-up at most 60 s;
+the stages other than the one-time pretrain, plus DVC between them, at most 300 s.
 """
 
 from __future__ import annotations
@@ -48,13 +48,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rev", default="HEAD", help="the git revision to clone (default HEAD)")
     parser.add_argument("--keep", help="folder for the clone (default: a temporary one, kept for a look)")
-    parser.add_argument("--cold-pip-cache", action="store_true", help="an empty pip cache, as on a fresh machine")
+    parser.add_argument("--cold-pip-cache", action="store_true",
+                        help="empty pip and uv caches, as on a fresh machine")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="mvcaug-first-run-")) / "clone"
     env = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PREFECT_API_URL")}
     if args.cold_pip_cache:
         env["PIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="mvcaug-pip-cache-")
+        env["UV_CACHE_DIR"] = tempfile.mkdtemp(prefix="mvcaug-uv-cache-")
     subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
     subprocess.run(["git", "checkout", "-q", args.rev], cwd=folder, check=True)
     setup = timed(["make", "setup"], folder, env)

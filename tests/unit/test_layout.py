@@ -215,7 +215,7 @@ def test_the_error_check_finds_a_dvc_command_in_a_message(tmp_path):
 
 PROJECT_MODULES = sorted(p for package in ("mvcaug", "tasks", "flows") for p in (PROJECT_ROOT / package).rglob("*.py")
                          if p.name != "__init__.py")
-IMPORTERS = sorted(p for folder in ("mvcaug", "tasks", "flows", "tests", "benchmarks", "sweeps")
+IMPORTERS = sorted(p for folder in ("mvcaug", "tasks", "flows", "tests", "benchmarks", "sweeps", "tools")
                    for p in (PROJECT_ROOT / folder).rglob("*.py"))
 
 
