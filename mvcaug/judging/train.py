@@ -35,8 +35,8 @@ from mvcaug.data.synthetic_sets import MVC, synthetic_sets
 from mvcaug.judging.strategies import Phase, epoch_batches, two_phase_plan
 
 __all__ = ["CODE_ENTRIES", "TrainError", "TrainingData", "budget_counts", "plan_cells", "more_real_counts",
-    "corpus_counts", "plan_stage_cells", "strategy_settings", "cell_digest", "make_optimizer", "fit_cell", "predict",
-    "stored_result"]
+    "corpus_counts", "plan_stage_cells", "strategy_settings", "cell_digest", "make_optimizer", "fit_cell",
+    "predict_classes", "stored_result"]
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,8 @@ def phases(cell: Cell, settings: ModelSettings, params: TrainParams) -> list[Pha
 
 def make_optimizer(model: torch.nn.Module, settings: ModelSettings, lr: float) -> torch.optim.Optimizer:
     """The optimizer of settings.optimizer, in its foreach form (one call per step over all parameters, on the CPU
-    too, where torch's default is a Python loop per tensor: the same arithmetic, bit for bit, measured on a cell)."""
+    too, where torch's default is a Python loop per tensor: the same arithmetic, bit for bit, measured on two
+    cells, a real and a combined one)."""
     if settings.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                                weight_decay=settings.weight_decay, foreach=True)
@@ -214,9 +215,14 @@ def predict_classes(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 5
                           for start in range(0, len(pixels), batch)])
 
 
+def correct_fraction(predicted: torch.Tensor, targets: torch.Tensor) -> float:
+    """The fraction of predicted class indices equal to the targets (an exact count, 0.0 for an empty split)."""
+    return (predicted == targets).sum().item() / max(1, len(targets))
+
+
 def accuracy(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Tensor, precision: str = "no") -> float:
-    """The fraction of correct predictions (an exact count over the split, 0.0 for an empty one)."""
-    return (predict_classes(model, pixels, precision=precision) == targets).sum().item() / max(1, len(pixels))
+    """The model's accuracy on a split (the validation one, each epoch)."""
+    return correct_fraction(predict_classes(model, pixels, precision=precision), targets)
 
 
 def fit_cell(
@@ -293,20 +299,11 @@ def fit_cell(
     # 4. The test split, once, with the best validation weights.
     model.load_state_dict(best[2])
     predicted = predict_classes(model, test_x, precision=precision)
-    test_acc = (predicted == y_test).sum().item() / max(1, len(test_x))
+    test_acc = correct_fraction(predicted, y_test)
     if on_test is not None:
         on_test(predicted)
     log.info("%s: best val %.3f at epoch %d, test %.3f", cell.name, best[0], best[1], test_acc)
     return RunResult(cell, best[1], best[0], test_acc), model.to(memory_format=torch.contiguous_format).eval()
-
-
-def predict(model: torch.nn.Module, split: ImageSet, classes: list[str], settings: ModelSettings) -> tuple[list[str], list[str]]:
-    """(true labels, predicted labels) of a split, for a confusion matrix: at the model's input size and precision,
-    as fit_cell scored it."""
-    pixels = resize(split.pixels, settings.image_size or split.pixels.shape[-1])
-    precision = classifier_precision(settings.mixed_precision, next(model.parameters()).device)
-    predicted = predict_classes(model, pixels, precision=precision)
-    return list(split.labels), [classes[i] for i in predicted.tolist()]
 
 
 def stored_result(record: Mapping | None, digest: str) -> RunResult | None:

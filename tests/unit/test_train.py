@@ -18,7 +18,7 @@ from mvcaug.judging.cells import Cell, RunResult
 from mvcaug.data.synthetic_sets import UNMIXED
 from mvcaug.judging.train import (
     TrainError, TrainingData, budget_counts, cell_digest, corpus_counts, fit_cell, more_real_counts, plan_cells,
-    plan_stage_cells, predict, strategy_settings,
+    plan_stage_cells, predict_classes, strategy_settings,
 )
 
 
@@ -156,18 +156,24 @@ def test_an_unmixed_cell_trains_on_the_unmixed_set(splits):
         fit_cell(cell, replace(data, synthetic={"mvc": unmixed}), tiny_grid())
 
 
-def test_predict_gives_labels_for_a_confusion_matrix(splits):
+def on_test_accuracy(predicted: torch.Tensor, test) -> float:
+    """The test accuracy counted from on_test's class indices and the split's labels."""
+    pairs = zip(predicted.tolist(), test.labels, strict=True)
+    return sum(DIGIT_NAMES[i] == label for i, label in pairs) / len(test.labels)
+
+
+def test_on_test_gets_the_predictions_the_test_accuracy_counts(splits):
+    """The train stage's confusion matrix comes from on_test: the class indices of the best validation weights."""
     train, val, test = splits
     data = TrainingData(train, val, test, list(DIGIT_NAMES))
     seen: list[torch.Tensor] = []
     result, model = fit_cell(Cell("small_cnn", "default", "real", 0), data, tiny_grid(), on_test=seen.append)
-    truth, predicted = predict(model, test, list(DIGIT_NAMES), tiny_grid().model_settings["small_cnn"])
-    assert truth == test.labels and len(predicted) == len(truth) and set(predicted) <= set(DIGIT_NAMES)
-    assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
-    assert [DIGIT_NAMES[i] for i in seen[0].tolist()] == predicted  # on_test: the predictions the accuracy counts
+    assert len(seen) == 1 and len(seen[0]) == len(test.labels)
+    assert math.isclose(on_test_accuracy(seen[0], test), result.test_acc)
+    assert torch.equal(seen[0], predict_classes(model, test.pixels))  # the weights fit_cell returns
 
 
-def test_a_bf16_cell_trains_under_autocast_and_predict_scores_it_as_fit_cell_did(splits):
+def test_a_bf16_cell_trains_under_autocast_and_is_scored_under_it(splits):
     train, val, test = splits
     data = TrainingData(train, val, test, list(DIGIT_NAMES))
     bf16, fp32 = (tiny_grid(model_settings={"small_cnn": ModelSettings(epochs=2, batch_size=16, width=4,
@@ -175,11 +181,13 @@ def test_a_bf16_cell_trains_under_autocast_and_predict_scores_it_as_fit_cell_did
                   for precision in ("bf16", "no"))
     cell = Cell("small_cnn", "default", "real", 3)
     losses: dict[str, list[float]] = {"bf16": [], "no": []}
-    result, model = fit_cell(cell, data, bf16, on_epoch=lambda _, logs: losses["bf16"].append(logs["train_loss"]))
+    seen: list[torch.Tensor] = []
+    result, model = fit_cell(cell, data, bf16, on_epoch=lambda _, logs: losses["bf16"].append(logs["train_loss"]),
+                             on_test=seen.append)
     fit_cell(cell, data, fp32, on_epoch=lambda _, logs: losses["no"].append(logs["train_loss"]))
     assert losses["bf16"] != losses["no"]  # the same seed and batches: only the arithmetic differs
-    truth, predicted = predict(model, test, list(DIGIT_NAMES), bf16.model_settings["small_cnn"])
-    assert math.isclose(sum(t == p for t, p in zip(truth, predicted)) / len(truth), result.test_acc)
+    assert math.isclose(on_test_accuracy(seen[0], test), result.test_acc)
+    assert torch.equal(seen[0], predict_classes(model, test.pixels, precision="bf16"))  # scored under autocast
     assert model.features[0][0].weight.dtype == torch.float32  # autocast: the weights stay float32
     assert cell_digest(cell, bf16, "d", {}) != cell_digest(cell, fp32, "d", {})
 
