@@ -7,8 +7,9 @@ It clones the repository (at REV, default HEAD; commit first: the clone holds wh
 (the Prefect server, then `dvc repro` of every stage) as two whole processes, and reads the stages' own wall
 times from the clone's stage-times file in <paths.run> (what the report's "where the time went" shows,
 throughput included). What `make run` took beyond its stages is DVC between them and the server's start.
---cold-pip-cache gives pip and uv empty caches, as on a fresh machine. Targets (issue 22): set-up at most 60 s;
-the stages other than the one-time pretrain, plus DVC between them, at most 300 s.
+--cold-pip-cache gives pip and uv empty caches, as on a fresh machine. The machine's speed
+(benchmarks/machine_speed.py) is measured before and after, since it drifts. Targets (issue 22): set-up at most
+60 s; the stages other than the one-time pretrain, plus DVC between them, at most 300 s.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine_speed import steps_per_second  # noqa: E402
 from mvcaug.core.throughput import describe  # noqa: E402
 from mvcaug.io.catalog import FILES  # noqa: E402
 from mvcaug.io.params_file import load_params  # noqa: E402
@@ -59,8 +61,10 @@ def main() -> None:
         env["UV_CACHE_DIR"] = tempfile.mkdtemp(prefix="mvcaug-uv-cache-")
     subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
     subprocess.run(["git", "checkout", "-q", args.rev], cwd=folder, check=True)
+    speed_before = steps_per_second(30)  # the machine's speed drifts: say how fast it was (machine_speed.py)
     setup = timed(["make", "setup"], folder, env)
     run = timed(["make", "run"], folder, env)
+    speed_after = steps_per_second(30)
     run_dir = folder / load_params(folder / "params.yaml").paths.run
     entries = read_stage_times(run_dir / FILES.stage_times)  # in the order the stages finished
     stages = {stage: entry["seconds"] for stage, entry in entries.items() if "seconds" in entry}
@@ -80,6 +84,8 @@ def main() -> None:
              between)
     log.info("pretrain_s                 %8.1f   (one time: no later stage's change reruns it)", stages.get(ONE_TIME, 0.0))
     log.info("make run                   %8.1f   in all, set-up included: %.1f", run, setup + run)
+    log.info("machine speed              %8.2f   pretrain steps/s before, %.2f after (benchmarks/machine_speed.py)",
+             speed_before, speed_after)
 
 
 if __name__ == "__main__":
