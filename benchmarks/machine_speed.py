@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/machine_speed.py [--steps 30]
 
-Why: the development machine's speed drifts. In one session the same 30 steps ran at 2.51 steps/s and, 40 minutes
-later with nothing else running, at 1.95, and every stage moved with them (a fresh clone's stages besides
-pretrain took 297.4 s in one run and 367.6 s in the next with the same arithmetic). A stage time means little
+Why: the development machine's speed drifts. In one session the same steps ran at 2.51 steps/s and, 40 minutes
+later with nothing else running, at 1.95, and every stage moves with them (a fresh clone's stages besides
+pretrain took 297.4 s in one stop's run and 367.6 s in the next stop's, writing the same bytes). A stage time means little
 without the machine's speed beside it: benchmarks/first_run.py prints this figure before and after its run.
 
 The step is the pretrain stage's own (mvcaug.method.finetune.train_denoiser on build_text_to_image, default
