@@ -67,8 +67,9 @@ def uv_environment(settings: dict[str, list[str]]) -> dict[str, str]:
     return env
 
 
-def pip(python: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(python), "-m", "pip", *arguments], capture_output=True, text=True)
+def pip(python: Path, *arguments: str, capture: bool = True) -> subprocess.CompletedProcess[str]:
+    """pip of the environment of `python`; its output captured, or shown (the install itself)."""
+    return subprocess.run([str(python), "-m", "pip", *arguments], capture_output=capture, text=True)
 
 
 def install_uv(python: Path) -> Path | None:
@@ -96,7 +97,7 @@ def install(python: Path, requirements: list[str], uv: Path | None = None) -> st
             return "uv"
         log.warning("uv pip install failed: pip installs instead")
     for arguments in (["install", "-q", "--upgrade", "pip"], ["install", "-q", *requirements]):
-        result = subprocess.run([str(python), "-m", "pip", *arguments])
+        result = pip(python, *arguments, capture=False)
         if result.returncode != 0:
             raise SystemExit(result.returncode)
     return "pip"
