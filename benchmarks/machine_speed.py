@@ -4,11 +4,11 @@
 
 Why: the development machine's speed drifts. In one session the same steps ran at 2.51 steps/s and, 40 minutes
 later with nothing else running, at 1.95, and every stage moves with them (a fresh clone's stages besides
-pretrain took 297.4 s in one stop's run and 367.6 s in the next stop's, writing the same bytes). A stage time means little
-without the machine's speed beside it: benchmarks/first_run.py prints this figure before and after its run.
+pretrain took 297.4 s in one stop's run and 367.6 s in the next stop's, writing the same bytes). A stage time
+means little without the machine's speed beside it: benchmarks/first_run.py prints this figure before and after.
 
-The step is the pretrain stage's own (mvcaug.method.finetune.train_denoiser on build_text_to_image, default
-params.yaml: batch 64, 16 px, 48 tokens of 384 dims); the images and captions are seeded random numbers, so
+The step is the pretrain stage's own (mvcaug.method.finetune.train_denoiser on build_text_to_image, conditioned
+by corpus_conditions; default params.yaml: batch 64, 16 px, 48 tokens of 384 dims); the images and captions are seeded random numbers, so
 the figure does not need the corpus or the text encoder. Five warm-up steps are not timed.
 """
 
@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mvcaug.io.params_file import load_params  # noqa: E402
-from mvcaug.method.finetune import ClassConditions, ConditionSampler, train_denoiser  # noqa: E402
-from mvcaug.method.pretrain import NO_MIX, build_text_to_image, training_params  # noqa: E402
+from mvcaug.method.finetune import ConditionSampler, train_denoiser  # noqa: E402
+from mvcaug.method.pretrain import NO_MIX, Corpus, build_text_to_image, corpus_conditions, training_params  # noqa: E402
 
 log = logging.getLogger("benchmarks.machine_speed")
 WARM_UP = 5
@@ -44,13 +44,10 @@ def steps_per_second(steps: int) -> float:
     pixels = torch.rand((IMAGES, params.prepare.channels, resolution, resolution),
                         generator=torch.Generator().manual_seed(0)) * 2 - 1
     texts = np.random.default_rng(0).standard_normal((IMAGES, tokens, TEXT_DIM)).astype(np.float32)
-    labels = np.arange(IMAGES) % CLASSES
-    conditions = {str(label): ClassConditions(
-        image_indices=np.flatnonzero(labels == label), caption_embeddings=texts[labels == label],
-        mixed_embeddings=np.zeros((0, tokens, TEXT_DIM), np.float32),
-        caption_of_image=np.arange(int((labels == label).sum()))) for label in range(CLASSES)}
+    labels = [str(i % CLASSES) for i in range(IMAGES)]
+    corpus = Corpus(ids=[], labels=labels, captions=[], pixels=pixels, rows=[])  # what the conditions read
     denoiser = build_text_to_image(params.pretrain, params.prepare.channels, resolution, TEXT_DIM, torch.device("cpu"))
-    sampler = ConditionSampler(conditions, NO_MIX, "target", 0)
+    sampler = ConditionSampler(corpus_conditions(corpus, texts), NO_MIX, "target", 0)
     finished: list[float] = []  # when each step ended
     train_denoiser(denoiser, pixels, sampler, np.zeros((tokens, TEXT_DIM), np.float32), settings,
                    on_step=lambda step, loss: finished.append(time.perf_counter()))
