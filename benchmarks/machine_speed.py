@@ -8,8 +8,8 @@ pretrain took 297.4 s in one stop's run and 367.6 s in the next stop's, writing 
 means little without the machine's speed beside it: benchmarks/first_run.py prints this figure before and after.
 
 The step is the pretrain stage's own (mvcaug.method.finetune.train_denoiser on build_text_to_image, conditioned
-by corpus_conditions; default params.yaml: batch 64, 16 px, 48 tokens of 384 dims); the images and captions are seeded random numbers, so
-the figure does not need the corpus or the text encoder. Five warm-up steps are not timed.
+by corpus_conditions; default params.yaml: batch 64, 16 px, 48 tokens of 384 dims); the images and captions
+are seeded random numbers, so the figure does not need the corpus or the text encoder. Five warm-up steps are not timed.
 """
 
 from __future__ import annotations
