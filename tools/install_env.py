@@ -79,7 +79,8 @@ def install_uv(python: Path) -> Path | None:
         return uv
     result = pip(python, "install", "-q", f"uv=={UV_VERSION}")
     if result.returncode != 0:
-        log.warning("uv could not be installed (%s): pip installs instead", result.stderr.strip().splitlines()[-1:])
+        last_line = (result.stderr.strip().splitlines() or ["pip said nothing"])[-1]
+        log.warning("uv could not be installed (%s): pip installs instead", last_line)
         return None
     return uv
 
