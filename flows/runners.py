@@ -49,7 +49,8 @@ def map_shards(task: Task[..., R], kind: str, *mapped: Iterable[Any], **fixed: A
     order. local: each call in this thread (the flow's, the main one), one after another: in a worker thread (Prefect's
     thread pool) a classifier cell took 1.7x as long on 2 CPU cores (6.3 s against 3.7 s, the same result), as slow as
     the main thread with OMP_WAIT_POLICY=passive, so torch's OpenMP threads sleep between parallel regions there.
-    dask: Task.map on the flow's task runner (a Dask worker runs tasks in a thread of its own)."""
+    dask (a Dask worker runs tasks in a thread of its own) and processes (the train stage's worker processes, each
+    task waiting on its own in a thread of the flow's pool): Task.map on the flow's task runner."""
     if kind == "local":
         return [task(*args, **fixed) for args in zip(*mapped, strict=True)]
     same_for_all: dict[str, Any] = {name: unmapped(value) for name, value in fixed.items()}

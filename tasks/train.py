@@ -1,9 +1,10 @@
 """Tasks of the train stage: read the splits and synthetic sets, then one task per cell, which keeps a
 stored result whose digest matches and otherwise trains the cell (dvclive logs, result.json).
 
-On the local runner a cell task receives the data in memory; on Dask it receives a StoredData (the project
-root and params file) and each worker process reads the data itself, once: shipping every split with each
-cell would send the whole dataset through the scheduler once per cell.
+On the local runner in the stage's own process (train.workers 1, or a GPU) a cell task receives the data in
+memory; with worker processes (mvcaug.core.workers) or on Dask it receives a StoredData (the project root and
+params file) and each worker process reads the data itself, once: shipping every split with each cell would send
+the whole dataset to a worker once per cell.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from mvcaug.io.train_plots import write_train_plots
 from mvcaug.io.catalog import FILES
 from mvcaug.core.throughput import Throughput
 from mvcaug.io.stage_times import note_throughput
+from mvcaug.core.workers import WorkerProcesses
 
 if TYPE_CHECKING:
     from mvcaug.judging.train import TrainingData
 
 __all__ = ["NothingKept", "StoredData", "TrainOutputs", "train_outputs", "plan_grid", "plan", "load_training_data",
-    "read_training_data", "remove_stale_cells", "train_cell", "write_results", "train_plots"]
+    "read_training_data", "remove_stale_cells", "train_cell", "train_and_store", "write_results", "train_plots"]
 
 log = logging.getLogger("mvcaug.judging.train")
 
@@ -177,21 +179,34 @@ def remove_stale_cells(cells_dir: str, cells: list[Cell]) -> list[str]:
 
 @task(cache_policy=NO_CACHE, task_run_name="{cell.name}")
 def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams, digests: dict[str, str],
-               cells_dir: str, run_dir: str = "") -> tuple[RunResult, bool]:
+               cells_dir: str, run_dir: str = "", workers: WorkerProcesses | None = None) -> tuple[RunResult, bool]:
     """(the cell's result, whether it was trained now): a stored result with the same digest is kept;
-    otherwise the cell is trained, its per-epoch loss and validation accuracy and the test confusion
-    matrix of its kept weights go to dvclive, and result.json stores the result with its digest.
-    The data in memory, or a StoredData this worker reads once (stored_training_data). With run_dir
-    (<paths.run>), a cell trained now adds its time to the stage's throughput (cells, epochs)."""
-    from dvclive import Live
-    from mvcaug.judging.train import cell_digest, fit_cell, stored_result
+    otherwise the cell is trained (train_and_store), in one of `workers` when given (the data then a StoredData,
+    which that process reads once), else here: the data in memory, or a StoredData this process (a Dask worker)
+    reads once."""
+    from mvcaug.judging.train import cell_digest, stored_result
 
     cell_dir = Path(cells_dir) / cell.name
-    device = worker_device()
-    digest = cell_digest(cell, params, digests["data"], digests, device)
+    digest = cell_digest(cell, params, digests["data"], digests, worker_device())
     kept = stored_result(read_json(cell_dir / FILES.cell_result), digest)
     if kept is not None and (cell_dir / FILES.predictions).is_file():
         return kept, False
+    if workers is not None:
+        return workers.run(train_and_store, cell, data, params, digest, cells_dir, run_dir), True
+    return train_and_store(cell, data, params, digest, cells_dir, run_dir), True
+
+
+def train_and_store(cell: Cell, data: TrainingData | StoredData, params: TrainParams, digest: str, cells_dir: str,
+                    run_dir: str = "") -> RunResult:
+    """Train the cell (on CPU_THREADS torch threads on the CPU) and store it: its per-epoch loss and validation
+    accuracy and the test confusion matrix of its kept weights go to dvclive, result.json stores the result with
+    its digest. With run_dir (<paths.run>), its time is added to the stage's throughput (cells, epochs). A
+    module-level function, so a worker process can run it."""
+    from dvclive import Live
+    from mvcaug.judging.train import cell_threads, fit_cell
+
+    cell_dir = Path(cells_dir) / cell.name
+    device = worker_device()
     if isinstance(data, StoredData):
         data = stored_training_data(data.root, data.params_file)
     shutil.rmtree(cell_dir, ignore_errors=True)  # no stale dvclive steps from an older run
@@ -208,8 +223,9 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
                 live.log_metric(name, value)
 
         started = time.perf_counter()
-        result, _ = fit_cell(cell, data, params, log_epoch, device=device,
-                             on_test=lambda indices: test_predicted.extend(indices.tolist()))
+        with cell_threads(device):
+            result, _ = fit_cell(cell, data, params, log_epoch, device=device,
+                                 on_test=lambda indices: test_predicted.extend(indices.tolist()))
         seconds = time.perf_counter() - started
         truth, predicted = list(data.test.labels), [data.classes[i] for i in test_predicted]
         live.log_sklearn_plot("confusion_matrix", truth, predicted, name=FILES.confusion_matrix)
@@ -219,7 +235,7 @@ def train_cell(cell: Cell, data: TrainingData | StoredData, params: TrainParams,
     if run_dir:
         for what, count in (("classifier cells", 1), ("epochs", len(epochs))):
             note_throughput(run_dir, "train", Throughput(what, count, seconds, device_label(device)))
-    return result, True
+    return result
 
 
 @task(cache_policy=NO_CACHE)

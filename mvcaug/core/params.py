@@ -446,7 +446,11 @@ class TrainParams:
     model_settings: dict[str, ModelSettings] = field(default_factory=lambda: {"small_cnn": ModelSettings()})
     """Per-model settings, keyed by model name; changing one retrains only that model's cells."""
     task_runner: TaskRunner = "local"
-    """local (cells one after another in this process) or dask (each cell a task on a Dask worker)."""
+    """local (cells on this machine: `workers` processes on the CPU, one after another on a GPU) or dask (each cell
+    a task on a Dask worker)."""
+    workers: int = 0
+    """local, on the CPU: processes that train cells at once, each cell on one torch thread (0 = one per CPU core
+    this process may use; 1 = in the stage's own process). The results are the same bits for any count."""
     dask_address: str = ""
     """Scheduler address of an existing Dask cluster; empty starts a LocalCluster."""
     dask_workers: int = 2
@@ -789,5 +793,8 @@ def _check_train(train: TrainParams, source: str) -> None:
                 )
     if not 0.0 <= train.rsp_p <= 1.0:
         raise ParamsError(f"{source}: 'train.rsp_p' must be in [0, 1]")
+    if train.workers < 0:
+        raise ParamsError(f"{source}: 'train.workers' must be >= 0 (0 = one process per CPU core, 1 = none besides "
+                          f"the stage's own), got {train.workers}")
     if not 0.0 < train.phase2_lr_factor < 1.0 or train.phase2_epochs < 1:
         raise ParamsError(f"{source}: 'train.phase2_epochs' must be >= 1 and 'train.phase2_lr_factor' in (0, 1)")

@@ -17,7 +17,8 @@ Besides the grid, cells answer three questions, all paired with the grid's cells
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -36,7 +37,7 @@ from mvcaug.judging.strategies import Phase, epoch_batches, two_phase_plan
 
 __all__ = ["CODE_ENTRIES", "TrainError", "TrainingData", "budget_counts", "plan_cells", "more_real_counts",
     "corpus_counts", "plan_stage_cells", "strategy_settings", "cell_digest", "make_optimizer", "fit_cell",
-    "predict_classes", "stored_result"]
+    "predict_classes", "stored_result", "CPU_THREADS", "cell_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ TestCallback = Callable[[torch.Tensor], None]
 CODE_ENTRIES = ("mvcaug.judging.train",)
 """The modules (with their import closure) whose code computes a cell's result."""
 CODE_LIBRARIES = ("torch", "torchvision", "timm", "numpy")
+
+
+CPU_THREADS = 1
+"""torch threads a train-stage cell trains with on the CPU (cell_threads). With one, its sums run in one order
+whatever the machine's core count, the runner or the number of worker processes, so a cell's result is the same
+bits everywhere; the local runner fills the cores with one cell each instead (mvcaug.core.workers)."""
 
 
 class TrainError(ValueError):
@@ -157,13 +164,14 @@ def cell_digest(cell: Cell, params: TrainParams, data_digest: str, synthetic_dig
                 device: torch.device | None = None) -> str:
     """A hash of everything the cell's result depends on, and nothing else (so other cells stay): its
     identity, its model's settings and the precision they resolve to on `device` (the CPU by default; auto differs
-    between devices), its strategy's params, the real data, the one synthetic set it trains on (`synthetic_digests`
-    maps each set to a digest of its images; "corpus" the pretraining corpus's images, for corpus cells) and the
-    training code."""
-    settings = params.model_settings[cell.model]
+    between devices), the torch threads it trains with there (CPU_THREADS on the CPU), its strategy's params, the
+    real data, the one synthetic set it trains on (`synthetic_digests` maps each set to a digest of its images;
+    "corpus" the pretraining corpus's images, for corpus cells) and the training code."""
+    settings, device = params.model_settings[cell.model], device or torch.device("cpu")
     return json_digest({
         "cell": asdict(cell), "settings": asdict(settings), "flip": params.flip,
-        "precision": classifier_precision(settings.mixed_precision, device or torch.device("cpu")),
+        "precision": classifier_precision(settings.mixed_precision, device),
+        "threads": CPU_THREADS if device.type == "cpu" else None,
         "strategy": strategy_settings(cell, params), "data": data_digest,
         "synthetic": synthetic_digests[cell.synthetic_set] if cell.uses_synthetic else "",
         "code": code_digest(CODE_ENTRIES, CODE_LIBRARIES),
@@ -177,6 +185,21 @@ def phases(cell: Cell, settings: ModelSettings, params: TrainParams) -> list[Pha
         # the control runs the same schedule on real images alone: its first phase sees no synthetic image
         return plan if cell.uses_synthetic else [replace(plan[0], use_synthetic=False), plan[1]]
     return [Phase(cell.strategy, settings.epochs, settings.learning_rate, cell.uses_synthetic)]
+
+
+@contextmanager
+def cell_threads(device: torch.device) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads set to CPU_THREADS while the block runs (this thread's, as torch keeps
+    them per thread under OpenMP), then restored; elsewhere nothing changes (a GPU's sums do not follow them)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_optimizer(model: torch.nn.Module, settings: ModelSettings, lr: float) -> torch.optim.Optimizer:

@@ -93,6 +93,7 @@ def test_empty_file_gives_defaults(tmp_path):
          "'train.model_settings.small_cnn' needs positive epochs and batch_size"),
         ("train:\n  seeds: []\n", "'train.seeds' is empty"),
         ("train:\n  seeds: [0, -1]\n", "'train.seeds' must be distinct integers >= 0"),
+        ("train:\n  workers: -1\n", "'train.workers' must be >= 0 (0 = one process per CPU core"),
         ("generate:\n  strength: 0\n", "'generate.strength' must be in (0, 1]"),
         ("mix:\n  fine_steps: -1\n", "mix.fine_steps"),
         ("mix:\n  coarse_steps: -2\n", "mix.coarse_steps"),

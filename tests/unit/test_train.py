@@ -192,7 +192,7 @@ def test_a_bf16_cell_trains_under_autocast_and_is_scored_under_it(splits):
     assert cell_digest(cell, bf16, "d", {}) != cell_digest(cell, fp32, "d", {})
 
 
-def test_auto_precision_trains_as_the_device_resolves_it_and_the_digest_holds_what_it_resolved_to(splits):
+def test_auto_precision_trains_as_the_device_resolves_it_and_the_digest_holds_what_it_resolved_to(splits, monkeypatch):
     """auto is bf16 on a device that computes it natively (this CPU, where it has AMX), else float32: a cell
     trained on auto equals the cell trained on what auto resolved to here, and its digest differs between a device
     that resolves auto to bf16 and one that resolves it to float32, so a stored cell is never reused across them."""
@@ -215,6 +215,9 @@ def test_auto_precision_trains_as_the_device_resolves_it_and_the_digest_holds_wh
     cpu_digest, meta_digest = (cell_digest(cell, grids["auto"], "d", {}, device)
                                for device in (torch.device("cpu"), meta))
     assert (cpu_digest != meta_digest) == (here == "bf16")
+    # "no" resolves alike on both; the CPU's digest also holds the torch threads its cells train on (CPU_THREADS)
+    assert cell_digest(cell, grids["no"], "d", {}, torch.device("cpu")) != cell_digest(cell, grids["no"], "d", {}, meta)
+    monkeypatch.setattr("mvcaug.judging.train.CPU_THREADS", None)
     assert cell_digest(cell, grids["no"], "d", {}, torch.device("cpu")) == cell_digest(cell, grids["no"], "d", {}, meta)
 
 

@@ -1,4 +1,5 @@
-"""The evaluation grid on a two-worker Dask LocalCluster gives the same results as the local runner."""
+"""The evaluation grid gives the same results on every runner: the local one in the stage's own process, the local
+one in two worker processes (train.workers, the default on a 2-core CPU), and a two-worker Dask LocalCluster."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from flows.api_server import prefect_api  # noqa: E402
 from flows.train import run_train_flow  # noqa: E402
 from tests.dask_cluster import finished_on_workers, local_cluster  # noqa: E402
 
-# A Prefect server, two Dask worker processes and three runs of the flow: 40-80 s on two busy cores.
+# A Prefect server, two worker processes and two or three runs of the flow: 40-80 s each on two busy cores.
 pytestmark = pytest.mark.slow
 
 CELLS = ("small_cnn-default-real-seed0", "small_cnn-default-real-seed1", "small_cnn-default-combined-seed0",
@@ -72,7 +73,7 @@ def test_the_grid_on_two_dask_workers_matches_the_local_runner(digits_prepared, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     write_synthetic_set(tmp_path, Path(prepared))
-    write_params(tmp_path, Path(prepared), {"task_runner": "local"})
+    write_params(tmp_path, Path(prepared), {"task_runner": "local", "workers": 1})
     with prefect_api():
         assert run_train_flow("params.yaml") == {"cells": 4, "trained": 4, "kept": 0, "removed": 0}
         local = stored_results(tmp_path)
@@ -90,3 +91,29 @@ def test_the_grid_on_two_dask_workers_matches_the_local_runner(digits_prepared, 
     assert len(finished) == 2 and sum(finished.values()) > 0  # the cells ran on the cluster's workers
     assert sorted(local) == sorted(CELLS) and on_dask == local
     assert json.loads((tmp_path / "train" / "results.json").read_text()) == local_summary
+
+
+def test_the_grid_in_two_worker_processes_matches_the_stages_own_process(digits_prepared, tmp_path, monkeypatch):
+    prepared, _ = digits_prepared
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    write_synthetic_set(tmp_path, Path(prepared))
+    write_params(tmp_path, Path(prepared), {"workers": 1})
+    with prefect_api():
+        assert run_train_flow("params.yaml") == {"cells": 4, "trained": 4, "kept": 0, "removed": 0}
+        own = stored_results(tmp_path)
+        own_summary = json.loads((tmp_path / "train" / "results.json").read_text())
+        shutil.rmtree(tmp_path / "train")
+
+        def not_here(*args, **kwargs):
+            raise AssertionError("a cell trained in the stage's own process")
+
+        # the worker processes import their own fit_cell: this one, in the flow's process, must never run
+        monkeypatch.setattr("mvcaug.judging.train.fit_cell", not_here)
+        write_params(tmp_path, Path(prepared), {"workers": 2})
+        assert run_train_flow("params.yaml") == {"cells": 4, "trained": 4, "kept": 0, "removed": 0}
+        in_workers = stored_results(tmp_path)
+        assert run_train_flow("params.yaml") == {"cells": 4, "trained": 0, "kept": 4, "removed": 0}  # resume
+
+    assert sorted(own) == sorted(CELLS) and in_workers == own
+    assert json.loads((tmp_path / "train" / "results.json").read_text()) == own_summary
