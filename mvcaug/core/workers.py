@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable
-from multiprocessing.pool import Pool
+from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -48,38 +48,54 @@ def _start_worker(setup: Callable[[], None] | None) -> None:
         setup()
 
 
+def _ready() -> None:
+    """A no-op, submitted once per worker as the block starts, so that each worker starts (and imports) then."""
+
+
 class WorkerProcesses:
     """`count` spawned processes that run module-level functions (`run`, from any thread, blocking until the result
-    comes back), from entering the `with` block to leaving it: then they finish their work, or are terminated if
-    the block raised or gave them none."""
+    comes back), from entering the `with` block to leaving it: then they finish their work, or are stopped at once
+    if the block raised or gave them none. A worker that dies (killed, out of memory) fails the work it had and
+    every piece still waiting (concurrent.futures' BrokenProcessPool), rather than leave its caller waiting."""
 
     def __init__(self, count: int, setup: Callable[[], None] | None = None):
         if count < 1:
             raise ValueError(f"need at least one worker process, got {count}")
         self.count, self.setup = count, setup
-        self._pool: Pool | None = None
+        self._executor: ProcessPoolExecutor | None = None
         self._used = False
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """fn(*args) in a worker process (fn and args pickled by reference and value); its exception is raised here."""
-        if self._pool is None:
+        """fn(*args) in a worker process (fn and args pickled by reference and value); its exception is raised here,
+        and CancelledError or BrokenProcessPool when the block ended (or a worker died) before it ran."""
+        executor = self._executor
+        if executor is None:
             raise RuntimeError("WorkerProcesses.run outside its with block")
         self._used = True
-        return self._pool.apply_async(fn, args).get()
+        return executor.submit(fn, *args).result()
 
     def __enter__(self) -> WorkerProcesses:
-        # in the caller's thread: a setup that ties a worker's life to its parent's (PR_SET_PDEATHSIG) ties it to
-        # the thread that started it
-        self._pool = multiprocessing.get_context("spawn").Pool(self.count, _start_worker, (self.setup,))
+        self._executor = ProcessPoolExecutor(self.count, multiprocessing.get_context("spawn"), _start_worker,
+                                             (self.setup,))
+        for _ in range(self.count):
+            # started now, in the caller's thread: a setup that ties a worker's life to its parent's
+            # (PR_SET_PDEATHSIG) ties it to the thread that started it
+            self._executor.submit(_ready)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
+        executor, self._executor = self._executor, None
+        if executor is None:
             return
         if kind is None and self._used:
-            pool.close()
-        else:
-            pool.terminate()  # an error, Ctrl-C, or no work: nothing to wait for
-        pool.join()
+            executor.shutdown(wait=True)
+            return
+        # an error, Ctrl-C, or no work: nothing to wait for. Queued work is cancelled; the workers are terminated
+        # (concurrent.futures has no public call for it before Python 3.14), which fails the work they held
+        processes = list(getattr(executor, "_processes", {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()

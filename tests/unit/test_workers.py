@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -20,6 +21,10 @@ def refuse(value: int) -> None:
     raise ValueError(f"no {value}")
 
 
+def sleep_for(seconds: float) -> None:
+    time.sleep(seconds)
+
+
 def test_work_runs_in_the_worker_processes_and_comes_back_in_order():
     with WorkerProcesses(2) as pool:
         results = [pool.run(where_and_square, k) for k in range(4)]
@@ -33,6 +38,31 @@ def test_a_workers_error_is_raised_in_the_caller_and_the_workers_stop():
         pool.run(refuse, 3)
     with pytest.raises(RuntimeError, match="outside its with block"):
         pool.run(where_and_square, 1)
+
+
+def test_leaving_the_block_on_an_error_fails_the_work_running_and_waiting_instead_of_waiting_for_it():
+    """A stage whose flow fails (another cell's error, Ctrl-C) must not hang on cells its threads still wait for."""
+    outcomes: list[str] = []
+
+    def wait_on(pool: WorkerProcesses) -> None:
+        try:
+            pool.run(sleep_for, 60)
+            outcomes.append("finished")
+        except Exception as error:  # noqa: BLE001  (the kind is what the test looks at)
+            outcomes.append(type(error).__name__)
+
+    started = time.monotonic()
+    with pytest.raises(KeyError), WorkerProcesses(1) as pool:
+        threads = [threading.Thread(target=wait_on, args=(pool,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # both submitted: one runs (once its worker has started), the other waits behind it
+        raise KeyError("the flow failed")
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads), "a thread still waits on its work"
+    assert time.monotonic() - started < 30
+    assert sorted(outcomes) and set(outcomes) <= {"BrokenProcessPool", "CancelledError"}, outcomes
 
 
 def test_a_block_without_work_stops_its_workers_without_waiting_for_them_to_start():
