@@ -200,10 +200,11 @@ def train_and_store(cell: Cell, data: TrainingData | StoredData, params: TrainPa
                     run_dir: str = "") -> RunResult:
     """Train the cell (on CPU_THREADS torch threads on the CPU) and store it: its per-epoch loss and validation
     accuracy and the test confusion matrix of its kept weights go to dvclive, result.json stores the result with
-    its digest. With run_dir (<paths.run>), its time is added to the stage's throughput (cells, epochs). A
-    module-level function, so a worker process can run it."""
+    its digest. With run_dir (<paths.run>), its time is added to the stage's throughput (cells, epochs; on the CPU
+    labelled as one thread's, so a run in n worker processes goes about n times that rate). A module-level
+    function, so a worker process can run it."""
     from dvclive import Live
-    from mvcaug.judging.train import cell_threads, fit_cell
+    from mvcaug.judging.train import CPU_THREADS, cell_threads, fit_cell
 
     cell_dir = Path(cells_dir) / cell.name
     device = worker_device()
@@ -233,8 +234,10 @@ def train_and_store(cell: Cell, data: TrainingData | StoredData, params: TrainPa
     write_parquet(cell_dir / FILES.predictions, pa.table({"id": data.test.ids, "truth": truth, "predicted": predicted}))
     write_json(cell_dir / FILES.cell_result, {"digest": digest, "result": result.to_json(), "device": str(device)})
     if run_dir:
+        # on the CPU a cell has one thread, and the worker processes one core each: the rate is one core's
+        label = device_label(device) if device.type != "cpu" else f"cpu, {CPU_THREADS} thread a cell"
         for what, count in (("classifier cells", 1), ("epochs", len(epochs))):
-            note_throughput(run_dir, "train", Throughput(what, count, seconds, device_label(device)))
+            note_throughput(run_dir, "train", Throughput(what, count, seconds, label))
     return result
 
 
