@@ -43,9 +43,10 @@ def train_flow(root: str, params_file: str, repeated_only: bool = False) -> dict
         cells = repeated_cells(cells)
     data, digests = load_training_data(params, cells)
     removed = remove_stale_cells(outputs.cells, cells)
-    run_dir, workers = str(Path(root) / params.paths.run), cell_processes(params.train)
+    # one cell, or none (an extra generator repeats none of a real-only grid), needs no worker process
+    run_dir, workers = str(Path(root) / params.paths.run), min(cell_processes(params.train), len(cells))
     if workers > 1:  # worker processes read the data themselves (once each) rather than receive it with every cell
-        with WorkerProcesses(min(workers, len(cells)), setup=die_with_parent) as pool:
+        with WorkerProcesses(workers, setup=die_with_parent) as pool:
             outcomes = map_shards(train_cell, "processes", cells, data=StoredData(root, params_file),
                                   params=params.train, digests=digests, cells_dir=outputs.cells, run_dir=run_dir,
                                   workers=pool)
