@@ -57,13 +57,13 @@ JOBS ?= 2
 test: setup-test browser
 	$(BIN)/mypy
 	shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export MVCAUG_TEST_WORKSPACES="$$shared" && \
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not serial" && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not serial" && \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m serial
 
 ## test-fast: mypy, then the suite without the slow end-to-end tests
 test-fast: setup-test
 	$(BIN)/mypy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow and not serial"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not slow and not serial"
 
 ## export: the kept synthetic images (and the real training split) as a Hugging Face ImageFolder in OUT
 OUT ?= export

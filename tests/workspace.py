@@ -28,7 +28,11 @@ TINY_PARAMS = {
     "generate": {"images_per_class": 4, "shard_size": 2, "steps": 3},
     # a 2-epoch classifier is at chance, so its confidence test would drop everything: scores only
     "filter": {"enabled": False},
-    "train": {"seeds": [0, 1], "phase2_epochs": 1, "model_settings": {"small_cnn": {"epochs": 2, "width": 8}}},
+    # workers 1: the stage's own process trains the cells. Under `make test` each pytest-xdist process has one of
+    # the two cores, and two spawned workers a stage cost about 11 s of CPU (their start-up) for cells that take 2 s;
+    # the default's pool of worker processes runs end to end in test_full_grid and test_faults.
+    "train": {"seeds": [0, 1], "phase2_epochs": 1, "workers": 1,
+              "model_settings": {"small_cnn": {"epochs": 2, "width": 8}}},
     "report": {"samples_per_class": 2},
 }
 
