@@ -19,7 +19,7 @@ from tests.workspace import (
     OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, run, shared_workspace, update_params,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.runtime(162)]  # seconds under `make test` at ce2cbbc
+pytestmark = [pytest.mark.slow, pytest.mark.runtime(141)]  # seconds under `make test` at da121f3
 
 EXIT_BOUND_S = 20.0
 """Ctrl-C and parent deaths must end a stage within this (the probe measured 145-151 s before)."""

@@ -26,7 +26,7 @@ from tests.workspace import (
     TINY_PARAMS, commit_all, copy_workspace, make_workspace, run, stages_ran, update_params,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.runtime(546)]  # seconds under `make test` at ce2cbbc
+pytestmark = [pytest.mark.slow, pytest.mark.runtime(455)]  # seconds under `make test` at da121f3
 
 ALL_STAGES = {"prepare", "caption", "embed", "pretrain", "mix", "finetune", "generate", "filter", "quality", "train",
               "replicates", "report"}
