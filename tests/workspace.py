@@ -143,3 +143,19 @@ def shared_workspace(name: str, build: Callable[[Path], Path], fallback: Path) -
             build(staging)
             staging.rename(ready)
     return ready
+
+
+def mixed_and_pretrained(folder: Path) -> Path:
+    """A tiny workspace reproduced up to the mix stage (prepare, caption, embed, mix) and the pretrained model
+    that finetune starts from."""
+    ws = make_workspace(folder)
+    run(["dvc", "repro", "mix", "pretrain"], ws)
+    return ws
+
+
+def mixed_base(fallback: Path) -> Path:
+    """The tiny workspace up to mix and pretrain, built once per `make test` for every module that starts from it
+    (the fault tests of both pytest runs, the full grid, the generate runners); copy it before changing anything.
+    Nothing that starts from it asks the Prefect server about the runs that built it: under `make test` those went
+    to the server of whichever pytest process built it first."""
+    return shared_workspace("mixed", mixed_and_pretrained, fallback)

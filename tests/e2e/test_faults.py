@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.workspace import (
-    OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, run, shared_workspace, update_params,
+    OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, mixed_base, run, update_params,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime(141)]  # seconds under `make test` at da121f3
@@ -27,15 +27,9 @@ EXIT_BOUND_S = 20.0
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory) -> Path:
-    """A tiny workspace reproduced up to the mix stage (prepare, caption, embed, mix) and the pretrained model
-    that finetune starts from, and committed."""
-    def build(folder: Path) -> Path:
-        ws = make_workspace(folder)
-        run(["dvc", "repro", "mix", "pretrain"], ws)
-        return ws
-
-    # built once per `make test`: the parallel part's non-serial tests and the serial ones copy the same one
-    return shared_workspace("faults-mixed", build, tmp_path_factory.mktemp("faults"))
+    """The tiny workspace up to mix and pretrain (tests.workspace.mixed_and_pretrained): built once per
+    `make test`, for the parallel part's non-serial tests and the serial ones alike."""
+    return mixed_base(tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import TINY_PARAMS, make_workspace, run
+from tests.workspace import copy_workspace, mixed_base, run, stages_ran, update_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime(101)]  # seconds under `make test` at da121f3
 
 
-def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path: Path) -> None:
+def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path_factory, tmp_path: Path) -> None:
+    ws = copy_workspace(mixed_base(tmp_path_factory.mktemp("mixed")), tmp_path / "ws")  # up to mix and pretrain
     # workers 0, the default: one worker process per core trains the grid's cells, end to end
-    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "full_grid": True, "seeds": [0], "synthetic_budgets": [1.0],
-                                       "workers": 0}}
-    ws = make_workspace(tmp_path, params)
-    run(["dvc", "repro"], ws)
+    update_params(ws, {"train": {"full_grid": True, "seeds": [0], "synthetic_budgets": [1.0], "workers": 0}})
+    ran = stages_ran(run(["dvc", "repro"], ws).stdout)
+    assert ran == {"finetune", "generate", "filter", "quality", "train", "replicates", "report"}, ran
 
     results = json.loads((ws / "data/10_train/results.json").read_text())
     cells = {(r["cell"]["baseline"], r["cell"]["strategy"], r["cell"]["synthetic_set"]) for r in results
