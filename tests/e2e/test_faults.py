@@ -19,7 +19,7 @@ from tests.workspace import (
     OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, mixed_base, run, update_params,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.runtime(141)]  # seconds under `make test` at da121f3
+pytestmark = [pytest.mark.slow, pytest.mark.runtime(139)]  # seconds under `make test` at 18e8f52
 
 EXIT_BOUND_S = 20.0
 """Ctrl-C and parent deaths must end a stage within this (the probe measured 145-151 s before)."""

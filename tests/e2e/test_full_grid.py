@@ -9,7 +9,7 @@ import pytest
 
 from tests.workspace import copy_workspace, mixed_base, run, stages_ran, update_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.runtime(101)]  # seconds under `make test` at da121f3
+pytestmark = [pytest.mark.slow, pytest.mark.runtime(71)]  # seconds under `make test` at 18e8f52
 
 
 def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path_factory, tmp_path: Path) -> None:

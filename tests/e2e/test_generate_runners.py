@@ -13,7 +13,7 @@ from PIL import Image
 from tests.dask_cluster import finished_on_workers, local_cluster
 from tests.workspace import copy_workspace, mixed_base, run, update_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.runtime(81)]  # seconds under `make test` at da121f3
+pytestmark = [pytest.mark.slow, pytest.mark.runtime(49)]  # seconds under `make test` at 18e8f52
 
 
 def synthetic_pixels(workspace: Path) -> dict[str, np.ndarray]:

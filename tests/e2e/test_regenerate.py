@@ -24,7 +24,7 @@ from PIL import Image
 from tests.prefect_server import stop
 from tests.workspace import TINY_PARAMS, env, make_workspace, own_images, run, stages_ran
 
-pytestmark = [pytest.mark.slow, pytest.mark.runtime(218)]  # seconds under `make test` at da121f3
+pytestmark = [pytest.mark.slow, pytest.mark.runtime(234)]  # seconds under `make test` at 18e8f52
 
 DATASET = "data/00_source/set"
 CLASSES = ("red", "blue")
