@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["pytester"]  # tests/unit/test_suite_order.py runs pytest on modules it writes
+
 
 def declared_runtime(item: pytest.Item) -> float:
     """The seconds `pytest.mark.runtime` declares for the item's module (0 where none is declared)."""
@@ -23,5 +25,3 @@ def declared_runtime(item: pytest.Item) -> float:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # a stable sort: within a module, and among modules that declare nothing, pytest's order is kept
     items.sort(key=lambda item: -declared_runtime(item))
-
-pytest_plugins = ["pytester"]  # tests/unit/test_suite_order.py runs pytest on modules it writes

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.workspace import (
-    OWN_IMAGES, TINY_PARAMS, copy_workspace, env, make_workspace, mixed_base, run, update_params,
+    OWN_IMAGES, TINY_PARAMS, copy_workspace, env, mixed_base, run, update_params,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime(139)]  # seconds under `make test` at 18e8f52
