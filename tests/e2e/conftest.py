@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.prefect_server import prefect_server as running_server
+from tests.workspace import mixed_base
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two test processes share the two cores (`make test` runs pytest-xdist with -n 2): every stage they start
@@ -32,3 +34,10 @@ def prefect_server(tmp_path_factory) -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """The tiny workspace up to mix and pretrain (tests.workspace.mixed_base): built once per `make test`, for
+    the fault tests of the parallel part and the serial one, the full grid and the generate runners; copy it."""
+    return mixed_base(tmp_path_factory.mktemp("mixed"))

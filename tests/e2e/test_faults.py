@@ -16,20 +16,13 @@ import psutil
 import pytest
 
 from tests.workspace import (
-    OWN_IMAGES, TINY_PARAMS, copy_workspace, env, mixed_base, run, update_params,
+    OWN_IMAGES, TINY_PARAMS, copy_workspace, env, run, update_params,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime(139)]  # seconds under `make test` at 18e8f52
 
 EXIT_BOUND_S = 20.0
 """Ctrl-C and parent deaths must end a stage within this (the probe measured 145-151 s before)."""
-
-
-@pytest.fixture(scope="module")
-def mixed(tmp_path_factory) -> Path:
-    """The tiny workspace up to mix and pretrain (tests.workspace.mixed_and_pretrained): built once per
-    `make test`, for the parallel part's non-serial tests and the serial ones alike."""
-    return mixed_base(tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import copy_workspace, mixed_base, run, stages_ran, update_params
+from tests.workspace import copy_workspace, run, stages_ran, update_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime(71)]  # seconds under `make test` at 18e8f52
 
 
-def test_full_grid_trains_every_cell_and_reports_the_paper_table(tmp_path_factory, tmp_path: Path) -> None:
-    ws = copy_workspace(mixed_base(tmp_path_factory.mktemp("mixed")), tmp_path / "ws")  # up to mix and pretrain
+def test_full_grid_trains_every_cell_and_reports_the_paper_table(mixed: Path, tmp_path: Path) -> None:
+    ws = copy_workspace(mixed, tmp_path / "ws")  # up to mix and pretrain
     # workers 0, the default: one worker process per core trains the grid's cells, end to end
     update_params(ws, {"train": {"full_grid": True, "seeds": [0], "synthetic_budgets": [1.0], "workers": 0}})
     ran = stages_ran(run(["dvc", "repro"], ws).stdout)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.dask_cluster import finished_on_workers, local_cluster
-from tests.workspace import copy_workspace, mixed_base, run, update_params
+from tests.workspace import copy_workspace, run, update_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime(49)]  # seconds under `make test` at 18e8f52
 
@@ -22,9 +22,9 @@ def synthetic_pixels(workspace: Path) -> dict[str, np.ndarray]:
     return {r["path"]: np.asarray(Image.open(folder / r["path"]), dtype=np.int16) for r in rows}
 
 
-def test_dask_runner_matches_local(tmp_path_factory, tmp_path: Path) -> None:
+def test_dask_runner_matches_local(mixed: Path, tmp_path: Path) -> None:
     pytest.importorskip("prefect_dask")
-    ws = copy_workspace(mixed_base(tmp_path_factory.mktemp("mixed")), tmp_path / "ws")  # up to mix and pretrain
+    ws = copy_workspace(mixed, tmp_path / "ws")  # up to mix and pretrain
     update_params(ws, {"generate": {"images_per_class": 2}})
     run(["dvc", "repro", "finetune"], ws)
     run(["python", "-m", "flows.generate"], ws)

@@ -141,7 +141,7 @@ def test_every_artifact(base: Path) -> None:
     assert done["generate"]["images"].count == generated == 3 * CLASSES * PER_CLASS
     assert done["train"]["classifier cells"].count == CELLS and done["train"]["epochs"].count >= 2 * CELLS
     assert {m.device for stage, measures in done.items() if stage != "train" for m in measures.values()} == {"cpu"}
-    # the train stage's rate is one core's: a cell trains on one thread there, in a worker process per core
+    # the train stage's rate is one core's: a cell trains on one thread, in the stage's process or a worker's
     assert {m.device for m in done["train"].values()} == {"cpu, 1 thread a cell"}
     assert re.search(r"training samples/(s|min) on cpu", html) and re.search(r"classifier cells/(s|min) on cpu", html)
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
