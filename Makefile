@@ -49,21 +49,18 @@ browser:
 	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 	  ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
-## test: mypy over mvcaug/, tasks/, flows/ (pyproject.toml's [tool.mypy]), then the whole suite, end-to-end tests
-## included: two test processes at once (pytest-xdist, one torch thread each; all of a file's tests on one, so
-## a module's reproduced workspace is built once), then the `serial` tests (bounds in seconds) alone; a base
-## workspace both runs need is built once, in a folder that lives for this one command (tests.workspace.shared_workspace)
+## test: the whole suite, end-to-end tests and the type check (mypy over mvcaug/, tasks/, flows/ and tools/, as
+## pyproject.toml's [tool.mypy] says: tests/unit/test_types.py) included: two test processes at once (pytest-xdist,
+## one torch thread each; all of a file's tests on one, longest files first), then the `serial` tests (bounds in
+## seconds) alone. tests/suite.py starts one Prefect server for both runs and a folder for the base workspaces they
+## copy (tests.workspace.shared_workspace), and removes both at the end
 JOBS ?= 2
 test: setup-test browser
-	$(BIN)/mypy
-	shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export MVCAUG_TEST_WORKSPACES="$$shared" && \
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not serial" && \
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m serial
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.suite --jobs $(JOBS)
 
-## test-fast: mypy, then the suite without the slow end-to-end tests
+## test-fast: the same without the slow end-to-end tests (the type check included)
 test-fast: setup-test
-	$(BIN)/mypy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not slow and not serial"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.suite --jobs $(JOBS) --fast
 
 ## export: the kept synthetic images (and the real training split) as a Hugging Face ImageFolder in OUT
 OUT ?= export
