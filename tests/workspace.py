@@ -111,8 +111,9 @@ def write_digits(folder: Path, start: int, stop: int) -> None:
 
 def copy_workspace(source: Path, target: Path) -> Path:
     """A copy of a reproduced workspace (git history, DVC cache and outputs included) for a test to change
-    alone: tests that share one reproduced workspace each get their own copy, so every test runs alone."""
-    shutil.copytree(source, target, symlinks=True)
+    alone: tests that share one reproduced workspace each get their own copy, so every test runs alone. target
+    may exist if it is empty (the staging folder of shared_workspace)."""
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
     return target
 
 
@@ -153,9 +154,31 @@ def mixed_and_pretrained(folder: Path) -> Path:
     return ws
 
 
+MIXED_STAGES = frozenset({"prepare", "caption", "embed", "mix", "pretrain"})
+"""What mixed_and_pretrained runs; `dvc repro` on a copy of it runs every other stage."""
+
+
 def mixed_base(fallback: Path) -> Path:
     """The tiny workspace up to mix and pretrain, built once per `make test` for every module that starts from it
     (the fault tests of both pytest runs, the full grid, the generate runners); copy it before changing anything.
     Nothing that starts from it asks the Prefect server about the runs that built it: under `make test` those went
     to the server of whichever pytest process built it first."""
     return shared_workspace("mixed", mixed_and_pretrained, fallback)
+
+
+def reproduced(folder: Path) -> Path:
+    """A copy of the mixed base with every other stage reproduced by `dvc repro`, and the whole run committed:
+    every stage of the pipeline has run once in it."""
+    copy_workspace(mixed_base(folder.parent / f"{folder.name}-mixed"), folder)
+    result = run(["dvc", "repro"], folder)
+    every_stage = set(yaml.safe_load((folder / "dvc.yaml").read_text())["stages"])
+    assert stages_ran(result.stdout) == every_stage - MIXED_STAGES, result.stdout
+    commit_all(folder, "first run")
+    return folder
+
+
+def reproduced_base(fallback: Path) -> Path:
+    """The tiny workspace with every stage reproduced and committed (reproduced), built once per `make test` for
+    the modules that start from a finished run (the pipeline's tests, the fault tests that need a fine-tuned
+    model); copy it before changing anything (even a no-op `dvc repro` writes DVC's state files)."""
+    return shared_workspace("reproduced", reproduced, fallback)

@@ -27,7 +27,14 @@ EXIT_BOUND_S = 20.0
 
 @pytest.fixture
 def workspace(mixed: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny workspace up to mix and pretrain."""
     return copy_workspace(mixed, tmp_path / "ws")
+
+
+@pytest.fixture
+def finished_workspace(reproduced: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny workspace with every stage run (a fine-tuned model included)."""
+    return copy_workspace(reproduced, tmp_path / "ws")
 
 
 def own_server_env() -> dict[str, str]:
@@ -150,12 +157,14 @@ def test_a_missing_local_encoder_is_named_and_never_sent_to_the_hub(workspace: P
 
 @pytest.mark.serial  # a bound in seconds: run alone, after the parallel part of `make test`
 @pytest.mark.parametrize("what", ["finetune", "generate"])
-def test_ctrl_c_ends_a_stage_within_seconds(workspace: Path, what: str, stage: Launcher) -> None:
-    if what == "generate":
-        run(["dvc", "repro", "finetune"], workspace)
+def test_ctrl_c_ends_a_stage_within_seconds(what: str, stage: Launcher, request: pytest.FixtureRequest) -> None:
+    if what == "generate":  # it needs a fine-tuned model
+        workspace = request.getfixturevalue("finished_workspace")
         update_params(workspace, {"generate": {"steps": 1000}})  # minutes of sampling
     else:
+        workspace = request.getfixturevalue("workspace")
         update_params(workspace, {"finetune": {"steps": 100000}})
+    (workspace / ".mvcaug-run" / "logs" / f"{what}.log").unlink(missing_ok=True)  # started() reads this run's
     process = stage(["python", "-m", f"flows.{what}"], workspace, own_server_env())
     wait_for(lambda: started(workspace, what), 120, f"{what} to start")
     time.sleep(3)
@@ -205,12 +214,11 @@ def test_a_killed_dvc_repro_takes_its_stage_along_and_two_writers_never_meet(wor
              "the stage to stop after dvc repro was killed")
 
 
-def test_files_kept_in_git_survive_a_failed_rerun(workspace: Path) -> None:
-    run(["dvc", "repro", "finetune"], workspace)
-    model = workspace / "data/06_model"
+def test_files_kept_in_git_survive_a_failed_rerun(finished_workspace: Path) -> None:
+    model = finished_workspace / "data/06_model"
     before = {name: (model / name).read_bytes() for name in ("metrics.json", "loss.csv")}
-    update_params(workspace, {"finetune": {"mixed_precision": "fp16", "steps": 9}})  # fp16 needs a GPU: fails
-    failed = run(["dvc", "repro", "finetune"], workspace, check=False)
+    update_params(finished_workspace, {"finetune": {"mixed_precision": "fp16", "steps": 9}})  # fp16 needs a GPU: fails
+    failed = run(["dvc", "repro", "finetune"], finished_workspace, check=False)
     assert failed.returncode != 0 and "error: 'finetune.mixed_precision' is fp16, which needs a GPU" in failed.stderr
     assert {name: (model / name).read_bytes() for name in before} == before
 

@@ -1,7 +1,8 @@
 """End to end: `dvc repro` in a fresh git + DVC workspace with tiny params, then changes and reruns.
 
-The module reproduces one workspace and commits it; every test that changes something works on its own
-copy (tests.workspace.copy_workspace), so each test passes alone (`pytest -k name`) and in any order.
+The module starts from one reproduced and committed workspace (tests.workspace.reproduced_base, shared with the
+fault tests under `make test`); every test that changes something, or runs DVC, works on its own copy
+(tests.workspace.copy_workspace), so each test passes alone (`pytest -k name`) and in any order.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from mvcaug.io.catalog import FILES
 from mvcaug.io.embedding_table import read_embeddings
 from mvcaug.io.stage_times import read_stage_times, stage_throughput
 from tests.browser import browser  # noqa: F401  (a pytest fixture)
-from tests.workspace import (
-    TINY_PARAMS, commit_all, copy_workspace, make_workspace, run, stages_ran, update_params,
-)
+from tests.workspace import TINY_PARAMS, commit_all, copy_workspace, run, stages_ran, update_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.runtime(481)]  # seconds under `make test` at 18e8f52
 
@@ -43,13 +42,10 @@ CELLS = GRID + UNMIXED + TABLE_4 + BUDGET + MORE_REAL + CORPUS
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    """The reproduced and committed workspace: read it, never change it (copy it first)."""
-    ws = make_workspace(tmp_path_factory.mktemp("base"))
-    result = run(["dvc", "repro"], ws)
-    assert stages_ran(result.stdout) == ALL_STAGES, result.stdout
-    commit_all(ws, "first run")
-    return ws
+def base(reproduced: Path) -> Path:
+    """The reproduced and committed workspace (tests.workspace.reproduced_base): read it, never change it (copy it
+    first). Its first stages ran in the mixed base it was copied from, the others in it: every stage ran once."""
+    return reproduced
 
 
 @pytest.fixture
@@ -153,10 +149,10 @@ def test_every_artifact(base: Path) -> None:
         "images_per_class,accuracy,low,high")
 
 
-def test_noop_repro_runs_nothing(base: Path) -> None:
-    result = run(["dvc", "repro"], base)
+def test_noop_repro_runs_nothing(workspace: Path) -> None:
+    result = run(["dvc", "repro"], workspace)
     assert stages_ran(result.stdout) == set()
-    assert run(["dvc", "status"], base).stdout.strip().endswith("Data and pipelines are up to date.")
+    assert run(["dvc", "status"], workspace).stdout.strip().endswith("Data and pipelines are up to date.")
 
 
 def test_a_mix_change_reruns_mix_and_after_only_and_commits_compare(workspace: Path) -> None:
