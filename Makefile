@@ -49,18 +49,20 @@ browser:
 	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || \
 	  ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
-## test: the whole suite, end-to-end tests and the type check (mypy over mvcaug/, tasks/, flows/ and tools/, as
+## test: the whole suite, end-to-end tests and the type check (mypy over mvcaug/, tasks/, flows/ and tools/ as
 ## pyproject.toml's [tool.mypy] says: tests/unit/test_types.py) included: two test processes at once (pytest-xdist,
-## one torch thread each; all of a file's tests on one, longest files first), then the `serial` tests (bounds in
-## seconds) alone. tests/suite.py starts one Prefect server for both runs and a folder for the base workspaces they
-## copy (tests.workspace.shared_workspace), and removes both at the end
+## one torch thread each; all of a file's tests on one, so a module's reproduced workspace is built once; the
+## longest files first), then the `serial` tests (bounds in seconds; all in tests/e2e) alone; a base workspace both
+## runs need is built once, in a folder that lives for this one command (tests.workspace.shared_workspace)
 JOBS ?= 2
 test: setup-test browser
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.suite --jobs $(JOBS)
+	shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export MVCAUG_TEST_WORKSPACES="$$shared" && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not serial" && \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m serial tests/e2e
 
-## test-fast: the same without the slow end-to-end tests (the type check included)
+## test-fast: the suite without the slow end-to-end tests (the type check included)
 test-fast: setup-test
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tests.suite --jobs $(JOBS) --fast
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --no-loadscope-reorder -m "not slow and not serial"
 
 ## export: the kept synthetic images (and the real training split) as a Hugging Face ImageFolder in OUT
 OUT ?= export

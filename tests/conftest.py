@@ -11,7 +11,13 @@ only order the queue, so one that goes stale costs minutes of the suite, never a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+SERIAL_FOLDER = Path(__file__).resolve().parent / "e2e"
+"""Where the `serial` tests live: `make test` collects only this folder for its serial run (the whole suite's
+collection imports every test module, about 6 s more of a run that has nothing else to do)."""
 
 pytest_plugins = ["pytester"]  # tests/unit/test_suite_order.py runs pytest on modules it writes
 
@@ -23,5 +29,10 @@ def declared_runtime(item: pytest.Item) -> float:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    stray = [item.nodeid for item in items
+             if item.get_closest_marker("serial") and not item.path.is_relative_to(SERIAL_FOLDER)]
+    if stray:
+        raise pytest.UsageError(f"serial tests must live in {SERIAL_FOLDER} (make test's serial run collects only "
+                                f"that folder): {', '.join(stray)}")
     # a stable sort: within a module, and among modules that declare nothing, pytest's order is kept
     items.sort(key=lambda item: -declared_runtime(item))

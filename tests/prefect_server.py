@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +16,9 @@ from pathlib import Path
 from flows.api_server import free_port, stop_server, wait_healthy
 
 
-def start(home: Path) -> tuple[subprocess.Popen, str]:
-    """Start a server whose state lives in home, without waiting for it: (the process, its API URL).
+@contextmanager
+def prefect_server(home: Path, startup_s: float = 120) -> Iterator[str]:
+    """Start a server whose state lives in home; yield its API URL and stop it afterwards.
 
     PREFECT_UI_API_URL is set too: `prefect server start --port N` does not tell the UI its port.
     """
@@ -28,18 +27,10 @@ def start(home: Path) -> tuple[subprocess.Popen, str]:
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_API_URL": api}
-    env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).parent / "prefect"
-    with (home / "server.log").open("w") as log:
-        server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-    return server, api
-
-
-@contextmanager
-def prefect_server(home: Path, startup_s: float = 120) -> Iterator[str]:
-    """Start a server whose state lives in home; yield its API URL once it answers, and stop it afterwards."""
-    server, api = start(home)
+    log = (home / "server.log").open("w")
+    server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         try:
             wait_healthy(api, server, startup_s)
@@ -48,20 +39,7 @@ def prefect_server(home: Path, startup_s: float = 120) -> Iterator[str]:
         yield api
     finally:
         stop(server)
-
-
-def wait_answering(api: str, timeout_s: float, log: Path) -> None:
-    """Wait for a server another process started (tests.suite) to answer at api."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the test Prefect server at {api} did not answer within {timeout_s:.0f} s; "
-                                   f"see {log}") from None
-            time.sleep(0.2)
+        log.close()
 
 
 def stop(process: subprocess.Popen, grace_s: float = 20) -> None:

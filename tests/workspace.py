@@ -146,39 +146,61 @@ def shared_workspace(name: str, build: Callable[[Path], Path], fallback: Path) -
     return ready
 
 
+def offer_shared(name: str, source: Path) -> None:
+    """Under `make test`, a copy of source becomes the base workspace `name` (shared_workspace) when no process
+    has built it and none is building it: a builder that passes through the same state on its way hands it over."""
+    shared = os.environ.get(SHARED_VARIABLE)
+    if not shared:
+        return
+    ready, staging = Path(shared) / name, Path(shared) / f"{name}.building"
+    with exclusive_lock(Path(shared) / f"{name}.lock") as held:
+        if held and not ready.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+            copy_workspace(source, staging)
+            staging.rename(ready)
+
+
+MIXED_STAGES = frozenset({"prepare", "caption", "embed", "mix", "pretrain"})
+"""What mixed_and_pretrained runs; `dvc repro` in it then runs every other stage."""
+
+
+def every_stage(workspace: Path) -> set[str]:
+    """The stage names of the workspace's dvc.yaml."""
+    return set(yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"])
+
+
 def mixed_and_pretrained(folder: Path) -> Path:
     """A tiny workspace reproduced up to the mix stage (prepare, caption, embed, mix) and the pretrained model
     that finetune starts from."""
     ws = make_workspace(folder)
-    run(["dvc", "repro", "mix", "pretrain"], ws)
+    result = run(["dvc", "repro", "mix", "pretrain"], ws)
+    assert stages_ran(result.stdout) == MIXED_STAGES, result.stdout
     return ws
-
-
-MIXED_STAGES = frozenset({"prepare", "caption", "embed", "mix", "pretrain"})
-"""What mixed_and_pretrained runs; `dvc repro` on a copy of it runs every other stage."""
 
 
 def mixed_base(fallback: Path) -> Path:
     """The tiny workspace up to mix and pretrain, built once per `make test` for every module that starts from it
-    (the fault tests of both pytest runs, the full grid, the generate runners); copy it before changing anything.
-    Nothing that starts from it asks the Prefect server about the runs that built it: under `make test` those went
-    to the server of whichever pytest process built it first."""
+    (the fault tests of both pytest runs, the full grid and the generate runners; reproduced hands it over on its
+    way); copy it before changing anything. Nothing that starts from it asks the Prefect server about the runs
+    that built it: under `make test` those went to the server of whichever pytest process built it."""
     return shared_workspace("mixed", mixed_and_pretrained, fallback)
 
 
 def reproduced(folder: Path) -> Path:
-    """A copy of the mixed base with every other stage reproduced by `dvc repro`, and the whole run committed:
-    every stage of the pipeline has run once in it."""
-    copy_workspace(mixed_base(folder.parent / f"{folder.name}-mixed"), folder)
+    """A tiny workspace with every stage reproduced and committed, all in this process (so its Prefect server saw
+    each stage run). Half way, at mix and pretrain, it offers itself as the mixed base (offer_shared): the same
+    files, built once per `make test`."""
+    mixed_and_pretrained(folder)
+    offer_shared("mixed", folder)
     result = run(["dvc", "repro"], folder)
-    every_stage = set(yaml.safe_load((folder / "dvc.yaml").read_text())["stages"])
-    assert stages_ran(result.stdout) == every_stage - MIXED_STAGES, result.stdout
+    assert stages_ran(result.stdout) == every_stage(folder) - MIXED_STAGES, result.stdout
     commit_all(folder, "first run")
     return folder
 
 
 def reproduced_base(fallback: Path) -> Path:
     """The tiny workspace with every stage reproduced and committed (reproduced), built once per `make test` for
-    the modules that start from a finished run (the pipeline's tests, the fault tests that need a fine-tuned
-    model); copy it before changing anything (even a no-op `dvc repro` writes DVC's state files)."""
+    the modules that start from a finished run: the pipeline's tests (the first module handed out, so its process
+    builds it and holds every stage's flow run on its Prefect server) and the fault tests that need a fine-tuned
+    model. Copy it before changing anything (even a no-op `dvc repro` writes DVC's state files)."""
     return shared_workspace("reproduced", reproduced, fallback)

@@ -1,5 +1,4 @@
-"""One Prefect server for the end-to-end tests, on a free loopback port: for the whole `make test` (tests.suite),
-or for the session of a lone pytest run.
+"""One Prefect server for the whole end-to-end session, on a free loopback port.
 
 Every flow the tests start (through `dvc repro` or directly) reports to it, as flows do when a user
 runs `make ui`: faster than a temporary server per flow, and the tests can ask it what ran.
@@ -9,14 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.prefect_server import prefect_server as running_server
-from tests.prefect_server import wait_answering
-from tests.suite import SERVER_HOME_VARIABLE, SERVER_VARIABLE
 from tests.workspace import mixed_base, reproduced_base
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -27,29 +23,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_server(tmp_path_factory) -> Iterator[str]:
-    """The session's `prefect server start` on 127.0.0.1, with PREFECT_API_URL exported for every subprocess:
-    under `make test` the one tests.suite started for the whole command (waited for here: it starts while
-    pytest collects), in a lone pytest run one started for this session."""
-    shared = os.environ.get(SERVER_VARIABLE)
-    if shared:
-        home = Path(os.environ[SERVER_HOME_VARIABLE])
-        wait_answering(shared, 120, home / "server.log")
-        with exported(shared, home):
-            yield shared
-        return
+    """Start `prefect server start` on 127.0.0.1; export PREFECT_API_URL for every subprocess.
+
+    One per test process: one server shared by both pytest-xdist processes answered each stage about 0.5 s later
+    (a 12-run loop of the mix stage in each of two workspaces at once: 3.7 and 4.0 s a run against 3.3 s with a
+    server each), which cost the suite more than the 13 s of a core that a second server takes to start."""
     home = tmp_path_factory.mktemp("prefect-home")
-    with running_server(home) as api, exported(api, home):
+    with running_server(home) as api:
+        saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+        os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=str(home))
         yield api
-
-
-@contextmanager
-def exported(api: str, home: Path) -> Iterator[None]:
-    """PREFECT_API_URL and PREFECT_HOME set to the server's for the block, the previous values back after it."""
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=str(home))
-    try:
-        yield
-    finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

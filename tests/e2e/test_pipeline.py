@@ -1,7 +1,7 @@
 """End to end: `dvc repro` in a fresh git + DVC workspace with tiny params, then changes and reruns.
 
-The module starts from one reproduced and committed workspace (tests.workspace.reproduced_base, shared with the
-fault tests under `make test`); every test that changes something, or runs DVC, works on its own copy
+The module starts from one reproduced and committed workspace (tests.workspace.reproduced_base, which the fault
+tests copy too under `make test`); every test that changes something, or runs DVC, works on its own copy
 (tests.workspace.copy_workspace), so each test passes alone (`pytest -k name`) and in any order.
 """
 
@@ -44,7 +44,7 @@ CELLS = GRID + UNMIXED + TABLE_4 + BUDGET + MORE_REAL + CORPUS
 @pytest.fixture(scope="module")
 def base(reproduced: Path) -> Path:
     """The reproduced and committed workspace (tests.workspace.reproduced_base): read it, never change it (copy it
-    first). Its first stages ran in the mixed base it was copied from, the others in it: every stage ran once."""
+    first). Every stage ran in it, in this process."""
     return reproduced
 
 
