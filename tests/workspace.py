@@ -136,14 +136,21 @@ def shared_workspace(name: str, build: Callable[[Path], Path], fallback: Path) -
     shared = os.environ.get(SHARED_VARIABLE)
     if not shared:
         return build(fallback)
-    ready, staging = Path(shared) / name, Path(shared) / f"{name}.building"
+    ready = Path(shared) / name
     with exclusive_lock(Path(shared) / f"{name}.lock", wait=True):
         if not ready.is_dir():
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            build(staging)
-            staging.rename(ready)
+            publish(ready, build)
     return ready
+
+
+def publish(ready: Path, fill: Callable[[Path], object]) -> None:
+    """fill(a staging folder beside ready), then rename it to ready: a reader never sees a half-built base, and
+    a fill that failed leaves only the staging folder, which the next publish clears."""
+    staging = ready.with_name(f"{ready.name}.building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    fill(staging)
+    staging.rename(ready)
 
 
 def offer_shared(name: str, source: Path) -> None:
@@ -152,12 +159,10 @@ def offer_shared(name: str, source: Path) -> None:
     shared = os.environ.get(SHARED_VARIABLE)
     if not shared:
         return
-    ready, staging = Path(shared) / name, Path(shared) / f"{name}.building"
+    ready = Path(shared) / name
     with exclusive_lock(Path(shared) / f"{name}.lock") as held:
         if held and not ready.is_dir():
-            shutil.rmtree(staging, ignore_errors=True)
-            copy_workspace(source, staging)
-            staging.rename(ready)
+            publish(ready, lambda staging: copy_workspace(source, staging))
 
 
 MIXED_STAGES = frozenset({"prepare", "caption", "embed", "mix", "pretrain"})

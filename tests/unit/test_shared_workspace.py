@@ -1,4 +1,5 @@
-"""The base workspaces `make test` builds once for both of its pytest runs (tests.workspace.shared_workspace)."""
+"""The base workspaces `make test` builds once for both of its pytest runs (tests.workspace.shared_workspace), and
+the one a builder hands over on its way (offer_shared)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workspace import SHARED_VARIABLE, shared_workspace
+from mvcaug.io.locks import exclusive_lock
+from tests.workspace import SHARED_VARIABLE, offer_shared, shared_workspace
 
 
 def counting_build(calls: list[Path], fail: bool = False):
@@ -45,3 +47,30 @@ def test_a_failed_build_leaves_nothing_ready_and_the_next_asker_builds_again(tmp
     assert not (tmp_path / "shared" / "base").exists()
     ready = shared_workspace("base", counting_build(calls), tmp_path / "unused")
     assert len(calls) == 2 and (ready / "params.yaml").read_text() == "built\n"
+
+
+def test_an_offered_workspace_is_what_the_next_asker_gets_without_a_build(tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARED_VARIABLE, str(tmp_path / "shared"))
+    source = tmp_path / "half-way"
+    (source / "data").mkdir(parents=True)
+    (source / "data/mixed.parquet").write_text("mixed\n")
+    offer_shared("base", source)
+    (source / "data/mixed.parquet").write_text("the builder went on\n")  # its later stages never reach the copy
+    calls: list[Path] = []
+    ready = shared_workspace("base", counting_build(calls), tmp_path / "unused")
+    assert calls == [] and (ready / "data/mixed.parquet").read_text() == "mixed\n"
+    offer_shared("base", source)  # once built, never replaced
+    assert (ready / "data/mixed.parquet").read_text() == "mixed\n"
+
+
+def test_an_offer_while_another_process_builds_it_changes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARED_VARIABLE, str(tmp_path / "shared"))
+    source = tmp_path / "half-way"
+    source.mkdir()
+    (source / "params.yaml").write_text("offered\n")
+    with exclusive_lock(tmp_path / "shared" / "base.lock"):  # the lock a building process holds
+        offer_shared("base", source)
+    assert not (tmp_path / "shared" / "base").exists()
+    assert not (tmp_path / "shared" / "base.building").exists()  # nor began a copy
+    offer_shared("base", source)
+    assert ((tmp_path / "shared" / "base") / "params.yaml").read_text() == "offered\n"
