@@ -11,8 +11,7 @@ What a person at the terminal gets, whatever the stage:
 - when the stage process's parent dies (`kill -9` of `dvc repro`), the stage stops too, so no orphan
   keeps writing while a rerun starts;
 - each finished run records its wall time in `<paths.run>/stage-times.json` (the report's "where the
-  time went" table);
-- Prefect's flow-run heartbeats are off unless the user sets their frequency (heartbeats_as_asked).
+  time went" table).
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from mvcaug.io.locks import exclusive_lock, lock_holder
 from mvcaug.io.params_file import load_params
 from mvcaug.io.catalog import FILES
 
-__all__ = ["run_stage", "error_line", "missing_input", "user_errors_as_one_line", "heartbeats_as_asked"]
+__all__ = ["run_stage", "error_line", "missing_input", "user_errors_as_one_line"]
 
 log = logging.getLogger("mvcaug.stage")
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
@@ -167,26 +166,6 @@ def exit_now(message: str, code: int) -> None:
     os._exit(code)
 
 
-@contextlib.contextmanager
-def heartbeats_as_asked() -> Iterator[None]:
-    """Prefect's flow-run heartbeats off for the block, unless the user set their frequency
-    (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, in the environment or a Prefect profile), which is then kept.
-
-    Why: Prefect's heartbeat thread sleeps in one-second steps and a finished flow waits for it to notice, about
-    0.5 s at the end of every stage (the mix stage alone, one torch thread, five runs each way: 3.28 s a run with
-    them, 2.75 s without); that is 6 s of a `make run` and minutes of the test suite, for events that only serve
-    Prefect's detection of crashed ("zombie") runs, which its docs have users enable by setting that frequency.
-    An interrupted or terminated stage still ends its flow run itself (exit_on_signals); only a process killed
-    outright (SIGKILL, a lost node) needs heartbeats to be noticed."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
-
-    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
-        yield
-        return
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
-
-
 def run_stage(flow: Callable[..., object]) -> None:
     """Parse --params/--debug and run the flow as described in this module's docstring."""
     parser = argparse.ArgumentParser(description=flow.__doc__)
@@ -210,7 +189,7 @@ def run_stage(flow: Callable[..., object]) -> None:
                 if not held:
                     raise StageBusy(f"stage '{stage}' is already running here (pid {lock_holder(lock_file)}) and "
                                     "writes the same outputs; wait for it to finish or stop it, then rerun")
-                with prefect_api(), heartbeats_as_asked(), recorded_time(run_dir / FILES.stage_times, stage):
+                with prefect_api(), recorded_time(run_dir / FILES.stage_times, stage):
                     flow(params_file=args.params)
         except UserError as err:
             exit_with_one_line(err, err, hold)
