@@ -14,8 +14,9 @@ one table: every setting's validation accuracy, its difference from the top sett
 interval (mvcaug.judging.stats.rank_with_ties), and the test accuracy and paired gain of the chosen one only. Test
 figures of the other settings are never printed, so nothing is picked by its test score. A tie is called a
 tie: when the defaults cannot be told from the top setting on validation, the defaults stay chosen (no
-change without evidence), except for the amount of fine-tuning (WORK_KNOB): among the tied settings that change
-nothing else, the fewest steps is chosen, so a run costs no more than validation can justify.
+change without evidence), except for the amount of training (WORK_KNOBS: pretraining and fine-tuning steps): among
+the tied settings that change nothing else, the least work (training samples) is chosen, so a run costs no more
+than validation can justify.
 
 While sweeping, the train stage trains only what the ranking needs (real and combined cells, the full
 synthetic set, no ablation); the chosen setting then becomes the default in params.yaml and the full
@@ -51,43 +52,65 @@ SETTINGS: dict[str, list[str]] = {
     "fine-tuning steps 100": ["finetune.steps=100"],
     "fine-tuning steps 200": ["finetune.steps=200"],
     "fine-tuning steps 400": ["finetune.steps=400"],
+    "pretraining steps 1050": ["pretrain.steps=1050"],
+    "pretraining steps 700": ["pretrain.steps=700"],
     "guidance 1.5": ["generate.guidance_scale=1.5"],
     "guidance 3": ["generate.guidance_scale=3.0"],
     "image dropout 0.2": ["finetune.image_dropout=0.2"],
 }
 """The grid: one knob at a time against the defaults: where the generator starts from (the pretrain stage's
 model or a U-Net from scratch), what its text says during fine-tuning (the target's own caption with MVC's
-edits, or a fresh mix of the class), how long it fine-tunes, how hard generation follows the text and how often
-fine-tuning hides the conditioning image. The pretrain stage runs once: every experiment reuses its output from
+edits, or a fresh mix of the class), how long it pretrains and fine-tunes, how hard generation follows the text
+and how often fine-tuning hides the conditioning image. "pretraining steps 1050" is where the defaults' own
+self-check curve already passes (0.93 at step 1,050 of 1,400, README), with the cosine schedule ending there;
+"pretraining steps 700" is where it was just below (0.88), so it is a candidate only if its own shorter schedule
+passes (failed_self_check). The pretrain stage runs once for all the other settings: every experiment reuses its
+output from
 DVC's run cache, and the workspace shares this checkout's DVC cache (`dvc cache dir --local`), so a pretrained
 model this checkout already made is restored, not trained again."""
 
 
-WORK_KNOB = "finetune.steps"
-"""The one knob that only sets how much work the generator does, not what it learns from: among the settings tied
-with the top on validation, the defaults and the settings that change only this knob are chosen by the least work
-(the fewest fine-tuning steps), so a run takes no longer than validation can justify; every other knob keeps the
-rule of no change without evidence (the defaults stay when they are tied with the top)."""
+WORK_KNOBS = {"pretrain.steps": "pretrain.batch_size", "finetune.steps": "finetune.batch_size"}
+"""The knobs that only set how much work the generator does, not what it learns from (each with the batch size that
+turns its steps into training samples): among the settings tied with the top on validation, the defaults and the
+settings that change only these knobs are chosen by the least work (the fewest training samples, pretraining and
+fine-tuning together), so a run takes no longer than validation can justify; every other knob keeps the rule of no
+change without evidence (the defaults stay when they are tied with the top)."""
 
 
-def default_steps() -> int:
-    """finetune.steps in the committed params.yaml: the defaults' amount of work."""
-    return load_params(ROOT / "params.yaml").finetune.steps
+def default_work() -> dict[str, int]:
+    """The committed params.yaml's values of the work knobs and their batch sizes: the defaults' amount of work."""
+    params = load_params(ROOT / "params.yaml")
+    names = [name for steps_and_batch in WORK_KNOBS.items() for name in steps_and_batch]
+    return {name: int(getattr(getattr(params, name.split(".")[0]), name.split(".")[1])) for name in names}
 
 
-def work(name: str, defaults: int) -> int | None:
-    """The fine-tuning steps of a setting that changes nothing but WORK_KNOB (the defaults: `defaults`), else None."""
+def work(name: str, defaults: dict[str, int]) -> int | None:
+    """The training samples (pretraining plus fine-tuning) of a setting that changes nothing but WORK_KNOBS (the
+    defaults' values: `defaults`, as default_work gives them), else None."""
     overrides = dict(override.split("=", 1) for override in SETTINGS[name])
-    if set(overrides) - {WORK_KNOB}:
+    if set(overrides) - set(WORK_KNOBS):
         return None
-    return int(overrides.get(WORK_KNOB, defaults))
+    values = {**defaults, **{knob: int(value) for knob, value in overrides.items()}}
+    return sum(values[steps] * values[batch] for steps, batch in WORK_KNOBS.items())
 
 
-def choose(ranking: list, defaults: int) -> str:
+def choose(ranking: list, defaults: dict[str, int]) -> str:
     """The chosen setting: the least work among the tied defaults-like settings (`work`), else the top."""
-    candidates = [(steps, entry.name) for entry in ranking if entry.tied
-                  for steps in [work(entry.name, defaults)] if steps is not None]
+    candidates = [(samples, entry.name) for entry in ranking if entry.tied
+                  for samples in [work(entry.name, defaults)] if samples is not None]
     return min(candidates)[1] if candidates else ranking[0].name
+
+
+def failed_self_check(workspace: Path) -> str | None:
+    """Why the experiment just run in the workspace is no candidate: its pretrained model failed the pretrain stage's
+    own self-check (metrics.json in paths.pretrain; a generator that does not draw what its text asks for is not a
+    cheaper equal, whatever validation says); None when it passed or has none (pretrain.source other than glyphs)."""
+    pretrained = workspace / load_params(workspace / "params.yaml").paths.pretrain
+    check = json.loads((pretrained / "metrics.json").read_text()).get("self_check")
+    if not check or check["passed"]:
+        return None
+    return f"the pretrained model failed its self-check (ratio {check['ratio']:.2f} < {check['ratio_needed']})"
 
 
 def experiment_metrics(workspace: Path) -> dict[str, dict]:
@@ -135,6 +158,8 @@ def main() -> None:
         if result.returncode != 0:  # e.g. the filter kept no image: the setting gives no synthetic set to train on
             errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
             failed[name] = errors[-1] if errors else result.stderr.strip().splitlines()[-1]
+        elif (refusal := failed_self_check(workspace)) is not None:
+            failed[name] = refusal
         record.write_text(json.dumps({"seconds": seconds, "failed": failed}))
         log.info("%s: %.0f s%s", name, seconds[name], f" ({failed[name]})" if name in failed else "")
     metrics = experiment_metrics(workspace)
@@ -142,7 +167,7 @@ def main() -> None:
     ranking = rank_with_ties({n: (metrics[slug(n)]["syn"]["val_acc_mean"], metrics[slug(n)]["syn"].get("val_acc_std", 0.0),
                                   metrics[slug(n)]["syn"]["runs"]) for n in names})
     tied = [r.name for r in ranking if r.tied]
-    chosen = choose(ranking, default_steps())
+    chosen = choose(ranking, default_work())
     log.info("workspace: %s", workspace)
     log.info("| setting | overrides | val acc, combined (%) | vs the top (pp) [95% CI] | val acc, real only (%) | "
              "test acc, combined (%) | test gain, paired (pp) | time (s) |")
@@ -165,7 +190,7 @@ def main() -> None:
         log.info("tied with the top on validation (95%% Welch intervals of the difference hold 0): %s", ", ".join(tied))
     why = ("" if chosen == ranking[0].name else
            " (tied with the top: the defaults stay)" if chosen == "defaults" else
-           f" (tied with the top: the fewest {WORK_KNOB} of the settings that change nothing else)")
+           " (tied with the top: the least training of the settings that change nothing else)")
     log.info("chosen on validation: %s%s", chosen, why)
 
 
