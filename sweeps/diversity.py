@@ -4,7 +4,7 @@ chosen setting on the test split once.
     .venv/bin/python sweeps/diversity.py [--keep DIR] [--only NAME ...]
 
 With --keep, a second call on the same folder resumes the sweep: earlier experiments stay in the ranking
-and only the named settings (or all) run.
+and only the named settings (or all) that have no experiment there yet run.
 
 It copies the project into a throw-away git + DVC workspace (the params as committed), runs one
 `dvc exp run` per setting (one at a time, each from the committed params, so persisted shards and cells
@@ -31,6 +31,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -78,9 +79,11 @@ fine-tuning together), so a run takes no longer than validation can justify; eve
 change without evidence (the defaults stay when they are tied with the top)."""
 
 
-def default_work() -> dict[str, int]:
-    """The committed params.yaml's values of the work knobs and their batch sizes: the defaults' amount of work."""
-    params = load_params(ROOT / "params.yaml")
+def default_work(workspace: Path) -> dict[str, int]:
+    """The values of the work knobs and their batch sizes in the params.yaml the workspace committed (the sweep's
+    defaults, not this checkout's params.yaml, which may have moved on since the workspace was made)."""
+    run(["git", "checkout", "--", "params.yaml"], workspace)  # the last experiment's overrides are still in it
+    params = load_params(workspace / "params.yaml")
     names = [name for steps_and_batch in WORK_KNOBS.items() for name in steps_and_batch]
     return {name: int(getattr(getattr(params, name.split(".")[0]), name.split(".")[1])) for name in names}
 
@@ -126,6 +129,12 @@ def experiment_metrics(workspace: Path) -> dict[str, dict]:
     return found
 
 
+def settings_to_run(asked: list[str], experiments: Iterable[str]) -> list[str]:
+    """The asked settings that have no experiment in a resumed workspace yet (`experiments`: their slugs): a finished
+    one keeps its result, since DVC refuses to run an experiment name twice (and -f would rerun every stage)."""
+    return [name for name in asked if slug(name) not in set(experiments)]
+
+
 def slug(name: str) -> str:
     return name.replace(" ", "-").replace(".", "")
 
@@ -148,7 +157,11 @@ def main() -> None:
     record = workspace.with_name(workspace.name + ".sweep.json")  # times and failures so far, beside it
     done = json.loads(record.read_text()) if record.is_file() else {"seconds": {}, "failed": {}}
     seconds, failed = done["seconds"], done["failed"]
-    for name in args.only or list(SETTINGS):
+    asked = args.only or list(SETTINGS)
+    to_run = settings_to_run(asked, experiment_metrics(workspace))
+    for name in (name for name in asked if name not in to_run):
+        log.info("%s: kept from the workspace", name)
+    for name in to_run:
         run(["git", "checkout", "--", "params.yaml"], workspace)  # every setting starts from the defaults
         overrides = [arg for value in SWEEP_ONLY + SETTINGS[name] for arg in ("-S", value)]
         start = time.perf_counter()
@@ -167,7 +180,7 @@ def main() -> None:
     ranking = rank_with_ties({n: (metrics[slug(n)]["syn"]["val_acc_mean"], metrics[slug(n)]["syn"].get("val_acc_std", 0.0),
                                   metrics[slug(n)]["syn"]["runs"]) for n in names})
     tied = [r.name for r in ranking if r.tied]
-    chosen = choose(ranking, default_work())
+    chosen = choose(ranking, default_work(workspace))
     log.info("workspace: %s", workspace)
     log.info("| setting | overrides | val acc, combined (%) | vs the top (pp) [95% CI] | val acc, real only (%) | "
              "test acc, combined (%) | test gain, paired (pp) | time (s) |")

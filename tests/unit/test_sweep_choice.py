@@ -7,7 +7,7 @@ import importlib.util
 import json
 
 from mvcaug.judging.stats import rank_with_ties
-from tests.workspace import ROOT
+from tests.workspace import ROOT, commit_all, run
 
 spec = importlib.util.spec_from_file_location("sweep_diversity", ROOT / "sweeps" / "diversity.py")
 assert spec is not None and spec.loader is not None
@@ -48,10 +48,13 @@ def test_fewer_pretraining_steps_win_a_tie_as_the_least_training_samples():
     assert sweep.work("pretraining steps 1050", defaults) == 1050 * 64 + 400 * 32
 
 
-def test_the_committed_defaults_are_read_with_their_batch_sizes():
-    work = sweep.default_work()
-    assert set(work) == {"pretrain.steps", "pretrain.batch_size", "finetune.steps", "finetune.batch_size"}
-    assert all(isinstance(value, int) and value > 0 for value in work.values())
+def test_the_defaults_are_the_workspaces_committed_params_not_an_experiments_overrides(tmp_path):
+    (tmp_path / "params.yaml").write_text("pretrain:\n  steps: 1400\nfinetune:\n  steps: 100\n  batch_size: 16\n")
+    run(["git", "init", "-q"], tmp_path)
+    commit_all(tmp_path, "workspace")
+    (tmp_path / "params.yaml").write_text("pretrain:\n  steps: 700\n")  # what `dvc exp run -S` leaves behind
+    work = sweep.default_work(tmp_path)
+    assert work == {"pretrain.steps": 1400, "pretrain.batch_size": 64, "finetune.steps": 100, "finetune.batch_size": 16}
 
 
 def test_a_pretrained_model_that_fails_its_self_check_is_no_candidate(tmp_path):
@@ -65,3 +68,9 @@ def test_a_pretrained_model_that_fails_its_self_check_is_no_candidate(tmp_path):
     assert sweep.failed_self_check(tmp_path) is None
     metrics.write_text(json.dumps({"source": "none"}))  # no corpus of named glyphs, no self-check to fail
     assert sweep.failed_self_check(tmp_path) is None
+
+
+def test_a_resumed_sweep_runs_only_the_settings_without_an_experiment():
+    asked = ["defaults", "pretraining steps 1050", "guidance 3"]
+    assert sweep.settings_to_run(asked, {"pretraining-steps-1050", "fine-tuning-steps-200"}) == ["defaults", "guidance 3"]
+    assert sweep.settings_to_run(asked, []) == asked
