@@ -292,7 +292,7 @@ class PretrainParams:
     snr_gamma: float = 0.0
     """Min-SNR loss weighting (Hang et al. 2023): each timestep's loss weighted by min(SNR, gamma) / SNR
     (epsilon) or / (SNR + 1) (v_prediction); 0 = off."""
-    steps: int = 1400
+    steps: int = 1050
     batch_size: int = 64
     learning_rate: float = 2e-3
     lr_warmup_steps: int = 100
