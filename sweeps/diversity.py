@@ -66,9 +66,8 @@ and how often fine-tuning hides the conditioning image. "pretraining steps 1050"
 self-check curve already passes (0.93 at step 1,050 of 1,400, README), with the cosine schedule ending there;
 "pretraining steps 700" is where it was just below (0.88), so it is a candidate only if its own shorter schedule
 passes (failed_self_check). The pretrain stage runs once for all the other settings: every experiment reuses its
-output from
-DVC's run cache, and the workspace shares this checkout's DVC cache (`dvc cache dir --local`), so a pretrained
-model this checkout already made is restored, not trained again."""
+output from DVC's run cache, and the workspace shares this checkout's DVC cache (`dvc cache dir --local`), so a
+pretrained model this checkout already made is restored, not trained again."""
 
 
 WORK_KNOBS = {"pretrain.steps": "pretrain.batch_size", "finetune.steps": "finetune.batch_size"}
@@ -84,8 +83,11 @@ def default_work(workspace: Path) -> dict[str, int]:
     defaults, not this checkout's params.yaml, which may have moved on since the workspace was made)."""
     run(["git", "checkout", "--", "params.yaml"], workspace)  # the last experiment's overrides are still in it
     params = load_params(workspace / "params.yaml")
-    names = [name for steps_and_batch in WORK_KNOBS.items() for name in steps_and_batch]
-    return {name: int(getattr(getattr(params, name.split(".")[0]), name.split(".")[1])) for name in names}
+    values = {}
+    for name in (name for steps_and_batch in WORK_KNOBS.items() for name in steps_and_batch):
+        section, key = name.split(".")
+        values[name] = int(getattr(getattr(params, section), key))
+    return values
 
 
 def work(name: str, defaults: dict[str, int]) -> int | None:

@@ -17,7 +17,7 @@ spec.loader.exec_module(sweep)
 
 def test_ties_keep_the_defaults_except_that_the_fewest_fine_tuning_steps_win():
     names = {"defaults": "defaults", "s100": "fine-tuning steps 100", "s200": "fine-tuning steps 200",
-             "g3": "guidance 3", "g15": "guidance 1.5", "p1050": "pretraining steps 1050"}
+             "g3": "guidance 3", "g15": "guidance 1.5"}
     defaults = {"pretrain.steps": 1400, "pretrain.batch_size": 64, "finetune.steps": 800, "finetune.batch_size": 32}
 
     def rank(**means: float):
