@@ -113,6 +113,20 @@ def test_a_strategy_that_wins_on_validation_by_chance_gets_no_inflated_claim():
     assert {"gain_p_holm"} <= set(metrics["rsp"]) and "gain_p_holm" not in metrics["baseline"]
 
 
+
+def test_the_holm_p_of_the_metrics_prints_as_the_verdict_prints_it():
+    # data whose Holm-adjusted p is 0.12949...: kept to 4 decimals (0.1295) it printed 0.130 in the report's table
+    # beside the verdict's 0.129
+    real = [0.80, 0.82, 0.84, 0.81, 0.83]
+    rs = [run("real", s, acc, val=0.80) for s, acc in enumerate(real)]
+    rs += [run("combined", s, acc + d, val=0.86) for s, (acc, d) in enumerate(zip(real, (0.0, 0.002, 0.009, 0.009, 0.009)))]
+    rs += [run("rsp", s, acc + d, val=0.81) for s, (acc, d) in enumerate(zip(real, (0.01, -0.01, 0.0, 0.005, -0.004)))]
+    rs += [run("two_phase", s, acc + d, val=0.82) for s, (acc, d) in enumerate(zip(real, (-0.01, 0.01, 0.003, -0.002, 0.0)))]
+    sentence = headline(rs, images_per_class=20).sentence
+    stored = summarise(rs, images_per_class=20)["small_cnn"]["syn"]["gain_p_holm"]
+    assert "Holm-adjusted p = 0.129 over" in sentence
+    assert f"Holm-adjusted p = {stored:.3f} over" in sentence
+
 def correctness(results: list[RunResult], images: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-image right/wrong vectors whose mean is each cell's test accuracy (rounded to the image). Within a
     seed the cells rank the images alike (one order of difficulty per seed), so a better cell gets the same
