@@ -134,7 +134,8 @@ def experiment_metrics(workspace: Path) -> dict[str, dict]:
 def settings_to_run(asked: list[str], experiments: Iterable[str]) -> list[str]:
     """The asked settings that have no experiment in a resumed workspace yet (`experiments`: their slugs): a finished
     one keeps its result, since DVC refuses to run an experiment name twice (and -f would rerun every stage)."""
-    return [name for name in asked if slug(name) not in set(experiments)]
+    finished = set(experiments)
+    return [name for name in asked if slug(name) not in finished]
 
 
 def slug(name: str) -> str:

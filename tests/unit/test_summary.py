@@ -113,7 +113,6 @@ def test_a_strategy_that_wins_on_validation_by_chance_gets_no_inflated_claim():
     assert {"gain_p_holm"} <= set(metrics["rsp"]) and "gain_p_holm" not in metrics["baseline"]
 
 
-
 def test_the_holm_p_of_the_metrics_prints_as_the_verdict_prints_it():
     # data whose Holm-adjusted p is 0.12949...: kept to 4 decimals (0.1295) it printed 0.130 in the report's table
     # beside the verdict's 0.129
@@ -126,6 +125,7 @@ def test_the_holm_p_of_the_metrics_prints_as_the_verdict_prints_it():
     stored = summarise(rs, images_per_class=20)["small_cnn"]["syn"]["gain_p_holm"]
     assert "Holm-adjusted p = 0.129 over" in sentence
     assert f"Holm-adjusted p = {stored:.3f} over" in sentence
+
 
 def correctness(results: list[RunResult], images: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
     """Per-image right/wrong vectors whose mean is each cell's test accuracy (rounded to the image). Within a
