@@ -21,7 +21,7 @@ from mvcaug.io.digests import json_digest
 from mvcaug.io.content_cache import open_cache
 from mvcaug.core.params import Params
 from mvcaug.io.catalog import FILES
-from mvcaug.core.devices import device_label
+from mvcaug.core.devices import autocast_precision, device_label
 from mvcaug.core.throughput import Throughput
 from mvcaug.io.stage_times import note_throughput
 
@@ -126,6 +126,7 @@ def pretrain(params: Params) -> dict:
     heldout_accuracy = accuracy(checker, heldout.pixels, heldout.labels, classes) if checker and heldout else 0.0
     # 3. Train, checking every check_every steps.
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
+    check_precision = autocast_precision(p.check_precision, device)
     denoiser = build_text_to_image(p, channels, resolution, train_text.shape[-1], device)
     sampler = ConditionSampler(corpus_conditions(corpus, train_text), NO_MIX, "target", p.seed)
     curve: list[SelfCheck] = []
@@ -133,12 +134,14 @@ def pretrain(params: Params) -> dict:
 
     def self_check(done: int) -> None:
         assert checker is not None and heldout is not None
-        samples = sample_text_to_image(denoiser, check_text, null, p.check_guidance_scale, p.check_steps, p.seed)
+        samples = sample_text_to_image(denoiser, check_text, null, p.check_guidance_scale, p.check_steps, p.seed,
+                                       precision=check_precision)
         point = SelfCheck(done, round(time.perf_counter() - train_started, 1), heldout_accuracy,
                           accuracy(checker, samples.to(heldout.pixels.device), heldout.labels, classes), p.check_ratio)
         curve.append(point)
-        log.info("self-check at step %d (%.0f s): samples read as asked %.1f%%, held-out renders %.1f%% (ratio %.2f)",
-                 done, point.seconds, 100 * point.sample_accuracy, 100 * heldout_accuracy, point.ratio)
+        log.info("self-check at step %d (%.0f s): samples (%s) read as asked %.1f%%, held-out renders %.1f%% "
+                 "(ratio %.2f)", done, point.seconds, check_precision, 100 * point.sample_accuracy,
+                 100 * heldout_accuracy, point.ratio)
 
     digests = {"corpus": json_digest(corpus.rows), "encoder": json_digest(params.embed.encoder),
                "format": f"{channels}x{resolution}"}
@@ -157,7 +160,8 @@ def pretrain(params: Params) -> dict:
     columns = len(p.glyphs) if heldout else 8
     write_png(out / FILES.corpus_grid, validation_grid(corpus.pixels[: 4 * columns], columns=columns))
     shown = check_text[: 4 * columns] if heldout else train_text[: 4 * columns]
-    samples = sample_text_to_image(denoiser, shown, null, p.check_guidance_scale, p.check_steps, p.seed)
+    samples = sample_text_to_image(denoiser, shown, null, p.check_guidance_scale, p.check_steps, p.seed,
+                                   precision=check_precision)
     write_png(out / FILES.samples_grid, validation_grid(samples, columns=columns))
     if curve:
         write_text(out / FILES.self_check, "step,sample_accuracy,heldout_accuracy,ratio\n" + "".join(
@@ -168,7 +172,7 @@ def pretrain(params: Params) -> dict:
     metrics = {
         "source": p.source, "images": len(corpus.ids), "glyphs": len(p.glyphs) if heldout else 0,
         "steps": len(losses), "loss_last": round(statistics.fmean(tail), 5),
-        "self_check": self_check_metrics(curve[-1]) if curve else None,
+        "self_check": self_check_metrics(curve[-1], check_precision) if curve else None,
     }
     log.info("pretrain: %.1f s in the stage (corpus, training and self-checks)", time.perf_counter() - started)
     write_json(out / FILES.metrics, metrics)
@@ -183,10 +187,12 @@ def pretrain(params: Params) -> dict:
     return metrics
 
 
-def self_check_metrics(final: SelfCheck) -> dict:
-    """The last self-check, as metrics.json keeps it."""
+def self_check_metrics(final: SelfCheck, precision: str) -> dict:
+    """The last self-check, as metrics.json keeps it, with the precision its samples were drawn in (bf16 or no:
+    pretrain.check_precision as this device resolved it)."""
     return {"sample_accuracy": round(final.sample_accuracy, 4), "heldout_accuracy": round(final.heldout_accuracy, 4),
-            "ratio": round(final.ratio, 4), "ratio_needed": final.ratio_needed, "passed": final.passed}
+            "ratio": round(final.ratio, 4), "ratio_needed": final.ratio_needed, "passed": final.passed,
+            "precision": precision}
 
 
 def pretrain_card(params: Params, metrics: dict) -> str:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["UnpinnedWorker", "device_label", "resolve_device", "native_bf16", "auto_dtype", "resolve_dtype",
-    "classifier_precision", "choose_worker_device",
+    "autocast_precision", "autocast", "choose_worker_device",
     "started_by_dask_cuda", "worker_device", "cluster_gpus", "load_once"]
 
 T = TypeVar("T")
@@ -83,12 +83,20 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
-def classifier_precision(setting: str, device: torch.device, bf16: bool | None = None) -> str:
-    """A classifier's train.model_settings.<model>.mixed_precision as fit_cell runs it: "no" or "bf16"; auto is
-    bf16 where auto_uses_bf16, else no."""
+def autocast_precision(setting: str, device: torch.device, bf16: bool | None = None) -> str:
+    """An autocast setting as it runs: "no" or "bf16"; auto is bf16 where auto_uses_bf16, else no. Read for a
+    classifier's train.model_settings.<model>.mixed_precision (fit_cell) and for pretrain.check_precision (the
+    self-check's sampling)."""
     if setting != "auto":
         return setting
     return "bf16" if auto_uses_bf16(device, bf16) else "no"
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of what runs under an autocast_precision: bfloat16 for bf16, else off."""
+    import torch
+
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def choose_worker_device(gpus_seen: int, in_dask_worker: bool = False, dask_cuda_worker: bool = False,

@@ -30,7 +30,7 @@ from mvcaug.models.classifiers import classifier_kwargs
 from mvcaug.io.classifiers import create_classifier
 from mvcaug.io.digests import code_digest, json_digest
 from mvcaug.data.images import ImageSet, resize
-from mvcaug.core.devices import classifier_precision
+from mvcaug.core.devices import autocast, autocast_precision
 from mvcaug.core.params import ModelSettings, Params, TrainParams
 from mvcaug.data.synthetic_sets import MVC, synthetic_sets
 from mvcaug.judging.strategies import Phase, epoch_batches, two_phase_plan
@@ -170,7 +170,7 @@ def cell_digest(cell: Cell, params: TrainParams, data_digest: str, synthetic_dig
     settings, device = params.model_settings[cell.model], device or torch.device("cpu")
     return json_digest({
         "cell": asdict(cell), "settings": asdict(settings), "flip": params.flip,
-        "precision": classifier_precision(settings.mixed_precision, device),
+        "precision": autocast_precision(settings.mixed_precision, device),
         "threads": CPU_THREADS if device.type == "cpu" else None,
         "strategy": strategy_settings(cell, params), "data": data_digest,
         "synthetic": synthetic_digests[cell.synthetic_set] if cell.uses_synthetic else "",
@@ -212,11 +212,6 @@ def make_optimizer(model: torch.nn.Module, settings: ModelSettings, lr: float) -
     if settings.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=settings.weight_decay, foreach=True)
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=settings.weight_decay, foreach=True)
-
-
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The autocast context of a classifier's forward passes: bfloat16 for mixed_precision bf16, else off."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def as_model_input(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -284,7 +279,7 @@ def fit_cell(
     # 2. The model and its augmentation.
     model = create_classifier(cell.model, len(data.classes), pool.shape[1], settings.pretrained,
                               **classifier_kwargs(cell.model, settings)).to(device).to(memory_format=torch.channels_last)
-    precision = classifier_precision(settings.mixed_precision, device)
+    precision = autocast_precision(settings.mixed_precision, device)
     augment = BaselineAugmentation(cell.baseline, size, params.flip)
     # 3. Phases (one, or two for two_phase), each with its own one-cycle schedule. The kept weights are
     # the best validation epoch of the *last* phase: a two-phase classifier has always been through its

@@ -168,8 +168,10 @@ def accuracy(checker: torch.nn.Module, pixels: torch.Tensor, labels: list[str], 
 
 
 def sample_text_to_image(denoiser: Denoiser, texts: np.ndarray, null: np.ndarray, guidance: float, steps: int,
-                         seed: int, batch_size: int = 256) -> torch.Tensor:
-    """Text-to-image samples in [-1, 1], one per text, DDIM with classifier-free guidance, from seeded noise."""
+                         seed: int, batch_size: int = 256, precision: str = "no") -> torch.Tensor:
+    """Text-to-image samples in [-1, 1] (float32), one per text, DDIM with classifier-free guidance, from seeded
+    noise; precision bf16 runs the U-Net under bfloat16 autocast (pretrain.check_precision), its weights untouched."""
+    from mvcaug.core.devices import autocast
     from mvcaug.method.sampling import sample
 
     device = next(denoiser.unet.parameters()).device
@@ -180,8 +182,10 @@ def sample_text_to_image(denoiser: Denoiser, texts: np.ndarray, null: np.ndarray
     out = []
     for start in range(0, len(texts), batch_size):
         text = torch.from_numpy(np.asarray(texts[start : start + batch_size], np.float32)).to(device)
-        out.append(sample(denoiser, None, text, null_text, noise[start : start + batch_size].to(device), "ddim",
-                          steps, guidance).clamp(-1, 1).cpu())
+        with autocast(device, precision):
+            images = sample(denoiser, None, text, null_text, noise[start : start + batch_size].to(device), "ddim",
+                            steps, guidance)
+        out.append(images.float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
 

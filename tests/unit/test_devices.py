@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvcaug.core.devices import auto_dtype, classifier_precision, native_bf16, resolve_dtype
+from mvcaug.core.devices import auto_dtype, autocast_precision, native_bf16, resolve_dtype
 
 CPU, CUDA, META = torch.device("cpu"), torch.device("cuda"), torch.device("meta")
 
@@ -34,5 +34,5 @@ def test_native_bf16_follows_the_cpu_amx_check_and_no_other_device_has_it():
 @pytest.mark.parametrize(("setting", "bf16", "expected"), [
     ("auto", True, "bf16"), ("auto", False, "no"), ("no", True, "no"), ("bf16", False, "bf16"),
 ])
-def test_classifier_precision_resolves_only_auto(setting, bf16, expected):
-    assert classifier_precision(setting, CPU, bf16) == expected
+def test_autocast_precision_resolves_only_auto(setting, bf16, expected):
+    assert autocast_precision(setting, CPU, bf16) == expected

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from mvcaug.core.devices import autocast_precision
 from mvcaug.models.denoiser import takes_image_condition
 from mvcaug.io.models import load_denoiser
 from mvcaug.method.finetune import ClassConditions, ConditionSampler, build_denoiser
@@ -59,6 +60,22 @@ def test_corpus_conditions_give_each_image_its_own_caption():
         assert np.array_equal(own, conditions.image_indices.astype(np.float32))
 
 
+def test_self_check_samples_in_bf16_leave_the_float32_weights_untouched():
+    from mvcaug.method.pretrain import build_text_to_image, sample_text_to_image
+
+    denoiser = build_text_to_image(TINY, channels=1, resolution=16, text_dim=128, device=torch.device("cpu"))
+    before = {name: tensor.clone() for name, tensor in denoiser.unet.state_dict().items()}
+    texts = np.random.default_rng(0).standard_normal((3, 5, 128)).astype(np.float32)
+    null = np.zeros((5, 128), np.float32)
+    full = sample_text_to_image(denoiser, texts, null, guidance=1.5, steps=3, seed=0)
+    half = sample_text_to_image(denoiser, texts, null, guidance=1.5, steps=3, seed=0, precision="bf16")
+    assert full.dtype == half.dtype == torch.float32 and full.shape == half.shape == (3, 1, 16, 16)
+    # the same samples to bf16's precision, computed in it (not a float32 run under another name)
+    assert not torch.equal(full, half) and torch.allclose(full, half, atol=0.1)
+    after = denoiser.unet.state_dict()
+    assert all(after[name].dtype == torch.float32 and torch.equal(after[name], tensor) for name, tensor in before.items())
+
+
 def test_self_check_ratio_and_pass():
     assert SelfCheck(10, 1.0, 0.8, 0.72, 0.9).passed
     assert not SelfCheck(10, 1.0, 0.8, 0.71, 0.9).passed
@@ -75,6 +92,7 @@ def test_pretrain_writes_a_model_finetune_loads_as_it_loads_stable_diffusion(tmp
     assert metrics["steps"] == 3 and metrics["images"] == 12
     check = metrics["self_check"]
     assert 0 <= check["sample_accuracy"] <= 1 and 0 <= check["heldout_accuracy"] <= 1
+    assert check["precision"] == autocast_precision("auto", torch.device("cpu"))  # check_precision auto, as resolved
     assert json.loads((out / "metrics.json").read_text()) == metrics
     curve = (out / "self_check.csv").read_text().splitlines()
     assert curve[0] == "step,sample_accuracy,heldout_accuracy,ratio"

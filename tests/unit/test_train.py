@@ -196,7 +196,7 @@ def test_auto_precision_trains_as_the_device_resolves_it_and_the_digest_holds_wh
     """auto is bf16 on a device that computes it natively (this CPU, where it has AMX), else float32: a cell
     trained on auto equals the cell trained on what auto resolved to here, and its digest differs between a device
     that resolves auto to bf16 and one that resolves it to float32, so a stored cell is never reused across them."""
-    from mvcaug.core.devices import classifier_precision, native_bf16
+    from mvcaug.core.devices import autocast_precision, native_bf16
 
     train, val, test = splits
     data = TrainingData(train, val, test, list(DIGIT_NAMES))
@@ -204,7 +204,7 @@ def test_auto_precision_trains_as_the_device_resolves_it_and_the_digest_holds_wh
                                                                               mixed_precision=precision)})
              for precision in ("auto", "bf16", "no")}
     cell = Cell("small_cnn", "default", "real", 3)
-    here = classifier_precision("auto", torch.device("cpu"))
+    here = autocast_precision("auto", torch.device("cpu"))
     assert here == ("bf16" if native_bf16(torch.device("cpu")) else "no")
     losses: dict[str, list[float]] = {"auto": [], here: []}
     for precision in ("auto", here):
@@ -232,7 +232,7 @@ def test_fit_cell_returns_contiguous_weights_that_safetensors_can_store(splits, 
     save_file(state, tmp_path / "model.safetensors")  # refuses non-contiguous tensors
 
 
-def test_an_unknown_classifier_precision_is_refused_naming_the_key():
+def test_an_unknown_autocast_precision_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="mixed_precision.*one of auto, no, bf16"):
         params_from_dict({"train": {"model_settings": {"small_cnn": {"mixed_precision": "fp16"}}}})
 
