@@ -28,7 +28,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mvcaug.io.params_file import load_params  # noqa: E402
-from mvcaug.method.embed import NEGLIGIBLE, load_text_encoder, negligible_to_zero, null_text  # noqa: E402
+from mvcaug.method.embed import (  # noqa: E402
+    NEGLIGIBLE, last_hidden_states, load_text_encoder, negligible_to_zero, null_text,
+)
 from mvcaug.method.finetune import ConditionSampler, train_denoiser  # noqa: E402
 from mvcaug.method.pretrain import (  # noqa: E402
     NO_MIX, Corpus, build_text_to_image, corpus_conditions, glyph_corpus, training_params,
@@ -39,17 +41,12 @@ log = logging.getLogger("benchmarks.negligible_text")
 WARM_UP = 5
 
 
-@torch.inference_mode()
 def raw_embeddings(params: Params, texts: list[str]) -> np.ndarray:
     """(n, m, d) float32: the encoder's last hidden states as it gives them (encode_texts without the flush)."""
     encoder = load_text_encoder(params.embed)
-    chunks = []
-    for start in range(0, len(texts), params.embed.batch_size):
-        tokens = encoder.tokenizer(texts[start : start + params.embed.batch_size], padding="max_length",
-                                   truncation=True, max_length=encoder.max_length, return_tensors="pt")
-        inputs = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
-        chunks.append(encoder.model(**inputs).last_hidden_state.float().numpy())
-    return np.concatenate(chunks)
+    size = params.embed.batch_size
+    return np.concatenate([last_hidden_states(encoder, texts[start : start + size])
+                           for start in range(0, len(texts), size)])
 
 
 def train(params: Params, corpus: Corpus, texts: np.ndarray, null: np.ndarray, steps: int) -> tuple[float, dict]:

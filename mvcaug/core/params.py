@@ -52,7 +52,7 @@ TaskRunner = Literal["local", "dask"]
 Baseline = Literal["default", "autoaugment", "randaugment", "trivialaugment"]
 Strategy = Literal["real", "combined", "rsp", "two_phase"]
 ClassifierOptimizer = Literal["adamw", "adam", "sgd"]  # train.make_optimizer
-AutocastPrecision = Literal["auto", "no", "bf16"]  # fit_cell's and the self-check's autocast; fp16 would need a gradient scaler
+AutocastPrecision = Literal["auto", "no", "bf16"]  # fit_cell's and the self-check's; fp16 would need a grad scaler
 FilterSpace = Literal["pixels", "features"]
 
 

@@ -21,7 +21,7 @@ from mvcaug.io.model_sources import ModelError, load_from_source
 from mvcaug.core.params import EmbedParams
 
 __all__ = ["PACKAGED_ENCODER", "load_tokenizer", "truncation_summary", "load_text_encoder", "NEGLIGIBLE",
-    "negligible_to_zero", "encode_texts",
+    "negligible_to_zero", "last_hidden_states", "encode_texts",
     "storage_dtype", "encoder_info", "null_text", "CODE_ENTRIES", "encoder_config", "embed_texts"]
 
 if TYPE_CHECKING:
@@ -133,28 +133,32 @@ def negligible_to_zero(hidden: np.ndarray) -> np.ndarray:
     Why: MiniLM's last hidden state holds values near 1e-32 in two of its 384 dimensions for every token. In a
     training step's backward pass their products with the gradients (the cross-attention projections' weight
     gradients) are subnormal floats, which a CPU computes many times slower than normal ones: the pretrain step
-    ran at 2.0 steps/s with them and 2.5 without, on this project's 2-core machine. They carry nothing at
-    float32's precision (any sum they enter beside a normal value rounds them away): 35 pretrain steps on the
-    corpus gave byte-identical weights with and without them (tests/unit/test_embed.py checks a tiny model)."""
+    ran at 2.13 steps/s with them and 2.64 without on this project's 2-core machine (benchmarks/negligible_text.py).
+    They carry nothing at float32's precision (any sum they enter beside a normal value rounds them away): 35
+    pretrain steps on the corpus ended in byte-identical weights with and without them (and a tiny model's in
+    tests/unit/test_pretrain.py)."""
     hidden[np.abs(hidden) < NEGLIGIBLE] = 0.0
     return hidden
 
 
 @torch.inference_mode()
+def last_hidden_states(encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+    """(len(texts), m, d) float32: every token's last hidden state as the encoder gives it, padded to exactly m
+    tokens (one batch; encode_texts stores them without their negligible values)."""
+    tokens = encoder.tokenizer(
+        texts, padding="max_length", truncation=True, max_length=encoder.max_length, return_tensors="pt"
+    ).to(encoder.device)
+    inputs = {"input_ids": tokens["input_ids"]}
+    if "attention_mask" in tokens and _accepts_attention_mask(encoder.model):
+        inputs["attention_mask"] = tokens["attention_mask"]
+    return encoder.model(**inputs).last_hidden_state.float().cpu().numpy()
+
+
 def encode_texts(encoder: TextEncoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """(len(texts), m, d) float32: every token's last hidden state, padded to exactly m tokens; values below
-    NEGLIGIBLE in magnitude are 0 (negligible_to_zero)."""
-    chunks = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="embed", unit="batch", disable=len(texts) < 2):
-        batch = texts[start : start + batch_size]
-        tokens = encoder.tokenizer(
-            batch, padding="max_length", truncation=True, max_length=encoder.max_length, return_tensors="pt"
-        ).to(encoder.device)
-        inputs = {"input_ids": tokens["input_ids"]}
-        if "attention_mask" in tokens and _accepts_attention_mask(encoder.model):
-            inputs["attention_mask"] = tokens["attention_mask"]
-        hidden = encoder.model(**inputs).last_hidden_state
-        chunks.append(negligible_to_zero(hidden.float().cpu().numpy()))
+    """(len(texts), m, d) float32: every token's last hidden state, padded to exactly m tokens, batch_size texts
+    at a time; values below NEGLIGIBLE in magnitude are 0 (negligible_to_zero)."""
+    chunks = [negligible_to_zero(last_hidden_states(encoder, texts[start : start + batch_size]))
+              for start in tqdm(range(0, len(texts), batch_size), desc="embed", unit="batch", disable=len(texts) < 2)]
     return np.concatenate(chunks) if chunks else np.zeros((0, encoder.max_length, encoder.dim), np.float32)
 
 

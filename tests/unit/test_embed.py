@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mvcaug.method.embed import (
-    NEGLIGIBLE, PACKAGED_ENCODER, encode_texts, load_text_encoder, storage_dtype,
+    NEGLIGIBLE, PACKAGED_ENCODER, encode_texts, last_hidden_states, load_text_encoder, storage_dtype,
 )
 from mvcaug.io.embedding_table import read_embeddings
 from mvcaug.io.model_sources import ModelError
@@ -52,12 +52,7 @@ def test_deterministic_and_batch_independent(encoder):
 
 
 def test_negligible_values_are_stored_as_zero_and_the_rest_as_the_encoder_gave_them(encoder):
-    import torch
-
-    tokens = encoder.tokenizer(CAPTIONS, padding="max_length", truncation=True, max_length=encoder.max_length,
-                               return_tensors="pt")
-    with torch.inference_mode():
-        raw = encoder.model(**tokens).last_hidden_state.numpy()
+    raw = last_hidden_states(encoder, CAPTIONS)
     negligible = (raw != 0) & (np.abs(raw) < NEGLIGIBLE)
     assert negligible.any()  # MiniLM's own output holds them (about 1e-32): what the flush is for
     out = encode_texts(encoder, CAPTIONS, batch_size=3)
