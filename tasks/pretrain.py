@@ -21,7 +21,7 @@ from mvcaug.io.digests import json_digest
 from mvcaug.io.content_cache import open_cache
 from mvcaug.core.params import Params
 from mvcaug.io.catalog import FILES
-from mvcaug.core.devices import autocast_precision, device_label
+from mvcaug.core.devices import autocast_precision, device_label, resolve_device
 from mvcaug.core.throughput import Throughput
 from mvcaug.io.stage_times import note_throughput
 
@@ -100,8 +100,6 @@ def pretrain(params: Params) -> dict:
         training_params,
     )
 
-    import torch
-
     p, out = params.pretrain, Path(params.paths.pretrain)
     out.mkdir(parents=True, exist_ok=True)
     clear_outputs(out)  # a model of another source never stays beside this run's files
@@ -125,7 +123,7 @@ def pretrain(params: Params) -> dict:
     checker = train_checker(corpus.pixels, corpus.labels, classes, p.seed) if heldout else None
     heldout_accuracy = accuracy(checker, heldout.pixels, heldout.labels, classes) if checker and heldout else 0.0
     # 3. Train, checking every check_every steps.
-    device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
+    device = resolve_device()  # CUDA when present, else the CPU
     check_precision = autocast_precision(p.check_precision, device)
     denoiser = build_text_to_image(p, channels, resolution, train_text.shape[-1], device)
     sampler = ConditionSampler(corpus_conditions(corpus, train_text), NO_MIX, "target", p.seed)

@@ -185,7 +185,7 @@ def sample_text_to_image(denoiser: Denoiser, texts: np.ndarray, null: np.ndarray
         with autocast(device, precision):
             images = sample(denoiser, None, text, null_text, noise[start : start + batch_size].to(device), "ddim",
                             steps, guidance)
-        out.append(images.float().clamp(-1, 1).cpu())
+        out.append(images.clamp(-1, 1).cpu())  # float32 already: sample decodes to it
     return torch.cat(out)
 
 
